@@ -1,0 +1,15 @@
+//! # wsloop
+//!
+//! A tiny WebSocket server (RFC 6455) on a single-threaded `mio` event loop.
+//!
+//! - [`proto`]: the protocol core without I/O (handshake, frames, masking, UTF-8, messages,
+//!   close handshake).
+//! - [`server`]: the event loop: listeners, connections, buffers, timers, broadcast.
+//! - [`app`]: applications on top of the loop (the echo testee).
+//! - [`client`]: a small blocking client for the CLI and tests.
+
+#[macro_use]
+pub mod log;
+pub mod app;
+pub mod proto;
+pub mod server;

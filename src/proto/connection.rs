@@ -1,0 +1,602 @@
+//! The per-connection WebSocket state machine after the handshake: bytes in, events and
+//! control frames out. No sockets, no clocks.
+//!
+//! The caller owns the read buffer. [`Connection::poll_event`] decodes from it and reports how
+//! many bytes it used; a data frame that is already complete in the buffer is unmasked in place
+//! and handed out as a slice of it (no copy). A frame that arrives in pieces, or a fragmented
+//! message, is unmasked and UTF-8-checked piece by piece as it arrives (so an invalid text
+//! fails at the first bad byte, RFC 6455 §8.1) and gathered into an internal buffer.
+//!
+//! Replies the protocol owes the peer (a pong for a ping §5.5.2, the echo of a close §5.5.1, the
+//! close that fails the connection §7.1.7) are not written here: they wait in the connection
+//! until the caller takes them with [`Connection::poll_transmit`].
+
+use super::close::{parse_close_payload, CloseFrame};
+use super::error::ProtocolError;
+use super::frame::{decode_header, encode_header, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD};
+use super::limits::Limits;
+use super::mask::apply_mask;
+use super::utf8::Utf8Validator;
+
+/// Which end of the connection this is; decides masking (§5.1, §5.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Receives masked frames, sends unmasked ones.
+    Server,
+    /// Sends masked frames (keys from a generator seeded by the caller), receives unmasked ones.
+    Client,
+}
+
+/// The kind of a data message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MessageKind {
+    /// Opcode 0x1: the data is valid UTF-8 (checked before the message is handed out).
+    Text,
+    /// Opcode 0x2: arbitrary bytes.
+    Binary,
+}
+
+impl MessageKind {
+    /// The opcode of the first frame of such a message.
+    pub fn opcode(self) -> OpCode {
+        match self {
+            MessageKind::Text => OpCode::Text,
+            MessageKind::Binary => OpCode::Binary,
+        }
+    }
+}
+
+/// A complete data message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Message<'a> {
+    /// Text or binary.
+    pub kind: MessageKind,
+    /// The unmasked payload; valid UTF-8 when `kind` is `Text`.
+    pub data: &'a [u8],
+}
+
+impl<'a> Message<'a> {
+    /// The text of a text message.
+    pub fn as_text(&self) -> Option<&'a str> {
+        match self.kind {
+            MessageKind::Text => std::str::from_utf8(self.data).ok(),
+            MessageKind::Binary => None,
+        }
+    }
+}
+
+/// What the peer sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// A complete text or binary message.
+    Message(Message<'a>),
+    /// A ping; the pong is already queued for [`Connection::poll_transmit`].
+    Ping(&'a [u8]),
+    /// A pong (solicited or not, §5.5.3).
+    Pong(&'a [u8]),
+    /// The peer's close frame. If this end had not sent one, the echo is queued; either way
+    /// the closing handshake is complete once queued frames are flushed (§7.1.1).
+    Close(CloseFrame<'a>),
+}
+
+/// Where the closing handshake stands (§7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CloseState {
+    /// Data flows both ways.
+    Open,
+    /// This end sent a close and waits for the peer's; incoming data is dropped (§5.5.1).
+    CloseSent,
+    /// Both closes exchanged, or the connection failed: nothing more is read; the transport
+    /// should be closed once queued frames are written.
+    Closed,
+}
+
+/// A data message whose frames have not all arrived.
+#[derive(Clone, Debug)]
+struct Partial {
+    kind: MessageKind,
+    len: u64,
+    fragments: u32,
+    utf8: Utf8Validator,
+}
+
+/// Where the decoder stands in the byte stream.
+#[derive(Debug)]
+enum ReadState {
+    /// At a frame boundary, no message in progress.
+    Idle,
+    /// At a frame boundary inside a fragmented message.
+    BetweenFragments(Partial),
+    /// Inside the payload of a data frame whose bytes arrive in pieces.
+    InPayload {
+        message: Partial,
+        fin: bool,
+        mask: Option<[u8; 4]>,
+        remaining: u64,
+        offset: usize,
+    },
+}
+
+/// A control frame's payload held until it is sent.
+#[derive(Clone, Copy, Debug)]
+struct ControlPayload {
+    bytes: [u8; MAX_CONTROL_PAYLOAD],
+    len: u8,
+}
+
+impl ControlPayload {
+    fn new(data: &[u8]) -> Self {
+        let len = data.len().min(MAX_CONTROL_PAYLOAD);
+        let mut bytes = [0; MAX_CONTROL_PAYLOAD];
+        bytes[..len].copy_from_slice(&data[..len]);
+        ControlPayload {
+            bytes,
+            len: len as u8,
+        }
+    }
+
+    /// §5.5.1: a 2-byte code then a UTF-8 reason, cut at a character boundary to fit 125 bytes.
+    fn close(code: Option<u16>, reason: &str) -> Self {
+        let Some(code) = code else {
+            return ControlPayload::new(&[]);
+        };
+        let mut cut = reason.len().min(MAX_CONTROL_PAYLOAD - 2);
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let mut bytes = [0; MAX_CONTROL_PAYLOAD];
+        bytes[..2].copy_from_slice(&code.to_be_bytes());
+        bytes[2..2 + cut].copy_from_slice(&reason.as_bytes()[..cut]);
+        ControlPayload {
+            bytes,
+            len: (2 + cut) as u8,
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
+/// An encoded control frame ready to be written.
+#[derive(Clone, Copy, Debug)]
+pub struct ControlFrame {
+    bytes: [u8; 6 + MAX_CONTROL_PAYLOAD],
+    len: u8,
+    opcode: OpCode,
+}
+
+impl ControlFrame {
+    /// The frame bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+
+    /// Ping, pong or close.
+    pub fn opcode(&self) -> OpCode {
+        self.opcode
+    }
+}
+
+/// What one decoding step found; offsets instead of borrows so the loop in `poll_event` can
+/// keep mutating state until it has something to hand out.
+enum Step {
+    NeedMore,
+    Continue,
+    /// A complete frame whose payload starts `header_len` bytes into the consumed range.
+    InPlace {
+        kind: Found,
+        header_len: usize,
+    },
+    /// A message gathered in the internal buffer.
+    Assembled(MessageKind),
+}
+
+#[derive(Clone, Copy)]
+enum Found {
+    Data(MessageKind),
+    Ping,
+    Pong,
+    Close,
+}
+
+/// Buffers larger than this are released after use instead of kept for the next message.
+const RETAINED_ASSEMBLY_CAPACITY: usize = 64 * 1024;
+
+/// One WebSocket connection's protocol state.
+#[derive(Debug)]
+pub struct Connection {
+    role: Role,
+    limits: Limits,
+    read: ReadState,
+    close: CloseState,
+    /// Payload of fragmented or piecewise-arrived messages.
+    assembly: Vec<u8>,
+    /// `assembly` was handed out by the previous `poll_event` and is cleared by the next.
+    assembly_delivered: bool,
+    /// §5.5.3: a pong answers the most recent ping; at most one is owed at a time.
+    pending_pong: Option<ControlPayload>,
+    pending_ping: Option<ControlPayload>,
+    pending_close: Option<ControlPayload>,
+    /// xorshift64 state for client masking keys.
+    mask_state: u64,
+}
+
+impl Connection {
+    /// A server-side connection.
+    pub fn new_server(limits: Limits) -> Self {
+        Self::new(Role::Server, limits, 0)
+    }
+
+    /// A client-side connection. `mask_seed` seeds the masking keys; §5.3 asks for keys an
+    /// intermediary cannot predict, so pass a random seed.
+    pub fn new_client(limits: Limits, mask_seed: u64) -> Self {
+        // xorshift must not start at zero.
+        Self::new(Role::Client, limits, mask_seed | 1)
+    }
+
+    fn new(role: Role, limits: Limits, mask_state: u64) -> Self {
+        Connection {
+            role,
+            limits,
+            read: ReadState::Idle,
+            close: CloseState::Open,
+            assembly: Vec::new(),
+            assembly_delivered: false,
+            pending_pong: None,
+            pending_ping: None,
+            pending_close: None,
+            mask_state,
+        }
+    }
+
+    /// The role this connection plays.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Data may still be sent (no close sent or received).
+    pub fn is_open(&self) -> bool {
+        self.close == CloseState::Open
+    }
+
+    /// This end sent a close and waits for the peer's.
+    pub fn is_close_sent(&self) -> bool {
+        self.close == CloseState::CloseSent
+    }
+
+    /// The closing handshake is over (or the connection failed): once the frames from
+    /// [`poll_transmit`](Self::poll_transmit) are written, the transport should be closed.
+    pub fn is_closed(&self) -> bool {
+        self.close == CloseState::Closed
+    }
+
+    /// Bytes this connection holds for a message in progress (for memory accounting).
+    pub fn buffered(&self) -> usize {
+        self.assembly.capacity()
+    }
+
+    /// Starts the closing handshake (§7.1.2). Returns false if a close was already sent or
+    /// received.
+    pub fn close(&mut self, code: u16, reason: &str) -> bool {
+        if self.close != CloseState::Open {
+            return false;
+        }
+        self.pending_close = Some(ControlPayload::close(Some(code), reason));
+        self.close = CloseState::CloseSent;
+        true
+    }
+
+    /// Queues a ping (for heartbeats). A ping still queued is replaced.
+    pub fn ping(&mut self, payload: &[u8]) {
+        if self.close == CloseState::Open {
+            self.pending_ping = Some(ControlPayload::new(payload));
+        }
+    }
+
+    /// The masking key for the next frame this end sends: a fresh one for a client, none
+    /// for a server (§5.1: "A server MUST NOT mask any frames").
+    pub fn next_mask(&mut self) -> Option<[u8; 4]> {
+        match self.role {
+            Role::Server => None,
+            Role::Client => {
+                let mut x = self.mask_state;
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                self.mask_state = x;
+                Some((x as u32).to_ne_bytes())
+            }
+        }
+    }
+
+    /// The next control frame to write: owed pongs, a queued ping, then the close.
+    pub fn poll_transmit(&mut self) -> Option<ControlFrame> {
+        let (opcode, payload) = if let Some(p) = self.pending_pong.take() {
+            (OpCode::Pong, p)
+        } else if let Some(p) = self.pending_ping.take() {
+            (OpCode::Ping, p)
+        } else {
+            (OpCode::Close, self.pending_close.take()?)
+        };
+        let mask = self.next_mask();
+        let data = payload.as_bytes();
+        let header = encode_header(true, opcode, mask, data.len() as u64);
+        let hlen = header.as_bytes().len();
+        let mut frame = ControlFrame {
+            bytes: [0; 6 + MAX_CONTROL_PAYLOAD],
+            len: (hlen + data.len()) as u8,
+            opcode,
+        };
+        frame.bytes[..hlen].copy_from_slice(header.as_bytes());
+        frame.bytes[hlen..hlen + data.len()].copy_from_slice(data);
+        if let Some(key) = mask {
+            apply_mask(&mut frame.bytes[hlen..hlen + data.len()], key, 0);
+        }
+        Some(frame)
+    }
+
+    /// Decodes from `buf` until one event is found or the bytes run out.
+    ///
+    /// Returns how many bytes of `buf` were used (the caller drops them once done with the
+    /// event) and the event, if any. An error fails the connection: the close frame with the
+    /// error's code is queued for [`poll_transmit`](Self::poll_transmit) and nothing more is
+    /// decoded. After the closing handshake, input is discarded (§5.5.1).
+    pub fn poll_event<'a>(
+        &'a mut self,
+        buf: &'a mut [u8],
+    ) -> Result<(usize, Option<Event<'a>>), ProtocolError> {
+        if self.assembly_delivered {
+            self.assembly_delivered = false;
+            self.assembly.clear();
+            if self.assembly.capacity() > RETAINED_ASSEMBLY_CAPACITY {
+                self.assembly = Vec::new();
+            }
+        }
+        let mut pos = 0;
+        let (end, step) = loop {
+            if self.close == CloseState::Closed {
+                return Ok((buf.len(), None));
+            }
+            match self.step(&mut buf[pos..]) {
+                Err(e) => return Err(self.fail(e)),
+                Ok((used, Step::Continue)) => pos += used,
+                Ok((used, Step::NeedMore)) => return Ok((pos + used, None)),
+                Ok((used, step)) => break (pos + used, step),
+            }
+        };
+        let this: &'a Self = self;
+        let event = match step {
+            Step::InPlace { kind, header_len } => {
+                let payload = &buf[pos + header_len..end];
+                match kind {
+                    Found::Data(kind) => Event::Message(Message {
+                        kind,
+                        data: payload,
+                    }),
+                    Found::Ping => Event::Ping(payload),
+                    Found::Pong => Event::Pong(payload),
+                    // Checked in `on_control`; parsing again cannot fail.
+                    Found::Close => Event::Close(parse_close_payload(payload)?),
+                }
+            }
+            Step::Assembled(kind) => Event::Message(Message {
+                kind,
+                data: &this.assembly,
+            }),
+            Step::NeedMore | Step::Continue => return Ok((end, None)),
+        };
+        Ok((end, Some(event)))
+    }
+
+    /// Fails the connection (§7.1.7): queue the close with the error's code, read no more.
+    fn fail(&mut self, error: ProtocolError) -> ProtocolError {
+        if self.close == CloseState::Open {
+            self.pending_close = Some(ControlPayload::close(
+                Some(error.close_code()),
+                &error.to_string(),
+            ));
+        }
+        self.close = CloseState::Closed;
+        self.read = ReadState::Idle;
+        error
+    }
+
+    fn step(&mut self, buf: &mut [u8]) -> Result<(usize, Step), ProtocolError> {
+        if let ReadState::InPayload { .. } = self.read {
+            return self.read_payload(buf);
+        }
+        let Some((header, header_len)) = decode_header(buf)? else {
+            return Ok((0, Step::NeedMore));
+        };
+        self.check_mask(&header)?;
+        // Control frames are at most 125 bytes: wait until one is whole, then handle it in
+        // place. They may come between the fragments of a message (§5.4).
+        if header.opcode.is_control() {
+            let total = header_len + header.payload_len as usize;
+            if buf.len() < total {
+                return Ok((0, Step::NeedMore));
+            }
+            let payload = &mut buf[header_len..total];
+            if let Some(key) = header.mask {
+                apply_mask(payload, key, 0);
+            }
+            let found = self.on_control(header.opcode, payload)?;
+            return Ok((
+                total,
+                Step::InPlace {
+                    kind: found,
+                    header_len,
+                },
+            ));
+        }
+        let message = self.start_frame(&header)?;
+        let total = header_len as u64 + header.payload_len;
+        // Fast path: a whole unfragmented message already in the buffer is handed out in place.
+        if let Some(kind) = message.as_ref().err().copied() {
+            if header.fin && total <= buf.len() as u64 {
+                let total = total as usize;
+                let payload = &mut buf[header_len..total];
+                if let Some(key) = header.mask {
+                    apply_mask(payload, key, 0);
+                }
+                if kind == MessageKind::Text && std::str::from_utf8(payload).is_err() {
+                    return Err(ProtocolError::InvalidUtf8);
+                }
+                if self.close == CloseState::CloseSent {
+                    return Ok((total, Step::Continue));
+                }
+                return Ok((
+                    total,
+                    Step::InPlace {
+                        kind: Found::Data(kind),
+                        header_len,
+                    },
+                ));
+            }
+        }
+        let message = message.unwrap_or_else(|kind| Partial {
+            kind,
+            len: 0,
+            fragments: 0,
+            utf8: Utf8Validator::new(),
+        });
+        self.read = ReadState::InPayload {
+            message: Partial {
+                fragments: message.fragments + 1,
+                ..message
+            },
+            fin: header.fin,
+            mask: header.mask,
+            remaining: header.payload_len,
+            offset: 0,
+        };
+        Ok((header_len, Step::Continue))
+    }
+
+    /// §5.1: masking depends on who sends.
+    fn check_mask(&self, header: &FrameHeader) -> Result<(), ProtocolError> {
+        match (self.role, header.mask.is_some()) {
+            (Role::Server, false) => Err(ProtocolError::UnmaskedFrame),
+            (Role::Client, true) => Err(ProtocolError::MaskedFrame),
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies §5.4's fragmentation rules and the size limits to a data frame header, before
+    /// anything is allocated. Returns the message in progress it continues, or `Err(kind)`
+    /// for the first frame of a new message.
+    fn start_frame(
+        &mut self,
+        header: &FrameHeader,
+    ) -> Result<Result<Partial, MessageKind>, ProtocolError> {
+        if header.payload_len > self.limits.max_frame_payload {
+            return Err(ProtocolError::FrameTooLarge);
+        }
+        let state = std::mem::replace(&mut self.read, ReadState::Idle);
+        let continued = match (header.opcode, state) {
+            (OpCode::Continuation, ReadState::BetweenFragments(partial)) => Ok(partial),
+            (OpCode::Continuation, _) => return Err(ProtocolError::UnexpectedContinuation),
+            (OpCode::Text, ReadState::Idle) => Err(MessageKind::Text),
+            (OpCode::Binary, ReadState::Idle) => Err(MessageKind::Binary),
+            (OpCode::Text | OpCode::Binary, _) => return Err(ProtocolError::ExpectedContinuation),
+            // Control opcodes never reach here; decode_header sorted them out.
+            (OpCode::Close | OpCode::Ping | OpCode::Pong, _) => {
+                return Err(ProtocolError::ReservedOpcode(header.opcode.bits()))
+            }
+        };
+        let so_far = continued.as_ref().map_or(0, |p| p.len);
+        if so_far.saturating_add(header.payload_len) > self.limits.max_message {
+            return Err(ProtocolError::MessageTooLarge);
+        }
+        if let Ok(p) = &continued {
+            if p.fragments >= self.limits.max_fragments {
+                return Err(ProtocolError::TooManyFragments);
+            }
+        }
+        Ok(continued)
+    }
+
+    /// Takes what has arrived of a data frame's payload.
+    fn read_payload(&mut self, buf: &mut [u8]) -> Result<(usize, Step), ProtocolError> {
+        let ReadState::InPayload {
+            message,
+            fin,
+            mask,
+            remaining,
+            offset,
+        } = &mut self.read
+        else {
+            return Ok((0, Step::Continue));
+        };
+        let n = (*remaining).min(buf.len() as u64) as usize;
+        let chunk = &mut buf[..n];
+        if let Some(key) = *mask {
+            apply_mask(chunk, key, *offset);
+        }
+        if message.kind == MessageKind::Text {
+            message
+                .utf8
+                .feed(chunk)
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        let discard = self.close == CloseState::CloseSent;
+        if !discard {
+            self.assembly.extend_from_slice(chunk);
+        }
+        message.len += n as u64;
+        *remaining -= n as u64;
+        *offset += n;
+        if *remaining > 0 {
+            return Ok((n, Step::NeedMore));
+        }
+        let fin = *fin;
+        let ReadState::InPayload { mut message, .. } =
+            std::mem::replace(&mut self.read, ReadState::Idle)
+        else {
+            return Ok((n, Step::Continue));
+        };
+        if !fin {
+            self.read = ReadState::BetweenFragments(message);
+            return Ok((n, Step::Continue));
+        }
+        if message.kind == MessageKind::Text {
+            message
+                .utf8
+                .finish()
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        if discard {
+            self.assembly.clear();
+            return Ok((n, Step::Continue));
+        }
+        self.assembly_delivered = true;
+        Ok((n, Step::Assembled(message.kind)))
+    }
+
+    /// Handles a complete, unmasked control frame (§5.5).
+    fn on_control(&mut self, opcode: OpCode, payload: &[u8]) -> Result<Found, ProtocolError> {
+        match opcode {
+            OpCode::Ping => {
+                if self.close == CloseState::Open {
+                    self.pending_pong = Some(ControlPayload::new(payload));
+                }
+                Ok(Found::Ping)
+            }
+            OpCode::Pong => Ok(Found::Pong),
+            OpCode::Close => {
+                let frame = parse_close_payload(payload)?;
+                if self.close == CloseState::Open {
+                    // §5.5.1: "It SHOULD use the status code it received"; an empty close is
+                    // answered with an empty close.
+                    self.pending_close = Some(ControlPayload::close(frame.code, ""));
+                }
+                self.close = CloseState::Closed;
+                Ok(Found::Close)
+            }
+            OpCode::Continuation | OpCode::Text | OpCode::Binary => {
+                Err(ProtocolError::ReservedOpcode(opcode.bits()))
+            }
+        }
+    }
+}

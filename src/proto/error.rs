@@ -1,0 +1,93 @@
+//! Protocol violations, one variant per rule of RFC 6455, and the close code each one earns.
+
+use std::fmt;
+
+/// A violation by the peer that fails the WebSocket connection (RFC 6455 §7.1.7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProtocolError {
+    /// §5.1: "The server MUST close the connection upon receiving a frame that is not masked."
+    UnmaskedFrame,
+    /// §5.1: "A client MUST close a connection if it detects a masked frame."
+    MaskedFrame,
+    /// §5.2: RSV1-3 "MUST be 0 unless an extension is negotiated".
+    ReservedBits,
+    /// §5.2: opcodes 0x3-0x7 and 0xB-0xF are reserved; "the receiving endpoint MUST _Fail_".
+    ReservedOpcode(u8),
+    /// §5.5: "All control frames MUST have a payload length of 125 bytes or less".
+    ControlFrameTooLong,
+    /// §5.5: "All control frames ... MUST NOT be fragmented."
+    FragmentedControlFrame,
+    /// §5.2: in the 64-bit length form "the most significant bit MUST be 0".
+    LengthTopBitSet,
+    /// §5.4: a continuation frame with no message in progress.
+    UnexpectedContinuation,
+    /// §5.4: a new text or binary frame while a fragmented message is in progress.
+    ExpectedContinuation,
+    /// §8.1: a text message (or close reason) that is not valid UTF-8.
+    InvalidUtf8,
+    /// §5.5.1: a close payload of exactly one byte cannot hold a status code.
+    ClosePayloadTooShort,
+    /// §7.4: a close code that is not allowed on the wire.
+    InvalidCloseCode(u16),
+    /// §5.5.1 / §8.1: a close reason that is not valid UTF-8.
+    InvalidCloseReason,
+    /// §10.4: a frame declaring more payload than this endpoint accepts.
+    FrameTooLarge,
+    /// §10.4: a message growing past the message size limit.
+    MessageTooLarge,
+    /// §10.4: a fragmented message made of more frames than allowed.
+    TooManyFragments,
+}
+
+impl ProtocolError {
+    /// The status code sent in the close frame that fails the connection (§7.4.1).
+    pub fn close_code(self) -> u16 {
+        use crate::proto::close::code;
+        match self {
+            ProtocolError::UnmaskedFrame
+            | ProtocolError::MaskedFrame
+            | ProtocolError::ReservedBits
+            | ProtocolError::ReservedOpcode(_)
+            | ProtocolError::ControlFrameTooLong
+            | ProtocolError::FragmentedControlFrame
+            | ProtocolError::LengthTopBitSet
+            | ProtocolError::UnexpectedContinuation
+            | ProtocolError::ExpectedContinuation
+            | ProtocolError::ClosePayloadTooShort
+            | ProtocolError::InvalidCloseCode(_) => code::PROTOCOL_ERROR,
+            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCloseReason => code::INVALID_PAYLOAD,
+            ProtocolError::FrameTooLarge
+            | ProtocolError::MessageTooLarge
+            | ProtocolError::TooManyFragments => code::MESSAGE_TOO_BIG,
+        }
+    }
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProtocolError::UnmaskedFrame => f.write_str("client frame is not masked"),
+            ProtocolError::MaskedFrame => f.write_str("server frame is masked"),
+            ProtocolError::ReservedBits => f.write_str("reserved bits set without an extension"),
+            ProtocolError::ReservedOpcode(op) => write!(f, "reserved opcode {op:#x}"),
+            ProtocolError::ControlFrameTooLong => f.write_str("control frame over 125 bytes"),
+            ProtocolError::FragmentedControlFrame => f.write_str("fragmented control frame"),
+            ProtocolError::LengthTopBitSet => f.write_str("64-bit length with the top bit set"),
+            ProtocolError::UnexpectedContinuation => {
+                f.write_str("continuation frame without a message in progress")
+            }
+            ProtocolError::ExpectedContinuation => {
+                f.write_str("new data frame inside a fragmented message")
+            }
+            ProtocolError::InvalidUtf8 => f.write_str("text message is not valid UTF-8"),
+            ProtocolError::ClosePayloadTooShort => f.write_str("close payload of 1 byte"),
+            ProtocolError::InvalidCloseCode(c) => write!(f, "invalid close code {c}"),
+            ProtocolError::InvalidCloseReason => f.write_str("close reason is not valid UTF-8"),
+            ProtocolError::FrameTooLarge => f.write_str("frame larger than the limit"),
+            ProtocolError::MessageTooLarge => f.write_str("message larger than the limit"),
+            ProtocolError::TooManyFragments => f.write_str("message has too many fragments"),
+        }
+    }
+}
+
+impl std::error::Error for ProtocolError {}

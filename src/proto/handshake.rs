@@ -1,0 +1,528 @@
+//! The opening handshake (RFC 6455 §4.2): reading an HTTP/1.1 request head, checking that it
+//! is a valid WebSocket upgrade, and writing the 101 answer or the HTTP error.
+//!
+//! Reading is incremental: [`HeadReader`] remembers how far it has looked for the blank line
+//! that ends the head, so a head arriving one byte at a time costs linear time in total, and
+//! `httparse` runs once, on the complete head.
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use sha1::{Digest, Sha1};
+
+use super::limits::Limits;
+
+/// §1.3: the GUID appended to the key before hashing.
+const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+/// Why a request was refused, each with its HTTP status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HandshakeError {
+    /// The head grew past the size limit before it ended: 431.
+    HeadTooLarge,
+    /// More header lines than the limit allows: 431.
+    TooManyHeaders,
+    /// Not parseable as an HTTP/1.x request head: 400.
+    Malformed(&'static str),
+    /// §4.2.1 (1): "An HTTP/1.1 or higher GET request": 400.
+    NotGet,
+    /// §4.2.1 (1): HTTP/1.0 cannot upgrade: 400.
+    HttpVersion,
+    /// §4.2.1 (2): "A |Host| header field": 400.
+    MissingHost,
+    /// §4.2.1 (3): "An |Upgrade| header field containing the value "websocket"": 400.
+    NotWebSocketUpgrade,
+    /// §4.2.1 (4): "A |Connection| header field that includes the token "Upgrade"": 400.
+    MissingConnectionUpgrade,
+    /// §4.2.1 (5): a |Sec-WebSocket-Key| that "when decoded, is 16 bytes in length": 400.
+    BadKey,
+    /// §4.2.1 (6): |Sec-WebSocket-Version| must be 13; §4.2.2 answers 426 with the versions
+    /// the server speaks.
+    UnsupportedVersion,
+}
+
+impl HandshakeError {
+    /// The HTTP status that answers this error.
+    pub fn status(&self) -> u16 {
+        match self {
+            HandshakeError::HeadTooLarge | HandshakeError::TooManyHeaders => 431,
+            HandshakeError::Malformed(_)
+            | HandshakeError::NotGet
+            | HandshakeError::HttpVersion
+            | HandshakeError::MissingHost
+            | HandshakeError::NotWebSocketUpgrade
+            | HandshakeError::MissingConnectionUpgrade
+            | HandshakeError::BadKey => 400,
+            HandshakeError::UnsupportedVersion => 426,
+        }
+    }
+
+    /// A one-line reason, sent as the response body and logged.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            HandshakeError::HeadTooLarge => "request head too large",
+            HandshakeError::TooManyHeaders => "too many header fields",
+            HandshakeError::Malformed(why) => why,
+            HandshakeError::NotGet => "a WebSocket upgrade must be a GET request",
+            HandshakeError::HttpVersion => "a WebSocket upgrade needs HTTP/1.1 or later",
+            HandshakeError::MissingHost => "missing Host header",
+            HandshakeError::NotWebSocketUpgrade => {
+                "missing or wrong Upgrade header (want websocket)"
+            }
+            HandshakeError::MissingConnectionUpgrade => "Connection header lacks the Upgrade token",
+            HandshakeError::BadKey => "Sec-WebSocket-Key must be base64 of 16 bytes",
+            HandshakeError::UnsupportedVersion => "unsupported Sec-WebSocket-Version (want 13)",
+        }
+    }
+
+    /// A short stable label, for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            HandshakeError::HeadTooLarge => "head_too_large",
+            HandshakeError::TooManyHeaders => "too_many_headers",
+            HandshakeError::Malformed(_) => "malformed",
+            HandshakeError::NotGet => "not_get",
+            HandshakeError::HttpVersion => "http_version",
+            HandshakeError::MissingHost => "missing_host",
+            HandshakeError::NotWebSocketUpgrade => "not_websocket",
+            HandshakeError::MissingConnectionUpgrade => "missing_connection_upgrade",
+            HandshakeError::BadKey => "bad_key",
+            HandshakeError::UnsupportedVersion => "unsupported_version",
+        }
+    }
+}
+
+/// A parsed HTTP request head. Header names keep their case; look-ups ignore it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    /// The method, e.g. `GET`.
+    pub method: String,
+    /// The request target as sent, e.g. `/ws?token=abc`.
+    pub target: String,
+    /// The minor version of HTTP/1.x.
+    pub minor_version: u8,
+    /// Header fields in the order received.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Request {
+    /// The first value of header `name` (case-insensitive), if present and UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    /// Every value of header `name` (case-insensitive) that is UTF-8, in order.
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    /// Whether any value of header `name` is a comma-separated list containing `token`
+    /// (case-insensitive), as §4.2.1 requires for `Connection` and `Upgrade`.
+    pub fn has_token(&self, name: &str, token: &str) -> bool {
+        self.header_values(name)
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+
+    /// The path part of the target, without the query string.
+    pub fn path(&self) -> &str {
+        self.target.split('?').next().unwrap_or("")
+    }
+
+    /// Whether this request asks for a WebSocket upgrade at all (it may still be an invalid one).
+    pub fn wants_upgrade(&self) -> bool {
+        self.header("Upgrade").is_some() || self.header("Sec-WebSocket-Key").is_some()
+    }
+}
+
+/// Reads a request head from a growing buffer in linear total time.
+#[derive(Clone, Debug, Default)]
+pub struct HeadReader {
+    /// Bytes already searched for the end of the head.
+    scanned: usize,
+}
+
+impl HeadReader {
+    /// A reader at the start of a request.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Looks at `buf` (everything received so far). Returns `Ok(None)` while the head is
+    /// incomplete, or the request and the length of its head; bytes after it belong to the
+    /// WebSocket stream and must not be dropped.
+    pub fn read(
+        &mut self,
+        buf: &[u8],
+        limits: &Limits,
+    ) -> Result<Option<(Request, usize)>, HandshakeError> {
+        let Some(head_len) = self.find_end(buf) else {
+            if buf.len() > limits.max_handshake_bytes {
+                return Err(HandshakeError::HeadTooLarge);
+            }
+            return Ok(None);
+        };
+        if head_len > limits.max_handshake_bytes {
+            return Err(HandshakeError::HeadTooLarge);
+        }
+        let mut slots = vec![httparse::EMPTY_HEADER; limits.max_headers];
+        let mut req = httparse::Request::new(&mut slots);
+        match req.parse(&buf[..head_len]) {
+            Ok(httparse::Status::Complete(_)) => {}
+            Ok(httparse::Status::Partial) => {
+                return Err(HandshakeError::Malformed("incomplete request head"))
+            }
+            Err(httparse::Error::TooManyHeaders) => return Err(HandshakeError::TooManyHeaders),
+            Err(httparse::Error::Version) => return Err(HandshakeError::HttpVersion),
+            Err(_) => return Err(HandshakeError::Malformed("malformed HTTP request head")),
+        }
+        let request = Request {
+            method: req.method.unwrap_or_default().to_owned(),
+            target: req.path.unwrap_or_default().to_owned(),
+            minor_version: req.version.unwrap_or_default(),
+            headers: req
+                .headers
+                .iter()
+                .map(|h| (h.name.to_owned(), h.value.to_owned()))
+                .collect(),
+        };
+        Ok(Some((request, head_len)))
+    }
+
+    /// The length of the head if `buf` contains its end (an empty line, CRLF or bare LF),
+    /// resuming the search where the previous call stopped.
+    fn find_end(&mut self, buf: &[u8]) -> Option<usize> {
+        let mut i = self.scanned;
+        while let Some(offset) = buf.get(i..)?.iter().position(|&b| b == b'\n') {
+            let nl = i + offset;
+            match (buf.get(nl + 1), buf.get(nl + 2)) {
+                (Some(b'\n'), _) => return Some(nl + 2),
+                (Some(b'\r'), Some(b'\n')) => return Some(nl + 3),
+                // The bytes after this newline have not all arrived: look again from here.
+                (None, _) | (Some(b'\r'), None) => {
+                    self.scanned = nl;
+                    return None;
+                }
+                _ => i = nl + 1,
+            }
+        }
+        self.scanned = buf.len();
+        None
+    }
+}
+
+/// What a valid upgrade request asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Upgrade {
+    /// The value for `Sec-WebSocket-Accept`.
+    pub accept: String,
+    /// The subprotocols the client offered, in its order of preference.
+    pub offered_protocols: Vec<String>,
+}
+
+/// Checks the rules of §4.2.1 and computes the accept key.
+pub fn validate_upgrade(req: &Request) -> Result<Upgrade, HandshakeError> {
+    if req.method != "GET" {
+        return Err(HandshakeError::NotGet);
+    }
+    if req.minor_version < 1 {
+        return Err(HandshakeError::HttpVersion);
+    }
+    if req.header("Host").is_none() {
+        return Err(HandshakeError::MissingHost);
+    }
+    if !req.has_token("Upgrade", "websocket") {
+        return Err(HandshakeError::NotWebSocketUpgrade);
+    }
+    if !req.has_token("Connection", "upgrade") {
+        return Err(HandshakeError::MissingConnectionUpgrade);
+    }
+    if req.header("Sec-WebSocket-Version").map(str::trim) != Some("13") {
+        return Err(HandshakeError::UnsupportedVersion);
+    }
+    let key = req
+        .header("Sec-WebSocket-Key")
+        .map(str::trim)
+        .ok_or(HandshakeError::BadKey)?;
+    match BASE64.decode(key) {
+        Ok(raw) if raw.len() == 16 => {}
+        _ => return Err(HandshakeError::BadKey),
+    }
+    let offered_protocols = req
+        .header_values("Sec-WebSocket-Protocol")
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect();
+    Ok(Upgrade {
+        accept: accept_key(key),
+        offered_protocols,
+    })
+}
+
+/// Picks the first of the server's subprotocols that the client offered (§4.2.2 step 5.4).
+pub fn select_protocol<'a>(server_protocols: &'a [String], offered: &[String]) -> Option<&'a str> {
+    server_protocols
+        .iter()
+        .find(|p| offered.iter().any(|o| o == *p))
+        .map(String::as_str)
+}
+
+/// §4.2.2 step 5.4: base64 of the SHA-1 of the key concatenated with the GUID.
+pub fn accept_key(key: &str) -> String {
+    let mut sha = Sha1::new();
+    sha.update(key.as_bytes());
+    sha.update(WEBSOCKET_GUID.as_bytes());
+    BASE64.encode(sha.finalize())
+}
+
+/// Appends the `101 Switching Protocols` response (§4.2.2 step 5).
+pub fn write_switching_protocols(out: &mut Vec<u8>, accept: &str, protocol: Option<&str>) {
+    out.extend_from_slice(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
+    );
+    out.extend_from_slice(b"Sec-WebSocket-Accept: ");
+    out.extend_from_slice(accept.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if let Some(p) = protocol {
+        out.extend_from_slice(b"Sec-WebSocket-Protocol: ");
+        out.extend_from_slice(p.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the HTTP response refusing a handshake: status line, the headers the error calls
+/// for, and the reason as a one-line plain-text body. The connection is closed afterwards.
+pub fn write_rejection(out: &mut Vec<u8>, error: &HandshakeError) {
+    let extra = match error {
+        HandshakeError::UnsupportedVersion => "Sec-WebSocket-Version: 13\r\n",
+        _ => "",
+    };
+    let body = format!("{}\n", error.reason());
+    write_response(
+        out,
+        error.status(),
+        "text/plain; charset=utf-8",
+        extra,
+        body.as_bytes(),
+    );
+}
+
+/// The reason phrase of the statuses this server sends.
+pub fn status_text(status: u16) -> &'static str {
+    match status {
+        101 => "Switching Protocols",
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+/// Appends a complete HTTP/1.1 response with `Connection: close`.
+pub fn write_response(
+    out: &mut Vec<u8>,
+    status: u16,
+    content_type: &str,
+    extra_headers: &str,
+    body: &[u8],
+) {
+    use std::io::Write as _;
+    // Writing into a Vec cannot fail.
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n{extra_headers}\r\n",
+        status_text(status),
+        body.len()
+    );
+    out.extend_from_slice(body);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &[u8] = b"GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n\
+Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+Origin: http://example.com\r\nSec-WebSocket-Protocol: chat, superchat\r\n\
+Sec-WebSocket-Version: 13\r\n\r\n";
+
+    fn parse(bytes: &[u8]) -> Result<Option<(Request, usize)>, HandshakeError> {
+        HeadReader::new().read(bytes, &Limits::default())
+    }
+
+    fn upgrade(bytes: &[u8]) -> Result<Upgrade, HandshakeError> {
+        let (req, _) = parse(bytes)?.expect("complete head");
+        validate_upgrade(&req)
+    }
+
+    fn with_header_replaced(name: &str, line: &str) -> Vec<u8> {
+        let text = std::str::from_utf8(GOOD).unwrap();
+        let out: Vec<&str> = text
+            .split("\r\n")
+            .map(|l| if l.starts_with(name) { line } else { l })
+            .collect();
+        out.join("\r\n").into_bytes()
+    }
+
+    #[test]
+    fn rfc_1_3_accept_key() {
+        // RFC 6455 §1.3: the sample nonce and its accept value.
+        assert_eq!(
+            accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn rfc_1_3_request_is_accepted_with_protocols() {
+        let up = upgrade(GOOD).unwrap();
+        assert_eq!(up.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(up.offered_protocols, ["chat", "superchat"]);
+        let server = vec!["superchat".to_owned(), "chat".to_owned()];
+        assert_eq!(
+            select_protocol(&server, &up.offered_protocols),
+            Some("superchat")
+        );
+        assert_eq!(
+            select_protocol(&["mqtt".to_owned()], &up.offered_protocols),
+            None
+        );
+    }
+
+    #[test]
+    fn switching_protocols_bytes() {
+        let mut out = Vec::new();
+        write_switching_protocols(&mut out, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", Some("chat"));
+        assert_eq!(
+            out,
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: chat\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn head_is_found_whatever_the_chunking_and_trailing_bytes_kept() {
+        let mut stream = GOOD.to_vec();
+        stream.extend_from_slice(&[0x81, 0x80]);
+        let mut reader = HeadReader::new();
+        let limits = Limits::default();
+        for end in 1..stream.len() {
+            match reader.read(&stream[..end], &limits).unwrap() {
+                None => assert!(end < GOOD.len(), "head ended at {end}"),
+                Some((_, len)) => {
+                    assert_eq!((end, len), (GOOD.len(), GOOD.len()));
+                    return;
+                }
+            }
+        }
+        panic!("head never completed");
+    }
+
+    #[test]
+    fn bare_lf_line_endings_are_accepted() {
+        let text = std::str::from_utf8(GOOD).unwrap().replace("\r\n", "\n");
+        assert!(upgrade(text.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn token_lists_are_case_insensitive() {
+        let req = with_header_replaced("Connection", "connection: keep-alive, UPGRADE");
+        assert!(upgrade(&req).is_ok());
+        let req = with_header_replaced("Upgrade", "upgrade: WebSocket");
+        assert!(upgrade(&req).is_ok());
+    }
+
+    #[test]
+    fn each_rule_has_its_error() {
+        let cases: Vec<(Vec<u8>, HandshakeError)> = vec![
+            (
+                std::str::from_utf8(GOOD)
+                    .unwrap()
+                    .replacen("GET", "POST", 1)
+                    .into_bytes(),
+                HandshakeError::NotGet,
+            ),
+            (
+                std::str::from_utf8(GOOD)
+                    .unwrap()
+                    .replacen("HTTP/1.1", "HTTP/1.0", 1)
+                    .into_bytes(),
+                HandshakeError::HttpVersion,
+            ),
+            (
+                with_header_replaced("Host", "X-No-Host: 1"),
+                HandshakeError::MissingHost,
+            ),
+            (
+                with_header_replaced("Upgrade", "Upgrade: h2c"),
+                HandshakeError::NotWebSocketUpgrade,
+            ),
+            (
+                with_header_replaced("Connection", "Connection: keep-alive"),
+                HandshakeError::MissingConnectionUpgrade,
+            ),
+            (
+                with_header_replaced("Sec-WebSocket-Version", "Sec-WebSocket-Version: 8"),
+                HandshakeError::UnsupportedVersion,
+            ),
+            (
+                with_header_replaced("Sec-WebSocket-Key", "Sec-WebSocket-Key: c2hvcnQ="),
+                HandshakeError::BadKey,
+            ),
+            (
+                with_header_replaced("Sec-WebSocket-Key", "X-Key: 1"),
+                HandshakeError::BadKey,
+            ),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(upgrade(&bytes), Err(want.clone()), "{want:?}");
+        }
+        assert_eq!(HandshakeError::UnsupportedVersion.status(), 426);
+        assert_eq!(HandshakeError::BadKey.status(), 400);
+    }
+
+    #[test]
+    fn rejection_bytes_for_426() {
+        let mut out = Vec::new();
+        write_rejection(&mut out, &HandshakeError::UnsupportedVersion);
+        let body = "unsupported Sec-WebSocket-Version (want 13)\n";
+        let want = format!(
+            "HTTP/1.1 426 Upgrade Required\r\nContent-Type: text/plain; charset=utf-8\r\n\
+Content-Length: {}\r\nConnection: close\r\nSec-WebSocket-Version: 13\r\n\r\n{body}",
+            body.len()
+        );
+        assert_eq!(String::from_utf8(out).unwrap(), want);
+    }
+
+    #[test]
+    fn oversized_head_is_431_before_it_ends() {
+        let mut big = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
+        big.resize(Limits::default().max_handshake_bytes + 1, b'a');
+        assert_eq!(parse(&big), Err(HandshakeError::HeadTooLarge));
+    }
+
+    #[test]
+    fn too_many_headers_is_431() {
+        let mut head = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..(Limits::default().max_headers + 1) {
+            head.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        head.extend_from_slice(b"\r\n");
+        assert_eq!(parse(&head), Err(HandshakeError::TooManyHeaders));
+    }
+}

@@ -1,0 +1,120 @@
+//! One TCP connection as the event loop sees it: socket, phase, read buffer, outbound queue.
+
+use std::io::{self, Read};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+use mio::Interest;
+
+use super::handler::ConnId;
+use super::outbound::OutQueue;
+use crate::proto::handshake::HeadReader;
+use crate::proto::Connection;
+
+/// Where a connection stands.
+#[derive(Debug)]
+pub(crate) enum Phase {
+    /// Reading the HTTP upgrade request.
+    Handshake(HeadReader),
+    /// WebSocket frames flow (possibly with a close sent and its reply awaited).
+    Open(Box<Connection>),
+    /// The last bytes (a close frame or an HTTP error) are queued; after they are written the
+    /// write side is shut down and input is read and dropped until the peer closes, so that
+    /// unread input cannot make the kernel reset the connection before the peer reads them.
+    Closing,
+}
+
+/// A read buffer: bytes received and not yet decoded are `data[start..end]`.
+#[derive(Debug, Default)]
+pub(crate) struct ReadBuf {
+    data: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl ReadBuf {
+    /// The bytes waiting to be decoded.
+    pub(crate) fn pending_mut(&mut self) -> &mut [u8] {
+        &mut self.data[self.start..self.end]
+    }
+
+    pub(crate) fn pending(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    /// Marks `n` bytes as decoded.
+    pub(crate) fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Drops everything received.
+    pub(crate) fn clear(&mut self) {
+        self.start = 0;
+        self.end = 0;
+    }
+
+    /// Frees the memory of an empty buffer (idle connections hold no read buffer).
+    pub(crate) fn release_if_empty(&mut self) {
+        if self.start == self.end {
+            self.data = Vec::new();
+            self.clear();
+        }
+    }
+
+    /// Reads once from `socket` into free space, making room first. `capacity` bounds the
+    /// buffer; the caller decodes between reads, so pending bytes never exceed one head or one
+    /// frame header plus a control frame.
+    pub(crate) fn read_from<R: Read>(
+        &mut self,
+        socket: &mut R,
+        capacity: usize,
+    ) -> io::Result<usize> {
+        if self.data.len() < capacity {
+            self.data.resize(capacity, 0);
+        }
+        if self.end == self.data.len() && self.start > 0 {
+            self.data.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.data.len() {
+            // Full with undecodable bytes: the caller's limits make this unreachable for a
+            // well-sized buffer; report it as an error rather than spin.
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "read buffer full",
+            ));
+        }
+        let n = socket.read(&mut self.data[self.end..])?;
+        self.end += n;
+        Ok(n)
+    }
+}
+
+/// A connection in the table.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) id: ConnId,
+    pub(crate) socket: TcpStream,
+    pub(crate) peer: SocketAddr,
+    pub(crate) phase: Phase,
+    pub(crate) rbuf: ReadBuf,
+    pub(crate) out: OutQueue,
+    /// The interest currently registered with the poll.
+    pub(crate) interest: Interest,
+    /// When this connection's current timer (handshake, close) fires.
+    pub(crate) deadline: Option<Instant>,
+    /// The application saw `on_open` and has not yet seen `on_close`.
+    pub(crate) opened: bool,
+    /// Reading stopped because the outbound queue is over its high-water mark.
+    pub(crate) read_paused: bool,
+    /// The write side has been shut down (Closing phase, queue flushed).
+    pub(crate) write_shut: bool,
+    /// Queued output awaits the flush at the end of the loop turn.
+    pub(crate) dirty: bool,
+}

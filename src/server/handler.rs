@@ -1,0 +1,173 @@
+//! The interface between the event loop and an application: the [`Handler`] callbacks and the
+//! [`Ctx`] through which a callback sends, broadcasts and closes.
+//!
+//! A callback runs while the loop still borrows the message from the connection's read buffer,
+//! so `Ctx` does not touch connections directly: it records commands (payloads go into one
+//! reused arena, so recording allocates nothing in the steady state), and the loop carries them
+//! out as soon as the callback returns, in order.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::Instant;
+
+use crate::proto::handshake::Request;
+use crate::proto::{Message, MessageKind};
+
+/// A connection's identity: its slot in the connection table plus a serial number, so that an
+/// id held by an application never names a later connection that reuses the slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(u64);
+
+impl ConnId {
+    pub(crate) fn new(slot: usize, serial: u32) -> Self {
+        ConnId((u64::from(serial) << 32) | slot as u64)
+    }
+
+    pub(crate) fn slot(self) -> usize {
+        (self.0 & 0xFFFF_FFFF) as usize
+    }
+
+    /// The serial number: unique among the connections of one process (until 2^32 accepts).
+    pub fn serial(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+}
+
+impl fmt::Display for ConnId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.serial())
+    }
+}
+
+/// What an application learns about a connection when it opens.
+#[derive(Debug)]
+pub struct OpenInfo<'a> {
+    /// The TCP peer.
+    pub peer: SocketAddr,
+    /// The upgrade request.
+    pub request: &'a Request,
+    /// The subprotocol agreed in the handshake, if any.
+    pub protocol: Option<&'a str>,
+}
+
+/// How a connection ended, as seen by the application.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// A closing handshake with this code (`None`: the close frame had no code).
+    Handshake(Option<u16>),
+    /// This end failed the connection with this code (protocol error, limit, timeout).
+    Failed(u16),
+    /// The transport went away without a closing handshake (§7.1.5: code 1006).
+    Abnormal,
+}
+
+/// An application on the event loop.
+pub trait Handler {
+    /// A WebSocket connection was opened (the 101 is queued).
+    fn on_open(&mut self, _ctx: &mut Ctx<'_>, _id: ConnId, _info: &OpenInfo<'_>) {}
+
+    /// A complete text or binary message arrived.
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, message: Message<'_>);
+
+    /// A pong arrived (heartbeat replies).
+    fn on_pong(&mut self, _ctx: &mut Ctx<'_>, _id: ConnId, _payload: &[u8]) {}
+
+    /// The connection ended; `id` is not valid afterwards.
+    fn on_close(&mut self, _ctx: &mut Ctx<'_>, _id: ConnId, _reason: CloseReason) {}
+}
+
+/// A recorded action, carried out by the loop after the callback.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Send {
+        to: ConnId,
+        kind: MessageKind,
+        payload: Range<usize>,
+    },
+    Broadcast {
+        targets: Range<usize>,
+        kind: MessageKind,
+        payload: Range<usize>,
+    },
+    Close {
+        to: ConnId,
+        code: u16,
+        reason: Range<usize>,
+    },
+}
+
+/// Commands recorded by callbacks, with their payloads in one arena.
+#[derive(Debug, Default)]
+pub(crate) struct Commands {
+    pub(crate) list: Vec<Command>,
+    pub(crate) arena: Vec<u8>,
+    pub(crate) targets: Vec<ConnId>,
+}
+
+impl Commands {
+    fn store(&mut self, bytes: &[u8]) -> Range<usize> {
+        let start = self.arena.len();
+        self.arena.extend_from_slice(bytes);
+        start..self.arena.len()
+    }
+
+    /// Forgets carried-out commands, keeping the arena's memory unless it grew large.
+    pub(crate) fn clear(&mut self) {
+        const RETAINED: usize = 1 << 20;
+        self.list.clear();
+        self.targets.clear();
+        self.arena.clear();
+        if self.arena.capacity() > RETAINED {
+            self.arena = Vec::new();
+        }
+    }
+}
+
+/// What a callback may do: send, broadcast, close.
+pub struct Ctx<'a> {
+    pub(crate) commands: &'a mut Commands,
+    pub(crate) now: Instant,
+}
+
+impl Ctx<'_> {
+    /// The loop's current time.
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
+    /// Sends a message to one connection.
+    pub fn send(&mut self, to: ConnId, kind: MessageKind, payload: &[u8]) {
+        let payload = self.commands.store(payload);
+        self.commands.list.push(Command::Send { to, kind, payload });
+    }
+
+    /// Sends a text message to one connection.
+    pub fn send_text(&mut self, to: ConnId, text: &str) {
+        self.send(to, MessageKind::Text, text.as_bytes());
+    }
+
+    /// Sends one message to many connections: the frame is encoded once and shared.
+    pub fn broadcast<I: IntoIterator<Item = ConnId>>(
+        &mut self,
+        targets: I,
+        kind: MessageKind,
+        payload: &[u8],
+    ) {
+        let start = self.commands.targets.len();
+        self.commands.targets.extend(targets);
+        let targets = start..self.commands.targets.len();
+        let payload = self.commands.store(payload);
+        self.commands.list.push(Command::Broadcast {
+            targets,
+            kind,
+            payload,
+        });
+    }
+
+    /// Starts the closing handshake with `code` and `reason` (cut to fit a control frame).
+    pub fn close(&mut self, to: ConnId, code: u16, reason: &str) {
+        let reason = self.commands.store(reason.as_bytes());
+        self.commands.list.push(Command::Close { to, code, reason });
+    }
+}

@@ -1,0 +1,687 @@
+//! The event loop: one thread, one `mio::Poll`, a `Slab` of connections.
+//!
+//! Each loop turn waits for readiness (or the next deadline), then for every ready connection
+//! reads until the socket would block, decodes what arrived and calls the [`Handler`]; the
+//! commands the handler recorded are carried out at once (queued on the target connections),
+//! and at the end of the turn every connection with new output is written once, with a
+//! vectored write. Writable interest is registered only while a queue is not empty.
+
+mod conn;
+pub mod handler;
+pub mod outbound;
+mod timers;
+
+use std::io;
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::log::Level;
+use crate::proto::frame::encode_frame;
+use crate::proto::handshake::{
+    select_protocol, validate_upgrade, write_rejection, write_switching_protocols, HandshakeError,
+    HeadReader, Request,
+};
+use crate::proto::{Connection, Event, Limits};
+use conn::{Conn, Phase, ReadBuf};
+pub use handler::{CloseReason, ConnId, Ctx, Handler, OpenInfo};
+use handler::{Command, Commands};
+use outbound::OutQueue;
+use timers::Timers;
+
+/// Listener tokens count down from the top of the token space; connection tokens are slab keys.
+const LISTENER_TOKEN_BASE: usize = usize::MAX - 64;
+/// Most listeners one server can have (the tokens reserved for them).
+const MAX_LISTENERS: usize = 64;
+/// Size of a connection's read buffer while it is reading.
+const READ_BUFFER: usize = 16 * 1024;
+/// How long accepting pauses when the process is out of file descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// Linux errno values for descriptor exhaustion (accept(2)): EMFILE and ENFILE.
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
+
+/// Settings of the event loop.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Addresses to listen on (IPv4 and IPv6).
+    pub listen: Vec<SocketAddr>,
+    /// Protocol limits (handshake, frame, message sizes).
+    pub limits: Limits,
+    /// A connection whose upgrade request is not complete by then is closed.
+    pub handshake_timeout: Duration,
+    /// How long to wait for the peer's close after ours, and for the peer to close TCP.
+    pub close_timeout: Duration,
+    /// Subprotocols this server speaks, preferred first.
+    pub protocols: Vec<String>,
+    /// Outbound bytes queued for one connection above which the loop stops reading from it
+    /// until the peer has taken them.
+    pub max_backpressure: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 9001))],
+            limits: Limits::default(),
+            handshake_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(5),
+            protocols: Vec::new(),
+            max_backpressure: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// Counters kept by the loop.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Connections in the table (handshaking, open or closing).
+    pub connections: usize,
+    /// Connections accepted since start.
+    pub accepted: u64,
+    /// Data messages received.
+    pub messages_in: u64,
+    /// Data messages queued for sending (a broadcast counts once per receiver).
+    pub messages_out: u64,
+    /// Frames encoded for broadcasts (one per broadcast, whatever the receiver count).
+    pub broadcast_encodes: u64,
+    /// Handshakes refused with an HTTP error.
+    pub handshake_rejections: u64,
+    /// Connections failed for a protocol error.
+    pub protocol_errors: u64,
+}
+
+/// The server: listeners, connections and the application.
+pub struct Server<H: Handler> {
+    poll: Poll,
+    listeners: Vec<TcpListener>,
+    conns: Slab<Conn>,
+    handler: H,
+    config: Config,
+    timers: Timers,
+    commands: Commands,
+    dirty: Vec<usize>,
+    next_serial: u32,
+    accept_paused_until: Option<Instant>,
+    stats: Stats,
+}
+
+impl<H: Handler> Server<H> {
+    /// Binds every listen address.
+    pub fn bind(config: Config, handler: H) -> io::Result<Self> {
+        if config.listen.is_empty() || config.listen.len() > MAX_LISTENERS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("between 1 and {MAX_LISTENERS} listen addresses are needed"),
+            ));
+        }
+        let poll = Poll::new()?;
+        let mut listeners = Vec::new();
+        for (i, addr) in config.listen.iter().enumerate() {
+            let mut listener = TcpListener::bind(*addr)?;
+            poll.registry().register(
+                &mut listener,
+                Token(LISTENER_TOKEN_BASE + i),
+                Interest::READABLE,
+            )?;
+            listeners.push(listener);
+        }
+        Ok(Server {
+            poll,
+            listeners,
+            conns: Slab::new(),
+            handler,
+            config,
+            timers: Timers::default(),
+            commands: Commands::default(),
+            dirty: Vec::new(),
+            next_serial: 0,
+            accept_paused_until: None,
+            stats: Stats::default(),
+        })
+    }
+
+    /// The addresses actually bound (port 0 resolved).
+    pub fn local_addrs(&self) -> io::Result<Vec<SocketAddr>> {
+        self.listeners.iter().map(TcpListener::local_addr).collect()
+    }
+
+    /// The loop's counters.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            connections: self.conns.len(),
+            ..self.stats.clone()
+        }
+    }
+
+    /// The application.
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    /// Runs the loop forever (until an I/O error of the poll itself).
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            self.turn(&mut events, None)?;
+        }
+    }
+
+    /// One loop turn: wait for readiness (at most `max_wait`, or until the next deadline),
+    /// handle it, fire due deadlines, write queued output.
+    pub fn turn(&mut self, events: &mut Events, max_wait: Option<Duration>) -> io::Result<()> {
+        let now = Instant::now();
+        let next = [self.timers.next(), self.accept_paused_until]
+            .into_iter()
+            .flatten()
+            .min();
+        let mut timeout = next.map(|t| t.saturating_duration_since(now));
+        if let Some(max) = max_wait {
+            timeout = Some(timeout.map_or(max, |t| t.min(max)));
+        }
+        match self.poll.poll(events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let now = Instant::now();
+        for event in events.iter() {
+            match event.token() {
+                Token(t) if t >= LISTENER_TOKEN_BASE => self.accept_all(now),
+                Token(slot) => {
+                    if event.is_writable() {
+                        self.flush(slot, now);
+                    }
+                    if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        self.on_readable(slot, now);
+                    }
+                }
+            }
+        }
+        if self.accept_paused_until.is_some_and(|t| t <= now) {
+            self.accept_paused_until = None;
+            self.accept_all(now);
+        }
+        self.fire_deadlines(now);
+        self.flush_dirty(now);
+        Ok(())
+    }
+
+    fn accept_all(&mut self, now: Instant) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        for i in 0..self.listeners.len() {
+            loop {
+                match self.listeners[i].accept() {
+                    Ok((socket, peer)) => self.add_conn(socket, peer, now),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if matches!(e.raw_os_error(), Some(EMFILE | ENFILE)) => {
+                        // Out of descriptors: the pending connection stays in the backlog.
+                        // Retrying at once would spin; wait a little, or until a connection
+                        // closes and frees a descriptor.
+                        log!(Level::Warn, "accept paused: {e}");
+                        self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                        return;
+                    }
+                    Err(e) => {
+                        // ECONNABORTED and friends concern one connection: go on.
+                        log!(Level::Debug, "accept failed: {e}");
+                        if e.kind() != io::ErrorKind::ConnectionAborted
+                            && e.kind() != io::ErrorKind::Interrupted
+                        {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn add_conn(&mut self, mut socket: TcpStream, peer: SocketAddr, now: Instant) {
+        // Small frames go out at once; the loop batches writes itself.
+        if let Err(e) = socket.set_nodelay(true) {
+            log!(Level::Debug, "{peer}: set_nodelay: {e}");
+        }
+        let entry = self.conns.vacant_entry();
+        let slot = entry.key();
+        if let Err(e) = self
+            .poll
+            .registry()
+            .register(&mut socket, Token(slot), Interest::READABLE)
+        {
+            log!(Level::Warn, "{peer}: register: {e}");
+            return;
+        }
+        self.next_serial = self.next_serial.wrapping_add(1);
+        let id = ConnId::new(slot, self.next_serial);
+        let deadline = now + self.config.handshake_timeout;
+        entry.insert(Conn {
+            id,
+            socket,
+            peer,
+            phase: Phase::Handshake(HeadReader::new()),
+            rbuf: ReadBuf::default(),
+            out: OutQueue::default(),
+            interest: Interest::READABLE,
+            deadline: Some(deadline),
+            opened: false,
+            read_paused: false,
+            write_shut: false,
+            dirty: false,
+        });
+        self.timers.schedule(deadline, id);
+        self.stats.accepted += 1;
+        log!(Level::Debug, "{peer}: accepted as {id}");
+    }
+
+    fn read_capacity(&self) -> usize {
+        READ_BUFFER.max(self.config.limits.max_handshake_bytes + 1)
+    }
+
+    /// Reads until the socket would block, decoding after each read.
+    fn on_readable(&mut self, slot: usize, now: Instant) {
+        let capacity = self.read_capacity();
+        loop {
+            let Some(conn) = self.conns.get_mut(slot) else {
+                return;
+            };
+            if conn.out.len() >= self.config.max_backpressure
+                && !matches!(conn.phase, Phase::Closing)
+            {
+                // The peer is not reading what it asked for: stop reading its requests until
+                // it does (flush resumes reading).
+                conn.read_paused = true;
+                break;
+            }
+            match conn.rbuf.read_from(&mut conn.socket, capacity) {
+                Ok(0) => {
+                    self.on_eof(slot, now);
+                    return;
+                }
+                Ok(_) => self.process_input(slot, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    log!(Level::Debug, "{}: read: {e}", conn.peer);
+                    self.remove(slot, CloseReason::Abnormal, now);
+                    return;
+                }
+            }
+        }
+        if let Some(conn) = self.conns.get_mut(slot) {
+            if !matches!(conn.phase, Phase::Handshake(_)) && conn.rbuf.pending().is_empty() {
+                conn.rbuf.release_if_empty();
+            }
+        }
+    }
+
+    fn on_eof(&mut self, slot: usize, now: Instant) {
+        let Some(conn) = self.conns.get(slot) else {
+            return;
+        };
+        if conn.opened {
+            log!(
+                Level::Debug,
+                "{}: connection dropped without a close",
+                conn.peer
+            );
+        }
+        self.remove(slot, CloseReason::Abnormal, now);
+    }
+
+    /// Decodes everything pending in the connection's read buffer.
+    fn process_input(&mut self, slot: usize, now: Instant) {
+        loop {
+            let Some(conn) = self.conns.get_mut(slot) else {
+                return;
+            };
+            let id = conn.id;
+            match &mut conn.phase {
+                Phase::Closing => {
+                    conn.rbuf.clear();
+                    return;
+                }
+                Phase::Handshake(reader) => {
+                    match reader.read(conn.rbuf.pending(), &self.config.limits) {
+                        Ok(None) => return,
+                        Ok(Some((request, head_len))) => {
+                            // Bytes after the head are WebSocket frames: keep them.
+                            conn.rbuf.consume(head_len);
+                            if !self.upgrade(slot, &request, now) {
+                                return;
+                            }
+                        }
+                        Err(e) => {
+                            self.reject(slot, &e, now);
+                            return;
+                        }
+                    }
+                }
+                Phase::Open(ws) => {
+                    let mut ctx = Ctx {
+                        commands: &mut self.commands,
+                        now,
+                    };
+                    let mut close_reason = None;
+                    let (used, more) = match ws.poll_event(conn.rbuf.pending_mut()) {
+                        Err(e) => {
+                            log!(Level::Debug, "{}: protocol error: {e}", conn.peer);
+                            self.stats.protocol_errors += 1;
+                            close_reason = Some(CloseReason::Failed(e.close_code()));
+                            (usize::MAX, false)
+                        }
+                        Ok((used, None)) => (used, false),
+                        Ok((used, Some(event))) => {
+                            match event {
+                                Event::Message(message) => {
+                                    self.stats.messages_in += 1;
+                                    self.handler.on_message(&mut ctx, id, message);
+                                }
+                                Event::Pong(payload) => self.handler.on_pong(&mut ctx, id, payload),
+                                Event::Close(frame) => {
+                                    close_reason = Some(CloseReason::Handshake(frame.code));
+                                }
+                                Event::Ping(_) => {}
+                            }
+                            (used, true)
+                        }
+                    };
+                    conn.rbuf.consume(used);
+                    while let Some(frame) = ws.poll_transmit() {
+                        conn.out.push_bytes(frame.as_bytes());
+                    }
+                    let closed = ws.is_closed();
+                    self.mark_dirty(slot);
+                    self.apply_commands(now);
+                    if closed {
+                        self.begin_closing(
+                            slot,
+                            close_reason.unwrap_or(CloseReason::Abnormal),
+                            now,
+                        );
+                        return;
+                    }
+                    if !more {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers a complete request head: 101 and the WebSocket phase, or an HTTP error.
+    /// Returns whether the connection is now open.
+    fn upgrade(&mut self, slot: usize, request: &Request, now: Instant) -> bool {
+        let upgrade = match validate_upgrade(request) {
+            Ok(u) => u,
+            Err(e) => {
+                self.reject(slot, &e, now);
+                return false;
+            }
+        };
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return false;
+        };
+        let protocol = select_protocol(&self.config.protocols, &upgrade.offered_protocols);
+        let mut head = Vec::with_capacity(160);
+        write_switching_protocols(&mut head, &upgrade.accept, protocol);
+        conn.out.push_bytes(&head);
+        conn.phase = Phase::Open(Box::new(Connection::new_server(self.config.limits.clone())));
+        conn.deadline = None;
+        conn.opened = true;
+        let (id, peer) = (conn.id, conn.peer);
+        log!(Level::Debug, "{peer}: upgraded {} as {id}", request.target);
+        let info = OpenInfo {
+            peer,
+            request,
+            protocol,
+        };
+        let mut ctx = Ctx {
+            commands: &mut self.commands,
+            now,
+        };
+        self.handler.on_open(&mut ctx, id, &info);
+        self.mark_dirty(slot);
+        self.apply_commands(now);
+        true
+    }
+
+    /// Refuses a handshake with its HTTP status and closes.
+    fn reject(&mut self, slot: usize, error: &HandshakeError, now: Instant) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        log!(
+            Level::Info,
+            "{}: handshake refused: {} {}",
+            conn.peer,
+            error.status(),
+            error.reason()
+        );
+        self.stats.handshake_rejections += 1;
+        let mut response = Vec::with_capacity(256);
+        write_rejection(&mut response, error);
+        conn.out.push_bytes(&response);
+        self.begin_closing(slot, CloseReason::Abnormal, now);
+    }
+
+    /// Enters the Closing phase: the queued bytes are the last; tell the application.
+    fn begin_closing(&mut self, slot: usize, reason: CloseReason, now: Instant) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        conn.phase = Phase::Closing;
+        conn.rbuf.clear();
+        let deadline = now + self.config.close_timeout;
+        conn.deadline = Some(deadline);
+        self.timers.schedule(deadline, conn.id);
+        let id = conn.id;
+        let was_open = std::mem::replace(&mut conn.opened, false);
+        self.mark_dirty(slot);
+        if was_open {
+            let mut ctx = Ctx {
+                commands: &mut self.commands,
+                now,
+            };
+            self.handler.on_close(&mut ctx, id, reason);
+            self.apply_commands(now);
+        }
+    }
+
+    /// Removes a connection from the table, telling the application if it was open.
+    fn remove(&mut self, slot: usize, reason: CloseReason, now: Instant) {
+        if !self.conns.contains(slot) {
+            return;
+        }
+        let mut conn = self.conns.remove(slot);
+        if let Err(e) = self.poll.registry().deregister(&mut conn.socket) {
+            log!(Level::Debug, "{}: deregister: {e}", conn.peer);
+        }
+        if conn.opened {
+            let mut ctx = Ctx {
+                commands: &mut self.commands,
+                now,
+            };
+            self.handler.on_close(&mut ctx, conn.id, reason);
+            self.apply_commands(now);
+        }
+        drop(conn);
+        // A descriptor was freed: if accepting paused for lack of them, try again now.
+        if self.accept_paused_until.take().is_some() {
+            self.accept_all(now);
+        }
+    }
+
+    fn conn_by_id(conns: &mut Slab<Conn>, id: ConnId) -> Option<(usize, &mut Conn)> {
+        let slot = id.slot();
+        conns
+            .get_mut(slot)
+            .filter(|c| c.id == id)
+            .map(|c| (slot, c))
+    }
+
+    /// Carries out the commands recorded by the handler.
+    fn apply_commands(&mut self, now: Instant) {
+        let mut commands = std::mem::take(&mut self.commands);
+        for command in &commands.list {
+            match command {
+                Command::Send { to, kind, payload } => {
+                    let Some((slot, conn)) = Self::conn_by_id(&mut self.conns, *to) else {
+                        continue;
+                    };
+                    if let Phase::Open(ws) = &conn.phase {
+                        if ws.is_open() {
+                            conn.out
+                                .push_frame(kind.opcode(), &commands.arena[payload.clone()]);
+                            self.stats.messages_out += 1;
+                            self.mark_dirty(slot);
+                        }
+                    }
+                }
+                Command::Broadcast {
+                    targets,
+                    kind,
+                    payload,
+                } => {
+                    let mut frame = Vec::new();
+                    encode_frame(
+                        &mut frame,
+                        true,
+                        kind.opcode(),
+                        None,
+                        &commands.arena[payload.clone()],
+                    );
+                    let frame: Arc<[u8]> = frame.into();
+                    self.stats.broadcast_encodes += 1;
+                    for to in &commands.targets[targets.clone()] {
+                        let Some((slot, conn)) = Self::conn_by_id(&mut self.conns, *to) else {
+                            continue;
+                        };
+                        if let Phase::Open(ws) = &conn.phase {
+                            if ws.is_open() {
+                                conn.out.push_shared(Arc::clone(&frame));
+                                self.stats.messages_out += 1;
+                                self.mark_dirty(slot);
+                            }
+                        }
+                    }
+                }
+                Command::Close { to, code, reason } => {
+                    let Some((slot, conn)) = Self::conn_by_id(&mut self.conns, *to) else {
+                        continue;
+                    };
+                    let reason = std::str::from_utf8(&commands.arena[reason.clone()]).unwrap_or("");
+                    if let Phase::Open(ws) = &mut conn.phase {
+                        if ws.close(*code, reason) {
+                            while let Some(frame) = ws.poll_transmit() {
+                                conn.out.push_bytes(frame.as_bytes());
+                            }
+                            let deadline = now + self.config.close_timeout;
+                            conn.deadline = Some(deadline);
+                            self.timers.schedule(deadline, conn.id);
+                            self.mark_dirty(slot);
+                        }
+                    }
+                }
+            }
+        }
+        commands.clear();
+        // Commands recorded while these were carried out would be lost by the swap; none
+        // are, since carrying out a command never calls the handler.
+        self.commands = commands;
+    }
+
+    fn mark_dirty(&mut self, slot: usize) {
+        if let Some(conn) = self.conns.get_mut(slot) {
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(slot);
+            }
+        }
+    }
+
+    fn flush_dirty(&mut self, now: Instant) {
+        while let Some(slot) = self.dirty.pop() {
+            if let Some(conn) = self.conns.get_mut(slot) {
+                conn.dirty = false;
+                self.flush(slot, now);
+            }
+        }
+    }
+
+    /// Writes what the socket takes, keeps writable interest only while output remains,
+    /// and resumes reading a connection paused for backpressure once its queue drains.
+    fn flush(&mut self, slot: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let drained = match conn.out.write_to(&mut conn.socket) {
+            Ok(drained) => drained,
+            Err(e) => {
+                log!(Level::Debug, "{}: write: {e}", conn.peer);
+                self.remove(slot, CloseReason::Abnormal, now);
+                return;
+            }
+        };
+        if drained && matches!(conn.phase, Phase::Closing) && !conn.write_shut {
+            conn.write_shut = true;
+            conn.out.release();
+            // FIN after the last frame; the peer answers with its own FIN (§7.1.1: the
+            // server should close the TCP connection first).
+            if let Err(e) = conn.socket.shutdown(Shutdown::Write) {
+                log!(Level::Debug, "{}: shutdown: {e}", conn.peer);
+                self.remove(slot, CloseReason::Abnormal, now);
+                return;
+            }
+        }
+        let wanted = if drained {
+            Interest::READABLE
+        } else {
+            Interest::READABLE | Interest::WRITABLE
+        };
+        if wanted != conn.interest {
+            if let Err(e) = self
+                .poll
+                .registry()
+                .reregister(&mut conn.socket, Token(slot), wanted)
+            {
+                log!(Level::Debug, "{}: reregister: {e}", conn.peer);
+                self.remove(slot, CloseReason::Abnormal, now);
+                return;
+            }
+            conn.interest = wanted;
+        }
+        if conn.read_paused && conn.out.len() < self.config.max_backpressure / 2 {
+            conn.read_paused = false;
+            self.on_readable(slot, now);
+        }
+    }
+
+    fn fire_deadlines(&mut self, now: Instant) {
+        while let Some((when, id)) = self.timers.pop_due(now) {
+            let Some((slot, conn)) = Self::conn_by_id(&mut self.conns, id) else {
+                continue;
+            };
+            if conn.deadline != Some(when) {
+                continue;
+            }
+            conn.deadline = None;
+            match &conn.phase {
+                Phase::Handshake(_) => {
+                    log!(Level::Info, "{}: handshake timed out", conn.peer);
+                    self.remove(slot, CloseReason::Abnormal, now);
+                }
+                Phase::Open(_) => {
+                    log!(Level::Debug, "{}: no close reply in time", conn.peer);
+                    self.remove(slot, CloseReason::Abnormal, now);
+                }
+                Phase::Closing => self.remove(slot, CloseReason::Abnormal, now),
+            }
+        }
+    }
+}

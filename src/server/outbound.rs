@@ -1,0 +1,203 @@
+//! A connection's outbound queue: frames waiting for the socket to accept them.
+//!
+//! Bytes encoded for this connection alone are appended to owned buffers; a broadcast frame is
+//! encoded once and shared (`Arc`) by every receiver's queue. Writing gathers up to
+//! [`MAX_IOVECS`] pieces into one vectored write, so a burst of replies costs one system call.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+use std::sync::Arc;
+
+use crate::proto::frame::{encode_header, OpCode};
+
+/// Pieces gathered into one `writev`.
+const MAX_IOVECS: usize = 64;
+/// An owned buffer is not grown past this by small frames; a new one is started instead, so
+/// a buffer that has been written can be recycled while the rest waits.
+const OWNED_CHUNK_TARGET: usize = 64 * 1024;
+/// Written buffers up to this capacity are kept for reuse (no allocation per message).
+const SPARE_CAPACITY: usize = 64 * 1024;
+
+#[derive(Debug)]
+enum Chunk {
+    Owned(Vec<u8>),
+    Shared(Arc<[u8]>),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Owned(v) => v,
+            Chunk::Shared(s) => s,
+        }
+    }
+}
+
+/// Bytes waiting to be written to one connection, in order.
+#[derive(Debug, Default)]
+pub struct OutQueue {
+    chunks: VecDeque<Chunk>,
+    /// Bytes of the front chunk already written.
+    written: usize,
+    /// Bytes queued and not yet written.
+    len: usize,
+    spare: Option<Vec<u8>>,
+}
+
+impl OutQueue {
+    /// Bytes queued and not yet written.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Nothing waits to be written.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Appends raw bytes (an HTTP response, a control frame).
+    pub fn push_bytes(&mut self, bytes: &[u8]) {
+        self.owned_tail(bytes.len()).extend_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    /// Appends one unmasked frame (server to client, §5.1).
+    pub fn push_frame(&mut self, opcode: OpCode, payload: &[u8]) {
+        let header = encode_header(true, opcode, None, payload.len() as u64);
+        let tail = self.owned_tail(header.as_bytes().len() + payload.len());
+        tail.extend_from_slice(header.as_bytes());
+        tail.extend_from_slice(payload);
+        self.len += header.as_bytes().len() + payload.len();
+    }
+
+    /// Appends a frame shared with other connections' queues.
+    pub fn push_shared(&mut self, frame: Arc<[u8]>) {
+        self.len += frame.len();
+        self.chunks.push_back(Chunk::Shared(frame));
+    }
+
+    /// The owned buffer at the back of the queue with room for `additional` bytes.
+    fn owned_tail(&mut self, additional: usize) -> &mut Vec<u8> {
+        let reusable = matches!(
+            self.chunks.back(),
+            Some(Chunk::Owned(v)) if v.len() + additional <= OWNED_CHUNK_TARGET || v.is_empty()
+        );
+        if !reusable {
+            let fresh = self.spare.take().unwrap_or_default();
+            self.chunks.push_back(Chunk::Owned(fresh));
+        }
+        match self.chunks.back_mut() {
+            Some(Chunk::Owned(v)) => {
+                v.reserve(additional);
+                v
+            }
+            // Just ensured the back is an owned chunk.
+            _ => unreachable!("owned tail"),
+        }
+    }
+
+    /// Writes as much as the socket takes. Returns `Ok(true)` once the queue is empty,
+    /// `Ok(false)` when the socket would block with bytes left.
+    pub fn write_to<W: Write>(&mut self, socket: &mut W) -> io::Result<bool> {
+        while self.len > 0 {
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut count = 0;
+            for (i, chunk) in self.chunks.iter().take(MAX_IOVECS).enumerate() {
+                let bytes = chunk.bytes();
+                slices[i] = IoSlice::new(if i == 0 {
+                    &bytes[self.written..]
+                } else {
+                    bytes
+                });
+                count = i + 1;
+            }
+            match socket.write_vectored(&slices[..count]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        self.len -= n;
+        while n > 0 {
+            let Some(front) = self.chunks.front() else {
+                break;
+            };
+            let left = front.bytes().len() - self.written;
+            if n < left {
+                self.written += n;
+                return;
+            }
+            n -= left;
+            self.written = 0;
+            if let Some(Chunk::Owned(mut v)) = self.chunks.pop_front() {
+                if v.capacity() <= SPARE_CAPACITY {
+                    v.clear();
+                    self.spare = Some(v);
+                }
+            }
+        }
+    }
+
+    /// Drops every queued byte and the spare buffer (the connection is going away, or idle).
+    pub fn release(&mut self) {
+        *self = OutQueue::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that takes at most `max` bytes per call and then blocks once.
+    struct Trickle {
+        out: Vec<u8>,
+        max: usize,
+        block_next: bool,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if std::mem::replace(&mut self.block_next, !self.block_next) {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.max);
+            self.out.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn partial_writes_keep_order_across_owned_and_shared_chunks() {
+        let mut q = OutQueue::default();
+        q.push_frame(OpCode::Text, b"one");
+        q.push_shared(Arc::from(&[0x81, 0x03, b't', b'w', b'o'][..]));
+        q.push_frame(OpCode::Binary, &[7; 200]);
+        let total = q.len();
+        let mut w = Trickle {
+            out: Vec::new(),
+            max: 7,
+            block_next: false,
+        };
+        let mut rounds = 0;
+        while !q.write_to(&mut w).unwrap() {
+            rounds += 1;
+            assert!(rounds < 1000);
+        }
+        assert_eq!(w.out.len(), total);
+        assert_eq!(
+            &w.out[..10],
+            &[0x81, 3, b'o', b'n', b'e', 0x81, 3, b't', b'w', b'o']
+        );
+        assert_eq!(&w.out[10..14], &[0x82, 126, 0, 200]);
+        assert!(q.is_empty());
+    }
+}
