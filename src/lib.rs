@@ -11,5 +11,6 @@
 #[macro_use]
 pub mod log;
 pub mod app;
+pub mod client;
 pub mod proto;
 pub mod server;

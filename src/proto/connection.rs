@@ -15,7 +15,7 @@ use super::close::{parse_close_payload, CloseFrame};
 use super::error::ProtocolError;
 use super::frame::{decode_header, encode_header, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD};
 use super::limits::Limits;
-use super::mask::apply_mask;
+use super::mask::{apply_mask, MaskKeys};
 use super::utf8::Utf8Validator;
 
 /// Which end of the connection this is; decides masking (§5.1, §5.3).
@@ -218,24 +218,23 @@ pub struct Connection {
     pending_pong: Option<ControlPayload>,
     pending_ping: Option<ControlPayload>,
     pending_close: Option<ControlPayload>,
-    /// xorshift64 state for client masking keys.
-    mask_state: u64,
+    /// Masking keys; present in the client role only.
+    mask_keys: Option<MaskKeys>,
 }
 
 impl Connection {
     /// A server-side connection.
     pub fn new_server(limits: Limits) -> Self {
-        Self::new(Role::Server, limits, 0)
+        Self::new(Role::Server, limits, None)
     }
 
     /// A client-side connection. `mask_seed` seeds the masking keys; §5.3 asks for keys an
     /// intermediary cannot predict, so pass a random seed.
     pub fn new_client(limits: Limits, mask_seed: u64) -> Self {
-        // xorshift must not start at zero.
-        Self::new(Role::Client, limits, mask_seed | 1)
+        Self::new(Role::Client, limits, Some(MaskKeys::new(mask_seed)))
     }
 
-    fn new(role: Role, limits: Limits, mask_state: u64) -> Self {
+    fn new(role: Role, limits: Limits, mask_keys: Option<MaskKeys>) -> Self {
         Connection {
             role,
             limits,
@@ -246,7 +245,7 @@ impl Connection {
             pending_pong: None,
             pending_ping: None,
             pending_close: None,
-            mask_state,
+            mask_keys,
         }
     }
 
@@ -297,17 +296,7 @@ impl Connection {
     /// The masking key for the next frame this end sends: a fresh one for a client, none
     /// for a server (§5.1: "A server MUST NOT mask any frames").
     pub fn next_mask(&mut self) -> Option<[u8; 4]> {
-        match self.role {
-            Role::Server => None,
-            Role::Client => {
-                let mut x = self.mask_state;
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                self.mask_state = x;
-                Some((x as u32).to_ne_bytes())
-            }
-        }
+        self.mask_keys.as_mut().map(MaskKeys::next_key)
     }
 
     /// The next control frame to write: owed pongs, a queued ping, then the close.

@@ -33,6 +33,30 @@ pub fn apply_mask_scalar(buf: &mut [u8], key: [u8; 4], offset: usize) {
     }
 }
 
+/// Masking keys for a client (§5.3: "unpredictable"): xorshift64 over a seed the caller
+/// draws from a random source. Not cryptographic; the masking exists to stop intermediaries
+/// from mistaking payloads for requests, not to hide them.
+#[derive(Clone, Debug)]
+pub struct MaskKeys(u64);
+
+impl MaskKeys {
+    /// A generator seeded with `seed`.
+    pub fn new(seed: u64) -> Self {
+        // xorshift must not start at zero.
+        MaskKeys(seed | 1)
+    }
+
+    /// The next key.
+    pub fn next_key(&mut self) -> [u8; 4] {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        (x as u32).to_ne_bytes()
+    }
+}
+
 fn key_at(key: [u8; 4], offset: usize) -> [u8; 4] {
     let s = offset % 4;
     [key[s], key[(s + 1) % 4], key[(s + 2) % 4], key[(s + 3) % 4]]

@@ -107,6 +107,9 @@ pub struct Server<H: Handler> {
     dirty: Vec<usize>,
     next_serial: u32,
     accept_paused_until: Option<Instant>,
+    /// Accepting has failed for lack of descriptors since the last successful accept (so the
+    /// warning is logged once per episode, not every retry).
+    descriptors_exhausted: bool,
     stats: Stats,
 }
 
@@ -141,6 +144,7 @@ impl<H: Handler> Server<H> {
             dirty: Vec::new(),
             next_serial: 0,
             accept_paused_until: None,
+            descriptors_exhausted: false,
             stats: Stats::default(),
         })
     }
@@ -218,13 +222,20 @@ impl<H: Handler> Server<H> {
         for i in 0..self.listeners.len() {
             loop {
                 match self.listeners[i].accept() {
-                    Ok((socket, peer)) => self.add_conn(socket, peer, now),
+                    Ok((socket, peer)) => {
+                        if std::mem::take(&mut self.descriptors_exhausted) {
+                            log!(Level::Info, "accepting again");
+                        }
+                        self.add_conn(socket, peer, now);
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if matches!(e.raw_os_error(), Some(EMFILE | ENFILE)) => {
                         // Out of descriptors: the pending connection stays in the backlog.
                         // Retrying at once would spin; wait a little, or until a connection
                         // closes and frees a descriptor.
-                        log!(Level::Warn, "accept paused: {e}");
+                        if !std::mem::replace(&mut self.descriptors_exhausted, true) {
+                            log!(Level::Warn, "accept paused until descriptors free up: {e}");
+                        }
                         self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
                         return;
                     }

@@ -163,7 +163,9 @@ mod tests {
 
     impl Write for Trickle {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            if std::mem::replace(&mut self.block_next, !self.block_next) {
+            let block = self.block_next;
+            self.block_next = !block;
+            if block {
                 return Err(io::ErrorKind::WouldBlock.into());
             }
             let n = buf.len().min(self.max);

@@ -1,0 +1,434 @@
+//! A small blocking WebSocket client on `std::net`, driving the same protocol core as the
+//! server (in the client role: frames masked with fresh keys, §5.3).
+//!
+//! Used by `wsloop client`, the load generator and tests.
+
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+
+use crate::proto::frame::{encode_frame, OpCode};
+use crate::proto::handshake::accept_key;
+use crate::proto::mask::MaskKeys;
+use crate::proto::{Connection, Event, Limits, MessageKind, ProtocolError};
+
+/// Why a client operation failed.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The URL is not `ws://host[:port][/path]`.
+    Url(String),
+    /// The socket failed.
+    Io(io::Error),
+    /// The server refused the upgrade or answered something else than a valid 101.
+    Handshake(String),
+    /// The server broke the protocol.
+    Protocol(ProtocolError),
+    /// The connection is closed.
+    Closed,
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Url(u) => write!(f, "invalid URL {u:?} (want ws://host:port/path)"),
+            ClientError::Io(e) => write!(f, "{e}"),
+            ClientError::Handshake(why) => write!(f, "handshake failed: {why}"),
+            ClientError::Protocol(e) => write!(f, "protocol error: {e}"),
+            ClientError::Closed => f.write_str("connection closed"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<io::Error> for ClientError {
+    fn from(e: io::Error) -> Self {
+        ClientError::Io(e)
+    }
+}
+
+/// A message or control frame received by the client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// A text message.
+    Text(String),
+    /// A binary message.
+    Binary(Vec<u8>),
+    /// A ping (already answered).
+    Ping(Vec<u8>),
+    /// A pong.
+    Pong(Vec<u8>),
+    /// The server's close frame: code and reason.
+    Close(Option<u16>, String),
+}
+
+/// The parts of a `ws://` URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WsUrl {
+    /// `host:port` to connect to (port 80 when absent).
+    pub authority: String,
+    /// The request target, `/` when absent.
+    pub path: String,
+}
+
+impl WsUrl {
+    /// Parses `ws://host[:port][/path]` (`wss://` is not supported: put a TLS proxy in front).
+    pub fn parse(url: &str) -> Result<WsUrl, ClientError> {
+        let rest = url
+            .strip_prefix("ws://")
+            .ok_or_else(|| ClientError::Url(url.to_owned()))?;
+        let (authority, path) = match rest.find(['/', '?']) {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        if authority.is_empty() {
+            return Err(ClientError::Url(url.to_owned()));
+        }
+        let has_port = match authority.rfind(':') {
+            Some(i) => !authority[i..].contains(']'),
+            None => false,
+        };
+        let authority = if has_port {
+            authority.to_owned()
+        } else {
+            format!("{authority}:80")
+        };
+        let path = if path.starts_with('?') {
+            format!("/{path}")
+        } else {
+            path.to_owned()
+        };
+        Ok(WsUrl { authority, path })
+    }
+}
+
+/// Options for [`Client::connect_with`].
+#[derive(Clone, Debug, Default)]
+pub struct ClientOptions {
+    /// Extra request header lines (`Name: value`), e.g. `Authorization: Bearer x`.
+    pub headers: Vec<String>,
+    /// Subprotocols to offer.
+    pub protocols: Vec<String>,
+    /// Connect and read timeout (`None`: block).
+    pub timeout: Option<Duration>,
+    /// Largest message accepted from the server (default 64 MiB).
+    pub max_message: Option<u64>,
+}
+
+/// A connected WebSocket client.
+pub struct Client {
+    /// The read side.
+    stream: TcpStream,
+    /// The write side, shared with [`ClientWriter`]s so frames never interleave.
+    writer: Arc<Mutex<TcpStream>>,
+    conn: Connection,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    protocol: Option<String>,
+}
+
+/// Largest 101 response head the client reads.
+const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+
+fn random_u64() -> u64 {
+    RandomState::new().build_hasher().finish()
+}
+
+impl Client {
+    /// Connects and performs the opening handshake.
+    pub fn connect(url: &str) -> Result<Client, ClientError> {
+        Client::connect_with(url, &ClientOptions::default())
+    }
+
+    /// Connects with options.
+    pub fn connect_with(url: &str, options: &ClientOptions) -> Result<Client, ClientError> {
+        let url = WsUrl::parse(url)?;
+        let stream = match options.timeout {
+            Some(t) => {
+                let addr = url
+                    .authority
+                    .to_socket_addrs()?
+                    .next()
+                    .ok_or_else(|| ClientError::Url(url.authority.clone()))?;
+                TcpStream::connect_timeout(&addr, t)?
+            }
+            None => TcpStream::connect(&url.authority)?,
+        };
+        stream.set_read_timeout(options.timeout)?;
+        stream.set_nodelay(true)?;
+        Client::handshake(stream, &url, options)
+    }
+
+    fn handshake(
+        mut stream: TcpStream,
+        url: &WsUrl,
+        options: &ClientOptions,
+    ) -> Result<Client, ClientError> {
+        let mut nonce = [0u8; 16];
+        nonce[..8].copy_from_slice(&random_u64().to_ne_bytes());
+        nonce[8..].copy_from_slice(&random_u64().to_ne_bytes());
+        let key = BASE64.encode(nonce);
+        let mut request = format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n",
+            url.path, url.authority
+        );
+        if !options.protocols.is_empty() {
+            request.push_str(&format!(
+                "Sec-WebSocket-Protocol: {}\r\n",
+                options.protocols.join(", ")
+            ));
+        }
+        for header in &options.headers {
+            request.push_str(header);
+            request.push_str("\r\n");
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes())?;
+
+        let mut buf = vec![0u8; MAX_RESPONSE_HEAD];
+        let mut end = 0;
+        let head_len = loop {
+            if end == buf.len() {
+                return Err(ClientError::Handshake("response head too large".into()));
+            }
+            let n = stream.read(&mut buf[end..])?;
+            if n == 0 {
+                return Err(ClientError::Handshake(
+                    "connection closed during handshake".into(),
+                ));
+            }
+            end += n;
+            if let Some(i) = buf[..end].windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut response = httparse::Response::new(&mut headers);
+        response
+            .parse(&buf[..head_len])
+            .map_err(|e| ClientError::Handshake(format!("bad response: {e}")))?;
+        if response.code != Some(101) {
+            let status = response.code.unwrap_or(0);
+            let body = String::from_utf8_lossy(&buf[head_len..end])
+                .trim()
+                .to_owned();
+            return Err(ClientError::Handshake(format!("status {status}: {body}")));
+        }
+        let header = |name: &str| {
+            response
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .and_then(|h| std::str::from_utf8(h.value).ok())
+        };
+        // §4.1: the client MUST check the accept value.
+        if header("Sec-WebSocket-Accept") != Some(accept_key(&key).as_str()) {
+            return Err(ClientError::Handshake("wrong Sec-WebSocket-Accept".into()));
+        }
+        let protocol = header("Sec-WebSocket-Protocol").map(str::to_owned);
+        let limits =
+            Limits::with_max_message(options.max_message.unwrap_or(Limits::default().max_message));
+        Ok(Client {
+            writer: Arc::new(Mutex::new(stream.try_clone()?)),
+            stream,
+            conn: Connection::new_client(limits, random_u64()),
+            buf,
+            start: head_len,
+            end,
+            protocol,
+        })
+    }
+
+    /// The subprotocol the server chose.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    /// Sets the read timeout (`None`: block).
+    pub fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        self.stream.set_read_timeout(timeout)
+    }
+
+    /// Sends a text message.
+    pub fn send_text(&mut self, text: &str) -> Result<(), ClientError> {
+        self.send(MessageKind::Text, text.as_bytes())
+    }
+
+    /// Sends a binary message.
+    pub fn send_binary(&mut self, data: &[u8]) -> Result<(), ClientError> {
+        self.send(MessageKind::Binary, data)
+    }
+
+    /// Sends a data message in one frame.
+    pub fn send(&mut self, kind: MessageKind, data: &[u8]) -> Result<(), ClientError> {
+        if !self.conn.is_open() {
+            return Err(ClientError::Closed);
+        }
+        write_frame(&self.writer, kind.opcode(), self.conn.next_mask(), data)
+    }
+
+    /// Sends a ping.
+    pub fn ping(&mut self, payload: &[u8]) -> Result<(), ClientError> {
+        write_frame(&self.writer, OpCode::Ping, self.conn.next_mask(), payload)
+    }
+
+    /// A handle that sends data messages from another thread while this one receives.
+    pub fn writer(&self) -> ClientWriter {
+        ClientWriter {
+            stream: Arc::clone(&self.writer),
+            keys: MaskKeys::new(random_u64()),
+        }
+    }
+
+    /// Starts the closing handshake; [`recv`](Self::recv) then returns the server's close.
+    pub fn close(&mut self, code: u16, reason: &str) -> Result<(), ClientError> {
+        self.conn.close(code, reason);
+        self.flush_control()
+    }
+
+    fn flush_control(&mut self) -> Result<(), ClientError> {
+        while let Some(frame) = self.conn.poll_transmit() {
+            lock(&self.writer)?.write_all(frame.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the next message, control frame or close. Pings are answered automatically.
+    pub fn recv(&mut self) -> Result<Received, ClientError> {
+        loop {
+            let result = self.conn.poll_event(&mut self.buf[self.start..self.end]);
+            let (used, received) = match result {
+                Err(e) => {
+                    self.flush_control()?;
+                    return Err(ClientError::Protocol(e));
+                }
+                Ok((used, event)) => (used, event.map(to_received)),
+            };
+            self.start += used;
+            self.flush_control()?;
+            if let Some(received) = received {
+                return Ok(received);
+            }
+            if self.conn.is_closed() {
+                return Err(ClientError::Closed);
+            }
+            if self.start == self.end {
+                self.start = 0;
+                self.end = 0;
+            } else if self.end == self.buf.len() {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            let n = self.stream.read(&mut self.buf[self.end..])?;
+            if n == 0 {
+                return Err(ClientError::Closed);
+            }
+            self.end += n;
+        }
+    }
+
+    /// Waits for the next text or binary message, skipping control frames; a close is an error.
+    pub fn recv_message(&mut self) -> Result<Received, ClientError> {
+        loop {
+            match self.recv()? {
+                Received::Ping(_) | Received::Pong(_) => {}
+                Received::Close(..) => return Err(ClientError::Closed),
+                message => return Ok(message),
+            }
+        }
+    }
+}
+
+/// Sends data messages on a [`Client`]'s connection from another thread.
+pub struct ClientWriter {
+    stream: Arc<Mutex<TcpStream>>,
+    keys: MaskKeys,
+}
+
+impl ClientWriter {
+    /// Sends a data message in one frame.
+    pub fn send(&mut self, kind: MessageKind, data: &[u8]) -> Result<(), ClientError> {
+        write_frame(
+            &self.stream,
+            kind.opcode(),
+            Some(self.keys.next_key()),
+            data,
+        )
+    }
+
+    /// Sends a text message.
+    pub fn send_text(&mut self, text: &str) -> Result<(), ClientError> {
+        self.send(MessageKind::Text, text.as_bytes())
+    }
+
+    /// Sends a binary message.
+    pub fn send_binary(&mut self, data: &[u8]) -> Result<(), ClientError> {
+        self.send(MessageKind::Binary, data)
+    }
+}
+
+fn lock(stream: &Mutex<TcpStream>) -> Result<std::sync::MutexGuard<'_, TcpStream>, ClientError> {
+    stream
+        .lock()
+        .map_err(|_| ClientError::Io(io::Error::other("writer lock poisoned")))
+}
+
+/// Encodes and writes one whole frame under the write lock.
+fn write_frame(
+    stream: &Mutex<TcpStream>,
+    opcode: OpCode,
+    mask: Option<[u8; 4]>,
+    payload: &[u8],
+) -> Result<(), ClientError> {
+    let mut frame = Vec::with_capacity(payload.len() + 14);
+    encode_frame(&mut frame, true, opcode, mask, payload);
+    lock(stream)?.write_all(&frame)?;
+    Ok(())
+}
+
+fn to_received(event: Event<'_>) -> Received {
+    match event {
+        Event::Message(m) => match m.as_text() {
+            Some(text) => Received::Text(text.to_owned()),
+            None => Received::Binary(m.data.to_vec()),
+        },
+        Event::Ping(p) => Received::Ping(p.to_vec()),
+        Event::Pong(p) => Received::Pong(p.to_vec()),
+        Event::Close(c) => Received::Close(c.code, c.reason.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u = WsUrl::parse("ws://127.0.0.1:9001/chat?x=1").unwrap();
+        assert_eq!(
+            (u.authority.as_str(), u.path.as_str()),
+            ("127.0.0.1:9001", "/chat?x=1")
+        );
+        let u = WsUrl::parse("ws://localhost").unwrap();
+        assert_eq!(
+            (u.authority.as_str(), u.path.as_str()),
+            ("localhost:80", "/")
+        );
+        let u = WsUrl::parse("ws://[::1]:8080").unwrap();
+        assert_eq!(u.authority, "[::1]:8080");
+        let u = WsUrl::parse("ws://[::1]/x").unwrap();
+        assert_eq!(u.authority, "[::1]:80");
+        assert!(WsUrl::parse("http://x").is_err());
+        assert!(WsUrl::parse("ws://").is_err());
+    }
+}
