@@ -3,6 +3,8 @@
 //! `WSLOOP_REQUIRE_EXTERNAL=1`).
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod raw;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,9 +26,14 @@ impl Server {
     /// Starts `wsloop <subcommand> --listen 127.0.0.1:0 <args>` and waits for the line
     /// `wsloop: listening on ws://ADDR/` on its standard output.
     pub fn start(subcommand: &str, args: &[&str]) -> Server {
+        Server::start_on(subcommand, "127.0.0.1:0", args)
+    }
+
+    /// Like [`Server::start`] on a given listen address (e.g. to restart on the same port).
+    pub fn start_on(subcommand: &str, listen: &str, args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wsloop"))
             .arg(subcommand)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -66,6 +73,32 @@ impl Server {
     /// The process id (for /proc inspection).
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// `wsloop serve` with extra arguments.
+    pub fn serve(args: &[&str]) -> Server {
+        Server::start("serve", args)
+    }
+
+    /// The `http://` URL of `path` on this server.
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends a signal with `kill(1)` (e.g. `TERM`) and waits up to `timeout` for the exit;
+    /// returns the exit code, or `None` if it did not exit in time.
+    pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// Whether the process is still running.
