@@ -364,7 +364,7 @@ impl<H: Handler + Send + 'static> InProcess<H> {
 
     fn stop(self) -> Stats {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().unwrap().stats()
+        self.thread.join().unwrap().stats().clone()
     }
 }
 

@@ -12,6 +12,21 @@ use super::outbound::OutQueue;
 use crate::proto::handshake::HeadReader;
 use crate::proto::Connection;
 
+/// What a connection's deadline is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Timer {
+    /// The upgrade request must be complete by then (slowloris).
+    Handshake,
+    /// Time to send the next heartbeat ping.
+    NextPing,
+    /// The heartbeat ping must have been answered by then.
+    PongDue,
+    /// The peer must have answered our close by then.
+    CloseReply,
+    /// The peer must have closed TCP by then (Closing phase).
+    Linger,
+}
+
 /// Where a connection stands.
 #[derive(Debug)]
 pub(crate) enum Phase {
@@ -107,8 +122,8 @@ pub(crate) struct Conn {
     pub(crate) out: OutQueue,
     /// The interest currently registered with the poll.
     pub(crate) interest: Interest,
-    /// When this connection's current timer (handshake, close) fires.
-    pub(crate) deadline: Option<Instant>,
+    /// This connection's one pending timer and when it fires.
+    pub(crate) deadline: Option<(Instant, Timer)>,
     /// The application saw `on_open` and has not yet seen `on_close`.
     pub(crate) opened: bool,
     /// Reading stopped because the outbound queue is over its high-water mark.

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::Instant;
 
+use super::Stats;
 use crate::proto::handshake::Request;
 use crate::proto::{Message, MessageKind};
 
@@ -62,8 +63,61 @@ pub enum CloseReason {
     Abnormal,
 }
 
+impl CloseReason {
+    /// The close code this ending is counted under (§7.1.5: 1005 when the close had no code,
+    /// 1006 when there was no close frame).
+    pub fn code(self) -> u16 {
+        match self {
+            CloseReason::Handshake(Some(code)) | CloseReason::Failed(code) => code,
+            CloseReason::Handshake(None) => 1005,
+            CloseReason::Abnormal => 1006,
+        }
+    }
+}
+
+/// A plain HTTP response (the connection is closed after it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpResponse {
+    /// Status code.
+    pub status: u16,
+    /// `Content-Type` value.
+    pub content_type: &'static str,
+    /// Extra header lines, each ending in CRLF.
+    pub headers: String,
+    /// The body.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// A response with a plain-text body.
+    pub fn text(status: u16, body: &str) -> Self {
+        HttpResponse {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            headers: String::new(),
+            body: format!("{body}\n").into_bytes(),
+        }
+    }
+}
+
+/// What to do with a complete request head.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// Check it as a WebSocket upgrade (RFC 6455 §4.2.1) and open the connection.
+    Upgrade,
+    /// Answer with plain HTTP.
+    Respond(HttpResponse),
+    /// Refuse an upgrade (counted in the stats under the reason).
+    Reject(HttpResponse, &'static str),
+}
+
 /// An application on the event loop.
 pub trait Handler {
+    /// Routes a request head; the default treats every request as a WebSocket upgrade.
+    fn on_request(&mut self, _request: &Request, _peer: SocketAddr, _stats: &Stats) -> Route {
+        Route::Upgrade
+    }
+
     /// A WebSocket connection was opened (the 101 is queued).
     fn on_open(&mut self, _ctx: &mut Ctx<'_>, _id: ConnId, _info: &OpenInfo<'_>) {}
 

@@ -9,34 +9,41 @@
 mod conn;
 pub mod handler;
 pub mod outbound;
+mod stats;
 mod timers;
 
 use std::io;
 use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::log::Level;
+use crate::proto::close_code;
 use crate::proto::frame::encode_frame;
 use crate::proto::handshake::{
-    select_protocol, validate_upgrade, write_rejection, write_switching_protocols, HandshakeError,
-    HeadReader, Request,
+    select_protocol, validate_upgrade, write_rejection, write_response, write_switching_protocols,
+    HandshakeError, HeadReader, Request,
 };
 use crate::proto::{Connection, Event, Limits};
-use conn::{Conn, Phase, ReadBuf};
-pub use handler::{CloseReason, ConnId, Ctx, Handler, OpenInfo};
+use conn::{Conn, Phase, ReadBuf, Timer};
+pub use handler::{CloseReason, ConnId, Ctx, Handler, HttpResponse, OpenInfo, Route};
 use handler::{Command, Commands};
 use outbound::OutQueue;
+pub use stats::Stats;
 use timers::Timers;
 
-/// Listener tokens count down from the top of the token space; connection tokens are slab keys.
-const LISTENER_TOKEN_BASE: usize = usize::MAX - 64;
+/// Listener tokens sit just below the waker's at the top of the token space; connection tokens
+/// are slab keys.
+const LISTENER_TOKEN_BASE: usize = usize::MAX - 1 - MAX_LISTENERS;
 /// Most listeners one server can have (the tokens reserved for them).
 const MAX_LISTENERS: usize = 64;
+/// The token of the waker that interrupts the poll (signals, other threads).
+const WAKER_TOKEN: Token = Token(usize::MAX);
 /// Size of a connection's read buffer while it is reading.
 const READ_BUFFER: usize = 16 * 1024;
 /// How long accepting pauses when the process is out of file descriptors.
@@ -44,6 +51,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Linux errno values for descriptor exhaustion (accept(2)): EMFILE and ENFILE.
 const EMFILE: i32 = 24;
 const ENFILE: i32 = 23;
+/// The payload of heartbeat pings.
+const HEARTBEAT_PAYLOAD: &[u8] = b"wsloop-heartbeat";
 
 /// Settings of the event loop.
 #[derive(Clone, Debug)]
@@ -58,9 +67,14 @@ pub struct Config {
     pub close_timeout: Duration,
     /// Subprotocols this server speaks, preferred first.
     pub protocols: Vec<String>,
-    /// Outbound bytes queued for one connection above which the loop stops reading from it
-    /// until the peer has taken them.
+    /// Outbound bytes queued for one connection above which the loop stops reading its
+    /// requests, and above which a connection that is sent messages it did not ask for
+    /// (broadcasts) is closed with 1008 as a slow consumer.
     pub max_backpressure: usize,
+    /// Send a heartbeat ping after this long (none: no heartbeat).
+    pub ping_interval: Option<Duration>,
+    /// Close a connection that has not answered a heartbeat ping within this time.
+    pub ping_timeout: Duration,
 }
 
 impl Default for Config {
@@ -72,27 +86,10 @@ impl Default for Config {
             close_timeout: Duration::from_secs(5),
             protocols: Vec::new(),
             max_backpressure: 4 * 1024 * 1024,
+            ping_interval: None,
+            ping_timeout: Duration::from_secs(10),
         }
     }
-}
-
-/// Counters kept by the loop.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Connections in the table (handshaking, open or closing).
-    pub connections: usize,
-    /// Connections accepted since start.
-    pub accepted: u64,
-    /// Data messages received.
-    pub messages_in: u64,
-    /// Data messages queued for sending (a broadcast counts once per receiver).
-    pub messages_out: u64,
-    /// Frames encoded for broadcasts (one per broadcast, whatever the receiver count).
-    pub broadcast_encodes: u64,
-    /// Handshakes refused with an HTTP error.
-    pub handshake_rejections: u64,
-    /// Connections failed for a protocol error.
-    pub protocol_errors: u64,
 }
 
 /// The server: listeners, connections and the application.
@@ -110,6 +107,8 @@ pub struct Server<H: Handler> {
     /// Accepting has failed for lack of descriptors since the last successful accept (so the
     /// warning is logged once per episode, not every retry).
     descriptors_exhausted: bool,
+    /// Shutting down: listeners closed, closes sent, waiting for the connections to end.
+    draining: bool,
     stats: Stats,
 }
 
@@ -122,16 +121,27 @@ impl<H: Handler> Server<H> {
                 format!("between 1 and {MAX_LISTENERS} listen addresses are needed"),
             ));
         }
+        let listeners = config
+            .listen
+            .iter()
+            .map(|addr| TcpListener::bind(*addr))
+            .collect::<io::Result<Vec<_>>>()?;
+        Server::from_listeners(config, listeners, handler)
+    }
+
+    /// Serves on listeners bound by the caller (e.g. with `SO_REUSEPORT`).
+    pub fn from_listeners(
+        config: Config,
+        mut listeners: Vec<TcpListener>,
+        handler: H,
+    ) -> io::Result<Self> {
         let poll = Poll::new()?;
-        let mut listeners = Vec::new();
-        for (i, addr) in config.listen.iter().enumerate() {
-            let mut listener = TcpListener::bind(*addr)?;
+        for (i, listener) in listeners.iter_mut().enumerate() {
             poll.registry().register(
-                &mut listener,
+                listener,
                 Token(LISTENER_TOKEN_BASE + i),
                 Interest::READABLE,
             )?;
-            listeners.push(listener);
         }
         Ok(Server {
             poll,
@@ -145,6 +155,7 @@ impl<H: Handler> Server<H> {
             next_serial: 0,
             accept_paused_until: None,
             descriptors_exhausted: false,
+            draining: false,
             stats: Stats::default(),
         })
     }
@@ -155,16 +166,18 @@ impl<H: Handler> Server<H> {
     }
 
     /// The loop's counters.
-    pub fn stats(&self) -> Stats {
-        Stats {
-            connections: self.conns.len(),
-            ..self.stats.clone()
-        }
+    pub fn stats(&self) -> &Stats {
+        &self.stats
     }
 
     /// The application.
     pub fn handler(&self) -> &H {
         &self.handler
+    }
+
+    /// A waker that interrupts the poll from another thread (e.g. a signal handler thread).
+    pub fn waker(&self) -> io::Result<Waker> {
+        Waker::new(self.poll.registry(), WAKER_TOKEN)
     }
 
     /// Runs the loop forever (until an I/O error of the poll itself).
@@ -173,6 +186,59 @@ impl<H: Handler> Server<H> {
         loop {
             self.turn(&mut events, None)?;
         }
+    }
+
+    /// Runs until `stop` is set (wake the loop with [`waker`](Self::waker) after setting it),
+    /// then shuts down gracefully: stop accepting, send close 1001 to every client, wait up to
+    /// `drain_timeout` for the closes to complete.
+    pub fn run_until(&mut self, stop: &AtomicBool, drain_timeout: Duration) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        while !stop.load(Ordering::Relaxed) {
+            self.turn(&mut events, None)?;
+        }
+        let deadline = Instant::now() + drain_timeout;
+        self.begin_shutdown(Instant::now());
+        while !self.conns.is_empty() {
+            let now = Instant::now();
+            if now >= deadline {
+                log!(
+                    Level::Warn,
+                    "drain timeout: dropping {} connections",
+                    self.conns.len()
+                );
+                break;
+            }
+            self.turn(&mut events, Some(deadline - now))?;
+        }
+        Ok(())
+    }
+
+    /// Stops accepting and starts the closing handshake (1001) with every client.
+    pub fn begin_shutdown(&mut self, now: Instant) {
+        self.draining = true;
+        for mut listener in self.listeners.drain(..) {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
+        log!(
+            Level::Info,
+            "shutting down: closing {} connections",
+            slots.len()
+        );
+        for slot in slots {
+            let Some(conn) = self.conns.get_mut(slot) else {
+                continue;
+            };
+            match &conn.phase {
+                Phase::Handshake(_) => self.remove(slot, CloseReason::Abnormal, now),
+                Phase::Open(_) => {
+                    let id = conn.id;
+                    self.close_conn(id, close_code::GOING_AWAY, "server shutting down", now);
+                }
+                Phase::Closing => {}
+            }
+        }
+        self.flush_dirty(now);
     }
 
     /// One loop turn: wait for readiness (at most `max_wait`, or until the next deadline),
@@ -195,6 +261,7 @@ impl<H: Handler> Server<H> {
         let now = Instant::now();
         for event in events.iter() {
             match event.token() {
+                WAKER_TOKEN => {}
                 Token(t) if t >= LISTENER_TOKEN_BASE => self.accept_all(now),
                 Token(slot) => {
                     if event.is_writable() {
@@ -216,7 +283,7 @@ impl<H: Handler> Server<H> {
     }
 
     fn accept_all(&mut self, now: Instant) {
-        if self.accept_paused_until.is_some() {
+        if self.accept_paused_until.is_some() || self.draining {
             return;
         }
         for i in 0..self.listeners.len() {
@@ -279,7 +346,7 @@ impl<H: Handler> Server<H> {
             rbuf: ReadBuf::default(),
             out: OutQueue::default(),
             interest: Interest::READABLE,
-            deadline: Some(deadline),
+            deadline: Some((deadline, Timer::Handshake)),
             opened: false,
             read_paused: false,
             write_shut: false,
@@ -287,7 +354,14 @@ impl<H: Handler> Server<H> {
         });
         self.timers.schedule(deadline, id);
         self.stats.accepted += 1;
+        self.stats.connections += 1;
         log!(Level::Debug, "{peer}: accepted as {id}");
+    }
+
+    /// Sets a connection's one timer.
+    fn set_timer(timers: &mut Timers, conn: &mut Conn, timer: Timer, when: Instant) {
+        conn.deadline = Some((when, timer));
+        timers.schedule(when, conn.id);
     }
 
     fn read_capacity(&self) -> usize {
@@ -314,7 +388,10 @@ impl<H: Handler> Server<H> {
                     self.on_eof(slot, now);
                     return;
                 }
-                Ok(_) => self.process_input(slot, now),
+                Ok(n) => {
+                    self.stats.bytes_in += n as u64;
+                    self.process_input(slot, now);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -325,7 +402,7 @@ impl<H: Handler> Server<H> {
             }
         }
         if let Some(conn) = self.conns.get_mut(slot) {
-            if !matches!(conn.phase, Phase::Handshake(_)) && conn.rbuf.pending().is_empty() {
+            if !matches!(conn.phase, Phase::Handshake(_)) {
                 conn.rbuf.release_if_empty();
             }
         }
@@ -363,12 +440,12 @@ impl<H: Handler> Server<H> {
                         Ok(Some((request, head_len))) => {
                             // Bytes after the head are WebSocket frames: keep them.
                             conn.rbuf.consume(head_len);
-                            if !self.upgrade(slot, &request, now) {
+                            if !self.on_request(slot, &request, now) {
                                 return;
                             }
                         }
                         Err(e) => {
-                            self.reject(slot, &e, now);
+                            self.reject_handshake(slot, &e, now);
                             return;
                         }
                     }
@@ -379,6 +456,7 @@ impl<H: Handler> Server<H> {
                         now,
                     };
                     let mut close_reason = None;
+                    let mut got_pong = false;
                     let (used, more) = match ws.poll_event(conn.rbuf.pending_mut()) {
                         Err(e) => {
                             log!(Level::Debug, "{}: protocol error: {e}", conn.peer);
@@ -393,7 +471,10 @@ impl<H: Handler> Server<H> {
                                     self.stats.messages_in += 1;
                                     self.handler.on_message(&mut ctx, id, message);
                                 }
-                                Event::Pong(payload) => self.handler.on_pong(&mut ctx, id, payload),
+                                Event::Pong(payload) => {
+                                    got_pong = true;
+                                    self.handler.on_pong(&mut ctx, id, payload);
+                                }
                                 Event::Close(frame) => {
                                     close_reason = Some(CloseReason::Handshake(frame.code));
                                 }
@@ -403,12 +484,22 @@ impl<H: Handler> Server<H> {
                         }
                     };
                     conn.rbuf.consume(used);
+                    // Any pong answers the heartbeat: the peer is alive (§5.5.3).
+                    if let (true, Some((_, Timer::PongDue)), Some(interval)) =
+                        (got_pong, conn.deadline, self.config.ping_interval)
+                    {
+                        Self::set_timer(&mut self.timers, conn, Timer::NextPing, now + interval);
+                    }
+                    // Re-borrow: the handler call above ended the borrow of `ws`'s event.
+                    let Phase::Open(ws) = &mut conn.phase else {
+                        return;
+                    };
                     while let Some(frame) = ws.poll_transmit() {
                         conn.out.push_bytes(frame.as_bytes());
                     }
                     let closed = ws.is_closed();
                     self.mark_dirty(slot);
-                    self.apply_commands(now);
+                    self.apply_commands(Some(id), now);
                     if closed {
                         self.begin_closing(
                             slot,
@@ -425,13 +516,38 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    /// Answers a complete request head: 101 and the WebSocket phase, or an HTTP error.
+    /// Answers a complete request head as the handler routes it: an upgrade (101 and the
+    /// WebSocket phase, or the handshake error), or a plain HTTP response.
     /// Returns whether the connection is now open.
+    fn on_request(&mut self, slot: usize, request: &Request, now: Instant) -> bool {
+        let Some(conn) = self.conns.get(slot) else {
+            return false;
+        };
+        let peer = conn.peer;
+        match self.handler.on_request(request, peer, &self.stats) {
+            Route::Upgrade => self.upgrade(slot, request, now),
+            Route::Respond(response) => {
+                self.respond(slot, &response, now);
+                false
+            }
+            Route::Reject(response, reason) => {
+                log!(
+                    Level::Info,
+                    "{peer}: upgrade refused: {} {reason}",
+                    response.status
+                );
+                *self.stats.rejections.entry(reason).or_default() += 1;
+                self.respond(slot, &response, now);
+                false
+            }
+        }
+    }
+
     fn upgrade(&mut self, slot: usize, request: &Request, now: Instant) -> bool {
         let upgrade = match validate_upgrade(request) {
             Ok(u) => u,
             Err(e) => {
-                self.reject(slot, &e, now);
+                self.reject_handshake(slot, &e, now);
                 return false;
             }
         };
@@ -444,7 +560,12 @@ impl<H: Handler> Server<H> {
         conn.out.push_bytes(&head);
         conn.phase = Phase::Open(Box::new(Connection::new_server(self.config.limits.clone())));
         conn.deadline = None;
+        if let Some(interval) = self.config.ping_interval {
+            Self::set_timer(&mut self.timers, conn, Timer::NextPing, now + interval);
+        }
         conn.opened = true;
+        self.stats.upgraded += 1;
+        self.stats.open += 1;
         let (id, peer) = (conn.id, conn.peer);
         log!(Level::Debug, "{peer}: upgraded {} as {id}", request.target);
         let info = OpenInfo {
@@ -458,12 +579,12 @@ impl<H: Handler> Server<H> {
         };
         self.handler.on_open(&mut ctx, id, &info);
         self.mark_dirty(slot);
-        self.apply_commands(now);
+        self.apply_commands(Some(id), now);
         true
     }
 
     /// Refuses a handshake with its HTTP status and closes.
-    fn reject(&mut self, slot: usize, error: &HandshakeError, now: Instant) {
+    fn reject_handshake(&mut self, slot: usize, error: &HandshakeError, now: Instant) {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
@@ -474,10 +595,27 @@ impl<H: Handler> Server<H> {
             error.status(),
             error.reason()
         );
-        self.stats.handshake_rejections += 1;
+        *self.stats.rejections.entry(error.label()).or_default() += 1;
         let mut response = Vec::with_capacity(256);
         write_rejection(&mut response, error);
         conn.out.push_bytes(&response);
+        self.begin_closing(slot, CloseReason::Abnormal, now);
+    }
+
+    /// Sends an HTTP response and closes.
+    fn respond(&mut self, slot: usize, response: &HttpResponse, now: Instant) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let mut bytes = Vec::with_capacity(response.body.len() + 256);
+        write_response(
+            &mut bytes,
+            response.status,
+            response.content_type,
+            &response.headers,
+            &response.body,
+        );
+        conn.out.push_bytes(&bytes);
         self.begin_closing(slot, CloseReason::Abnormal, now);
     }
 
@@ -488,20 +626,33 @@ impl<H: Handler> Server<H> {
         };
         conn.phase = Phase::Closing;
         conn.rbuf.clear();
-        let deadline = now + self.config.close_timeout;
-        conn.deadline = Some(deadline);
-        self.timers.schedule(deadline, conn.id);
-        let id = conn.id;
-        let was_open = std::mem::replace(&mut conn.opened, false);
+        Self::set_timer(
+            &mut self.timers,
+            conn,
+            Timer::Linger,
+            now + self.config.close_timeout,
+        );
         self.mark_dirty(slot);
-        if was_open {
-            let mut ctx = Ctx {
-                commands: &mut self.commands,
-                now,
-            };
-            self.handler.on_close(&mut ctx, id, reason);
-            self.apply_commands(now);
+        self.ended(slot, reason, now);
+    }
+
+    /// Tells the application, once, that an open connection ended.
+    fn ended(&mut self, slot: usize, reason: CloseReason, now: Instant) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        if !std::mem::replace(&mut conn.opened, false) {
+            return;
         }
+        let id = conn.id;
+        self.stats.open -= 1;
+        *self.stats.closes.entry(reason.code()).or_default() += 1;
+        let mut ctx = Ctx {
+            commands: &mut self.commands,
+            now,
+        };
+        self.handler.on_close(&mut ctx, id, reason);
+        self.apply_commands(None, now);
     }
 
     /// Removes a connection from the table, telling the application if it was open.
@@ -509,17 +660,11 @@ impl<H: Handler> Server<H> {
         if !self.conns.contains(slot) {
             return;
         }
+        self.ended(slot, reason, now);
         let mut conn = self.conns.remove(slot);
+        self.stats.connections -= 1;
         if let Err(e) = self.poll.registry().deregister(&mut conn.socket) {
             log!(Level::Debug, "{}: deregister: {e}", conn.peer);
-        }
-        if conn.opened {
-            let mut ctx = Ctx {
-                commands: &mut self.commands,
-                now,
-            };
-            self.handler.on_close(&mut ctx, conn.id, reason);
-            self.apply_commands(now);
         }
         drop(conn);
         // A descriptor was freed: if accepting paused for lack of them, try again now.
@@ -536,23 +681,57 @@ impl<H: Handler> Server<H> {
             .map(|c| (slot, c))
     }
 
-    /// Carries out the commands recorded by the handler.
-    fn apply_commands(&mut self, now: Instant) {
+    /// Starts the closing handshake on an open connection; the peer has `close_timeout` to
+    /// answer.
+    fn close_conn(&mut self, id: ConnId, code: u16, reason: &str, now: Instant) {
+        let Some((slot, conn)) = Self::conn_by_id(&mut self.conns, id) else {
+            return;
+        };
+        let Phase::Open(ws) = &mut conn.phase else {
+            return;
+        };
+        if ws.close(code, reason) {
+            while let Some(frame) = ws.poll_transmit() {
+                conn.out.push_bytes(frame.as_bytes());
+            }
+            Self::set_timer(
+                &mut self.timers,
+                conn,
+                Timer::CloseReply,
+                now + self.config.close_timeout,
+            );
+            self.mark_dirty(slot);
+        }
+    }
+
+    /// Whether a connection may be sent data (open, no close sent or received).
+    fn accepts_data(conn: &Conn) -> bool {
+        matches!(&conn.phase, Phase::Open(ws) if ws.is_open())
+    }
+
+    /// Carries out the commands recorded by the handler. `requester` is the connection whose
+    /// input led to them: replies to it are bounded by pausing its reads, while a connection
+    /// that lets unrequested messages pile up past the cap is a slow consumer and is closed.
+    fn apply_commands(&mut self, requester: Option<ConnId>, now: Instant) {
         let mut commands = std::mem::take(&mut self.commands);
+        let mut slow = Vec::new();
         for command in &commands.list {
             match command {
                 Command::Send { to, kind, payload } => {
                     let Some((slot, conn)) = Self::conn_by_id(&mut self.conns, *to) else {
                         continue;
                     };
-                    if let Phase::Open(ws) = &conn.phase {
-                        if ws.is_open() {
-                            conn.out
-                                .push_frame(kind.opcode(), &commands.arena[payload.clone()]);
-                            self.stats.messages_out += 1;
-                            self.mark_dirty(slot);
-                        }
+                    if !Self::accepts_data(conn) {
+                        continue;
                     }
+                    if Some(*to) != requester && conn.out.len() >= self.config.max_backpressure {
+                        slow.push(*to);
+                        continue;
+                    }
+                    conn.out
+                        .push_frame(kind.opcode(), &commands.arena[payload.clone()]);
+                    self.stats.messages_out += 1;
+                    self.mark_dirty(slot);
                 }
                 Command::Broadcast {
                     targets,
@@ -573,38 +752,57 @@ impl<H: Handler> Server<H> {
                         let Some((slot, conn)) = Self::conn_by_id(&mut self.conns, *to) else {
                             continue;
                         };
-                        if let Phase::Open(ws) = &conn.phase {
-                            if ws.is_open() {
-                                conn.out.push_shared(Arc::clone(&frame));
-                                self.stats.messages_out += 1;
-                                self.mark_dirty(slot);
-                            }
+                        if !Self::accepts_data(conn) {
+                            continue;
                         }
+                        if Some(*to) != requester && conn.out.len() >= self.config.max_backpressure
+                        {
+                            slow.push(*to);
+                            continue;
+                        }
+                        conn.out.push_shared(Arc::clone(&frame));
+                        self.stats.messages_out += 1;
+                        self.mark_dirty(slot);
                     }
                 }
                 Command::Close { to, code, reason } => {
-                    let Some((slot, conn)) = Self::conn_by_id(&mut self.conns, *to) else {
-                        continue;
-                    };
                     let reason = std::str::from_utf8(&commands.arena[reason.clone()]).unwrap_or("");
-                    if let Phase::Open(ws) = &mut conn.phase {
-                        if ws.close(*code, reason) {
-                            while let Some(frame) = ws.poll_transmit() {
-                                conn.out.push_bytes(frame.as_bytes());
-                            }
-                            let deadline = now + self.config.close_timeout;
-                            conn.deadline = Some(deadline);
-                            self.timers.schedule(deadline, conn.id);
-                            self.mark_dirty(slot);
-                        }
-                    }
+                    self.close_conn(*to, *code, reason, now);
                 }
             }
         }
         commands.clear();
-        // Commands recorded while these were carried out would be lost by the swap; none
-        // are, since carrying out a command never calls the handler.
+        // Carrying out a command never calls the handler, so nothing was recorded meanwhile.
         self.commands = commands;
+        slow.dedup();
+        for id in slow {
+            self.drop_slow_consumer(id, now);
+        }
+    }
+
+    /// Closes a connection whose queue is over the cap with 1008: queued messages are
+    /// dropped (all but the frame being written), the close frame goes out next.
+    fn drop_slow_consumer(&mut self, id: ConnId, now: Instant) {
+        let Some((slot, conn)) = Self::conn_by_id(&mut self.conns, id) else {
+            return;
+        };
+        let Phase::Open(ws) = &mut conn.phase else {
+            return;
+        };
+        log!(
+            Level::Warn,
+            "{}: slow consumer ({} bytes queued), closing",
+            conn.peer,
+            conn.out.len()
+        );
+        self.stats.slow_consumers += 1;
+        conn.out.truncate_to_front();
+        ws.close(close_code::POLICY_VIOLATION, "slow consumer");
+        while let Some(frame) = ws.poll_transmit() {
+            conn.out.push_bytes(frame.as_bytes());
+        }
+        // Its replies will not be read in time: do not wait for one.
+        self.begin_closing(slot, CloseReason::Failed(close_code::POLICY_VIOLATION), now);
     }
 
     fn mark_dirty(&mut self, slot: usize) {
@@ -631,7 +829,10 @@ impl<H: Handler> Server<H> {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
-        let drained = match conn.out.write_to(&mut conn.socket) {
+        let before = conn.out.len();
+        let result = conn.out.write_to(&mut conn.socket);
+        self.stats.bytes_out += (before - conn.out.len()) as u64;
+        let drained = match result {
             Ok(drained) => drained,
             Err(e) => {
                 log!(Level::Debug, "{}: write: {e}", conn.peer);
@@ -678,20 +879,53 @@ impl<H: Handler> Server<H> {
             let Some((slot, conn)) = Self::conn_by_id(&mut self.conns, id) else {
                 continue;
             };
-            if conn.deadline != Some(when) {
+            let Some((due, timer)) = conn.deadline else {
+                continue;
+            };
+            if due != when {
                 continue;
             }
             conn.deadline = None;
-            match &conn.phase {
-                Phase::Handshake(_) => {
+            match timer {
+                Timer::Handshake => {
                     log!(Level::Info, "{}: handshake timed out", conn.peer);
+                    *self
+                        .stats
+                        .rejections
+                        .entry("handshake_timeout")
+                        .or_default() += 1;
                     self.remove(slot, CloseReason::Abnormal, now);
                 }
-                Phase::Open(_) => {
+                Timer::NextPing => {
+                    if let Phase::Open(ws) = &mut conn.phase {
+                        ws.ping(HEARTBEAT_PAYLOAD);
+                        while let Some(frame) = ws.poll_transmit() {
+                            conn.out.push_bytes(frame.as_bytes());
+                        }
+                        Self::set_timer(
+                            &mut self.timers,
+                            conn,
+                            Timer::PongDue,
+                            now + self.config.ping_timeout,
+                        );
+                        self.mark_dirty(slot);
+                    }
+                }
+                Timer::PongDue => {
+                    log!(
+                        Level::Info,
+                        "{}: no pong within {:?}, closing as dead",
+                        conn.peer,
+                        self.config.ping_timeout
+                    );
+                    self.stats.heartbeat_timeouts += 1;
+                    self.remove(slot, CloseReason::Abnormal, now);
+                }
+                Timer::CloseReply => {
                     log!(Level::Debug, "{}: no close reply in time", conn.peer);
                     self.remove(slot, CloseReason::Abnormal, now);
                 }
-                Phase::Closing => self.remove(slot, CloseReason::Abnormal, now),
+                Timer::Linger => self.remove(slot, CloseReason::Abnormal, now),
             }
         }
     }

@@ -144,6 +144,20 @@ impl OutQueue {
         }
     }
 
+    /// Drops everything queued except the chunk being written (a chunk always holds whole
+    /// frames, so what remains ends at a frame boundary and a close frame can follow).
+    pub fn truncate_to_front(&mut self) {
+        if self.written == 0 {
+            self.chunks.clear();
+        } else {
+            self.chunks.truncate(1);
+        }
+        self.len = self
+            .chunks
+            .front()
+            .map_or(0, |c| c.bytes().len() - self.written);
+    }
+
     /// Drops every queued byte and the spare buffer (the connection is going away, or idle).
     pub fn release(&mut self) {
         *self = OutQueue::default();
@@ -175,6 +189,24 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn truncation_keeps_the_frame_being_written() {
+        let mut q = OutQueue::default();
+        q.push_shared(Arc::from(&[0x81, 0x02, b'h', b'i'][..]));
+        q.push_frame(OpCode::Text, b"dropped");
+        let mut w = Trickle {
+            out: Vec::new(),
+            max: 1,
+            block_next: false,
+        };
+        assert!(!q.write_to(&mut w).unwrap());
+        q.truncate_to_front();
+        assert_eq!(q.len(), 3);
+        q.push_frame(OpCode::Close, &[0x03, 0xf0]);
+        while !q.write_to(&mut w).unwrap() {}
+        assert_eq!(w.out, [0x81, 0x02, b'h', b'i', 0x88, 0x02, 0x03, 0xf0]);
     }
 
     #[test]
