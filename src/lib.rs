@@ -11,6 +11,7 @@
 #[macro_use]
 pub mod log;
 pub mod app;
+pub mod backoff;
 pub mod client;
 pub mod proto;
 pub mod server;

@@ -1,14 +1,22 @@
-//! The `wsloop` command line.
+//! The `wsloop` command line: `echo`, `serve`, `client`.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+use wsloop::app::access::Tokens;
+use wsloop::app::chat::ChatLimits;
 use wsloop::app::echo::Echo;
+use wsloop::app::serve::{Serve, ServeConfig};
+use wsloop::client::ClientOptions;
 use wsloop::log::{self, Level};
-use wsloop::proto::limits::DEFAULT_MAX_MESSAGE;
 use wsloop::proto::Limits;
 use wsloop::server::{Config, Handler, Server};
 
@@ -27,23 +35,36 @@ struct Cli {
 enum Command {
     /// Echo every text and binary message back to its sender (the Autobahn testee).
     Echo(EchoArgs),
+    /// The real-time server: JSON chat and channels at /ws, the browser client at /,
+    /// /healthz and /metrics, all on one port.
+    Serve(ServeArgs),
+    /// Connect to a WebSocket server: send each line of stdin as a text message, print what
+    /// arrives.
+    Client(ClientArgs),
 }
 
 /// Flags every server command shares.
 #[derive(Args, Debug)]
-struct ServerArgs {
-    /// Address to listen on; repeat for several (e.g. `--listen 127.0.0.1:9001 --listen [::1]:9001`).
+struct LoopArgs {
+    /// Address to listen on; repeat for several (e.g. `--listen 127.0.0.1:8080 --listen [::1]:8080`).
     #[arg(long = "listen", value_name = "ADDR")]
     listen: Vec<SocketAddr>,
     /// Largest message (and frame) accepted, in bytes; larger ones close with 1009.
-    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_MESSAGE)]
-    max_message: u64,
+    /// Default: 64 MiB for echo, 1 MiB for serve.
+    #[arg(long, value_name = "BYTES")]
+    max_message: Option<u64>,
     /// Close connections whose upgrade request is not complete within this time.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     handshake_timeout: Duration,
     /// How long to wait for the peer's close reply and TCP close.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     close_timeout: Duration,
+    /// Outbound bytes queued for one client before it is treated as a slow consumer.
+    #[arg(long, value_name = "BYTES", default_value_t = 4 * 1024 * 1024)]
+    max_backpressure: usize,
+    /// On SIGINT/SIGTERM, how long to wait for clients to answer the 1001 close.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    drain_timeout: Duration,
     /// Most verbose log level printed to stderr: error, warn, info, debug, trace.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     log_level: Level,
@@ -52,11 +73,63 @@ struct ServerArgs {
 #[derive(Args, Debug)]
 struct EchoArgs {
     #[command(flatten)]
-    server: ServerArgs,
+    common: LoopArgs,
 }
 
-impl ServerArgs {
-    fn config(&self, default_listen: SocketAddr) -> Config {
+#[derive(Args, Debug)]
+struct ServeArgs {
+    #[command(flatten)]
+    common: LoopArgs,
+    /// Path of the WebSocket endpoint; upgrades elsewhere get 404.
+    #[arg(long, value_name = "PATH", default_value = "/ws")]
+    ws_path: String,
+    /// Ping every client this often.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    ping_interval: Duration,
+    /// Close, as dead, a client that has not answered a ping within this time.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    ping_timeout: Duration,
+    /// File of `token name` lines: upgrades then need a known token (Authorization: Bearer,
+    /// `token` query parameter or cookie), else 401; messages are sent under the name.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Origin allowed to connect (repeat for several); browsers from other origins get 403.
+    #[arg(long, value_name = "ORIGIN")]
+    allow_origin: Vec<String>,
+    /// Take the client address from X-Real-IP / X-Forwarded-For (only behind your own proxy).
+    #[arg(long)]
+    trust_proxy: bool,
+    /// Longest chat content, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = ChatLimits::default().max_content)]
+    max_content: usize,
+    /// Longest channel name, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = ChatLimits::default().max_channel_name)]
+    max_channel_name: usize,
+    /// Most channels one connection may subscribe to.
+    #[arg(long, value_name = "N", default_value_t = ChatLimits::default().max_channels)]
+    max_channels: usize,
+}
+
+#[derive(Args, Debug)]
+struct ClientArgs {
+    /// Server URL, e.g. ws://127.0.0.1:8080/ws
+    url: String,
+    /// Reconnect when the connection is lost (1 s backoff growing 1.5x to 30 s, 50 attempts).
+    #[arg(long)]
+    reconnect: bool,
+    /// Extra request header, e.g. `Authorization: Bearer TOKEN` (repeatable).
+    #[arg(long = "header", short = 'H', value_name = "HEADER")]
+    headers: Vec<String>,
+    /// Subprotocol to offer (repeatable).
+    #[arg(long = "protocol", value_name = "NAME")]
+    protocols: Vec<String>,
+    /// Connect timeout.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    connect_timeout: Duration,
+}
+
+impl LoopArgs {
+    fn config(&self, default_listen: SocketAddr, default_max_message: u64) -> Config {
         let listen = if self.listen.is_empty() {
             vec![default_listen]
         } else {
@@ -64,9 +137,10 @@ impl ServerArgs {
         };
         Config {
             listen,
-            limits: Limits::with_max_message(self.max_message),
+            limits: Limits::with_max_message(self.max_message.unwrap_or(default_max_message)),
             handshake_timeout: self.handshake_timeout,
             close_timeout: self.close_timeout,
+            max_backpressure: self.max_backpressure,
             ..Config::default()
         }
     }
@@ -91,7 +165,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {text:?}: {e}"))
 }
 
-fn serve<H: Handler>(config: Config, handler: H, what: &str) -> ExitCode {
+/// Binds, prints the listening line, runs until SIGINT/SIGTERM, drains.
+fn run_server<H: Handler>(config: Config, drain: Duration, handler: H, scheme: &str) -> ExitCode {
     let mut server = match Server::bind(config.clone(), handler) {
         Ok(s) => s,
         Err(e) => {
@@ -99,6 +174,11 @@ fn serve<H: Handler>(config: Config, handler: H, what: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let stop = Arc::new(AtomicBool::new(false));
+    if let Err(e) = watch_signals(&server, Arc::clone(&stop)) {
+        wsloop::log!(Level::Error, "cannot install signal handlers: {e}");
+        return ExitCode::FAILURE;
+    }
     let addrs = match server.local_addrs() {
         Ok(a) => a,
         Err(e) => {
@@ -110,12 +190,15 @@ fn serve<H: Handler>(config: Config, handler: H, what: &str) -> ExitCode {
     for addr in &addrs {
         // A stable line that scripts and tests parse to learn the port.
         let _ = writeln!(stdout, "wsloop: listening on ws://{addr}/");
-        wsloop::log!(Level::Info, "{what} listening on {addr}");
+        wsloop::log!(Level::Info, "listening on {scheme}://{addr}/");
     }
     let _ = stdout.flush();
     drop(stdout);
-    match server.run() {
-        Ok(()) => ExitCode::SUCCESS,
+    match server.run_until(&stop, drain) {
+        Ok(()) => {
+            wsloop::log!(Level::Info, "stopped");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             wsloop::log!(Level::Error, "event loop failed: {e}");
             ExitCode::FAILURE
@@ -123,13 +206,85 @@ fn serve<H: Handler>(config: Config, handler: H, what: &str) -> ExitCode {
     }
 }
 
+/// A thread that turns the first SIGINT/SIGTERM into a graceful stop; a second one exits at
+/// once.
+fn watch_signals<H: Handler>(server: &Server<H>, stop: Arc<AtomicBool>) -> std::io::Result<()> {
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    let waker = server.waker()?;
+    std::thread::spawn(move || {
+        for signal in signals.forever() {
+            if stop.swap(true, Ordering::Relaxed) {
+                wsloop::log!(Level::Warn, "second signal: exiting now");
+                std::process::exit(1);
+            }
+            wsloop::log!(Level::Info, "signal {signal}: draining connections");
+            if let Err(e) = waker.wake() {
+                wsloop::log!(Level::Error, "wake: {e}");
+            }
+        }
+    });
+    Ok(())
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    let mut config = args
+        .common
+        .config(SocketAddr::from(([127, 0, 0, 1], 8080)), 1024 * 1024);
+    config.ping_interval = Some(args.ping_interval);
+    config.ping_timeout = args.ping_timeout;
+    let tokens = match &args.token_file {
+        Some(path) => match Tokens::load(path) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                wsloop::log!(Level::Error, "token file: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let serve_config = ServeConfig {
+        ws_path: args.ws_path,
+        tokens,
+        allowed_origins: args.allow_origin,
+        trust_proxy: args.trust_proxy,
+        chat: ChatLimits {
+            max_content: args.max_content,
+            max_channel_name: args.max_channel_name,
+            max_channels: args.max_channels,
+        },
+    };
+    run_server(
+        config,
+        args.common.drain_timeout,
+        Serve::new(serve_config),
+        "http",
+    )
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Echo(args) => {
-            log::set_level(args.server.log_level);
-            let config = args.server.config(SocketAddr::from(([127, 0, 0, 1], 9001)));
-            serve(config, Echo, "echo")
+            log::set_level(args.common.log_level);
+            let config = args.common.config(
+                SocketAddr::from(([127, 0, 0, 1], 9001)),
+                Limits::default().max_message,
+            );
+            run_server(config, args.common.drain_timeout, Echo, "ws")
+        }
+        Command::Serve(args) => {
+            log::set_level(args.common.log_level);
+            serve(args)
+        }
+        Command::Client(args) => {
+            let options = ClientOptions {
+                headers: args.headers,
+                protocols: args.protocols,
+                timeout: Some(args.connect_timeout),
+                max_message: None,
+            };
+            let code = wsloop::client::cli::run(&args.url, &options, args.reconnect);
+            ExitCode::from(code as u8)
         }
     }
 }
@@ -146,5 +301,11 @@ mod tests {
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("3h").is_err());
         assert!(parse_duration("x").is_err());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 }

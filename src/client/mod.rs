@@ -3,6 +3,8 @@
 //!
 //! Used by `wsloop client`, the load generator and tests.
 
+pub mod cli;
+
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};

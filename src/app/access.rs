@@ -1,0 +1,204 @@
+//! Who may connect to `wsloop serve`, and from where: tokens, allowed origins, and the client
+//! address behind a trusted proxy.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+use crate::proto::handshake::Request;
+
+/// Tokens and the user names they stand for, from a file of `token name` lines.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tokens {
+    names: HashMap<String, String>,
+}
+
+impl Tokens {
+    /// Parses `token name` lines; blank lines and lines starting with `#` are skipped.
+    pub fn parse(text: &str) -> Result<Tokens, String> {
+        let mut names = HashMap::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut parts = line.split_whitespace();
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(token), Some(name), None) => {
+                    names.insert(token.to_owned(), name.to_owned());
+                }
+                _ => return Err(format!("line {}: expected `token name`", n + 1)),
+            }
+        }
+        if names.is_empty() {
+            return Err("no tokens in the file".into());
+        }
+        Ok(Tokens { names })
+    }
+
+    /// Reads a token file.
+    pub fn load(path: &Path) -> Result<Tokens, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Tokens::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// The user name of the token the request carries, if it carries a known one.
+    pub fn user(&self, request: &Request) -> Option<&str> {
+        request_tokens(request).find_map(|t| self.names.get(&t).map(String::as_str))
+    }
+}
+
+/// Tokens offered by a request: `Authorization: Bearer`, a `token` query parameter, a `token`
+/// cookie (browsers cannot set headers on a WebSocket, hence the other two).
+fn request_tokens(request: &Request) -> impl Iterator<Item = String> + '_ {
+    let bearer = request.header_values("Authorization").filter_map(|v| {
+        let (scheme, token) = v.trim().split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| token.trim().to_owned())
+    });
+    let query = request
+        .target
+        .split_once('?')
+        .map(|(_, q)| q)
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| pair.strip_prefix("token="))
+        .map(percent_decode);
+    let cookie = request
+        .header_values("Cookie")
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().strip_prefix("token="))
+        .map(str::to_owned);
+    bearer.chain(query).chain(cookie)
+}
+
+/// Decodes `%XX` escapes and `+` (a query string's space); invalid escapes stay as they are.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = s
+                    .get(i + 1..i + 3)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether the request's `Origin` may connect. With no allow-list every origin may; a request
+/// without `Origin` (not from a browser, so not a cross-site WebSocket hijack) always may.
+pub fn origin_allowed(request: &Request, allowed: &[String]) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    match request.header("Origin") {
+        None => true,
+        Some(origin) => allowed
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(origin.trim())),
+    }
+}
+
+/// The client's address. Behind a trusted proxy: `X-Real-IP` (set by the proxy from the
+/// address it saw), else the last `X-Forwarded-For` entry (the one the proxy appended; earlier
+/// entries come from the client and can be forged). Otherwise the TCP peer.
+pub fn client_addr(request: &Request, peer: SocketAddr, trust_proxy: bool) -> IpAddr {
+    if trust_proxy {
+        let real_ip = request
+            .header("X-Real-IP")
+            .and_then(|v| v.trim().parse().ok());
+        let forwarded = || {
+            request
+                .header_values("X-Forwarded-For")
+                .flat_map(|v| v.split(','))
+                .filter_map(|a| a.trim().parse().ok())
+                .last()
+        };
+        if let Some(ip) = real_ip.or_else(forwarded) {
+            return ip;
+        }
+    }
+    peer.ip()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(target: &str, headers: &[(&str, &str)]) -> Request {
+        Request {
+            method: "GET".into(),
+            target: target.into(),
+            minor_version: 1,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn tokens_from_header_query_and_cookie() {
+        let tokens = Tokens::parse("# users\nabc alice\nx%y bob\n\ns3 carol\n").unwrap();
+        let bearer = request("/ws", &[("Authorization", "Bearer abc")]);
+        assert_eq!(tokens.user(&bearer), Some("alice"));
+        let query = request("/ws?room=1&token=x%25y", &[]);
+        assert_eq!(tokens.user(&query), Some("bob"));
+        let cookie = request("/ws", &[("Cookie", "theme=dark; token=s3")]);
+        assert_eq!(tokens.user(&cookie), Some("carol"));
+        assert_eq!(tokens.user(&request("/ws?token=nope", &[])), None);
+        assert_eq!(
+            tokens.user(&request("/ws", &[("Authorization", "Basic abc")])),
+            None
+        );
+        assert!(Tokens::parse("one two three\n").is_err());
+        assert!(Tokens::parse("# nothing\n").is_err());
+    }
+
+    #[test]
+    fn origins() {
+        let allowed = vec!["https://chat.example".to_owned()];
+        assert!(origin_allowed(
+            &request("/", &[("Origin", "https://chat.example")]),
+            &allowed
+        ));
+        assert!(!origin_allowed(
+            &request("/", &[("Origin", "https://evil.example")]),
+            &allowed
+        ));
+        assert!(origin_allowed(&request("/", &[]), &allowed));
+        assert!(origin_allowed(
+            &request("/", &[("Origin", "https://evil.example")]),
+            &[]
+        ));
+    }
+
+    #[test]
+    fn client_address_behind_a_proxy() {
+        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let r = request("/", &[("X-Forwarded-For", "6.6.6.6, 10.1.2.3")]);
+        assert_eq!(client_addr(&r, peer, true).to_string(), "10.1.2.3");
+        assert_eq!(client_addr(&r, peer, false).to_string(), "127.0.0.1");
+        let r = request(
+            "/",
+            &[("X-Real-IP", "10.9.9.9"), ("X-Forwarded-For", "1.1.1.1")],
+        );
+        assert_eq!(client_addr(&r, peer, true).to_string(), "10.9.9.9");
+    }
+}

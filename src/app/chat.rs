@@ -1,0 +1,333 @@
+//! The JSON chat protocol of `wsloop serve` (see PROTOCOL.md): a registry of connected clients,
+//! chat to everyone, channels with subscribe / unsubscribe / publish.
+//!
+//! Requests are checked field by field so that every mistake gets an `error` reply naming it,
+//! and nothing reaches anyone else. Deliveries to many clients go through the loop's
+//! broadcast pass, which encodes each frame once.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Map, Value};
+
+use crate::proto::{Message, MessageKind};
+use crate::server::{ConnId, Ctx};
+
+/// Limits of the chat protocol.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatLimits {
+    /// Longest `content`, in bytes.
+    pub max_content: usize,
+    /// Longest channel name, in bytes.
+    pub max_channel_name: usize,
+    /// Most channels one connection may be subscribed to.
+    pub max_channels: usize,
+}
+
+impl Default for ChatLimits {
+    fn default() -> Self {
+        ChatLimits {
+            max_content: 16 * 1024,
+            max_channel_name: 64,
+            max_channels: 32,
+        }
+    }
+}
+
+/// One connected client.
+#[derive(Clone, Debug)]
+pub struct Member {
+    /// The name shown as `from`: the token's user, or the connection id.
+    pub name: String,
+    /// The client's address (from the proxy headers when trusted).
+    pub addr: IpAddr,
+    /// When it connected, in ms since the epoch.
+    pub connected_at: u64,
+    /// The channels it is subscribed to.
+    pub channels: BTreeSet<String>,
+}
+
+/// A request that could not be carried out: the `error` reply.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatError {
+    /// Stable machine-readable code (PROTOCOL.md).
+    pub code: &'static str,
+    /// What was wrong, for people.
+    pub message: String,
+}
+
+impl ChatError {
+    fn new(code: &'static str, message: impl Into<String>) -> Self {
+        ChatError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// A well-formed request.
+#[derive(Clone, Debug, PartialEq)]
+enum Request {
+    Ping { ts: Value },
+    Chat { content: String },
+    Subscribe { channel: String },
+    Unsubscribe { channel: String },
+    Publish { channel: String, content: String },
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The chat state: members and channels.
+#[derive(Debug, Default)]
+pub struct Chat {
+    limits: ChatLimits,
+    members: HashMap<ConnId, Member>,
+    channels: HashMap<String, HashSet<ConnId>>,
+}
+
+impl Chat {
+    /// An empty chat with these limits.
+    pub fn new(limits: ChatLimits) -> Self {
+        Chat {
+            limits,
+            ..Chat::default()
+        }
+    }
+
+    /// The connected members.
+    pub fn members(&self) -> &HashMap<ConnId, Member> {
+        &self.members
+    }
+
+    /// Registers a new connection and sends it `welcome`.
+    pub fn join(&mut self, ctx: &mut Ctx<'_>, id: ConnId, name: Option<String>, addr: IpAddr) {
+        let name = name.unwrap_or_else(|| id.to_string());
+        let welcome =
+            json!({"type": "welcome", "id": id.to_string(), "name": name, "ts": now_ms()});
+        send_json(ctx, id, &welcome);
+        self.members.insert(
+            id,
+            Member {
+                name,
+                addr,
+                connected_at: now_ms(),
+                channels: BTreeSet::new(),
+            },
+        );
+    }
+
+    /// Forgets a connection and its subscriptions.
+    pub fn leave(&mut self, id: ConnId) {
+        if let Some(member) = self.members.remove(&id) {
+            for channel in member.channels {
+                self.remove_subscriber(&channel, id);
+            }
+        }
+    }
+
+    fn remove_subscriber(&mut self, channel: &str, id: ConnId) {
+        if let Some(subscribers) = self.channels.get_mut(channel) {
+            subscribers.remove(&id);
+            if subscribers.is_empty() {
+                self.channels.remove(channel);
+            }
+        }
+    }
+
+    /// Handles one message from a member.
+    pub fn handle(&mut self, ctx: &mut Ctx<'_>, id: ConnId, message: Message<'_>) {
+        let result = match message.kind {
+            MessageKind::Binary => Err(ChatError::new(
+                "binary_not_supported",
+                "binary messages are not part of the protocol; send JSON text",
+            )),
+            MessageKind::Text => self
+                .parse(message.data)
+                .and_then(|request| self.execute(ctx, id, request)),
+        };
+        if let Err(error) = result {
+            let reply = json!({"type": "error", "code": error.code, "message": error.message});
+            send_json(ctx, id, &reply);
+        }
+    }
+
+    fn parse(&self, data: &[u8]) -> Result<Request, ChatError> {
+        // serde_json refuses nesting deeper than 128 levels, so hostile input cannot exhaust
+        // the stack; the frame size limit bounds everything else.
+        let value: Value = serde_json::from_slice(data)
+            .map_err(|e| ChatError::new("invalid_json", format!("not valid JSON: {e}")))?;
+        let Value::Object(object) = value else {
+            return Err(ChatError::new(
+                "invalid_json",
+                "a message must be a JSON object",
+            ));
+        };
+        let kind = match object.get("type") {
+            Some(Value::String(kind)) => kind.as_str(),
+            _ => {
+                return Err(ChatError::new(
+                    "missing_type",
+                    "field 'type' (a string) is required",
+                ))
+            }
+        };
+        match kind {
+            "ping" => match object.get("ts") {
+                Some(ts @ Value::Number(_)) => Ok(Request::Ping { ts: ts.clone() }),
+                Some(_) => Err(wrong_type("ts", "a number")),
+                None => Err(missing("ts")),
+            },
+            "chat" => Ok(Request::Chat {
+                content: self.content(&object)?,
+            }),
+            "subscribe" => Ok(Request::Subscribe {
+                channel: self.channel(&object)?,
+            }),
+            "unsubscribe" => Ok(Request::Unsubscribe {
+                channel: self.channel(&object)?,
+            }),
+            "publish" => Ok(Request::Publish {
+                channel: self.channel(&object)?,
+                content: self.content(&object)?,
+            }),
+            other => Err(ChatError::new(
+                "unknown_type",
+                format!("unknown type {other:?} (ping, chat, subscribe, unsubscribe, publish)"),
+            )),
+        }
+    }
+
+    fn content(&self, object: &Map<String, Value>) -> Result<String, ChatError> {
+        let content = string_field(object, "content")?;
+        if content.len() > self.limits.max_content {
+            return Err(ChatError::new(
+                "content_too_long",
+                format!(
+                    "content is {} bytes; the limit is {}",
+                    content.len(),
+                    self.limits.max_content
+                ),
+            ));
+        }
+        Ok(content.to_owned())
+    }
+
+    fn channel(&self, object: &Map<String, Value>) -> Result<String, ChatError> {
+        let channel = string_field(object, "channel")?;
+        if channel.is_empty() || channel.len() > self.limits.max_channel_name {
+            return Err(ChatError::new(
+                "invalid_channel",
+                format!(
+                    "a channel name must be 1 to {} bytes long",
+                    self.limits.max_channel_name
+                ),
+            ));
+        }
+        Ok(channel.to_owned())
+    }
+
+    fn execute(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: ConnId,
+        request: Request,
+    ) -> Result<(), ChatError> {
+        let Some(member) = self.members.get_mut(&id) else {
+            return Ok(());
+        };
+        match request {
+            Request::Ping { ts } => {
+                send_json(
+                    ctx,
+                    id,
+                    &json!({"type": "pong", "ts": now_ms(), "echo": ts}),
+                );
+            }
+            Request::Chat { content } => {
+                let out = json!({"type": "chat", "from": member.name, "id": id.to_string(),
+                                 "content": content, "ts": now_ms()});
+                let everyone: Vec<ConnId> = self.members.keys().copied().collect();
+                broadcast_json(ctx, everyone, &out);
+            }
+            Request::Subscribe { channel } => {
+                if !member.channels.contains(&channel) {
+                    if member.channels.len() >= self.limits.max_channels {
+                        return Err(ChatError::new(
+                            "too_many_channels",
+                            format!(
+                                "at most {} channels per connection",
+                                self.limits.max_channels
+                            ),
+                        ));
+                    }
+                    member.channels.insert(channel.clone());
+                    self.channels.entry(channel.clone()).or_default().insert(id);
+                }
+                send_json(ctx, id, &json!({"type": "subscribed", "channel": channel}));
+            }
+            Request::Unsubscribe { channel } => {
+                if !member.channels.remove(&channel) {
+                    return Err(ChatError::new(
+                        "not_subscribed",
+                        format!("not subscribed to {channel:?}"),
+                    ));
+                }
+                self.remove_subscriber(&channel, id);
+                send_json(
+                    ctx,
+                    id,
+                    &json!({"type": "unsubscribed", "channel": channel}),
+                );
+            }
+            Request::Publish { channel, content } => {
+                let out = json!({"type": "message", "channel": channel, "from": member.name,
+                                 "id": id.to_string(), "content": content, "ts": now_ms()});
+                let subscribers: Vec<ConnId> = self
+                    .channels
+                    .get(&channel)
+                    .map(|s| s.iter().copied().collect())
+                    .unwrap_or_default();
+                let receivers = subscribers.len();
+                broadcast_json(ctx, subscribers, &out);
+                send_json(
+                    ctx,
+                    id,
+                    &json!({"type": "published", "channel": channel, "receivers": receivers}),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+fn missing(field: &str) -> ChatError {
+    ChatError::new("missing_field", format!("field '{field}' is required"))
+}
+
+fn wrong_type(field: &str, want: &str) -> ChatError {
+    ChatError::new("wrong_type", format!("field '{field}' must be {want}"))
+}
+
+fn string_field<'a>(object: &'a Map<String, Value>, field: &str) -> Result<&'a str, ChatError> {
+    match object.get(field) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(wrong_type(field, "a string")),
+        None => Err(missing(field)),
+    }
+}
+
+fn send_json(ctx: &mut Ctx<'_>, to: ConnId, value: &Value) {
+    ctx.send_text(to, &value.to_string());
+}
+
+fn broadcast_json(ctx: &mut Ctx<'_>, targets: Vec<ConnId>, value: &Value) {
+    if !targets.is_empty() {
+        ctx.broadcast(targets, MessageKind::Text, value.to_string().as_bytes());
+    }
+}

@@ -1,0 +1,130 @@
+//! The health and Prometheus pages of `wsloop serve`, rendered from the loop's counters.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::server::Stats;
+
+/// Renders the Prometheus text exposition format (version 0.0.4).
+pub fn prometheus(stats: &Stats, uptime: Duration) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    let one = |v: u64| vec![(String::new(), v)];
+    metric(
+        "wsloop_connections",
+        "gauge",
+        "WebSocket connections open now.",
+        &one(stats.open as u64),
+    );
+    metric(
+        "wsloop_tcp_connections",
+        "gauge",
+        "TCP connections held now (handshaking, open or closing).",
+        &one(stats.connections as u64),
+    );
+    metric(
+        "wsloop_connections_total",
+        "counter",
+        "WebSocket connections opened.",
+        &one(stats.upgraded),
+    );
+    metric(
+        "wsloop_accepted_total",
+        "counter",
+        "TCP connections accepted.",
+        &one(stats.accepted),
+    );
+    metric(
+        "wsloop_messages_received_total",
+        "counter",
+        "Data messages received.",
+        &one(stats.messages_in),
+    );
+    metric(
+        "wsloop_messages_sent_total",
+        "counter",
+        "Data messages sent (a broadcast counts once per receiver).",
+        &one(stats.messages_out),
+    );
+    metric(
+        "wsloop_bytes_received_total",
+        "counter",
+        "Bytes read from sockets.",
+        &one(stats.bytes_in),
+    );
+    metric(
+        "wsloop_bytes_sent_total",
+        "counter",
+        "Bytes written to sockets.",
+        &one(stats.bytes_out),
+    );
+    metric(
+        "wsloop_broadcast_encodes_total",
+        "counter",
+        "Frames encoded for broadcasts (once per broadcast).",
+        &one(stats.broadcast_encodes),
+    );
+    let rejections: Vec<(String, u64)> = stats
+        .rejections
+        .iter()
+        .map(|(reason, n)| (format!("{{reason=\"{reason}\"}}"), *n))
+        .collect();
+    metric(
+        "wsloop_handshake_rejections_total",
+        "counter",
+        "Upgrades refused, by reason.",
+        &rejections,
+    );
+    let closes: Vec<(String, u64)> = stats
+        .closes
+        .iter()
+        .map(|(code, n)| (format!("{{code=\"{code}\"}}"), *n))
+        .collect();
+    metric(
+        "wsloop_closes_total",
+        "counter",
+        "WebSocket connections ended, by close code.",
+        &closes,
+    );
+    metric(
+        "wsloop_protocol_errors_total",
+        "counter",
+        "Connections failed for a protocol error.",
+        &one(stats.protocol_errors),
+    );
+    metric(
+        "wsloop_slow_consumer_disconnects_total",
+        "counter",
+        "Connections closed because their outbound queue passed the cap.",
+        &one(stats.slow_consumers),
+    );
+    metric(
+        "wsloop_heartbeat_timeouts_total",
+        "counter",
+        "Connections closed for not answering a heartbeat ping.",
+        &one(stats.heartbeat_timeouts),
+    );
+    metric(
+        "wsloop_uptime_seconds",
+        "gauge",
+        "Seconds since start.",
+        &one(uptime.as_secs()),
+    );
+    out
+}
+
+/// The `/healthz` JSON body.
+pub fn health(status: &str, stats: &Stats, uptime: Duration) -> String {
+    serde_json::json!({
+        "status": status,
+        "connections": stats.open,
+        "uptime_s": uptime.as_secs(),
+    })
+    .to_string()
+}
