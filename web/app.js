@@ -1,0 +1,376 @@
+// The wsloop browser client: one WebSocket to /ws speaking the JSON protocol of PROTOCOL.md.
+//
+// The page keeps one connection open, and when it drops it reconnects by itself with
+// exponential backoff and jitter, then joins again the channels it was in (the server forgets
+// subscriptions when a connection ends). Everything the server sends is written into the page
+// with textContent, never innerHTML, so a message can never inject markup.
+
+/** Reconnection policy: 1 s, 1.5 s, 2.25 s, ... up to 30 s, at most 50 tries in a row. */
+const RECONNECT = {
+  firstDelayMs: 1000,
+  factor: 1.5,
+  maxDelayMs: 30000,
+  maxAttempts: 50,
+  // Each delay is moved by up to ±20% so that many pages cut off by one server restart do
+  // not all come back in the same millisecond.
+  jitter: 0.2,
+};
+
+/** How often to measure the round-trip time with a protocol-level `ping`. */
+const PING_EVERY_MS = 5000;
+/** A connection whose `pong` is this late is taken as dead and replaced. */
+const PONG_TIMEOUT_MS = 15000;
+/** The message list keeps only the most recent entries. */
+const MAX_MESSAGES = 500;
+/** The error list keeps only the most recent entries. */
+const MAX_ERRORS = 5;
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  status: $('status'),
+  me: $('me'),
+  latency: $('latency'),
+  messages: $('messages'),
+  chatForm: $('chat-form'),
+  chatInput: $('chat-input'),
+  channelInput: $('channel-input'),
+  subscribeBtn: $('subscribe-btn'),
+  unsubscribeBtn: $('unsubscribe-btn'),
+  channels: $('channels'),
+  publishForm: $('publish-form'),
+  publishInput: $('publish-input'),
+  errors: $('errors'),
+};
+
+// ---------------------------------------------------------------------------------------------
+// Connection state
+
+/** 'connecting' | 'open' | 'reconnecting' | 'gave-up' */
+let state = 'connecting';
+/** The current socket; events from an older, replaced socket are ignored. */
+let socket = null;
+/** Reconnection attempts since the last successful open. */
+let attempts = 0;
+/** When the pending reconnection fires (ms since epoch), while reconnecting. */
+let reconnectAt = 0;
+let reconnectTimer = null;
+let countdownTimer = null;
+let pingTimer = null;
+/** The `ts` of the ping still waiting for its pong, or null. */
+let pingInFlight = null;
+/** This connection's identity, from `welcome`. */
+let me = null;
+/**
+ * Channels the user asked to be in: name -> 'pending' (subscribe sent, or to be sent again
+ * after a reconnection) or 'joined' (the server answered `subscribed`).
+ */
+const channels = new Map();
+
+/** The WebSocket URL: /ws on the host that served this page, with its `token`, if any. */
+function socketUrl() {
+  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  const token = new URLSearchParams(location.search).get('token');
+  const query = token ? `?token=${encodeURIComponent(token)}` : '';
+  return `${scheme}//${location.host}/ws${query}`;
+}
+
+/** The delay before reconnection attempt `attempt` (1, 2, ...), jittered and capped. */
+function backoffDelay(attempt) {
+  const base = RECONNECT.firstDelayMs * RECONNECT.factor ** (attempt - 1);
+  const jitter = 1 + RECONNECT.jitter * (2 * Math.random() - 1);
+  return Math.round(Math.min(base * jitter, RECONNECT.maxDelayMs));
+}
+
+function connect() {
+  clearTimeout(reconnectTimer);
+  clearInterval(countdownTimer);
+  setState('connecting');
+
+  const ws = new WebSocket(socketUrl());
+  socket = ws;
+  // Each handler first checks that its socket is still the current one.
+  ws.addEventListener('open', () => socket === ws && onOpen());
+  ws.addEventListener('message', (event) => socket === ws && onMessage(event.data));
+  ws.addEventListener('close', (event) => socket === ws && onClose(event));
+  // An 'error' event is always followed by 'close', which does the work.
+}
+
+function onOpen() {
+  attempts = 0;
+  setState('open');
+  // The server forgot our subscriptions with the old connection: ask for them again.
+  for (const name of channels.keys()) {
+    channels.set(name, 'pending');
+    send({ type: 'subscribe', channel: name });
+  }
+  renderChannels();
+  sendPing();
+  pingTimer = setInterval(sendPing, PING_EVERY_MS);
+}
+
+function onClose(event) {
+  console.info(`wsloop: connection closed (code ${event.code})`);
+  dropSocket();
+  scheduleReconnect();
+}
+
+/** Forgets the current socket (closing it if needed) and what belonged to it. */
+function dropSocket() {
+  if (socket) {
+    const old = socket;
+    socket = null; // from here on, its events are ignored
+    if (old.readyState === WebSocket.CONNECTING || old.readyState === WebSocket.OPEN) {
+      old.close();
+    }
+  }
+  clearInterval(pingTimer);
+  pingInFlight = null;
+  me = null;
+  for (const name of channels.keys()) channels.set(name, 'pending');
+  renderChannels();
+  renderMe();
+}
+
+function scheduleReconnect() {
+  if (attempts >= RECONNECT.maxAttempts) {
+    setState('gave-up');
+    return;
+  }
+  attempts += 1;
+  const delay = backoffDelay(attempts);
+  reconnectAt = Date.now() + delay;
+  reconnectTimer = setTimeout(connect, delay);
+  setState('reconnecting');
+  // Keep the "reconnecting in Ns" countdown current.
+  countdownTimer = setInterval(renderStatus, 250);
+}
+
+function setState(next) {
+  state = next;
+  renderStatus();
+}
+
+/** Sends one protocol message; false (and a visible error) when not connected. */
+function send(message) {
+  if (!socket || socket.readyState !== WebSocket.OPEN) {
+    showError('not_connected', 'not connected to the server; try again once it is open');
+    return false;
+  }
+  socket.send(JSON.stringify(message));
+  return true;
+}
+
+function sendPing() {
+  if (pingInFlight !== null && Date.now() - pingInFlight > PONG_TIMEOUT_MS) {
+    // No answer for too long: the connection is dead even if the browser has not noticed.
+    console.warn('wsloop: no pong in time, reconnecting');
+    dropSocket();
+    scheduleReconnect();
+    return;
+  }
+  if (pingInFlight === null) {
+    pingInFlight = Date.now();
+    send({ type: 'ping', ts: pingInFlight });
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Messages from the server
+
+function onMessage(data) {
+  let msg;
+  try {
+    msg = JSON.parse(data);
+  } catch {
+    showError('bad_frame', 'the server sent text that is not JSON');
+    return;
+  }
+  switch (msg.type) {
+    case 'welcome':
+      me = { id: msg.id, name: msg.name };
+      renderMe();
+      break;
+    case 'pong':
+      if (typeof msg.echo !== 'number') break;
+      if (msg.echo === pingInFlight) pingInFlight = null;
+      ui.latency.textContent = `${Date.now() - msg.echo} ms`;
+      break;
+    case 'chat':
+      addMessage(null, msg);
+      break;
+    case 'message':
+      addMessage(msg.channel, msg);
+      break;
+    case 'subscribed':
+      channels.set(msg.channel, 'joined');
+      renderChannels();
+      break;
+    case 'unsubscribed':
+      channels.delete(msg.channel);
+      renderChannels();
+      break;
+    case 'published':
+      break; // the delivery count is not shown
+    case 'error':
+      showError(msg.code, msg.message);
+      if (msg.code === 'invalid_channel' || msg.code === 'too_many_channels') {
+        forgetRefusedChannels();
+      }
+      break;
+    default:
+      console.warn('wsloop: unknown message type', msg.type);
+  }
+}
+
+/**
+ * After a channel error, drops the channels still waiting for `subscribed`. The server answers
+ * a connection's requests in order, so a subscribe sent before the failed request has already
+ * been answered (its channel is 'joined'), and one sent after it is answered later and its
+ * `subscribed` adds the channel back: only the refused one disappears for good.
+ */
+function forgetRefusedChannels() {
+  for (const [name, status] of channels) {
+    if (status === 'pending') channels.delete(name);
+  }
+  renderChannels();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rendering
+
+function renderStatus() {
+  let text;
+  switch (state) {
+    case 'connecting':
+      text = attempts > 0 ? `connecting (attempt ${attempts})` : 'connecting';
+      break;
+    case 'open':
+      text = 'open';
+      break;
+    case 'reconnecting': {
+      const seconds = Math.max(0, Math.ceil((reconnectAt - Date.now()) / 1000));
+      text = `reconnecting in ${seconds}s (attempt ${attempts})`;
+      break;
+    }
+    case 'gave-up':
+      text = `gave up after ${attempts} attempts; reload the page to try again`;
+      break;
+  }
+  ui.status.textContent = text;
+  ui.status.dataset.state = state;
+}
+
+function renderMe() {
+  if (!me) {
+    ui.me.textContent = 'not connected';
+  } else {
+    // Without a token the server uses the id as the name: say it once.
+    ui.me.textContent = me.name === me.id ? `id ${me.id}` : `${me.name} (id ${me.id})`;
+  }
+}
+
+function renderChannels() {
+  const items = [...channels].map(([name, status]) => {
+    const li = document.createElement('li');
+    li.textContent = `#${name}`;
+    li.dataset.channel = name;
+    li.dataset.state = status;
+    li.title = status === 'joined' ? 'joined' : 'joining…';
+    return li;
+  });
+  ui.channels.replaceChildren(...items);
+}
+
+/** Appends `from: content`, prefixed with `#channel` for a channel message. */
+function addMessage(channel, msg) {
+  const li = document.createElement('li');
+  if (channel !== null) {
+    li.append(span('channel', `#${channel}`), ' ');
+  }
+  li.append(span('from', String(msg.from)), ': ', span('content', String(msg.content)));
+  if (me && msg.id === me.id) li.classList.add('mine');
+  if (typeof msg.ts === 'number') li.title = new Date(msg.ts).toLocaleTimeString();
+
+  const list = ui.messages;
+  const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
+  list.append(li);
+  while (list.childElementCount > MAX_MESSAGES) list.firstElementChild.remove();
+  if (atBottom) list.scrollTop = list.scrollHeight;
+}
+
+function span(className, text) {
+  const el = document.createElement('span');
+  el.className = className;
+  el.textContent = text;
+  return el;
+}
+
+function showError(code, message) {
+  const li = document.createElement('li');
+  li.append(span('code', String(code)), ': ', String(message));
+  ui.errors.prepend(li);
+  while (ui.errors.childElementCount > MAX_ERRORS) ui.errors.lastElementChild.remove();
+}
+
+// ---------------------------------------------------------------------------------------------
+// User input
+
+ui.chatForm.addEventListener('submit', (event) => {
+  event.preventDefault();
+  const content = ui.chatInput.value;
+  if (content === '') return;
+  if (send({ type: 'chat', content })) ui.chatInput.value = '';
+});
+
+function channelName() {
+  const name = ui.channelInput.value.trim();
+  if (name === '') showError('invalid_channel', 'type a channel name first');
+  return name;
+}
+
+ui.subscribeBtn.addEventListener('click', () => {
+  const name = channelName();
+  if (name === '' || channels.get(name) === 'joined') return;
+  if (send({ type: 'subscribe', channel: name })) {
+    channels.set(name, 'pending');
+    renderChannels();
+  }
+});
+
+ui.unsubscribeBtn.addEventListener('click', () => {
+  const name = channelName();
+  if (name !== '') send({ type: 'unsubscribe', channel: name });
+});
+
+ui.publishForm.addEventListener('submit', (event) => {
+  event.preventDefault();
+  const channel = channelName();
+  const content = ui.publishInput.value;
+  if (channel === '' || content === '') return;
+  if (send({ type: 'publish', channel, content })) ui.publishInput.value = '';
+});
+
+// A click on a joined channel puts its name in the channel box.
+ui.channels.addEventListener('click', (event) => {
+  const li = event.target.closest('li[data-channel]');
+  if (li) ui.channelInput.value = li.dataset.channel;
+});
+
+// ---------------------------------------------------------------------------------------------
+// Start
+
+/** Read-only view of the connection for tests and the console. */
+window.wsloop = Object.freeze({
+  get state() {
+    return state;
+  },
+  get id() {
+    return me ? me.id : null;
+  },
+  get attempts() {
+    return attempts;
+  },
+});
+
+renderMe();
+connect();
