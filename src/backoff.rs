@@ -27,18 +27,23 @@ pub struct Backoff {
 impl Default for Backoff {
     /// 1 s growing by 1.5x, capped at 30 s, at most 50 attempts, ±20% jitter.
     fn default() -> Self {
-        Backoff {
-            initial: Duration::from_secs(1),
-            factor: 1.5,
-            max: Duration::from_secs(30),
-            max_attempts: 50,
-            jitter: 0.2,
-            attempt: 0,
-        }
+        Backoff::new(Duration::from_secs(1), 1.5, Duration::from_secs(30), 50)
     }
 }
 
 impl Backoff {
+    /// A schedule with ±20% jitter.
+    pub fn new(initial: Duration, factor: f64, max: Duration, max_attempts: u32) -> Self {
+        Backoff {
+            initial,
+            factor,
+            max,
+            max_attempts,
+            jitter: 0.2,
+            attempt: 0,
+        }
+    }
+
     /// Attempts made since the last reset.
     pub fn attempts(&self) -> u32 {
         self.attempt

@@ -13,5 +13,6 @@ pub mod log;
 pub mod app;
 pub mod backoff;
 pub mod client;
+pub mod cluster;
 pub mod proto;
 pub mod server;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use mio::Waker;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use wsloop::app::access::Tokens;
@@ -16,6 +17,7 @@ use wsloop::app::chat::ChatLimits;
 use wsloop::app::echo::Echo;
 use wsloop::app::serve::{Serve, ServeConfig};
 use wsloop::client::ClientOptions;
+use wsloop::cluster::{random_node_id, validate_node_id, Bridge, RedisConfig};
 use wsloop::log::{self, Level};
 use wsloop::proto::Limits;
 use wsloop::server::{Config, Handler, Server};
@@ -68,6 +70,9 @@ struct LoopArgs {
     /// Most verbose log level printed to stderr: error, warn, info, debug, trace.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     log_level: Level,
+    /// Share the listening port with other wsloop processes (SO_REUSEPORT): run one per core.
+    #[arg(long)]
+    reuse_port: bool,
 }
 
 #[derive(Args, Debug)]
@@ -108,6 +113,20 @@ struct ServeArgs {
     /// Most channels one connection may subscribe to.
     #[arg(long, value_name = "N", default_value_t = ChatLimits::default().max_channels)]
     max_channels: usize,
+    /// Join other nodes through Redis Pub/Sub: redis://HOST:PORT[/DB].
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
+    /// This node's id in the cluster (default: random). [A-Za-z0-9_-], at most 64.
+    #[arg(long, value_name = "ID", requires = "redis")]
+    node_id: Option<String>,
+    /// Prefix of the Redis topics.
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        default_value = "wsloop:",
+        requires = "redis"
+    )]
+    redis_prefix: String,
 }
 
 #[derive(Args, Debug)]
@@ -141,6 +160,7 @@ impl LoopArgs {
             handshake_timeout: self.handshake_timeout,
             close_timeout: self.close_timeout,
             max_backpressure: self.max_backpressure,
+            reuse_port: self.reuse_port,
             ..Config::default()
         }
     }
@@ -165,8 +185,15 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {text:?}: {e}"))
 }
 
-/// Binds, prints the listening line, runs until SIGINT/SIGTERM, drains.
-fn run_server<H: Handler>(config: Config, drain: Duration, handler: H, scheme: &str) -> ExitCode {
+/// Binds, lets `setup` finish the application with the loop's waker, prints the listening
+/// line, runs until SIGINT/SIGTERM, drains.
+fn run_server<H: Handler>(
+    config: Config,
+    drain: Duration,
+    handler: H,
+    scheme: &str,
+    setup: impl FnOnce(&mut H, Arc<Waker>) -> Result<(), String>,
+) -> ExitCode {
     let mut server = match Server::bind(config.clone(), handler) {
         Ok(s) => s,
         Err(e) => {
@@ -174,8 +201,20 @@ fn run_server<H: Handler>(config: Config, drain: Duration, handler: H, scheme: &
             return ExitCode::FAILURE;
         }
     };
+    // mio allows one waker per poll: signals and the Redis bridge share it.
+    let waker = match server.waker() {
+        Ok(w) => Arc::new(w),
+        Err(e) => {
+            wsloop::log!(Level::Error, "waker: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = setup(server.handler_mut(), Arc::clone(&waker)) {
+        wsloop::log!(Level::Error, "{e}");
+        return ExitCode::FAILURE;
+    }
     let stop = Arc::new(AtomicBool::new(false));
-    if let Err(e) = watch_signals(&server, Arc::clone(&stop)) {
+    if let Err(e) = watch_signals(waker, Arc::clone(&stop)) {
         wsloop::log!(Level::Error, "cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
     }
@@ -208,9 +247,8 @@ fn run_server<H: Handler>(config: Config, drain: Duration, handler: H, scheme: &
 
 /// A thread that turns the first SIGINT/SIGTERM into a graceful stop; a second one exits at
 /// once.
-fn watch_signals<H: Handler>(server: &Server<H>, stop: Arc<AtomicBool>) -> std::io::Result<()> {
+fn watch_signals(waker: Arc<Waker>, stop: Arc<AtomicBool>) -> std::io::Result<()> {
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
-    let waker = server.waker()?;
     std::thread::spawn(move || {
         for signal in signals.forever() {
             if stop.swap(true, Ordering::Relaxed) {
@@ -242,6 +280,21 @@ fn serve(args: ServeArgs) -> ExitCode {
         },
         None => None,
     };
+    let redis = match args.redis {
+        Some(url) => {
+            let node_id = args.node_id.unwrap_or_else(random_node_id);
+            if let Err(e) = validate_node_id(&node_id) {
+                wsloop::log!(Level::Error, "{e}");
+                return ExitCode::FAILURE;
+            }
+            Some(RedisConfig {
+                url,
+                node_id,
+                prefix: args.redis_prefix,
+            })
+        }
+        None => None,
+    };
     let serve_config = ServeConfig {
         ws_path: args.ws_path,
         tokens,
@@ -253,11 +306,25 @@ fn serve(args: ServeArgs) -> ExitCode {
             max_channels: args.max_channels,
         },
     };
+    let serve = Serve::new(serve_config);
     run_server(
         config,
         args.common.drain_timeout,
-        Serve::new(serve_config),
+        serve,
         "http",
+        |serve, waker| {
+            if let Some(redis) = redis {
+                wsloop::log!(
+                    Level::Info,
+                    "cluster node {} via {} (topics {}*)",
+                    redis.node_id,
+                    redis.url,
+                    redis.prefix
+                );
+                serve.attach_cluster(Bridge::start(redis, waker)?);
+            }
+            Ok(())
+        },
     )
 }
 
@@ -270,7 +337,7 @@ fn main() -> ExitCode {
                 SocketAddr::from(([127, 0, 0, 1], 9001)),
                 Limits::default().max_message,
             );
-            run_server(config, args.common.drain_timeout, Echo, "ws")
+            run_server(config, args.common.drain_timeout, Echo, "ws", |_, _| Ok(()))
         }
         Command::Serve(args) => {
             log::set_level(args.common.log_level);

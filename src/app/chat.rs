@@ -11,6 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
+use crate::cluster::Topic;
 use crate::proto::{Message, MessageKind};
 use crate::server::{ConnId, Ctx};
 
@@ -83,12 +84,27 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// What a clustered chat asks of the other nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClusterOp {
+    /// Deliver this event (JSON text) on the topic to the other nodes' clients.
+    Publish(Topic, String),
+    /// The first local client joined this channel: start receiving it from other nodes.
+    Subscribe(String),
+    /// The last local client left this channel: stop receiving it.
+    Unsubscribe(String),
+}
+
 /// The chat state: members and channels.
 #[derive(Debug, Default)]
 pub struct Chat {
     limits: ChatLimits,
     members: HashMap<ConnId, Member>,
     channels: HashMap<String, HashSet<ConnId>>,
+    /// This node's id when clustered: prefixes connection ids (unique across nodes) and
+    /// turns on `cluster_ops`.
+    node: Option<String>,
+    cluster_ops: Vec<ClusterOp>,
 }
 
 impl Chat {
@@ -97,6 +113,49 @@ impl Chat {
         Chat {
             limits,
             ..Chat::default()
+        }
+    }
+
+    /// An empty chat that is one node of a cluster.
+    pub fn clustered(limits: ChatLimits, node_id: String) -> Self {
+        Chat {
+            limits,
+            node: Some(node_id),
+            ..Chat::default()
+        }
+    }
+
+    /// What the other nodes must be told since the last call (empty when not clustered).
+    pub fn take_cluster_ops(&mut self) -> Vec<ClusterOp> {
+        std::mem::take(&mut self.cluster_ops)
+    }
+
+    fn record(&mut self, op: ClusterOp) {
+        if self.node.is_some() {
+            self.cluster_ops.push(op);
+        }
+    }
+
+    /// The public id of a connection: its serial, prefixed with the node id in a cluster.
+    fn public_id(&self, id: ConnId) -> String {
+        match &self.node {
+            Some(node) => format!("{node}-{id}"),
+            None => id.to_string(),
+        }
+    }
+
+    /// Delivers an event published by another node to this node's clients.
+    pub fn deliver_remote(&mut self, ctx: &mut Ctx<'_>, topic: &Topic, event: &str) {
+        let targets: Vec<ConnId> = match topic {
+            Topic::All => self.members.keys().copied().collect(),
+            Topic::Channel(name) => self
+                .channels
+                .get(name)
+                .map(|s| s.iter().copied().collect())
+                .unwrap_or_default(),
+        };
+        if !targets.is_empty() {
+            ctx.broadcast(targets, MessageKind::Text, event.as_bytes());
         }
     }
 
@@ -136,6 +195,7 @@ impl Chat {
             subscribers.remove(&id);
             if subscribers.is_empty() {
                 self.channels.remove(channel);
+                self.record(ClusterOp::Unsubscribe(channel.to_owned()));
             }
         }
     }
@@ -238,6 +298,7 @@ impl Chat {
         id: ConnId,
         request: Request,
     ) -> Result<(), ChatError> {
+        let public_id = self.public_id(id);
         let Some(member) = self.members.get_mut(&id) else {
             return Ok(());
         };
@@ -250,10 +311,12 @@ impl Chat {
                 );
             }
             Request::Chat { content } => {
-                let out = json!({"type": "chat", "from": member.name, "id": id.to_string(),
-                                 "content": content, "ts": now_ms()});
+                let out = json!({"type": "chat", "from": member.name, "id": public_id,
+                                 "content": content, "ts": now_ms()})
+                .to_string();
                 let everyone: Vec<ConnId> = self.members.keys().copied().collect();
-                broadcast_json(ctx, everyone, &out);
+                broadcast_text(ctx, everyone, &out);
+                self.record(ClusterOp::Publish(Topic::All, out));
             }
             Request::Subscribe { channel } => {
                 if !member.channels.contains(&channel) {
@@ -267,7 +330,11 @@ impl Chat {
                         ));
                     }
                     member.channels.insert(channel.clone());
-                    self.channels.entry(channel.clone()).or_default().insert(id);
+                    let subscribers = self.channels.entry(channel.clone()).or_default();
+                    subscribers.insert(id);
+                    if subscribers.len() == 1 {
+                        self.record(ClusterOp::Subscribe(channel.clone()));
+                    }
                 }
                 send_json(ctx, id, &json!({"type": "subscribed", "channel": channel}));
             }
@@ -287,14 +354,16 @@ impl Chat {
             }
             Request::Publish { channel, content } => {
                 let out = json!({"type": "message", "channel": channel, "from": member.name,
-                                 "id": id.to_string(), "content": content, "ts": now_ms()});
+                                 "id": public_id, "content": content, "ts": now_ms()})
+                .to_string();
                 let subscribers: Vec<ConnId> = self
                     .channels
                     .get(&channel)
                     .map(|s| s.iter().copied().collect())
                     .unwrap_or_default();
                 let receivers = subscribers.len();
-                broadcast_json(ctx, subscribers, &out);
+                broadcast_text(ctx, subscribers, &out);
+                self.record(ClusterOp::Publish(Topic::Channel(channel.clone()), out));
                 send_json(
                     ctx,
                     id,
@@ -326,8 +395,8 @@ fn send_json(ctx: &mut Ctx<'_>, to: ConnId, value: &Value) {
     ctx.send_text(to, &value.to_string());
 }
 
-fn broadcast_json(ctx: &mut Ctx<'_>, targets: Vec<ConnId>, value: &Value) {
+fn broadcast_text(ctx: &mut Ctx<'_>, targets: Vec<ConnId>, text: &str) {
     if !targets.is_empty() {
-        ctx.broadcast(targets, MessageKind::Text, value.to_string().as_bytes());
+        ctx.broadcast(targets, MessageKind::Text, text.as_bytes());
     }
 }

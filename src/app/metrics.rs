@@ -5,8 +5,21 @@ use std::time::Duration;
 
 use crate::server::Stats;
 
+/// The Redis bridge's counters, when clustered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClusterMetrics {
+    /// Both Redis connections are up.
+    pub up: bool,
+    /// Publications handed to Redis.
+    pub published: u64,
+    /// Publications not sent to Redis (down or overloaded).
+    pub publish_failures: u64,
+    /// Publications received from Redis.
+    pub received: u64,
+}
+
 /// Renders the Prometheus text exposition format (version 0.0.4).
-pub fn prometheus(stats: &Stats, uptime: Duration) -> String {
+pub fn prometheus(stats: &Stats, uptime: Duration, cluster: Option<ClusterMetrics>) -> String {
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
         let _ = writeln!(out, "# HELP {name} {help}");
@@ -116,6 +129,32 @@ pub fn prometheus(stats: &Stats, uptime: Duration) -> String {
         "Seconds since start.",
         &one(uptime.as_secs()),
     );
+    if let Some(c) = cluster {
+        metric(
+            "wsloop_redis_up",
+            "gauge",
+            "1 when both Redis connections are up.",
+            &one(u64::from(c.up)),
+        );
+        metric(
+            "wsloop_redis_published_total",
+            "counter",
+            "Publications sent to Redis.",
+            &one(c.published),
+        );
+        metric(
+            "wsloop_redis_publish_failures_total",
+            "counter",
+            "Publications not sent to Redis (down or overloaded).",
+            &one(c.publish_failures),
+        );
+        metric(
+            "wsloop_redis_received_total",
+            "counter",
+            "Publications received from Redis (own echoes included).",
+            &one(c.received),
+        );
+    }
     out
 }
 

@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::access::{client_addr, origin_allowed, Tokens};
-use super::chat::{Chat, ChatLimits};
-use super::metrics;
+use super::chat::{Chat, ChatLimits, ClusterOp};
+use super::metrics::{self, ClusterMetrics};
+use crate::cluster::{decode_envelope, encode_envelope, Bridge, Inbound, Topic};
 use crate::proto::handshake::Request;
 use crate::proto::Message;
 use crate::server::{CloseReason, ConnId, Ctx, Handler, HttpResponse, OpenInfo, Route, Stats};
@@ -44,21 +45,62 @@ impl Default for ServeConfig {
 }
 
 /// The `serve` application.
-#[derive(Debug)]
 pub struct Serve {
     config: ServeConfig,
     chat: Chat,
     started: Instant,
+    cluster: Option<Bridge>,
 }
 
 impl Serve {
-    /// A server with no one connected yet.
+    /// A single node: no Redis.
     pub fn new(config: ServeConfig) -> Self {
         Serve {
             chat: Chat::new(config.chat.clone()),
             config,
             started: Instant::now(),
+            cluster: None,
         }
+    }
+
+    /// Makes this server a node of a cluster joined through the Redis bridge (before any
+    /// client connects).
+    pub fn attach_cluster(&mut self, bridge: Bridge) {
+        let node = bridge.config().node_id.clone();
+        bridge.subscribe(Topic::All.redis_name(&bridge.config().prefix));
+        self.chat = Chat::clustered(self.config.chat.clone(), node);
+        self.cluster = Some(bridge);
+    }
+
+    /// Hands what the chat wants the other nodes to know to the bridge.
+    fn forward_cluster_ops(&mut self) {
+        let Some(bridge) = &self.cluster else {
+            return;
+        };
+        let prefix = &bridge.config().prefix;
+        for op in self.chat.take_cluster_ops() {
+            match op {
+                ClusterOp::Publish(topic, event) => bridge.publish(
+                    topic.redis_name(prefix),
+                    encode_envelope(&bridge.config().node_id, &event),
+                ),
+                ClusterOp::Subscribe(channel) => {
+                    bridge.subscribe(Topic::Channel(channel).redis_name(prefix))
+                }
+                ClusterOp::Unsubscribe(channel) => {
+                    bridge.unsubscribe(Topic::Channel(channel).redis_name(prefix))
+                }
+            }
+        }
+    }
+
+    fn cluster_metrics(&self) -> Option<ClusterMetrics> {
+        self.cluster.as_ref().map(|b| ClusterMetrics {
+            up: b.is_up(),
+            published: b.published(),
+            publish_failures: b.publish_failures(),
+            received: b.received(),
+        })
     }
 
     /// The chat state.
@@ -107,13 +149,18 @@ impl Serve {
                 status: 200,
                 content_type: "application/json",
                 headers: String::new(),
-                body: metrics::health("ok", stats, self.started.elapsed()).into_bytes(),
+                body: {
+                    let degraded = self.cluster.as_ref().is_some_and(|b| !b.is_up());
+                    let status = if degraded { "degraded" } else { "ok" };
+                    metrics::health(status, stats, self.started.elapsed()).into_bytes()
+                },
             },
             "/metrics" => HttpResponse {
                 status: 200,
                 content_type: "text/plain; version=0.0.4; charset=utf-8",
                 headers: String::new(),
-                body: metrics::prometheus(stats, self.started.elapsed()).into_bytes(),
+                body: metrics::prometheus(stats, self.started.elapsed(), self.cluster_metrics())
+                    .into_bytes(),
             },
             path if path == self.config.ws_path => {
                 let mut response = HttpResponse::text(426, "this is a WebSocket endpoint");
@@ -148,9 +195,38 @@ impl Handler for Serve {
 
     fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, message: Message<'_>) {
         self.chat.handle(ctx, id, message);
+        self.forward_cluster_ops();
     }
 
     fn on_close(&mut self, _ctx: &mut Ctx<'_>, id: ConnId, _reason: CloseReason) {
         self.chat.leave(id);
+        self.forward_cluster_ops();
+    }
+
+    /// Delivers what other nodes published; this node's own publications come back from
+    /// Redis too and are dropped (they were delivered locally when sent).
+    fn on_wake(&mut self, ctx: &mut Ctx<'_>) {
+        let Some(bridge) = &self.cluster else {
+            return;
+        };
+        let config = bridge.config();
+        for inbound in bridge.drain() {
+            let Inbound::Message { topic, payload } = inbound else {
+                continue;
+            };
+            let Some((node, event)) = decode_envelope(&payload) else {
+                log!(
+                    crate::log::Level::Warn,
+                    "redis: malformed publication on {topic}"
+                );
+                continue;
+            };
+            if node == config.node_id {
+                continue;
+            }
+            if let Some(topic) = Topic::from_redis_name(&topic, &config.prefix) {
+                self.chat.deliver_remote(ctx, &topic, event);
+            }
+        }
     }
 }

@@ -129,6 +129,9 @@ pub trait Handler {
 
     /// The connection ended; `id` is not valid afterwards.
     fn on_close(&mut self, _ctx: &mut Ctx<'_>, _id: ConnId, _reason: CloseReason) {}
+
+    /// The loop's waker fired: input from another thread (e.g. the Redis bridge) may wait.
+    fn on_wake(&mut self, _ctx: &mut Ctx<'_>) {}
 }
 
 /// A recorded action, carried out by the loop after the callback.

@@ -8,6 +8,7 @@
 
 mod conn;
 pub mod handler;
+mod listener;
 pub mod outbound;
 mod stats;
 mod timers;
@@ -73,6 +74,8 @@ pub struct Config {
     pub max_backpressure: usize,
     /// Send a heartbeat ping after this long (none: no heartbeat).
     pub ping_interval: Option<Duration>,
+    /// Share the listening ports with other processes (`SO_REUSEPORT`).
+    pub reuse_port: bool,
     /// Close a connection that has not answered a heartbeat ping within this time.
     pub ping_timeout: Duration,
 }
@@ -88,6 +91,7 @@ impl Default for Config {
             max_backpressure: 4 * 1024 * 1024,
             ping_interval: None,
             ping_timeout: Duration::from_secs(10),
+            reuse_port: false,
         }
     }
 }
@@ -121,20 +125,11 @@ impl<H: Handler> Server<H> {
                 format!("between 1 and {MAX_LISTENERS} listen addresses are needed"),
             ));
         }
-        let listeners = config
+        let mut listeners = config
             .listen
             .iter()
-            .map(|addr| TcpListener::bind(*addr))
+            .map(|addr| listener::bind(*addr, config.reuse_port))
             .collect::<io::Result<Vec<_>>>()?;
-        Server::from_listeners(config, listeners, handler)
-    }
-
-    /// Serves on listeners bound by the caller (e.g. with `SO_REUSEPORT`).
-    pub fn from_listeners(
-        config: Config,
-        mut listeners: Vec<TcpListener>,
-        handler: H,
-    ) -> io::Result<Self> {
         let poll = Poll::new()?;
         for (i, listener) in listeners.iter_mut().enumerate() {
             poll.registry().register(
@@ -173,6 +168,11 @@ impl<H: Handler> Server<H> {
     /// The application.
     pub fn handler(&self) -> &H {
         &self.handler
+    }
+
+    /// The application, to configure it after the server is bound.
+    pub fn handler_mut(&mut self) -> &mut H {
+        &mut self.handler
     }
 
     /// A waker that interrupts the poll from another thread (e.g. a signal handler thread).
@@ -261,7 +261,14 @@ impl<H: Handler> Server<H> {
         let now = Instant::now();
         for event in events.iter() {
             match event.token() {
-                WAKER_TOKEN => {}
+                WAKER_TOKEN => {
+                    let mut ctx = Ctx {
+                        commands: &mut self.commands,
+                        now,
+                    };
+                    self.handler.on_wake(&mut ctx);
+                    self.apply_commands(None, now);
+                }
                 Token(t) if t >= LISTENER_TOKEN_BASE => self.accept_all(now),
                 Token(slot) => {
                     if event.is_writable() {
@@ -462,7 +469,8 @@ impl<H: Handler> Server<H> {
                             log!(Level::Debug, "{}: protocol error: {e}", conn.peer);
                             self.stats.protocol_errors += 1;
                             close_reason = Some(CloseReason::Failed(e.close_code()));
-                            (usize::MAX, false)
+                            // Nothing after the violation is read (§7.1.7).
+                            (conn.rbuf.pending().len(), false)
                         }
                         Ok((used, None)) => (used, false),
                         Ok((used, Some(event))) => {

@@ -14,8 +14,7 @@
 //! let echo = c.read_frame().unwrap();
 //! assert_eq!((echo.opcode, &echo.payload[..]), (opcode::TEXT, &b"hi"[..]));
 //! c.send(&OutFrame::close(1000, "")).unwrap();
-//! assert_eq!(c.expect_close(), Some(1000));
-//! c.expect_tcp_close();
+//! assert_eq!(c.expect_close(false), Some(1000));
 //! ```
 
 use std::fmt;
@@ -97,7 +96,12 @@ pub fn apply_mask(data: &mut [u8], key: [u8; 4], offset: usize) {
 /// Renders bytes as hex, eliding the middle of long runs, for failure messages.
 pub fn hex(bytes: &[u8]) -> String {
     const SHOWN: usize = 48;
-    let render = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" ");
+    let render = |b: &[u8]| {
+        b.iter()
+            .map(|x| format!("{x:02x}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     if bytes.len() <= SHOWN {
         format!("[{}]", render(bytes))
     } else {
@@ -314,7 +318,11 @@ pub fn fragments(first_opcode: u8, payload: &[u8], size: usize) -> Vec<OutFrame>
         .into_iter()
         .enumerate()
         .map(|(i, piece)| {
-            let op = if i == 0 { first_opcode } else { opcode::CONTINUATION };
+            let op = if i == 0 {
+                first_opcode
+            } else {
+                opcode::CONTINUATION
+            };
             OutFrame::new(op, piece).fin(i == last)
         })
         .collect()
@@ -382,7 +390,11 @@ impl fmt::Display for ReadError {
                 write!(f, "timed out; buffered bytes so far: {}", hex(partial))
             }
             ReadError::Eof { partial } => {
-                write!(f, "server closed the connection; buffered bytes: {}", hex(partial))
+                write!(
+                    f,
+                    "server closed the connection; buffered bytes: {}",
+                    hex(partial)
+                )
             }
             ReadError::Reset(e) => write!(f, "connection broke: {e}"),
         }
@@ -411,7 +423,10 @@ fn is_reset(e: &io::Error) -> bool {
 
 /// Whether an I/O error is a read timeout.
 fn is_timeout(e: &io::Error) -> bool {
-    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
 }
 
 /// A blocking client over one TCP connection, with a bounded wait on every read and write.
@@ -476,8 +491,11 @@ impl RawClient {
             "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
              Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
         );
-        self.send_raw(request.as_bytes()).expect("write upgrade request");
-        let head = self.read_http_head().unwrap_or_else(|e| panic!("handshake answer: {e}"));
+        self.send_raw(request.as_bytes())
+            .expect("write upgrade request");
+        let head = self
+            .read_http_head()
+            .unwrap_or_else(|e| panic!("handshake answer: {e}"));
         let mut lines = head.split("\r\n");
         let status = lines.next().unwrap_or_default();
         assert!(
@@ -493,7 +511,9 @@ impl RawClient {
                 .collect()
         };
         assert!(
-            header("Upgrade").iter().any(|v| v.eq_ignore_ascii_case("websocket")),
+            header("Upgrade")
+                .iter()
+                .any(|v| v.eq_ignore_ascii_case("websocket")),
             "101 without `Upgrade: websocket`: {head:?}"
         );
         assert!(
@@ -612,7 +632,10 @@ impl RawClient {
             126 => {
                 self.fill(4, deadline)?;
                 let len = u64::from(u16::from_be_bytes([self.buf[2], self.buf[3]]));
-                assert!(len > 125, "16-bit length form for {len} bytes (§5.2 minimal encoding)");
+                assert!(
+                    len > 125,
+                    "16-bit length form for {len} bytes (§5.2 minimal encoding)"
+                );
                 (len, 4)
             }
             127 => {
@@ -620,7 +643,10 @@ impl RawClient {
                 let mut be = [0u8; 8];
                 be.copy_from_slice(&self.buf[2..10]);
                 let len = u64::from_be_bytes(be);
-                assert!(len > 0xFFFF, "64-bit length form for {len} bytes (§5.2 minimal encoding)");
+                assert!(
+                    len > 0xFFFF,
+                    "64-bit length form for {len} bytes (§5.2 minimal encoding)"
+                );
                 (len, 10)
             }
             short => (u64::from(short), 2),
@@ -644,7 +670,11 @@ impl RawClient {
 
     /// Asserts that nothing arrives for `quiet` (the server neither sends nor closes).
     pub fn expect_silence(&mut self, quiet: Duration) {
-        assert!(self.buf.is_empty(), "unexpected bytes from the server: {}", hex(&self.buf));
+        assert!(
+            self.buf.is_empty(),
+            "unexpected bytes from the server: {}",
+            hex(&self.buf)
+        );
         match self.read_more(Instant::now() + quiet) {
             Err(ReadError::Timeout { .. }) => {}
             Ok(()) => panic!(
@@ -657,16 +687,57 @@ impl RawClient {
 
     /// Reads the next frame, asserts it is a close frame with a valid UTF-8 reason, and
     /// returns its code (`None` for an empty close).
-    pub fn expect_close(&mut self) -> Option<u16> {
+    pub fn read_close(&mut self) -> Option<u16> {
         let frame = self.read_frame();
-        assert_eq!(frame.opcode, opcode::CLOSE, "expected a close frame, got {frame:?}");
-        assert!(frame.fin && frame.rsv == 0, "malformed close frame {frame:?}");
+        assert_eq!(
+            frame.opcode,
+            opcode::CLOSE,
+            "expected a close frame, got {frame:?}"
+        );
+        assert!(
+            frame.fin && frame.rsv == 0,
+            "malformed close frame {frame:?}"
+        );
         let (code, reason) = frame.close_code();
         assert!(
             std::str::from_utf8(reason).is_ok(),
             "close reason is not UTF-8 (§5.5.1): {frame:?}"
         );
         code
+    }
+
+    /// Answers a close frame the way a client does (§5.5.1): a close with the same code, or an
+    /// empty close for an empty one. A failed write is ignored, since the server may have
+    /// closed the connection already.
+    pub fn reply_close(&mut self, code: Option<u16>) {
+        let reply = match code {
+            Some(code) => OutFrame::close(code, b""),
+            None => OutFrame::close_empty(),
+        };
+        let _ = self.send(&reply);
+    }
+
+    /// The end of a connection the server closes: reads its close frame, answers it if
+    /// `reply` (pass `false` when the client has sent its own close already), and asserts the
+    /// server then closes TCP in order ([`expect_eof`](Self::expect_eof)). Returns the code.
+    pub fn expect_close(&mut self, reply: bool) -> Option<u16> {
+        let code = self.read_close();
+        if reply {
+            self.reply_close(code);
+        }
+        self.expect_eof();
+        code
+    }
+
+    /// Asserts the server closes the TCP connection in order (read returns 0) within the wait;
+    /// a reset, more bytes or no close at all fail.
+    pub fn expect_eof(&mut self) {
+        let end = self.expect_tcp_close();
+        assert_eq!(
+            end,
+            TcpEnd::Eof,
+            "server reset the connection instead of closing it in order"
+        );
     }
 
     /// Waits for the server to close the TCP connection, and says how it did. Panics if the
@@ -683,7 +754,10 @@ impl RawClient {
             Err(ReadError::Eof { .. }) => TcpEnd::Eof,
             Err(ReadError::Reset(_)) => TcpEnd::Reset,
             Err(ReadError::Timeout { .. }) => {
-                panic!("server did not close the TCP connection within {:?}", self.timeout)
+                panic!(
+                    "server did not close the TCP connection within {:?}",
+                    self.timeout
+                )
             }
             Ok(()) => panic!("bytes after the server's close frame: {}", hex(&self.buf)),
         }
