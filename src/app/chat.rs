@@ -166,9 +166,9 @@ impl Chat {
 
     /// Registers a new connection and sends it `welcome`.
     pub fn join(&mut self, ctx: &mut Ctx<'_>, id: ConnId, name: Option<String>, addr: IpAddr) {
-        let name = name.unwrap_or_else(|| id.to_string());
-        let welcome =
-            json!({"type": "welcome", "id": id.to_string(), "name": name, "ts": now_ms()});
+        let public_id = self.public_id(id);
+        let name = name.unwrap_or_else(|| public_id.clone());
+        let welcome = json!({"type": "welcome", "id": public_id, "name": name, "ts": now_ms()});
         send_json(ctx, id, &welcome);
         self.members.insert(
             id,
