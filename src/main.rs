@@ -39,7 +39,7 @@ enum Command {
     Echo(EchoArgs),
     /// The real-time server: JSON chat and channels at /ws, the browser client at /,
     /// /healthz and /metrics, all on one port.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Connect to a WebSocket server: send each line of stdin as a text message, print what
     /// arrives.
     Client(ClientArgs),
@@ -264,7 +264,7 @@ fn watch_signals(waker: Arc<Waker>, stop: Arc<AtomicBool>) -> std::io::Result<()
     Ok(())
 }
 
-fn serve(args: ServeArgs) -> ExitCode {
+fn serve(args: Box<ServeArgs>) -> ExitCode {
     let mut config = args
         .common
         .config(SocketAddr::from(([127, 0, 0, 1], 8080)), 1024 * 1024);
