@@ -84,7 +84,9 @@ pub enum Event<'a> {
 enum CloseState {
     /// Data flows both ways.
     Open,
-    /// This end sent a close and waits for the peer's; incoming data is dropped (§5.5.1).
+    /// This end sent a close and waits for the peer's. It sends no more data (§5.5.1: "the
+    /// endpoint MUST NOT send any more data frames"), but still delivers what the peer sent
+    /// before seeing the close: those messages were sent in good faith.
     CloseSent,
     /// Both closes exchanged, or the connection failed: nothing more is read; the transport
     /// should be closed once queued frames are written.
@@ -432,9 +434,6 @@ impl Connection {
                 if kind == MessageKind::Text && std::str::from_utf8(payload).is_err() {
                     return Err(ProtocolError::InvalidUtf8);
                 }
-                if self.close == CloseState::CloseSent {
-                    return Ok((total, Step::Continue));
-                }
                 return Ok((
                     total,
                     Step::InPlace {
@@ -529,10 +528,7 @@ impl Connection {
                 .feed(chunk)
                 .map_err(|_| ProtocolError::InvalidUtf8)?;
         }
-        let discard = self.close == CloseState::CloseSent;
-        if !discard {
-            self.assembly.extend_from_slice(chunk);
-        }
+        self.assembly.extend_from_slice(chunk);
         message.len += n as u64;
         *remaining -= n as u64;
         *offset += n;
@@ -554,10 +550,6 @@ impl Connection {
                 .utf8
                 .finish()
                 .map_err(|_| ProtocolError::InvalidUtf8)?;
-        }
-        if discard {
-            self.assembly.clear();
-            return Ok((n, Step::Continue));
         }
         self.assembly_delivered = true;
         Ok((n, Step::Assembled(message.kind)))
