@@ -20,6 +20,7 @@ use wsloop::client::ClientOptions;
 use wsloop::cluster::{random_node_id, validate_node_id, Bridge, RedisConfig};
 use wsloop::log::{self, Level};
 use wsloop::proto::Limits;
+use wsloop::server::address::AddressLimits;
 use wsloop::server::{Config, Handler, Server};
 
 #[derive(Parser, Debug)]
@@ -73,6 +74,27 @@ struct LoopArgs {
     /// Share the listening port with other wsloop processes (SO_REUSEPORT): run one per core.
     #[arg(long)]
     reuse_port: bool,
+    /// Take the client address from X-Real-IP / X-Forwarded-For (only behind your own proxy).
+    #[arg(long)]
+    trust_proxy: bool,
+    /// Open WebSocket connections in all; further upgrades get 503.
+    #[arg(long, value_name = "N", default_value_t = Config::default().max_connections)]
+    max_connections: usize,
+    /// Open WebSocket connections per client address; further upgrades get 429.
+    #[arg(long, value_name = "N", default_value_t = Config::default().per_address.max_connections)]
+    max_connections_per_address: usize,
+    /// Request heads (handshakes, HTTP requests) per second per client address, sustained;
+    /// twice as many in a burst; beyond that 429. Default: 50 for serve, unlimited for echo
+    /// (the Autobahn client opens hundreds of connections a second).
+    #[arg(long, value_name = "N")]
+    handshakes_per_second: Option<f64>,
+    /// Close connections that send nothing for this long (off by default for echo; serve's
+    /// heartbeat finds dead peers first).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    idle_timeout: Option<Duration>,
+    /// Pings a client may send per second; more fails the connection with 1008.
+    #[arg(long, value_name = "N", default_value_t = Config::default().max_pings_per_second)]
+    max_pings_per_second: u32,
 }
 
 #[derive(Args, Debug)]
@@ -101,9 +123,6 @@ struct ServeArgs {
     /// Origin allowed to connect (repeat for several); browsers from other origins get 403.
     #[arg(long, value_name = "ORIGIN")]
     allow_origin: Vec<String>,
-    /// Take the client address from X-Real-IP / X-Forwarded-For (only behind your own proxy).
-    #[arg(long)]
-    trust_proxy: bool,
     /// Longest chat content, in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = ChatLimits::default().max_content)]
     max_content: usize,
@@ -148,7 +167,13 @@ struct ClientArgs {
 }
 
 impl LoopArgs {
-    fn config(&self, default_listen: SocketAddr, default_max_message: u64) -> Config {
+    fn config(
+        &self,
+        default_listen: SocketAddr,
+        default_max_message: u64,
+        default_handshake_rate: f64,
+    ) -> Config {
+        let handshake_rate = self.handshakes_per_second.unwrap_or(default_handshake_rate);
         let listen = if self.listen.is_empty() {
             vec![default_listen]
         } else {
@@ -161,6 +186,15 @@ impl LoopArgs {
             close_timeout: self.close_timeout,
             max_backpressure: self.max_backpressure,
             reuse_port: self.reuse_port,
+            trust_proxy: self.trust_proxy,
+            max_connections: self.max_connections,
+            per_address: AddressLimits {
+                max_connections: self.max_connections_per_address,
+                requests_per_second: handshake_rate,
+                burst: 2.0 * handshake_rate,
+            },
+            idle_timeout: self.idle_timeout,
+            max_pings_per_second: self.max_pings_per_second,
             ..Config::default()
         }
     }
@@ -265,9 +299,11 @@ fn watch_signals(waker: Arc<Waker>, stop: Arc<AtomicBool>) -> std::io::Result<()
 }
 
 fn serve(args: Box<ServeArgs>) -> ExitCode {
-    let mut config = args
-        .common
-        .config(SocketAddr::from(([127, 0, 0, 1], 8080)), 1024 * 1024);
+    let mut config = args.common.config(
+        SocketAddr::from(([127, 0, 0, 1], 8080)),
+        1024 * 1024,
+        Config::default().per_address.requests_per_second,
+    );
     config.ping_interval = Some(args.ping_interval);
     config.ping_timeout = args.ping_timeout;
     let tokens = match &args.token_file {
@@ -299,7 +335,6 @@ fn serve(args: Box<ServeArgs>) -> ExitCode {
         ws_path: args.ws_path,
         tokens,
         allowed_origins: args.allow_origin,
-        trust_proxy: args.trust_proxy,
         chat: ChatLimits {
             max_content: args.max_content,
             max_channel_name: args.max_channel_name,
@@ -336,6 +371,7 @@ fn main() -> ExitCode {
             let config = args.common.config(
                 SocketAddr::from(([127, 0, 0, 1], 9001)),
                 Limits::default().max_message,
+                f64::INFINITY,
             );
             run_server(config, args.common.drain_timeout, Echo, "ws", |_, _| Ok(()))
         }

@@ -1,8 +1,6 @@
-//! Who may connect to `wsloop serve`, and from where: tokens, allowed origins, and the client
-//! address behind a trusted proxy.
+//! Who may connect to `wsloop serve`: tokens and allowed origins.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
 use crate::proto::handshake::Request;
@@ -115,28 +113,6 @@ pub fn origin_allowed(request: &Request, allowed: &[String]) -> bool {
     }
 }
 
-/// The client's address. Behind a trusted proxy: `X-Real-IP` (set by the proxy from the
-/// address it saw), else the last `X-Forwarded-For` entry (the one the proxy appended; earlier
-/// entries come from the client and can be forged). Otherwise the TCP peer.
-pub fn client_addr(request: &Request, peer: SocketAddr, trust_proxy: bool) -> IpAddr {
-    if trust_proxy {
-        let real_ip = request
-            .header("X-Real-IP")
-            .and_then(|v| v.trim().parse().ok());
-        let forwarded = || {
-            request
-                .header_values("X-Forwarded-For")
-                .flat_map(|v| v.split(','))
-                .filter_map(|a| a.trim().parse().ok())
-                .last()
-        };
-        if let Some(ip) = real_ip.or_else(forwarded) {
-            return ip;
-        }
-    }
-    peer.ip()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,18 +163,5 @@ mod tests {
             &request("/", &[("Origin", "https://evil.example")]),
             &[]
         ));
-    }
-
-    #[test]
-    fn client_address_behind_a_proxy() {
-        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        let r = request("/", &[("X-Forwarded-For", "6.6.6.6, 10.1.2.3")]);
-        assert_eq!(client_addr(&r, peer, true).to_string(), "10.1.2.3");
-        assert_eq!(client_addr(&r, peer, false).to_string(), "127.0.0.1");
-        let r = request(
-            "/",
-            &[("X-Real-IP", "10.9.9.9"), ("X-Forwarded-For", "1.1.1.1")],
-        );
-        assert_eq!(client_addr(&r, peer, true).to_string(), "10.9.9.9");
     }
 }

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use super::access::{client_addr, origin_allowed, Tokens};
+use super::access::{origin_allowed, Tokens};
 use super::chat::{Chat, ChatLimits, ClusterOp};
 use super::metrics::{self, ClusterMetrics};
 use crate::cluster::{decode_envelope, encode_envelope, Bridge, Inbound, Topic};
@@ -26,8 +26,6 @@ pub struct ServeConfig {
     pub tokens: Option<Tokens>,
     /// When not empty, browsers from other origins are refused.
     pub allowed_origins: Vec<String>,
-    /// Take the client address from proxy headers.
-    pub trust_proxy: bool,
     /// Chat protocol limits.
     pub chat: ChatLimits,
 }
@@ -38,7 +36,6 @@ impl Default for ServeConfig {
             ws_path: "/ws".into(),
             tokens: None,
             allowed_origins: Vec::new(),
-            trust_proxy: false,
             chat: ChatLimits::default(),
         }
     }
@@ -188,9 +185,8 @@ impl Handler for Serve {
             .as_ref()
             .and_then(|t| t.user(info.request))
             .map(str::to_owned);
-        let addr = client_addr(info.request, info.peer, self.config.trust_proxy);
-        log!(crate::log::Level::Debug, "{id} joined from {addr}");
-        self.chat.join(ctx, id, user, addr);
+        log!(crate::log::Level::Debug, "{id} joined from {}", info.client);
+        self.chat.join(ctx, id, user, info.client);
     }
 
     fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, message: Message<'_>) {

@@ -1,7 +1,7 @@
 //! One TCP connection as the event loop sees it: socket, phase, read buffer, outbound queue.
 
 use std::io::{self, Read};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use mio::net::TcpStream;
@@ -25,6 +25,8 @@ pub(crate) enum Timer {
     CloseReply,
     /// The peer must have closed TCP by then (Closing phase).
     Linger,
+    /// Check whether the connection has been silent for the idle timeout (no heartbeat).
+    Idle,
 }
 
 /// Where a connection stands.
@@ -132,4 +134,10 @@ pub(crate) struct Conn {
     pub(crate) write_shut: bool,
     /// Queued output awaits the flush at the end of the loop turn.
     pub(crate) dirty: bool,
+    /// The client address counted in the per-address table while open.
+    pub(crate) client: Option<IpAddr>,
+    /// When bytes last arrived (idle timeout).
+    pub(crate) last_read: Instant,
+    /// Start of the current one-second window of received pings, and their count.
+    pub(crate) ping_window: (Instant, u32),
 }

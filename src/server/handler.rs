@@ -7,7 +7,7 @@
 //! out as soon as the callback returns, in order.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::Instant;
 
@@ -46,6 +46,8 @@ impl fmt::Display for ConnId {
 pub struct OpenInfo<'a> {
     /// The TCP peer.
     pub peer: SocketAddr,
+    /// The client's address: the peer's, or from the proxy headers with `trust_proxy`.
+    pub client: IpAddr,
     /// The upgrade request.
     pub request: &'a Request,
     /// The subprotocol agreed in the handshake, if any.

@@ -6,6 +6,7 @@
 //! and at the end of the turn every connection with new output is written once, with a
 //! vectored write. Writable interest is registered only while a queue is not empty.
 
+pub mod address;
 mod conn;
 pub mod handler;
 mod listener;
@@ -14,7 +15,7 @@ mod stats;
 mod timers;
 
 use std::io;
-use std::net::{Shutdown, SocketAddr};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,6 +32,7 @@ use crate::proto::handshake::{
     HandshakeError, HeadReader, Request,
 };
 use crate::proto::{Connection, Event, Limits};
+use address::{client_addr, AddressLimits, AddressTable};
 use conn::{Conn, Phase, ReadBuf, Timer};
 pub use handler::{CloseReason, ConnId, Ctx, Handler, HttpResponse, OpenInfo, Route};
 use handler::{Command, Commands};
@@ -74,10 +76,20 @@ pub struct Config {
     pub max_backpressure: usize,
     /// Send a heartbeat ping after this long (none: no heartbeat).
     pub ping_interval: Option<Duration>,
-    /// Share the listening ports with other processes (`SO_REUSEPORT`).
-    pub reuse_port: bool,
     /// Close a connection that has not answered a heartbeat ping within this time.
     pub ping_timeout: Duration,
+    /// Share the listening ports with other processes (`SO_REUSEPORT`).
+    pub reuse_port: bool,
+    /// Take the client address from `X-Real-IP` / `X-Forwarded-For` (behind a trusted proxy).
+    pub trust_proxy: bool,
+    /// Open WebSocket connections in all; further upgrades get 503.
+    pub max_connections: usize,
+    /// Per-address limits: open connections and request heads per second (429 beyond).
+    pub per_address: AddressLimits,
+    /// Close a connection that has sent nothing (not even a pong) for this long.
+    pub idle_timeout: Option<Duration>,
+    /// Pings a client may send per second; more fails the connection with 1008.
+    pub max_pings_per_second: u32,
 }
 
 impl Default for Config {
@@ -92,6 +104,15 @@ impl Default for Config {
             ping_interval: None,
             ping_timeout: Duration::from_secs(10),
             reuse_port: false,
+            trust_proxy: false,
+            max_connections: 100_000,
+            per_address: AddressLimits {
+                max_connections: 1_000,
+                requests_per_second: 50.0,
+                burst: 100.0,
+            },
+            idle_timeout: None,
+            max_pings_per_second: 50,
         }
     }
 }
@@ -113,6 +134,7 @@ pub struct Server<H: Handler> {
     descriptors_exhausted: bool,
     /// Shutting down: listeners closed, closes sent, waiting for the connections to end.
     draining: bool,
+    addresses: AddressTable,
     stats: Stats,
 }
 
@@ -143,6 +165,7 @@ impl<H: Handler> Server<H> {
             listeners,
             conns: Slab::new(),
             handler,
+            addresses: AddressTable::new(config.per_address, Instant::now()),
             config,
             timers: Timers::default(),
             commands: Commands::default(),
@@ -286,6 +309,7 @@ impl<H: Handler> Server<H> {
         }
         self.fire_deadlines(now);
         self.flush_dirty(now);
+        self.addresses.sweep(now);
         Ok(())
     }
 
@@ -358,6 +382,9 @@ impl<H: Handler> Server<H> {
             read_paused: false,
             write_shut: false,
             dirty: false,
+            client: None,
+            last_read: now,
+            ping_window: (now, 0),
         });
         self.timers.schedule(deadline, id);
         self.stats.accepted += 1;
@@ -397,6 +424,7 @@ impl<H: Handler> Server<H> {
                 }
                 Ok(n) => {
                     self.stats.bytes_in += n as u64;
+                    conn.last_read = now;
                     self.process_input(slot, now);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -464,6 +492,7 @@ impl<H: Handler> Server<H> {
                     };
                     let mut close_reason = None;
                     let mut got_pong = false;
+                    let mut ping_flood = false;
                     let (used, more) = match ws.poll_event(conn.rbuf.pending_mut()) {
                         Err(e) => {
                             log!(Level::Debug, "{}: protocol error: {e}", conn.peer);
@@ -486,7 +515,17 @@ impl<H: Handler> Server<H> {
                                 Event::Close(frame) => {
                                     close_reason = Some(CloseReason::Handshake(frame.code));
                                 }
-                                Event::Ping(_) => {}
+                                Event::Ping(_) => {
+                                    let (start, count) = &mut conn.ping_window;
+                                    if now.saturating_duration_since(*start)
+                                        >= Duration::from_secs(1)
+                                    {
+                                        *start = now;
+                                        *count = 0;
+                                    }
+                                    *count += 1;
+                                    ping_flood = *count > self.config.max_pings_per_second;
+                                }
                             }
                             (used, true)
                         }
@@ -508,6 +547,15 @@ impl<H: Handler> Server<H> {
                     let closed = ws.is_closed();
                     self.mark_dirty(slot);
                     self.apply_commands(Some(id), now);
+                    if ping_flood && !closed {
+                        log!(
+                            Level::Warn,
+                            "{id}: more than {} pings per second",
+                            self.config.max_pings_per_second
+                        );
+                        self.fail_policy(id, "ping rate exceeded", false, now);
+                        return;
+                    }
                     if closed {
                         self.begin_closing(
                             slot,
@@ -532,8 +580,19 @@ impl<H: Handler> Server<H> {
             return false;
         };
         let peer = conn.peer;
+        let client = client_addr(request, peer, self.config.trust_proxy);
+        if let Some((response, reason)) = self.admission(request, client, now) {
+            log!(
+                Level::Info,
+                "{peer}: refused ({client}): {} {reason}",
+                response.status
+            );
+            *self.stats.rejections.entry(reason).or_default() += 1;
+            self.respond(slot, &response, now);
+            return false;
+        }
         match self.handler.on_request(request, peer, &self.stats) {
-            Route::Upgrade => self.upgrade(slot, request, now),
+            Route::Upgrade => self.upgrade(slot, request, client, now),
             Route::Respond(response) => {
                 self.respond(slot, &response, now);
                 false
@@ -551,7 +610,40 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    fn upgrade(&mut self, slot: usize, request: &Request, now: Instant) -> bool {
+    /// The loop's own limits, checked before the application sees a request: the request
+    /// rate of the address (429), and for upgrades the total (503) and per-address (429)
+    /// connection counts.
+    fn admission(
+        &mut self,
+        request: &Request,
+        client: IpAddr,
+        now: Instant,
+    ) -> Option<(HttpResponse, &'static str)> {
+        let refuse = |status, body: &str, reason| {
+            let mut response = HttpResponse::text(status, body);
+            response.headers = "Retry-After: 1\r\n".into();
+            Some((response, reason))
+        };
+        if !self.addresses.admit_request(client, now) {
+            return refuse(429, "too many requests from this address", "request_rate");
+        }
+        if !request.wants_upgrade() {
+            return None;
+        }
+        if self.stats.open >= self.config.max_connections {
+            return refuse(503, "server is full", "server_full");
+        }
+        if !self.addresses.may_open(client) {
+            return refuse(
+                429,
+                "too many connections from this address",
+                "address_connections",
+            );
+        }
+        None
+    }
+
+    fn upgrade(&mut self, slot: usize, request: &Request, client: IpAddr, now: Instant) -> bool {
         let upgrade = match validate_upgrade(request) {
             Ok(u) => u,
             Err(e) => {
@@ -568,16 +660,23 @@ impl<H: Handler> Server<H> {
         conn.out.push_bytes(&head);
         conn.phase = Phase::Open(Box::new(Connection::new_server(self.config.limits.clone())));
         conn.deadline = None;
-        if let Some(interval) = self.config.ping_interval {
-            Self::set_timer(&mut self.timers, conn, Timer::NextPing, now + interval);
+        match (self.config.ping_interval, self.config.idle_timeout) {
+            (Some(interval), _) => {
+                Self::set_timer(&mut self.timers, conn, Timer::NextPing, now + interval)
+            }
+            (None, Some(idle)) => Self::set_timer(&mut self.timers, conn, Timer::Idle, now + idle),
+            (None, None) => {}
         }
         conn.opened = true;
+        conn.client = Some(client);
+        self.addresses.opened(client, now);
         self.stats.upgraded += 1;
         self.stats.open += 1;
         let (id, peer) = (conn.id, conn.peer);
         log!(Level::Debug, "{peer}: upgraded {} as {id}", request.target);
         let info = OpenInfo {
             peer,
+            client,
             request,
             protocol,
         };
@@ -649,6 +748,9 @@ impl<H: Handler> Server<H> {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
+        if let Some(client) = conn.client.take() {
+            self.addresses.closed(client);
+        }
         if !std::mem::replace(&mut conn.opened, false) {
             return;
         }
@@ -788,28 +890,37 @@ impl<H: Handler> Server<H> {
         }
     }
 
-    /// Closes a connection whose queue is over the cap with 1008: queued messages are
-    /// dropped (all but the frame being written), the close frame goes out next.
+    /// Closes a connection whose queue is over the cap with 1008; queued messages are
+    /// dropped (all but the frame being written) so the close frame goes out next.
     fn drop_slow_consumer(&mut self, id: ConnId, now: Instant) {
+        if let Some((_, conn)) = Self::conn_by_id(&mut self.conns, id) {
+            log!(
+                Level::Warn,
+                "{}: slow consumer ({} bytes queued), closing",
+                conn.peer,
+                conn.out.len()
+            );
+            self.stats.slow_consumers += 1;
+        }
+        self.fail_policy(id, "slow consumer", true, now);
+    }
+
+    /// Fails a connection for a policy violation (1008) without waiting for the close reply:
+    /// a peer that floods or does not read will not answer in time.
+    fn fail_policy(&mut self, id: ConnId, reason: &str, drop_queued: bool, now: Instant) {
         let Some((slot, conn)) = Self::conn_by_id(&mut self.conns, id) else {
             return;
         };
         let Phase::Open(ws) = &mut conn.phase else {
             return;
         };
-        log!(
-            Level::Warn,
-            "{}: slow consumer ({} bytes queued), closing",
-            conn.peer,
-            conn.out.len()
-        );
-        self.stats.slow_consumers += 1;
-        conn.out.truncate_to_front();
-        ws.close(close_code::POLICY_VIOLATION, "slow consumer");
+        if drop_queued {
+            conn.out.truncate_to_front();
+        }
+        ws.close(close_code::POLICY_VIOLATION, reason);
         while let Some(frame) = ws.poll_transmit() {
             conn.out.push_bytes(frame.as_bytes());
         }
-        // Its replies will not be read in time: do not wait for one.
         self.begin_closing(slot, CloseReason::Failed(close_code::POLICY_VIOLATION), now);
     }
 
@@ -934,6 +1045,19 @@ impl<H: Handler> Server<H> {
                     self.remove(slot, CloseReason::Abnormal, now);
                 }
                 Timer::Linger => self.remove(slot, CloseReason::Abnormal, now),
+                Timer::Idle => {
+                    let Some(idle) = self.config.idle_timeout else {
+                        continue;
+                    };
+                    let silent_until = conn.last_read + idle;
+                    if now < silent_until {
+                        Self::set_timer(&mut self.timers, conn, Timer::Idle, silent_until);
+                    } else {
+                        log!(Level::Info, "{}: idle for {idle:?}, closing", conn.peer);
+                        self.stats.idle_timeouts += 1;
+                        self.close_conn(id, close_code::GOING_AWAY, "idle timeout", now);
+                    }
+                }
             }
         }
     }

@@ -33,4 +33,6 @@ pub struct Stats {
     pub slow_consumers: u64,
     /// Connections closed because they did not answer a heartbeat ping.
     pub heartbeat_timeouts: u64,
+    /// Connections closed because they sent nothing for the idle timeout.
+    pub idle_timeouts: u64,
 }
