@@ -132,6 +132,10 @@ struct ServeArgs {
     /// Most channels one connection may subscribe to.
     #[arg(long, value_name = "N", default_value_t = ChatLimits::default().max_channels)]
     max_channels: usize,
+    /// Messages per second one client may send (twice as many in a burst); beyond it each
+    /// message gets a `rate_limited` error, and a client that keeps on is closed with 1008.
+    #[arg(long, value_name = "N", default_value_t = ChatLimits::default().max_messages_per_second)]
+    max_messages_per_second: f64,
     /// Join other nodes through Redis Pub/Sub: redis://HOST:PORT[/DB].
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
@@ -339,6 +343,7 @@ fn serve(args: Box<ServeArgs>) -> ExitCode {
             max_content: args.max_content,
             max_channel_name: args.max_channel_name,
             max_channels: args.max_channels,
+            max_messages_per_second: args.max_messages_per_second,
         },
     };
     let serve = Serve::new(serve_config);

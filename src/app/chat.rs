@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
@@ -16,7 +16,7 @@ use crate::proto::{Message, MessageKind};
 use crate::server::{ConnId, Ctx};
 
 /// Limits of the chat protocol.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ChatLimits {
     /// Longest `content`, in bytes.
     pub max_content: usize,
@@ -24,6 +24,10 @@ pub struct ChatLimits {
     pub max_channel_name: usize,
     /// Most channels one connection may be subscribed to.
     pub max_channels: usize,
+    /// Messages per second one connection may send, sustained (twice as many in a burst).
+    /// Beyond it a message gets `rate_limited`; a client that keeps going for another burst's
+    /// worth of messages is closed with 1008.
+    pub max_messages_per_second: f64,
 }
 
 impl Default for ChatLimits {
@@ -32,6 +36,7 @@ impl Default for ChatLimits {
             max_content: 16 * 1024,
             max_channel_name: 64,
             max_channels: 32,
+            max_messages_per_second: 50.0,
         }
     }
 }
@@ -47,6 +52,11 @@ pub struct Member {
     pub connected_at: u64,
     /// The channels it is subscribed to.
     pub channels: BTreeSet<String>,
+    /// Message budget (a token bucket refilled at the rate limit).
+    tokens: f64,
+    refilled: Instant,
+    /// Messages refused in a row for the rate.
+    strikes: u32,
 }
 
 /// A request that could not be carried out: the `error` reply.
@@ -177,6 +187,9 @@ impl Chat {
                 addr,
                 connected_at: now_ms(),
                 channels: BTreeSet::new(),
+                tokens: self.burst(),
+                refilled: ctx.now(),
+                strikes: 0,
             },
         );
     }
@@ -200,8 +213,49 @@ impl Chat {
         }
     }
 
+    fn burst(&self) -> f64 {
+        2.0 * self.limits.max_messages_per_second
+    }
+
+    /// Takes a token for one message. `Err(true)` when the member has kept flooding past a
+    /// whole burst of refusals and must be closed.
+    fn admit(&mut self, id: ConnId, now: Instant) -> Result<(), bool> {
+        let (rate, burst) = (self.limits.max_messages_per_second, self.burst());
+        let Some(member) = self.members.get_mut(&id) else {
+            return Ok(());
+        };
+        let elapsed = now.saturating_duration_since(member.refilled).as_secs_f64();
+        member.tokens = (member.tokens + elapsed * rate).min(burst);
+        member.refilled = now;
+        if member.tokens >= 1.0 {
+            member.tokens -= 1.0;
+            member.strikes = 0;
+            return Ok(());
+        }
+        member.strikes += 1;
+        Err(f64::from(member.strikes) > burst)
+    }
+
     /// Handles one message from a member.
     pub fn handle(&mut self, ctx: &mut Ctx<'_>, id: ConnId, message: Message<'_>) {
+        match self.admit(id, ctx.now()) {
+            Ok(()) => {}
+            Err(false) => {
+                let reply = json!({"type": "error", "code": "rate_limited",
+                    "message": format!("more than {} messages per second", self.limits.max_messages_per_second)});
+                send_json(ctx, id, &reply);
+                return;
+            }
+            Err(true) => {
+                log!(crate::log::Level::Warn, "{id}: message flood, closing");
+                ctx.close(
+                    id,
+                    crate::proto::close_code::POLICY_VIOLATION,
+                    "message rate exceeded",
+                );
+                return;
+            }
+        }
         let result = match message.kind {
             MessageKind::Binary => Err(ChatError::new(
                 "binary_not_supported",
