@@ -56,6 +56,15 @@ struct LoopArgs {
     /// Default: 64 MiB for echo, 1 MiB for serve.
     #[arg(long, value_name = "BYTES")]
     max_message: Option<u64>,
+    /// Largest request head (request line and headers); larger gets 431.
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_handshake_bytes)]
+    max_head_bytes: usize,
+    /// Most header lines in a request; more gets 431.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_headers)]
+    max_headers: usize,
+    /// Most frames one fragmented message may have; more closes with 1009.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_fragments)]
+    max_fragments: u32,
     /// Close connections whose upgrade request is not complete within this time.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     handshake_timeout: Duration,
@@ -185,7 +194,12 @@ impl LoopArgs {
         };
         Config {
             listen,
-            limits: Limits::with_max_message(self.max_message.unwrap_or(default_max_message)),
+            limits: Limits {
+                max_handshake_bytes: self.max_head_bytes,
+                max_headers: self.max_headers,
+                max_fragments: self.max_fragments,
+                ..Limits::with_max_message(self.max_message.unwrap_or(default_max_message))
+            },
             handshake_timeout: self.handshake_timeout,
             close_timeout: self.close_timeout,
             max_backpressure: self.max_backpressure,
