@@ -1250,6 +1250,13 @@ fn ws_path_flag_moves_the_endpoint() {
     );
     let reply = get(server.addr, "/ws");
     assert_eq!(reply.status(), "HTTP/1.1 404 Not Found", "{}", reply.head);
+    // The page learns the endpoint from its meta tag.
+    let page = get(server.addr, "/").text().to_owned();
+    assert!(
+        page.contains(r#"<meta name="wsloop-ws-path" content="/chat">"#),
+        "{page}"
+    );
+    assert!(!page.contains(r#"content="/ws""#));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -66,12 +66,16 @@ let me = null;
  */
 const channels = new Map();
 
-/** The WebSocket URL: /ws on the host that served this page, with its `token`, if any. */
+/**
+ * The WebSocket URL: the endpoint the server wrote into <meta name="wsloop-ws-path"> (its
+ * --ws-path), on the host that served this page, with the page's `token`, if any.
+ */
 function socketUrl() {
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
   const token = new URLSearchParams(location.search).get('token');
   const query = token ? `?token=${encodeURIComponent(token)}` : '';
-  return `${scheme}//${location.host}/ws${query}`;
+  const path = document.querySelector('meta[name="wsloop-ws-path"]')?.content || '/ws';
+  return `${scheme}//${location.host}${path}${query}`;
 }
 
 /** The delay before reconnection attempt `attempt` (1, 2, ...), jittered and capped. */
@@ -178,11 +182,14 @@ function sendPing() {
 // Messages from the server
 
 function onMessage(data) {
-  let msg;
+  let msg = null;
   try {
     msg = JSON.parse(data);
   } catch {
-    showError('bad_frame', 'the server sent text that is not JSON');
+    // reported below
+  }
+  if (msg === null || typeof msg !== 'object') {
+    showError('bad_frame', 'the server sent something that is not a JSON object');
     return;
   }
   switch (msg.type) {

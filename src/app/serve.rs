@@ -44,6 +44,8 @@ impl Default for ServeConfig {
 /// The `serve` application.
 pub struct Serve {
     config: ServeConfig,
+    /// The page with the configured WebSocket path written into it.
+    index_html: String,
     chat: Chat,
     started: Instant,
     cluster: Option<Bridge>,
@@ -52,7 +54,19 @@ pub struct Serve {
 impl Serve {
     /// A single node: no Redis.
     pub fn new(config: ServeConfig) -> Self {
+        // The page reads its endpoint from a meta tag; the path is a plain URL path, but
+        // escape it anyway since it lands in an HTML attribute.
+        let escaped = config
+            .ws_path
+            .replace('&', "&amp;")
+            .replace('"', "&quot;")
+            .replace('<', "&lt;");
+        let index_html = INDEX_HTML.replace(
+            r#"<meta name="wsloop-ws-path" content="/ws">"#,
+            &format!(r#"<meta name="wsloop-ws-path" content="{escaped}">"#),
+        );
         Serve {
+            index_html,
             chat: Chat::new(config.chat.clone()),
             config,
             started: Instant::now(),
@@ -139,7 +153,7 @@ impl Serve {
             body: body.as_bytes().to_vec(),
         };
         match request.path() {
-            "/" | "/index.html" => asset("text/html; charset=utf-8", INDEX_HTML),
+            "/" | "/index.html" => asset("text/html; charset=utf-8", &self.index_html),
             "/app.js" => asset("text/javascript; charset=utf-8", APP_JS),
             "/style.css" => asset("text/css; charset=utf-8", STYLE_CSS),
             "/healthz" => HttpResponse {

@@ -1,0 +1,262 @@
+//! The browser client (`web/`) in real headless Chromium: two pages chat through `wsloop serve`,
+//! survive a server restart on the same port by reconnecting by themselves, and keep working.
+//!
+//! The browser is driven by `tests/e2e/chat.mjs` with Playwright (`playwright-core`, which
+//! drives the system's Chromium and downloads nothing). This test starts the server, runs the
+//! script, restarts the server when the script asks for it, and checks the script's verdict
+//! and the screenshot it leaves in `target/test-artifacts/browser-chat.png`.
+//!
+//! External dependencies: Chromium (`/usr/bin/chromium` or `chromium` on PATH), `node`, and
+//! `npm ci` run in `tests/e2e`. Without them the test prints a skip, or fails when
+//! `WSLOOP_REQUIRE_EXTERNAL=1`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::Server;
+
+/// Bound on the whole script run: the script bounds itself at 120 s, this is the backstop.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
+/// How long the server stays down during the restart: the pages see at least one refused
+/// reconnection attempt.
+const DOWN_TIME: Duration = Duration::from_millis(1500);
+/// How long the script gets to close its browser after SIGTERM before it is killed.
+const TERM_GRACE: Duration = Duration::from_secs(5);
+/// Short server timers, so that the run also covers the server pinging browsers.
+const SERVER_ARGS: [&str; 4] = ["--ping-interval", "2s", "--ping-timeout", "2s"];
+/// Prefix of the marker argument the script adds to the browser's command line.
+const MARKER_ARG: &str = "--wsloop-e2e-marker=";
+
+/// The folder with the script and its `node_modules`.
+fn e2e_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("e2e")
+}
+
+/// `target/test-artifacts`, under `CARGO_TARGET_DIR` when it is set.
+fn artifact_dir() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => manifest.join(dir), // join keeps an absolute path as it is
+        None => manifest.join("target"),
+    };
+    target.join("test-artifacts")
+}
+
+/// Chromium, node and Playwright, or `None` (after a skip message) when one is missing.
+fn browser_tools() -> Option<(PathBuf, PathBuf)> {
+    let debian = Path::new("/usr/bin/chromium");
+    let chromium = if debian.is_file() {
+        debian.to_path_buf()
+    } else {
+        common::find_program("chromium", "browser test; apt-get install chromium")?
+    };
+    let node = common::find_program("node", "browser test driven by Playwright")?;
+    let playwright = e2e_dir().join("node_modules/playwright-core/package.json");
+    if !playwright.is_file() {
+        common::skip_or_fail(&format!(
+            "playwright-core not installed in {} (run npm ci there)",
+            e2e_dir().join("node_modules").display()
+        ));
+        return None;
+    }
+    Some((chromium, node))
+}
+
+/// The running script. Dropping it stops the script and every browser process it started,
+/// also when the test fails half-way.
+struct Script {
+    child: Child,
+    /// The value of the marker argument on this run's browser command line.
+    marker: String,
+}
+
+impl Script {
+    fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits up to `timeout` for the exit; `None` if it is still running.
+    fn wait_for_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Script {
+    fn drop(&mut self) {
+        if self.is_running() {
+            // SIGTERM first: Playwright then closes the browser it launched.
+            send_signal("TERM", self.child.id());
+            if self.wait_for_exit(TERM_GRACE).is_none() {
+                let _ = self.child.kill();
+            }
+        }
+        let _ = self.child.wait();
+        // A browser can outlive a killed script: find it by the marker and kill it.
+        for pid in pids_with_arg(&format!("{MARKER_ARG}{}", self.marker)) {
+            eprintln!("killing browser process {pid} left behind by the script");
+            send_signal("KILL", pid);
+        }
+    }
+}
+
+fn send_signal(signal: &str, pid: u32) {
+    let _ = Command::new("kill")
+        .args([format!("-{signal}"), pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Processes (from /proc) with `arg` as one of their command-line arguments.
+fn pids_with_arg(arg: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| cmdline.split(|&b| b == 0).any(|a| a == arg.as_bytes()))
+        })
+        .collect()
+}
+
+fn read_all(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+fn write_line(stdin: &mut ChildStdin, line: &str) {
+    writeln!(stdin, "{line}")
+        .and_then(|()| stdin.flush())
+        .expect("write to the script's stdin");
+}
+
+/// Two pages chat and publish on a channel; the server restarts on the same port; both pages
+/// show that they are reconnecting, reconnect without a reload, join their channel again by
+/// themselves, and chat and publish again (exact texts checked by the script).
+#[test]
+fn browser_pages_chat_and_reconnect_after_restart() {
+    let Some((chromium, node)) = browser_tools() else {
+        return;
+    };
+    let artifacts = artifact_dir();
+    std::fs::create_dir_all(&artifacts).expect("create the test-artifacts folder");
+    let screenshot = artifacts.join("browser-chat.png");
+    let _ = std::fs::remove_file(&screenshot); // never check a stale one
+
+    let mut server = Server::serve(&SERVER_ARGS);
+    let listen = server.addr.to_string();
+    let url = server.http_url("/");
+
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let marker = format!("{}-{nanos}", std::process::id());
+    let dir = e2e_dir();
+    let child = Command::new(&node)
+        .current_dir(&dir)
+        .arg(dir.join("chat.mjs"))
+        .arg(&url)
+        .arg(&screenshot)
+        .env("CHROMIUM", &chromium)
+        .env("WSLOOP_E2E_MARKER", &marker)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn node");
+    let mut script = Script { child, marker };
+    let mut stdin = script.child.stdin.take().expect("stdin piped");
+    let stderr = read_all(script.child.stderr.take().expect("stderr piped"));
+    let stdout = script.child.stdout.take().expect("stdout piped");
+    let (lines_tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+
+    // Follow the script's output until it closes, restarting the server when asked.
+    let deadline = Instant::now() + SCRIPT_TIMEOUT;
+    let mut printed = Vec::new();
+    let mut restarted = false;
+    let timed_out = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                if line == "READY_FOR_RESTART" && !restarted {
+                    drop(server);
+                    std::thread::sleep(DOWN_TIME);
+                    server = Server::start_on("serve", &listen, &SERVER_ARGS);
+                    write_line(&mut stdin, "RESTARTED");
+                    restarted = true;
+                }
+                printed.push(line);
+            }
+            Err(RecvTimeoutError::Disconnected) => break false,
+            Err(RecvTimeoutError::Timeout) => break true,
+        }
+    };
+    let status = if timed_out {
+        None
+    } else {
+        script.wait_for_exit(deadline.saturating_duration_since(Instant::now()))
+    };
+    drop(script); // stops the script and its browser if still running
+    drop(server);
+    let report = format!(
+        "node chat.mjs {url}: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        status.map_or_else(
+            || format!("still running after {SCRIPT_TIMEOUT:?}, killed"),
+            |s| s.to_string()
+        ),
+        printed.join("\n"),
+        stderr.join().unwrap_or_default()
+    );
+
+    assert!(
+        restarted,
+        "the script never asked for the restart: {report}"
+    );
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the script failed: {report}"
+    );
+    assert!(
+        printed.iter().any(|line| line == "E2E OK"),
+        "no E2E OK line: {report}"
+    );
+    let png = std::fs::read(&screenshot)
+        .unwrap_or_else(|e| panic!("screenshot {}: {e}\n{report}", screenshot.display()));
+    assert!(
+        png.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "{} is not a PNG ({} bytes)",
+        screenshot.display(),
+        png.len()
+    );
+    eprintln!("{report}\nscreenshot: {}", screenshot.display());
+}
