@@ -9,6 +9,7 @@ use mio::Interest;
 
 use super::handler::ConnId;
 use super::outbound::OutQueue;
+use super::pool::BufferPool;
 use crate::proto::handshake::HeadReader;
 use crate::proto::Connection;
 
@@ -75,22 +76,26 @@ impl ReadBuf {
         self.end = 0;
     }
 
-    /// Frees the memory of an empty buffer (idle connections hold no read buffer).
-    pub(crate) fn release_if_empty(&mut self) {
-        if self.start == self.end {
-            self.data = Vec::new();
+    /// Gives an empty buffer back to the pool (idle connections hold no read buffer).
+    pub(crate) fn release_if_empty(&mut self, pool: &mut BufferPool) {
+        if self.start == self.end && self.data.capacity() > 0 {
+            pool.give(std::mem::take(&mut self.data));
             self.clear();
         }
     }
 
-    /// Reads once from `socket` into free space, making room first. `capacity` bounds the
-    /// buffer; the caller decodes between reads, so pending bytes never exceed one head or one
-    /// frame header plus a control frame.
+    /// Reads once from `socket` into free space, taking a buffer from the pool or making room
+    /// first. `capacity` bounds the buffer; the caller decodes between reads, so pending bytes
+    /// never exceed one head or one frame header plus a control frame.
     pub(crate) fn read_from<R: Read>(
         &mut self,
         socket: &mut R,
         capacity: usize,
+        pool: &mut BufferPool,
     ) -> io::Result<usize> {
+        if self.data.capacity() == 0 {
+            self.data = pool.take(capacity);
+        }
         if self.data.len() < capacity {
             self.data.resize(capacity, 0);
         }

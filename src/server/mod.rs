@@ -11,6 +11,7 @@ mod conn;
 pub mod handler;
 mod listener;
 pub mod outbound;
+mod pool;
 mod stats;
 mod timers;
 
@@ -37,6 +38,7 @@ use conn::{Conn, Phase, ReadBuf, Timer};
 pub use handler::{CloseReason, ConnId, Ctx, Handler, HttpResponse, OpenInfo, Route};
 use handler::{Command, Commands};
 use outbound::OutQueue;
+use pool::BufferPool;
 pub use stats::Stats;
 use timers::Timers;
 
@@ -49,6 +51,10 @@ const MAX_LISTENERS: usize = 64;
 const WAKER_TOKEN: Token = Token(usize::MAX);
 /// Size of a connection's read buffer while it is reading.
 const READ_BUFFER: usize = 16 * 1024;
+/// Idle buffers kept for reuse by the next busy connections, per pool.
+const POOLED_BUFFERS: usize = 256;
+/// Outbound buffers up to this size go back to the pool.
+const POOLED_OUT_CAPACITY: usize = 64 * 1024;
 /// How long accepting pauses when the process is out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Linux errno values for descriptor exhaustion (accept(2)): EMFILE and ENFILE.
@@ -135,6 +141,8 @@ pub struct Server<H: Handler> {
     /// Shutting down: listeners closed, closes sent, waiting for the connections to end.
     draining: bool,
     addresses: AddressTable,
+    read_buffers: BufferPool,
+    out_buffers: BufferPool,
     stats: Stats,
 }
 
@@ -166,6 +174,11 @@ impl<H: Handler> Server<H> {
             conns: Slab::new(),
             handler,
             addresses: AddressTable::new(config.per_address, Instant::now()),
+            read_buffers: BufferPool::new(
+                POOLED_BUFFERS,
+                READ_BUFFER.max(config.limits.max_handshake_bytes + 1),
+            ),
+            out_buffers: BufferPool::new(POOLED_BUFFERS, POOLED_OUT_CAPACITY),
             config,
             timers: Timers::default(),
             commands: Commands::default(),
@@ -417,7 +430,10 @@ impl<H: Handler> Server<H> {
                 conn.read_paused = true;
                 break;
             }
-            match conn.rbuf.read_from(&mut conn.socket, capacity) {
+            match conn
+                .rbuf
+                .read_from(&mut conn.socket, capacity, &mut self.read_buffers)
+            {
                 Ok(0) => {
                     self.on_eof(slot, now);
                     return;
@@ -438,7 +454,7 @@ impl<H: Handler> Server<H> {
         }
         if let Some(conn) = self.conns.get_mut(slot) {
             if !matches!(conn.phase, Phase::Handshake(_)) {
-                conn.rbuf.release_if_empty();
+                conn.rbuf.release_if_empty(&mut self.read_buffers);
             }
         }
     }
@@ -838,6 +854,9 @@ impl<H: Handler> Server<H> {
                         slow.push(*to);
                         continue;
                     }
+                    if conn.out.needs_buffer() {
+                        conn.out.provide(self.out_buffers.take(0));
+                    }
                     conn.out
                         .push_frame(kind.opcode(), &commands.arena[payload.clone()]);
                     self.stats.messages_out += 1;
@@ -959,6 +978,9 @@ impl<H: Handler> Server<H> {
                 return;
             }
         };
+        if let Some(buffer) = conn.out.reclaim() {
+            self.out_buffers.give(buffer);
+        }
         if drained && matches!(conn.phase, Phase::Closing) && !conn.write_shut {
             conn.write_shut = true;
             conn.out.release();

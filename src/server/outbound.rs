@@ -158,7 +158,27 @@ impl OutQueue {
             .map_or(0, |c| c.bytes().len() - self.written);
     }
 
-    /// Drops every queued byte and the spare buffer (the connection is going away, or idle).
+    /// Whether the next owned bytes would need a new buffer (none spare, none being filled).
+    pub fn needs_buffer(&self) -> bool {
+        self.spare.is_none() && !matches!(self.chunks.back(), Some(Chunk::Owned(_)))
+    }
+
+    /// Lends a buffer for the next owned bytes.
+    pub fn provide(&mut self, mut buffer: Vec<u8>) {
+        buffer.clear();
+        self.spare = Some(buffer);
+    }
+
+    /// Takes back the spare buffer of an empty queue (the connection went idle).
+    pub fn reclaim(&mut self) -> Option<Vec<u8>> {
+        if self.is_empty() {
+            self.spare.take()
+        } else {
+            None
+        }
+    }
+
+    /// Drops every queued byte and the spare buffer (the connection is going away).
     pub fn release(&mut self) {
         *self = OutQueue::default();
     }
