@@ -146,3 +146,19 @@ pub(crate) struct Conn {
     /// Start of the current one-second window of received pings, and their count.
     pub(crate) ping_window: (Instant, u32),
 }
+
+#[cfg(test)]
+mod tests {
+    /// An idle open connection holds its table entry and its boxed protocol state, and no
+    /// buffers (they go back to the pools): keep that under the 1 KB-per-connection budget,
+    /// with room for the allocator's and the kernel's share.
+    #[test]
+    fn an_idle_connection_fits_the_memory_budget() {
+        let entry = std::mem::size_of::<super::Conn>();
+        let protocol = std::mem::size_of::<crate::proto::Connection>();
+        assert!(
+            entry + protocol <= 832,
+            "Conn {entry} B + Connection {protocol} B exceed the idle budget"
+        );
+    }
+}
