@@ -98,6 +98,11 @@ struct Peer {
 }
 
 impl Peer {
+    /// `N` clients on the same server, each welcomed.
+    fn join_many<const N: usize>(server: &Server) -> [Peer; N] {
+        std::array::from_fn(|_| Peer::join(server))
+    }
+
     /// Connects to `/ws` and checks the welcome.
     fn join(server: &Server) -> Peer {
         Peer::join_url(&server.url("/ws"), &[])
@@ -625,11 +630,7 @@ fn expect_message_from(peer: &mut Peer, channel: &str, from: &Sender, content: &
 #[test]
 fn publish_reaches_only_subscribers() {
     let server = Server::serve(&[]);
-    let (mut a, mut b, mut c) = (
-        Peer::join(&server),
-        Peer::join(&server),
-        Peer::join(&server),
-    );
+    let [mut a, mut b, mut c] = Peer::join_many(&server);
     subscribe(&mut a, "news");
     subscribe(&mut b, "news");
     subscribe(&mut c, "sports");
@@ -647,11 +648,7 @@ fn publish_reaches_only_subscribers() {
 #[test]
 fn publisher_not_subscribed_gets_only_published() {
     let server = Server::serve(&[]);
-    let (mut a, mut b, mut c) = (
-        Peer::join(&server),
-        Peer::join(&server),
-        Peer::join(&server),
-    );
+    let [mut a, mut b, mut c] = Peer::join_many(&server);
     subscribe(&mut a, "news");
     subscribe(&mut b, "news");
     publish(&mut c, "news", "from outside");
@@ -678,11 +675,7 @@ fn publish_to_a_channel_without_subscribers_has_zero_receivers() {
 #[test]
 fn unsubscribe_stops_deliveries() {
     let server = Server::serve(&[]);
-    let (mut a, mut b, mut c) = (
-        Peer::join(&server),
-        Peer::join(&server),
-        Peer::join(&server),
-    );
+    let [mut a, mut b, mut c] = Peer::join_many(&server);
     subscribe(&mut a, "news");
     subscribe(&mut b, "news");
     unsubscribe(&mut a, "news");
@@ -750,11 +743,7 @@ fn subscribing_twice_is_not_an_error_and_delivers_once() {
 #[test]
 fn subscriptions_end_with_the_connection() {
     let server = Server::serve(&[]);
-    let (mut a, mut b, mut c) = (
-        Peer::join(&server),
-        Peer::join(&server),
-        Peer::join(&server),
-    );
+    let [mut a, mut b, mut c] = Peer::join_many(&server);
     subscribe(&mut a, "room");
     subscribe(&mut b, "room");
     publish(&mut c, "room", "one");

@@ -118,15 +118,7 @@ mod tests {
     use super::*;
 
     fn request(target: &str, headers: &[(&str, &str)]) -> Request {
-        Request {
-            method: "GET".into(),
-            target: target.into(),
-            minor_version: 1,
-            headers: headers
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
-                .collect(),
-        }
+        Request::new("GET", target, headers)
     }
 
     #[test]

@@ -559,9 +559,10 @@ impl Connection {
     fn on_control(&mut self, opcode: OpCode, payload: &[u8]) -> Result<Found, ProtocolError> {
         match opcode {
             OpCode::Ping => {
-                if self.close == CloseState::Open {
-                    self.pending_pong = Some(ControlPayload::new(payload));
-                }
+                // §5.5.2: "an endpoint MUST send a Pong frame in response, unless it already
+                // received a Close frame": also after sending one (only data is barred then).
+                // Once the peer's close is in, no frame is read at all, so this is always owed.
+                self.pending_pong = Some(ControlPayload::new(payload));
                 Ok(Found::Ping)
             }
             OpCode::Pong => Ok(Found::Pong),

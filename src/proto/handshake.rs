@@ -105,6 +105,19 @@ pub struct Request {
 }
 
 impl Request {
+    /// A request built by hand (for routing tests and embedders): HTTP/1.1, these headers.
+    pub fn new(method: &str, target: &str, headers: &[(&str, &str)]) -> Request {
+        Request {
+            method: method.to_owned(),
+            target: target.to_owned(),
+            minor_version: 1,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+        }
+    }
+
     /// The first value of header `name` (case-insensitive), if present and UTF-8.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
