@@ -972,6 +972,33 @@ fn server_initiated_close_completes_with_the_peers_reply() {
 }
 
 #[test]
+fn a_ping_after_this_ends_close_is_still_answered() {
+    // §5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send a Pong frame in response,
+    // unless it already received a Close frame." Having *sent* a close is no exception; only
+    // data frames are forbidden after it (§5.5.1).
+    let mut p = Peer::server();
+    assert!(p.conn.close(1000, ""));
+    assert_eq!(p.transmit(), vec![vec![0x88, 0x02, 0x03, 0xe8]]);
+    // RFC 6455 §5.7 ping "Hello", masked with the §5.7 key.
+    let ping = [
+        0x89, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+    ];
+    assert_eq!(p.feed(&ping), (vec![Ev::Ping(b"Hello".to_vec())], Ok(())));
+    assert_eq!(
+        p.transmit(),
+        vec![vec![0x8a, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f]]
+    );
+    // Once the peer's close has arrived, a ping that follows is not even read.
+    let mut stream = client_frame(0x88, KEY2, &[0x03, 0xe8]);
+    stream.extend_from_slice(&ping);
+    assert_eq!(
+        p.feed(&stream),
+        (vec![Ev::Close(Some(1000), String::new())], Ok(()))
+    );
+    assert_eq!(p.transmit(), no_frames());
+}
+
+#[test]
 fn close_reason_is_cut_at_a_character_boundary_to_fit_125_bytes() {
     // §5.5: a control payload is at most 125 bytes: code (2) + at most 123 bytes of reason.
     // 70 "é" are 140 bytes; 61 of them (122 bytes) fit.
