@@ -1318,3 +1318,14 @@ fn an_error_after_good_frames_is_the_same_whatever_the_split() {
         );
     }
 }
+
+#[test]
+fn a_close_code_forbidden_on_the_wire_becomes_1011() {
+    // §7.4.1: 1005 "MUST NOT be set as a status code in a Close control frame by an endpoint".
+    let mut p = Peer::server();
+    assert!(p.conn.close(1005, ""));
+    assert_eq!(
+        p.transmit(),
+        vec![close_frame(&[0x88, 0x02, 0x03, 0xf3], "")]
+    );
+}

@@ -11,7 +11,7 @@
 //! close that fails the connection §7.1.7) are not written here: they wait in the connection
 //! until the caller takes them with [`Connection::poll_transmit`].
 
-use super::close::{parse_close_payload, CloseFrame};
+use super::close::{is_valid_wire_code, parse_close_payload, CloseFrame};
 use super::error::ProtocolError;
 use super::frame::{decode_header, encode_header, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD};
 use super::limits::Limits;
@@ -278,11 +278,17 @@ impl Connection {
     }
 
     /// Starts the closing handshake (§7.1.2). Returns false if a close was already sent or
-    /// received.
+    /// received. A code that may not appear on the wire (§7.4.1: 1005, 1006, 1015, unassigned
+    /// ranges) is replaced by 1011: the application erred, not the peer.
     pub fn close(&mut self, code: u16, reason: &str) -> bool {
         if self.close != CloseState::Open {
             return false;
         }
+        let code = if is_valid_wire_code(code) {
+            code
+        } else {
+            super::close::code::INTERNAL_ERROR
+        };
         self.pending_close = Some(ControlPayload::close(Some(code), reason));
         self.close = CloseState::CloseSent;
         true
