@@ -115,6 +115,9 @@ pub struct Chat {
     /// turns on `cluster_ops`.
     node: Option<String>,
     cluster_ops: Vec<ClusterOp>,
+    /// Clustered: channels whose Redis subscription is not confirmed yet, with the members
+    /// waiting for their `subscribed`.
+    pending_acks: HashMap<String, Vec<ConnId>>,
 }
 
 impl Chat {
@@ -151,6 +154,23 @@ impl Chat {
         match &self.node {
             Some(node) => format!("{node}-{id}"),
             None => id.to_string(),
+        }
+    }
+
+    /// Redis confirmed this node's subscription to `channel`: acknowledge the members that
+    /// asked for it.
+    pub fn confirm_subscription(&mut self, ctx: &mut Ctx<'_>, channel: &str) {
+        for id in self.pending_acks.remove(channel).unwrap_or_default() {
+            send_json(ctx, id, &json!({"type": "subscribed", "channel": channel}));
+        }
+    }
+
+    /// Acknowledges every waiting subscription (Redis is down: waiting would leave clients
+    /// without an answer; cross-node delivery resumes when it is back).
+    pub fn confirm_all_subscriptions(&mut self, ctx: &mut Ctx<'_>) {
+        let channels: Vec<String> = self.pending_acks.keys().cloned().collect();
+        for channel in channels {
+            self.confirm_subscription(ctx, &channel);
         }
     }
 
@@ -196,6 +216,9 @@ impl Chat {
 
     /// Forgets a connection and its subscriptions.
     pub fn leave(&mut self, id: ConnId) {
+        for waiting in self.pending_acks.values_mut() {
+            waiting.retain(|w| *w != id);
+        }
         if let Some(member) = self.members.remove(&id) {
             for channel in member.channels {
                 self.remove_subscriber(&channel, id);
@@ -388,11 +411,27 @@ impl Chat {
                     subscribers.insert(id);
                     if subscribers.len() == 1 {
                         self.record(ClusterOp::Subscribe(channel.clone()));
+                        if self.node.is_some() {
+                            // The channel is new on this node: `subscribed` waits until Redis
+                            // confirms the node's subscription, so that a publication made
+                            // after the client saw it reaches the client.
+                            self.pending_acks.insert(channel.clone(), Vec::new());
+                        }
                     }
                 }
-                send_json(ctx, id, &json!({"type": "subscribed", "channel": channel}));
+                match self.pending_acks.get_mut(&channel) {
+                    Some(waiting) => waiting.push(id),
+                    None => send_json(ctx, id, &json!({"type": "subscribed", "channel": channel})),
+                }
             }
             Request::Unsubscribe { channel } => {
+                // Replies keep the order of requests: a pending `subscribed` goes first.
+                if let Some(waiting) = self.pending_acks.get_mut(&channel) {
+                    if let Some(i) = waiting.iter().position(|w| *w == id) {
+                        waiting.swap_remove(i);
+                        send_json(ctx, id, &json!({"type": "subscribed", "channel": channel}));
+                    }
+                }
                 if !member.channels.remove(&channel) {
                     return Err(ChatError::new(
                         "not_subscribed",

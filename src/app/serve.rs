@@ -206,6 +206,9 @@ impl Handler for Serve {
     fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, message: Message<'_>) {
         self.chat.handle(ctx, id, message);
         self.forward_cluster_ops();
+        if self.cluster.as_ref().is_some_and(|b| !b.is_up()) {
+            self.chat.confirm_all_subscriptions(ctx);
+        }
     }
 
     fn on_close(&mut self, _ctx: &mut Ctx<'_>, id: ConnId, _reason: CloseReason) {
@@ -221,8 +224,22 @@ impl Handler for Serve {
         };
         let config = bridge.config();
         for inbound in bridge.drain() {
-            let Inbound::Message { topic, payload } = inbound else {
-                continue;
+            let (topic, payload) = match inbound {
+                Inbound::Message { topic, payload } => (topic, payload),
+                Inbound::Subscribed(topic) => {
+                    if let Some(Topic::Channel(channel)) =
+                        Topic::from_redis_name(&topic, &config.prefix)
+                    {
+                        self.chat.confirm_subscription(ctx, &channel);
+                    }
+                    continue;
+                }
+                Inbound::Status(up) => {
+                    if !up {
+                        self.chat.confirm_all_subscriptions(ctx);
+                    }
+                    continue;
+                }
             };
             let Some((node, event)) = decode_envelope(&payload) else {
                 log!(

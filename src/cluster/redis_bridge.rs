@@ -34,6 +34,8 @@ pub enum Inbound {
     },
     /// The subscription connection came up (`true`, all topics subscribed) or went down.
     Status(bool),
+    /// Redis confirmed a subscription: publications on the topic now reach this node.
+    Subscribed(String),
 }
 
 enum Interest {
@@ -43,6 +45,9 @@ enum Interest {
 
 #[derive(Debug, Default)]
 struct Shared {
+    /// Bumped each time the subscriber loses its connection: Redis went away, so the
+    /// publisher's connection is dead too even though it has not tried to use it yet.
+    generation: AtomicU64,
     subscriber_up: AtomicBool,
     publisher_up: AtomicBool,
     published: AtomicU64,
@@ -215,6 +220,8 @@ fn subscriber(
         };
         if shared.subscriber_up.load(Ordering::Relaxed) || backoff.attempts() == 0 {
             log!(Level::Warn, "redis subscriber down: {error}");
+            shared.generation.fetch_add(1, Ordering::Relaxed);
+            shared.publisher_up.store(false, Ordering::Relaxed);
             report(false);
         }
         let delay = backoff.next_delay().unwrap_or(Duration::from_secs(5));
@@ -243,6 +250,7 @@ fn serve_subscriptions(
     }
     for topic in wanted.iter() {
         pubsub.subscribe(topic).map_err(|e| e.to_string())?;
+        let _ = inbound.send(Inbound::Subscribed(topic.clone()));
     }
     log!(Level::Info, "redis subscriber up ({} topics)", wanted.len());
     backoff.reset();
@@ -253,10 +261,14 @@ fn serve_subscriptions(
         };
         for change in changes {
             match change {
-                Interest::Subscribe(t) => pubsub.subscribe(&t),
-                Interest::Unsubscribe(t) => pubsub.unsubscribe(&t),
+                Interest::Subscribe(t) => {
+                    // subscribe() returns once Redis has answered the SUBSCRIBE.
+                    pubsub.subscribe(&t).map_err(|e| e.to_string())?;
+                    let _ = inbound.send(Inbound::Subscribed(t));
+                    let _ = waker.wake();
+                }
+                Interest::Unsubscribe(t) => pubsub.unsubscribe(&t).map_err(|e| e.to_string())?,
             }
-            .map_err(|e| e.to_string())?;
         }
         match pubsub.get_message() {
             Ok(message) => {
@@ -282,6 +294,7 @@ fn publisher(
     shared: Arc<Shared>,
 ) {
     let mut connection: Option<redis::Connection> = None;
+    let mut generation = shared.generation.load(Ordering::Relaxed);
     let mut backoff = redis_backoff();
     let mut retry_at = Instant::now();
     let connect = |connection: &mut Option<redis::Connection>| -> Result<(), String> {
@@ -311,6 +324,14 @@ fn publisher(
             Err(mpsc::RecvTimeoutError::Timeout) => None,
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         };
+        // The subscriber saw Redis go away: this connection is dead too; replace it before
+        // using it, instead of losing the next publication to discover that.
+        let current = shared.generation.load(Ordering::Relaxed);
+        if current != generation {
+            generation = current;
+            connection = None;
+            retry_at = Instant::now();
+        }
         if connection.is_none() && Instant::now() >= retry_at {
             match connect(&mut connection) {
                 Ok(()) => {

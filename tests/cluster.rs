@@ -1,0 +1,1976 @@
+//! Scale-out and deployment with the real programs: nodes joined through a `redis-server`
+//! started by the test, two processes sharing a port with `--reuse-port`, `nginx` running
+//! deploy/nginx.conf in front of two nodes, and the ExecStart line of deploy/wsloop.service.
+//!
+//! Every test starts its own `redis-server` / `nginx` on free 127.0.0.1 ports, with config,
+//! pid and log files in a temporary directory; every process it starts is ended by a guard,
+//! also when the test panics. Without `redis-server` or `nginx` the tests that need them print
+//! `SKIPPED: ...` (they fail under `WSLOOP_REQUIRE_EXTERNAL=1`, as in .ci/run).
+//!
+//! "Exactly once" is checked by counting: after a round of chats and publications, every node
+//! sends a fence chat; once a client has received every node's fence it has received everything
+//! those nodes published before (Redis delivers one publisher's messages in order, and each node
+//! hands them to its clients in order). Then a quiet period and a ping/pong barrier on every
+//! client, and each client's messages must be exactly the expected multiset: one of each message
+//! meant for it, nothing else.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::raw::{opcode, RawClient, ReadError};
+use serde_json::{json, Value};
+use wsloop::client::{Client, ClientError, ClientOptions, Received};
+
+/// The bound on a wait for something that should happen soon.
+const WAIT: Duration = Duration::from_secs(10);
+/// The bound on a node's return after Redis comes back: its reconnection backoff grows
+/// 100 ms x2 up to 5 s (±20%), so one more attempt of at most 6 s, plus slack.
+const RECONNECT_WAIT: Duration = Duration::from_secs(25);
+/// Listening for duplicates after everything expected has arrived.
+const QUIET: Duration = Duration::from_millis(300);
+/// How long a process may take to start.
+const STARTUP: Duration = Duration::from_secs(20);
+/// How far a server timestamp may be from the test's clock.
+const TS_SLACK_MS: u64 = 10_000;
+/// Redis topic prefix used by the cluster tests (exercises --redis-prefix).
+const PREFIX: &str = "wsloop-test:";
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers
+// ---------------------------------------------------------------------------------------------
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// Asserts that `value` is an object with exactly these keys.
+fn assert_keys(value: &Value, keys: &[&str]) {
+    let object = value
+        .as_object()
+        .unwrap_or_else(|| panic!("not a JSON object: {value}"));
+    let got: BTreeSet<&str> = object.keys().map(String::as_str).collect();
+    let want: BTreeSet<&str> = keys.iter().copied().collect();
+    assert_eq!(got, want, "fields of {value}");
+}
+
+fn assert_recent_ts(value: &Value, what: &Value) {
+    let ts = value
+        .as_u64()
+        .unwrap_or_else(|| panic!("ts {value} is not a non-negative integer in {what}"));
+    let now = now_ms();
+    assert!(
+        ts.abs_diff(now) <= TS_SLACK_MS,
+        "ts {ts} is not within {TS_SLACK_MS} ms of now ({now}) in {what}"
+    );
+}
+
+/// Polls `condition` every 25 ms until it holds; panics with `what` (and the last state it
+/// describes) after `limit`.
+fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + limit;
+    loop {
+        match condition() {
+            Ok(()) => return,
+            Err(state) => assert!(
+                Instant::now() < deadline,
+                "timed out after {limit:?} waiting for {what}; last seen: {state}"
+            ),
+        }
+        thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A port that was free a moment ago (bound on 127.0.0.1:0, then released). Whoever uses it
+/// retries with another one if it was taken in between.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// A temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!(
+            "wsloop-cluster-test-{}-{tag}-{n}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn file(&self, name: &str) -> String {
+        self.0.join(name).to_str().expect("UTF-8 path").to_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Finds an external program on PATH, then in the sbin directories (Debian installs nginx in
+/// /usr/sbin, which is not on an ordinary user's PATH); when it is nowhere, reports the skip
+/// (or the failure under WSLOOP_REQUIRE_EXTERNAL=1) through `common::find_program`.
+fn external(program: &str, why: &str) -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(program))
+            .find(|p| p.is_file())
+    });
+    on_path
+        .or_else(|| {
+            ["/usr/sbin", "/usr/local/sbin", "/sbin"]
+                .iter()
+                .map(|dir| Path::new(dir).join(program))
+                .find(|p| p.is_file())
+        })
+        .or_else(|| common::find_program(program, why))
+}
+
+fn redis_program() -> Option<PathBuf> {
+    external(
+        "redis-server",
+        "the cluster tests join nodes through a real Redis; apt-get install redis-server",
+    )
+}
+
+fn nginx_program() -> Option<PathBuf> {
+    external(
+        "nginx",
+        "the proxy test runs deploy/nginx.conf in a real nginx; apt-get install nginx",
+    )
+}
+
+/// Sends `signal` to process `pid` (one we started) with kill(1).
+fn send_signal(signal: &str, pid: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{signal}"), "--", pid])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Waits up to `limit` for a child to exit.
+fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The output lines of a child process, collected by a thread (and echoed, tagged, to the
+/// test's captured output so that a failure shows them).
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<String>>>);
+
+impl Lines {
+    fn capture(reader: impl Read + Send + 'static, tag: String) -> Lines {
+        let lines = Lines::default();
+        let sink = lines.clone();
+        thread::spawn(move || {
+            for line in BufReader::new(reader).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("[{tag}] {line}");
+                sink.0.lock().expect("lines lock").push(line);
+            }
+        });
+        lines
+    }
+
+    fn snapshot(&self) -> Vec<String> {
+        self.0.lock().expect("lines lock").clone()
+    }
+
+    fn text(&self) -> String {
+        self.snapshot().join("\n")
+    }
+
+    fn any(&self, predicate: impl Fn(&str) -> bool) -> bool {
+        self.snapshot().iter().any(|l| predicate(l))
+    }
+
+    fn wait_for(&self, what: &str, predicate: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(line) = self.snapshot().into_iter().find(|l| predicate(l)) {
+                return line;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line {what} within {WAIT:?}; log:\n{}",
+                self.text()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plain HTTP
+// ---------------------------------------------------------------------------------------------
+
+struct HttpReply {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl HttpReply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head
+            .split("\r\n")
+            .skip(1)
+            .filter_map(|l| l.split_once(':'))
+            .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim())
+    }
+}
+
+/// `GET path` over a fresh connection; reads to the end (`Connection: close`).
+fn try_http_get(addr: SocketAddr, path: &str) -> io::Result<HttpReply> {
+    let mut stream = TcpStream::connect_timeout(&addr, WAIT)?;
+    stream.set_read_timeout(Some(WAIT))?;
+    stream.set_write_timeout(Some(WAIT))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes)?;
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("no HTTP head: {text:?}"),
+        )
+    })?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("status: {head:?}")))?;
+    Ok(HttpReply {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    })
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> HttpReply {
+    try_http_get(addr, path).unwrap_or_else(|e| panic!("GET {path} from {addr}: {e}"))
+}
+
+/// `/healthz` of a node: 200, exactly `status`, `connections`, `uptime_s`.
+fn health(addr: SocketAddr) -> Value {
+    let reply = http_get(addr, "/healthz");
+    assert_eq!(reply.status, 200, "{}\n{}", reply.head, reply.body);
+    let value: Value = serde_json::from_str(&reply.body)
+        .unwrap_or_else(|e| panic!("/healthz is not JSON ({e}): {:?}", reply.body));
+    assert_keys(&value, &["status", "connections", "uptime_s"]);
+    value
+}
+
+/// `/metrics` as `series -> value`.
+fn metrics(addr: SocketAddr) -> BTreeMap<String, u64> {
+    let reply = http_get(addr, "/metrics");
+    assert_eq!(reply.status, 200, "{}", reply.head);
+    reply
+        .body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (series, value) = l
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("bad sample line {l:?}"));
+            let value = value
+                .parse()
+                .unwrap_or_else(|_| panic!("non-integer sample {l:?}"));
+            (series.to_owned(), value)
+        })
+        .collect()
+}
+
+fn sample(metrics: &BTreeMap<String, u64>, series: &str) -> u64 {
+    *metrics
+        .get(series)
+        .unwrap_or_else(|| panic!("no series {series} in {metrics:?}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// wsloop nodes
+// ---------------------------------------------------------------------------------------------
+
+/// A running `wsloop serve`, with its standard error collected; killed when dropped.
+struct Node {
+    child: Child,
+    name: String,
+    addr: SocketAddr,
+    log: Lines,
+}
+
+/// Spawns `program args`, collecting stdout lines into a channel and stderr into [`Lines`].
+fn spawn_collecting(
+    program: &Path,
+    args: &[String],
+    tag: &str,
+) -> (Child, mpsc::Receiver<String>, Lines) {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
+    let log = Lines::capture(child.stderr.take().expect("stderr piped"), tag.to_owned());
+    let stdout = child.stdout.take().expect("stdout piped");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx, log)
+}
+
+impl Node {
+    /// `wsloop serve --listen <listen> <args>`; waits for `wsloop: listening on ws://ADDR/`.
+    fn start(name: &str, listen: &str, args: &[&str]) -> Node {
+        let mut argv = vec!["serve".to_owned(), "--listen".into(), listen.into()];
+        argv.extend(args.iter().map(|a| (*a).to_owned()));
+        Node::start_argv(name, &argv)
+    }
+
+    fn start_argv(name: &str, argv: &[String]) -> Node {
+        let program = Path::new(env!("CARGO_BIN_EXE_wsloop"));
+        let (mut child, stdout, log) = spawn_collecting(program, argv, &format!("node {name}"));
+        let deadline = Instant::now() + STARTUP;
+        let addr = loop {
+            match stdout.recv_timeout(Duration::from_millis(50)) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix("wsloop: listening on ws://") {
+                        break rest
+                            .trim_end_matches('/')
+                            .parse()
+                            .expect("listening address");
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = wait_exit(&mut child, WAIT);
+                    panic!(
+                        "wsloop {argv:?} exited ({status:?}) before listening; stderr:\n{}",
+                        log.text()
+                    );
+                }
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("wsloop {argv:?} did not report its address within {STARTUP:?}");
+            }
+        };
+        Node {
+            child,
+            name: name.to_owned(),
+            addr,
+            log,
+        }
+    }
+
+    /// A clustered node: `--redis <redis> --node-id <name> --redis-prefix PREFIX`.
+    fn clustered(name: &str, redis: &Redis, listen: &str, extra: &[&str]) -> Node {
+        let url = redis.url();
+        let mut args = vec!["--redis", &url, "--node-id", name, "--redis-prefix", PREFIX];
+        args.extend_from_slice(extra);
+        Node::start(name, listen, &args)
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    fn health_status(&self) -> String {
+        health(self.addr)["status"]
+            .as_str()
+            .expect("status is a string")
+            .to_owned()
+    }
+
+    fn wait_health(&self, want: &str, limit: Duration) {
+        wait_until(
+            &format!("node {} /healthz status {want:?}", self.name),
+            limit,
+            || {
+                let status = self.health_status();
+                if status == want {
+                    Ok(())
+                } else {
+                    Err(status)
+                }
+            },
+        );
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the exit code.
+    fn terminate(&mut self, limit: Duration) -> Option<i32> {
+        send_signal("TERM", &self.child.id().to_string());
+        wait_exit(&mut self.child, limit).and_then(|s| s.code())
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// redis-server and a minimal RESP client
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Resp {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<String>),
+    Array(Option<Vec<Resp>>),
+}
+
+fn read_resp(reader: &mut impl BufRead) -> io::Result<Resp> {
+    let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
+    let mut line = String::new();
+    if reader.read_line(&mut line)? == 0 {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    let line = line.trim_end_matches("\r\n");
+    let Some(kind) = line.chars().next() else {
+        return Err(bad("empty RESP line".into()));
+    };
+    let rest = &line[1..];
+    let number = || {
+        rest.parse::<i64>()
+            .map_err(|_| bad(format!("bad RESP number {line:?}")))
+    };
+    Ok(match kind {
+        '+' => Resp::Simple(rest.to_owned()),
+        '-' => Resp::Error(rest.to_owned()),
+        ':' => Resp::Int(number()?),
+        '$' => match usize::try_from(number()?) {
+            Err(_) => Resp::Bulk(None),
+            Ok(n) => {
+                let mut data = vec![0u8; n + 2];
+                reader.read_exact(&mut data)?;
+                data.truncate(n);
+                Resp::Bulk(Some(String::from_utf8_lossy(&data).into_owned()))
+            }
+        },
+        '*' => match usize::try_from(number()?) {
+            Err(_) => Resp::Array(None),
+            Ok(n) => Resp::Array(Some(
+                (0..n)
+                    .map(|_| read_resp(reader))
+                    .collect::<io::Result<_>>()?,
+            )),
+        },
+        _ => return Err(bad(format!("unknown RESP type {line:?}"))),
+    })
+}
+
+/// One command on a fresh connection.
+fn redis_command(port: u16, args: &[&str]) -> io::Result<Resp> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+    stream.set_read_timeout(Some(WAIT))?;
+    stream.set_write_timeout(Some(WAIT))?;
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(request.as_bytes())?;
+    read_resp(&mut BufReader::new(stream))
+}
+
+/// A `redis-server` on a free port, with its config and working directory in a temp dir.
+/// Killed when dropped.
+struct Redis {
+    program: PathBuf,
+    dir: TempDir,
+    port: u16,
+    child: Option<Child>,
+    log: Lines,
+}
+
+impl Redis {
+    fn start(program: PathBuf) -> Redis {
+        let mut redis = Redis {
+            program,
+            dir: TempDir::new("redis"),
+            port: 0,
+            child: None,
+            log: Lines::default(),
+        };
+        let mut failures = Vec::new();
+        for _ in 0..5 {
+            let port = free_port();
+            match redis.spawn_on(port) {
+                Ok(()) => return redis,
+                Err(e) => failures.push(e),
+            }
+        }
+        panic!("redis-server did not start on a free port: {failures:#?}");
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Starts redis-server on `port` and waits until it answers PING; `Err` (with its log)
+    /// if it exits first (e.g. the port was taken).
+    fn spawn_on(&mut self, port: u16) -> Result<(), String> {
+        let conf = self.dir.file("redis.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\nprotected-mode yes\nsave \"\"\nappendonly no\n\
+                 daemonize no\nlogfile \"\"\ndir {}\n",
+                self.dir.path().display()
+            ),
+        )
+        .expect("write redis.conf");
+        let mut child = Command::new(&self.program)
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", self.program.display()));
+        let tag = format!("redis :{port}");
+        let log = Lines::capture(child.stdout.take().expect("stdout"), tag.clone());
+        let _err = Lines::capture(child.stderr.take().expect("stderr"), tag);
+        let deadline = Instant::now() + STARTUP;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "exited with {status} on port {port}:\n{}",
+                    log.text()
+                ));
+            }
+            if redis_command(port, &["PING"]).ok() == Some(Resp::Simple("PONG".into())) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("no PONG on port {port} within {STARTUP:?}"));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        self.port = port;
+        self.child = Some(child);
+        self.log = log;
+        Ok(())
+    }
+
+    /// SIGKILL: connections drop with no goodbye, as in a crash.
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again on the same port (the nodes have it in their URL).
+    fn restart(&mut self) {
+        assert!(self.child.is_none(), "redis-server is still running");
+        let mut failures = Vec::new();
+        for _ in 0..10 {
+            match self.spawn_on(self.port) {
+                Ok(()) => return,
+                Err(e) => failures.push(e),
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+        panic!(
+            "redis-server did not restart on port {}: {failures:#?}",
+            self.port
+        );
+    }
+
+    fn command(&self, args: &[&str]) -> Resp {
+        redis_command(self.port, args).unwrap_or_else(|e| panic!("redis {args:?}: {e}"))
+    }
+
+    /// Subscribers per topic under PREFIX: `PUBSUB CHANNELS`, then `PUBSUB NUMSUB` of each.
+    fn topics(&self) -> BTreeMap<String, i64> {
+        let pattern = format!("{PREFIX}*");
+        let Resp::Array(Some(names)) = self.command(&["PUBSUB", "CHANNELS", &pattern]) else {
+            panic!("PUBSUB CHANNELS: unexpected reply");
+        };
+        let names: Vec<String> = names
+            .into_iter()
+            .map(|n| match n {
+                Resp::Bulk(Some(n)) => n,
+                other => panic!("PUBSUB CHANNELS entry {other:?}"),
+            })
+            .collect();
+        let mut out = BTreeMap::new();
+        for name in names {
+            let reply = self.command(&["PUBSUB", "NUMSUB", &name]);
+            let Resp::Array(Some(pair)) = &reply else {
+                panic!("PUBSUB NUMSUB {name}: {reply:?}");
+            };
+            let Some(Resp::Int(n)) = pair.get(1) else {
+                panic!("PUBSUB NUMSUB {name}: {reply:?}");
+            };
+            if *n > 0 {
+                out.insert(name, *n);
+            }
+        }
+        out
+    }
+
+    /// Waits until the Redis subscriptions under PREFIX are exactly `want`.
+    fn wait_topics(&self, want: &BTreeMap<String, i64>, limit: Duration) {
+        wait_until(&format!("Redis subscriptions {want:?}"), limit, || {
+            let got = self.topics();
+            if &got == want {
+                Ok(())
+            } else {
+                Err(format!("{got:?}"))
+            }
+        });
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `topic -> number of subscribed nodes`.
+fn topics(entries: &[(&str, i64)]) -> BTreeMap<String, i64> {
+    entries
+        .iter()
+        .map(|(t, n)| (format!("{PREFIX}{t}"), *n))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chat clients and expected deliveries
+// ---------------------------------------------------------------------------------------------
+
+/// A chat client: its connection, the node it is on, its channels (the model), and the
+/// messages received and not yet checked.
+struct Peer {
+    client: Client,
+    node: String,
+    id: String,
+    channels: BTreeSet<String>,
+    inbox: Vec<Value>,
+    pings: usize,
+    next_ts: u64,
+}
+
+impl Peer {
+    /// Connects, checks the welcome (exactly `type`, `id`, `name` = `id`, a current `ts`).
+    fn join(url: &str, headers: &[&str]) -> Peer {
+        let options = ClientOptions {
+            headers: headers.iter().map(|h| (*h).to_owned()).collect(),
+            timeout: Some(WAIT),
+            ..ClientOptions::default()
+        };
+        let client =
+            Client::connect_with(url, &options).unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+        let mut peer = Peer {
+            client,
+            node: String::new(),
+            id: String::new(),
+            channels: BTreeSet::new(),
+            inbox: Vec::new(),
+            pings: 0,
+            next_ts: 1_000,
+        };
+        let welcome = peer.recv();
+        assert_keys(&welcome, &["type", "id", "name", "ts"]);
+        assert_eq!(welcome["type"], "welcome", "first message: {welcome}");
+        assert_recent_ts(&welcome["ts"], &welcome);
+        let id = welcome["id"].as_str().expect("welcome.id is a string");
+        assert_eq!(welcome["name"], id, "name without a token is the id");
+        peer.id = id.to_owned();
+        peer.node = id.rsplit_once('-').map_or("", |(n, _)| n).to_owned();
+        peer
+    }
+
+    /// Joins `node` and checks the node-prefixed id: `<node>-<serial>`.
+    fn join_node(node: &Node, serial: u32) -> Peer {
+        let peer = Peer::join(&node.url(), &[]);
+        assert_eq!(peer.id, format!("{}-{serial}", node.name), "welcome id");
+        peer
+    }
+
+    fn send(&mut self, value: &Value) {
+        let text = value.to_string();
+        self.client
+            .send_text(&text)
+            .unwrap_or_else(|e| panic!("{}: send {text}: {e}", self.id));
+    }
+
+    /// The next JSON message before `deadline`, or `None`. Pings (answered by the client)
+    /// are counted; a close or an error fails the test.
+    fn next(&mut self, deadline: Instant) -> Option<Value> {
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            self.client
+                .set_timeout(Some(deadline - now))
+                .expect("set timeout");
+            match self.client.recv() {
+                Ok(Received::Text(text)) => {
+                    return Some(serde_json::from_str(&text).unwrap_or_else(|e| {
+                        panic!("{}: server sent invalid JSON {text:?}: {e}", self.id)
+                    }))
+                }
+                Ok(Received::Ping(_)) => self.pings += 1,
+                Ok(Received::Pong(_)) => {}
+                Ok(other) => panic!("{}: expected a JSON message, got {other:?}", self.id),
+                Err(ClientError::Io(e)) if is_timeout(&e) => return None,
+                Err(e) => panic!("{}: connection failed: {e}", self.id),
+            }
+        }
+    }
+
+    /// The next JSON message, within [`WAIT`].
+    fn recv(&mut self) -> Value {
+        let deadline = Instant::now() + WAIT;
+        self.next(deadline)
+            .unwrap_or_else(|| panic!("{}: no message within {WAIT:?}", self.id))
+    }
+
+    /// A ping/pong round trip. Everything the node sent this client before the pong is kept
+    /// in the inbox.
+    fn barrier(&mut self) {
+        self.next_ts += 1;
+        let ts = self.next_ts;
+        self.send(&json!({"type": "ping", "ts": ts}));
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let message = self
+                .next(deadline)
+                .unwrap_or_else(|| panic!("{}: no pong for ping {ts} within {WAIT:?}", self.id));
+            if message["type"] == "pong" && message["echo"] == ts {
+                assert_keys(&message, &["type", "ts", "echo"]);
+                return;
+            }
+            self.inbox.push(message);
+        }
+    }
+
+    fn subscribe(&mut self, channel: &str) {
+        self.send(&json!({"type": "subscribe", "channel": channel}));
+        let reply = self.recv();
+        assert_eq!(reply, json!({"type": "subscribed", "channel": channel}));
+        self.channels.insert(channel.to_owned());
+    }
+
+    fn unsubscribe(&mut self, channel: &str) {
+        self.send(&json!({"type": "unsubscribe", "channel": channel}));
+        let reply = self.recv();
+        assert_eq!(reply, json!({"type": "unsubscribed", "channel": channel}));
+        self.channels.remove(channel);
+    }
+
+    /// Closes with 1000 and waits for the node's close reply.
+    fn close(mut self) {
+        self.client.close(1000, "bye").expect("send close");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            assert!(Instant::now() < deadline, "{}: no close reply", self.id);
+            match self.client.recv() {
+                Ok(Received::Close(code, _)) => {
+                    assert_eq!(code, Some(1000), "{}: close reply", self.id);
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => panic!("{}: waiting for the close reply: {e}", self.id),
+            }
+        }
+    }
+}
+
+/// What a client does in a round.
+#[derive(Clone, Debug)]
+enum Act {
+    Chat {
+        from: usize,
+        content: String,
+    },
+    Publish {
+        from: usize,
+        channel: String,
+        content: String,
+    },
+}
+
+fn chat(from: usize, content: &str) -> Act {
+    Act::Chat {
+        from,
+        content: content.to_owned(),
+    }
+}
+
+fn publish(from: usize, channel: &str, content: &str) -> Act {
+    Act::Publish {
+        from,
+        channel: channel.to_owned(),
+        content: content.to_owned(),
+    }
+}
+
+/// Whether deliveries cross nodes (Redis up) or stay on the sender's node (Redis down).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reach {
+    Cluster,
+    OwnNode,
+}
+
+/// A received message in comparable form: exact fields checked, `ts` checked and removed.
+fn canonical(message: &Value) -> String {
+    let mut message = message.clone();
+    let keys: &[&str] = match message["type"].as_str() {
+        Some("chat") => &["type", "from", "id", "content", "ts"],
+        Some("message") => &["type", "channel", "from", "id", "content", "ts"],
+        Some("published") => &["type", "channel", "receivers"],
+        _ => return message.to_string(),
+    };
+    assert_keys(&message, keys);
+    if let Some(object) = message.as_object_mut() {
+        if let Some(ts) = object.remove("ts") {
+            assert_recent_ts(&ts, &Value::Object(object.clone()));
+        }
+    }
+    message.to_string()
+}
+
+/// Every client's expected messages (canonical form -> count) for `acts`.
+fn expectations(peers: &[Peer], acts: &[Act], reach: Reach) -> Vec<BTreeMap<String, usize>> {
+    let mut out = vec![BTreeMap::new(); peers.len()];
+    let reaches =
+        |sender: &Peer, receiver: &Peer| reach == Reach::Cluster || receiver.node == sender.node;
+    for act in acts {
+        match act {
+            Act::Chat { from, content } => {
+                let sender = &peers[*from];
+                let event = json!({"type": "chat", "from": sender.id, "id": sender.id,
+                                   "content": content})
+                .to_string();
+                for (i, peer) in peers.iter().enumerate() {
+                    if reaches(sender, peer) {
+                        *out[i].entry(event.clone()).or_default() += 1;
+                    }
+                }
+            }
+            Act::Publish {
+                from,
+                channel,
+                content,
+            } => {
+                let sender = &peers[*from];
+                let event = json!({"type": "message", "channel": channel, "from": sender.id,
+                                   "id": sender.id, "content": content})
+                .to_string();
+                let mut local = 0;
+                for (i, peer) in peers.iter().enumerate() {
+                    if !peer.channels.contains(channel) {
+                        continue;
+                    }
+                    if peer.node == sender.node {
+                        local += 1;
+                    }
+                    if reaches(sender, peer) {
+                        *out[i].entry(event.clone()).or_default() += 1;
+                    }
+                }
+                let published =
+                    json!({"type": "published", "channel": channel, "receivers": local});
+                *out[*from].entry(published.to_string()).or_default() += 1;
+            }
+        }
+    }
+    out
+}
+
+fn request(act: &Act) -> (usize, Value) {
+    match act {
+        Act::Chat { from, content } => (*from, json!({"type": "chat", "content": content})),
+        Act::Publish {
+            from,
+            channel,
+            content,
+        } => (
+            *from,
+            json!({"type": "publish", "channel": channel, "content": content}),
+        ),
+    }
+}
+
+/// Runs `acts` and checks that every client received exactly its expected messages: each
+/// message meant for it once, nothing else. With `Reach::Cluster` every node then sends a fence
+/// chat and every client waits for all fences (so everything published before has arrived);
+/// then a quiet period and a barrier on every client.
+fn round(label: &str, peers: &mut [Peer], acts: &[Act], reach: Reach) {
+    let mut acts = acts.to_vec();
+    let mut senders = BTreeSet::new();
+    for act in &acts {
+        let (from, message) = request(act);
+        peers[from].send(&message);
+        senders.insert(from);
+    }
+    // Each sender's requests have been handled (and handed to the bridge) before its pong.
+    for &from in &senders {
+        peers[from].barrier();
+    }
+    let mut fences = BTreeSet::new();
+    if reach == Reach::Cluster {
+        // The first client of each node sends its node's fence.
+        let mut nodes = BTreeSet::new();
+        let firsts: Vec<usize> = (0..peers.len())
+            .filter(|&i| nodes.insert(peers[i].node.clone()))
+            .collect();
+        for i in firsts {
+            let content = format!("fence {label} {}", peers[i].node);
+            peers[i].send(&json!({"type": "chat", "content": content}));
+            acts.push(chat(i, &content));
+            fences.insert(content);
+        }
+        for peer in peers.iter_mut() {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let seen: BTreeSet<String> = peer
+                    .inbox
+                    .iter()
+                    .filter(|m| m["type"] == "chat")
+                    .filter_map(|m| m["content"].as_str())
+                    .filter(|c| fences.contains(*c))
+                    .map(str::to_owned)
+                    .collect();
+                if seen.len() == fences.len() {
+                    break;
+                }
+                let message = peer.next(deadline).unwrap_or_else(|| {
+                    panic!(
+                        "{label}: {} got fences {seen:?} of {fences:?} within {WAIT:?}; \
+                         inbox: {:?}",
+                        peer.id, peer.inbox
+                    )
+                });
+                peer.inbox.push(message);
+            }
+        }
+    }
+    thread::sleep(QUIET);
+    for peer in peers.iter_mut() {
+        peer.barrier();
+    }
+    let expected = expectations(peers, &acts, reach);
+    let mut problems = Vec::new();
+    for (peer, want) in peers.iter_mut().zip(&expected) {
+        let mut got: BTreeMap<String, usize> = BTreeMap::new();
+        for message in peer.inbox.drain(..) {
+            *got.entry(canonical(&message)).or_default() += 1;
+        }
+        // Contents are unique per round, so every chat and message is expected once; only
+        // `published` replies (same channel, same receivers) may repeat.
+        assert!(
+            want.iter()
+                .all(|(k, &n)| n == 1 || k.contains(r#""type":"published""#)),
+            "{label}: the round repeats a message content: {want:?}"
+        );
+        if &got != want {
+            let keys: BTreeSet<&String> = got.keys().chain(want.keys()).collect();
+            for key in keys {
+                let (g, w) = (
+                    got.get(key).copied().unwrap_or(0),
+                    want.get(key).copied().unwrap_or(0),
+                );
+                if g != w {
+                    problems.push(format!("{} received {g}x (expected {w}x) {key}", peer.id));
+                }
+            }
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{label}: deliveries are not exactly once to the intended clients:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+/// Subscribers per Redis topic that the nodes should have: the chat topic on every node, a
+/// channel's topic on every node with a local subscriber.
+fn wanted_topics(node_count: i64, peers: &[Peer]) -> BTreeMap<String, i64> {
+    let mut nodes_per_channel: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for peer in peers {
+        for channel in &peer.channels {
+            nodes_per_channel
+                .entry(channel)
+                .or_default()
+                .insert(&peer.node);
+        }
+    }
+    let mut want = topics(&[("chat", node_count)]);
+    for (channel, nodes) in nodes_per_channel {
+        want.insert(format!("{PREFIX}channel:{channel}"), nodes.len() as i64);
+    }
+    want
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis: three nodes
+// ---------------------------------------------------------------------------------------------
+
+/// Starts Redis and nodes `names`, each with `per_node` clients (ids `<node>-1`, ...), and
+/// waits until every node has subscribed the chat topic.
+fn cluster(names: &[&str], per_node: u32) -> Option<(Redis, Vec<Node>, Vec<Peer>)> {
+    let redis = Redis::start(redis_program()?);
+    let nodes: Vec<Node> = names
+        .iter()
+        .map(|n| Node::clustered(n, &redis, "127.0.0.1:0", &[]))
+        .collect();
+    redis.wait_topics(&topics(&[("chat", names.len() as i64)]), WAIT);
+    let mut peers = Vec::new();
+    for node in &nodes {
+        for serial in 1..=per_node {
+            peers.push(Peer::join_node(node, serial));
+        }
+    }
+    Some((redis, nodes, peers))
+}
+
+/// The peers of the three-node tests: a-1 a-2 b-1 b-2 c-1 c-2.
+const A1: usize = 0;
+const A2: usize = 1;
+const B1: usize = 2;
+const B2: usize = 3;
+const C1: usize = 4;
+const C2: usize = 5;
+
+/// news: a-1, b-1, c-2; sport: b-1, c-1; a-2 and b-2 in no channel.
+fn subscribe_three_nodes(redis: &Redis, peers: &mut [Peer]) {
+    peers[A1].subscribe("news");
+    peers[B1].subscribe("news");
+    peers[B1].subscribe("sport");
+    peers[C1].subscribe("sport");
+    peers[C2].subscribe("news");
+    redis.wait_topics(
+        &topics(&[("chat", 3), ("channel:news", 3), ("channel:sport", 2)]),
+        WAIT,
+    );
+}
+
+/// A chat and a publication from every client, on both channels, from subscribers and
+/// non-subscribers.
+fn busy_round(tag: &str) -> Vec<Act> {
+    vec![
+        chat(A1, &format!("{tag}: chat from a-1")),
+        chat(B2, &format!("{tag}: chat from b-2")),
+        chat(C1, &format!("{tag}: chat from c-1")),
+        publish(A1, "news", &format!("{tag}: news from a-1 (subscribed)")),
+        publish(
+            A2,
+            "news",
+            &format!("{tag}: news from a-2 (not subscribed)"),
+        ),
+        publish(B1, "sport", &format!("{tag}: sport from b-1")),
+        publish(B2, "news", &format!("{tag}: news from b-2")),
+        publish(C1, "news", &format!("{tag}: news from c-1 (not in news)")),
+        publish(
+            C2,
+            "sport",
+            &format!("{tag}: sport from c-2 (not in sport)"),
+        ),
+        chat(A2, &format!("{tag}: chat from a-2")),
+        chat(B1, &format!("{tag}: chat from b-1")),
+        chat(C2, &format!("{tag}: chat from c-2")),
+        publish(A2, "empty", &format!("{tag}: to a channel nobody is in")),
+    ]
+}
+
+#[test]
+fn redis_three_nodes_deliver_each_message_exactly_once() {
+    let Some((redis, _nodes, mut peers)) = cluster(&["a", "b", "c"], 2) else {
+        return;
+    };
+    subscribe_three_nodes(&redis, &mut peers);
+    round("first", &mut peers, &busy_round("first"), Reach::Cluster);
+    round("second", &mut peers, &busy_round("second"), Reach::Cluster);
+    // One message in each direction, alone, so that a loss cannot hide among many.
+    for (i, from) in [A1, B1, C1].into_iter().enumerate() {
+        let acts = [chat(from, &format!("solo {i}"))];
+        round(&format!("solo {i}"), &mut peers, &acts, Reach::Cluster);
+    }
+}
+
+#[test]
+fn redis_subscriptions_follow_local_interest() {
+    let Some((redis, _nodes, mut peers)) = cluster(&["a", "b"], 2) else {
+        return;
+    };
+    let (a1, a2, b1) = (0, 1, 2);
+    assert_eq!(redis.topics(), topics(&[("chat", 2)]));
+    // The first local subscriber subscribes the node.
+    peers[a1].subscribe("news");
+    redis.wait_topics(&topics(&[("chat", 2), ("channel:news", 1)]), WAIT);
+    peers[a2].subscribe("news");
+    peers[b1].subscribe("news");
+    redis.wait_topics(&topics(&[("chat", 2), ("channel:news", 2)]), WAIT);
+    // a-1 leaves but a-2 is still in news: node a stays subscribed. Changes reach Redis in
+    // order, so once the later "marker" subscription is there, an unsubscribe would be too.
+    peers[a1].unsubscribe("news");
+    peers[a1].subscribe("marker");
+    redis.wait_topics(
+        &topics(&[("chat", 2), ("channel:news", 2), ("channel:marker", 1)]),
+        WAIT,
+    );
+    round(
+        "a-2 still gets news",
+        &mut peers,
+        &[publish(b1, "news", "after a-1 left")],
+        Reach::Cluster,
+    );
+    // The last local subscriber goes away by disconnecting: node a unsubscribes news.
+    let a2_peer = peers.remove(a2);
+    a2_peer.close();
+    redis.wait_topics(
+        &topics(&[("chat", 2), ("channel:news", 1), ("channel:marker", 1)]),
+        WAIT,
+    );
+    // b-1 (now index 1) leaves news: nobody needs it.
+    peers[1].unsubscribe("news");
+    peers[0].unsubscribe("marker");
+    redis.wait_topics(&topics(&[("chat", 2)]), WAIT);
+    round(
+        "nobody in news",
+        &mut peers,
+        &[publish(0, "news", "to nobody"), chat(1, "still chatting")],
+        Reach::Cluster,
+    );
+}
+
+#[test]
+fn redis_outage_keeps_local_delivery_and_resumes_without_duplicates() {
+    let Some((mut redis, nodes, mut peers)) = cluster(&["a", "b", "c"], 2) else {
+        return;
+    };
+    subscribe_three_nodes(&redis, &mut peers);
+    round("before", &mut peers, &busy_round("before"), Reach::Cluster);
+    for node in &nodes {
+        node.wait_health("ok", WAIT);
+        let m = metrics(node.addr);
+        assert_eq!(sample(&m, "wsloop_redis_up"), 1, "node {}", node.name);
+        assert_eq!(
+            sample(&m, "wsloop_redis_publish_failures_total"),
+            0,
+            "node {}",
+            node.name
+        );
+    }
+    let published_before: Vec<u64> = nodes
+        .iter()
+        .map(|n| sample(&metrics(n.addr), "wsloop_redis_published_total"))
+        .collect();
+
+    redis.kill();
+    for node in &nodes {
+        node.wait_health("degraded", WAIT);
+        assert_eq!(sample(&metrics(node.addr), "wsloop_redis_up"), 0);
+    }
+    // Interest changes while Redis is down: a-2 joins a channel new to node a, c-1 was node
+    // c's only sport subscriber. Replies are local and immediate.
+    peers[A2].subscribe("late");
+    peers[C1].unsubscribe("sport");
+    // Local delivery goes on; nothing crosses nodes.
+    let outage = busy_round("outage");
+    round("outage", &mut peers, &outage, Reach::OwnNode);
+    // Every chat and publication made during the outage is counted as not sent to Redis.
+    for (n, node) in nodes.iter().enumerate() {
+        let made = outage
+            .iter()
+            .filter(|act| {
+                let (from, _) = request(act);
+                peers[from].node == node.name
+            })
+            .count() as u64;
+        wait_until(
+            &format!("node {} to count {made} publications not sent", node.name),
+            WAIT,
+            || {
+                let m = metrics(node.addr);
+                let failures = sample(&m, "wsloop_redis_publish_failures_total");
+                let published = sample(&m, "wsloop_redis_published_total");
+                if failures == made && published == published_before[n] {
+                    Ok(())
+                } else {
+                    Err(format!("failures {failures}, published {published}"))
+                }
+            },
+        );
+        assert_eq!(node.health_status(), "degraded");
+    }
+
+    redis.restart();
+    for node in &nodes {
+        node.wait_health("ok", RECONNECT_WAIT);
+        assert_eq!(sample(&metrics(node.addr), "wsloop_redis_up"), 1);
+    }
+    // Every node re-subscribed what it needs now: news (a, b, c), sport (b only), late (a).
+    redis.wait_topics(&wanted_topics(3, &peers), WAIT);
+    assert_eq!(
+        redis.topics(),
+        topics(&[
+            ("chat", 3),
+            ("channel:news", 3),
+            ("channel:sport", 1),
+            ("channel:late", 1)
+        ])
+    );
+    // Cross-node delivery is back, exactly once, and nothing from the outage shows up.
+    let mut after = busy_round("after");
+    after.push(publish(B2, "late", "after: late from b-2"));
+    after.push(publish(C1, "sport", "after: sport from c-1 (left sport)"));
+    round("after", &mut peers, &after, Reach::Cluster);
+    round(
+        "after again",
+        &mut peers,
+        &busy_round("again"),
+        Reach::Cluster,
+    );
+}
+
+#[test]
+fn redis_restart_with_nothing_published_meanwhile_loses_nothing_after() {
+    // Redis goes away and comes back while nobody chats. Once the nodes report "ok" again,
+    // a chat must cross nodes: the publishing connection that died with Redis must not eat
+    // the first publication after the restart.
+    let Some((mut redis, nodes, mut peers)) = cluster(&["a", "b"], 1) else {
+        return;
+    };
+    round(
+        "before",
+        &mut peers,
+        &[chat(0, "before from a-1"), chat(1, "before from b-1")],
+        Reach::Cluster,
+    );
+    redis.kill();
+    for node in &nodes {
+        node.wait_health("degraded", WAIT);
+    }
+    redis.restart();
+    for node in &nodes {
+        node.wait_health("ok", RECONNECT_WAIT);
+    }
+    redis.wait_topics(&topics(&[("chat", 2)]), WAIT);
+    // One chat from a-1; b-1 must get it.
+    let first = json!({"type": "chat", "from": "a-1", "id": "a-1",
+                       "content": "first after the restart"})
+    .to_string();
+    peers[0].send(&json!({"type": "chat", "content": "first after the restart"}));
+    assert_eq!(canonical(&peers[0].recv()), first);
+    let deadline = Instant::now() + WAIT;
+    match peers[1].next(deadline) {
+        Some(message) => assert_eq!(canonical(&message), first),
+        None => {
+            let m = metrics(nodes[0].addr);
+            panic!(
+                "b-1 never received a-1's first chat after Redis came back, although node a's \
+                 /healthz said \"{}\"; node a's /metrics: wsloop_redis_up {}, \
+                 wsloop_redis_published_total {}, wsloop_redis_publish_failures_total {}",
+                nodes[0].health_status(),
+                sample(&m, "wsloop_redis_up"),
+                sample(&m, "wsloop_redis_published_total"),
+                sample(&m, "wsloop_redis_publish_failures_total"),
+            );
+        }
+    }
+    round(
+        "after",
+        &mut peers,
+        &[chat(0, "after from a-1"), chat(1, "after from b-1")],
+        Reach::Cluster,
+    );
+    for node in &nodes {
+        let m = metrics(node.addr);
+        assert_eq!(
+            sample(&m, "wsloop_redis_publish_failures_total"),
+            0,
+            "node {}: nothing was published while Redis was down",
+            node.name
+        );
+    }
+}
+
+#[test]
+fn redis_publication_after_subscribed_reaches_a_subscriber_on_another_node() {
+    // `subscribed` tells the client it is in the channel. A publication made on another node
+    // after that reply must reach it (the reply must not run ahead of the node's Redis
+    // subscription).
+    let Some((_redis, _nodes, mut peers)) = cluster(&["a", "b"], 1) else {
+        return;
+    };
+    let (a1, b1) = (0, 1);
+    let mut lost = Vec::new();
+    for i in 0..5 {
+        let channel = format!("fresh-{i}");
+        peers[b1].subscribe(&channel);
+        let content = format!("right after subscribed {i}");
+        let expected = json!({"type": "message", "channel": channel, "from": "a-1",
+                              "id": "a-1", "content": content})
+        .to_string();
+        peers[a1].send(&json!({"type": "publish", "channel": channel, "content": content}));
+        let reply = peers[a1].recv();
+        assert_eq!(
+            reply,
+            json!({"type": "published", "channel": channel, "receivers": 0})
+        );
+        // A fence chat from a-1 arrives after the publication, if that arrives at all.
+        peers[a1].send(&json!({"type": "chat", "content": format!("fence {i}")}));
+        let fence = peers[a1].recv();
+        assert_eq!(fence["content"], format!("fence {i}"), "{fence}");
+        let mut got_message = 0;
+        loop {
+            let message = peers[b1].recv();
+            if message["type"] == "chat" && message["content"] == format!("fence {i}") {
+                break;
+            }
+            assert_eq!(canonical(&message), expected);
+            got_message += 1;
+        }
+        assert!(got_message <= 1, "duplicate delivery of {content:?}");
+        if got_message == 0 {
+            lost.push(content);
+        }
+    }
+    assert!(
+        lost.is_empty(),
+        "b-1 received `subscribed` before a-1 published, yet {} of 5 publications never \
+         reached it: {lost:?}",
+        lost.len()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// --reuse-port
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn reuse_port_two_processes_share_a_port_and_chat_through_redis() {
+    let Some(program) = redis_program() else {
+        return;
+    };
+    let redis = Redis::start(program);
+    let a = Node::clustered("a", &redis, "127.0.0.1:0", &["--reuse-port"]);
+    let shared = a.addr.to_string();
+    let b = Node::clustered("b", &redis, &shared, &["--reuse-port"]);
+    assert_eq!(b.addr, a.addr, "both listen on one address");
+    // Without the flag, the port is taken.
+    let wsloop = Path::new(env!("CARGO_BIN_EXE_wsloop"));
+    let argv: Vec<String> = ["serve", "--listen", &shared]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    let (mut child, _stdout, log) = spawn_collecting(wsloop, &argv, "no reuse-port");
+    let status = wait_exit(&mut child, WAIT);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        matches!(status, Some(s) if !s.success()),
+        "a third process without --reuse-port should fail to listen on {shared}: {status:?}"
+    );
+    log.wait_for("cannot listen", |l| l.contains("cannot listen"));
+    redis.wait_topics(&topics(&[("chat", 2)]), WAIT);
+
+    // The kernel spreads connections over the two processes; connect until both have some.
+    let mut peers: Vec<Peer> = Vec::new();
+    let mut serials: BTreeMap<String, u32> = BTreeMap::new();
+    while peers.len() < 4 || serials.len() < 2 {
+        assert!(
+            peers.len() < 40,
+            "40 connections to {shared} all went to {serials:?}"
+        );
+        let peer = Peer::join(&format!("ws://{shared}/ws"), &[]);
+        let serial = serials.entry(peer.node.clone()).or_default();
+        *serial += 1;
+        assert_eq!(
+            peer.id,
+            format!("{}-{serial}", peer.node),
+            "ids are node-prefixed and consecutive per process"
+        );
+        assert!(peer.node == "a" || peer.node == "b", "id {}", peer.id);
+        peers.push(peer);
+    }
+    let first = |node: &str| {
+        peers
+            .iter()
+            .position(|p| p.node == node)
+            .expect("a peer on the node")
+    };
+    let (on_a, on_b) = (first("a"), first("b"));
+    peers[on_a].subscribe("room");
+    peers[on_b].subscribe("room");
+    redis.wait_topics(&topics(&[("chat", 2), ("channel:room", 2)]), WAIT);
+    let acts = [
+        chat(on_a, "hello from a process"),
+        chat(on_b, "hello from b process"),
+        publish(on_a, "room", "room from a"),
+        publish(on_b, "room", "room from b"),
+    ];
+    round("reuse-port", &mut peers, &acts, Reach::Cluster);
+}
+
+// ---------------------------------------------------------------------------------------------
+// nginx with deploy/nginx.conf
+// ---------------------------------------------------------------------------------------------
+
+fn repo_file(path: &str) -> String {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+}
+
+/// deploy/nginx.conf with its placeholders filled in: replaces `from` by `to` on the one
+/// non-comment line that holds it.
+fn fill_placeholder(text: &str, from: &str, to: &str) -> String {
+    let mut hits = 0;
+    let lines: Vec<String> = text
+        .lines()
+        .map(|line| {
+            if !line.trim_start().starts_with('#') && line.contains(from) {
+                hits += 1;
+                line.replace(from, to)
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect();
+    assert_eq!(
+        hits, 1,
+        "deploy/nginx.conf should have {from:?} on exactly one line"
+    );
+    lines.join("\n") + "\n"
+}
+
+/// An nginx master (and its worker) in its own process group, with everything in a temp dir;
+/// stopped when dropped.
+struct Nginx {
+    child: Child,
+    addr: SocketAddr,
+    log: Lines,
+    _dir: TempDir,
+}
+
+impl Nginx {
+    /// Runs deploy/nginx.conf (included in a minimal main config that keeps pid, logs and
+    /// temp files in a temp dir) in front of `upstreams`.
+    fn start(program: &Path, upstreams: [SocketAddr; 2]) -> Nginx {
+        let mut failures = Vec::new();
+        for _ in 0..5 {
+            match Nginx::try_start(program, upstreams, free_port()) {
+                Ok(nginx) => return nginx,
+                Err(e) => failures.push(e),
+            }
+        }
+        panic!("nginx did not start: {failures:#?}");
+    }
+
+    fn try_start(program: &Path, upstreams: [SocketAddr; 2], port: u16) -> Result<Nginx, String> {
+        let dir = TempDir::new("nginx");
+        let site = repo_file("deploy/nginx.conf");
+        let site = fill_placeholder(&site, "listen 80;", &format!("listen 127.0.0.1:{port};"));
+        let site = fill_placeholder(
+            &site,
+            "server 127.0.0.1:8081",
+            &format!("server {}", upstreams[0]),
+        );
+        let site = fill_placeholder(
+            &site,
+            "server 127.0.0.1:8082",
+            &format!("server {}", upstreams[1]),
+        );
+        std::fs::write(dir.file("wsloop.conf"), site).expect("write wsloop.conf");
+        let main = format!(
+            "daemon off;\nmaster_process on;\nworker_processes 1;\npid {pid};\n\
+             error_log stderr notice;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{\n\
+             \x20   log_format upstream '$remote_addr \"$request\" $status upstream=$upstream_addr';\n\
+             \x20   access_log {access} upstream;\n\
+             \x20   client_body_temp_path {dir}/client_body;\n\
+             \x20   proxy_temp_path {dir}/proxy;\n\
+             \x20   fastcgi_temp_path {dir}/fastcgi;\n\
+             \x20   uwsgi_temp_path {dir}/uwsgi;\n\
+             \x20   scgi_temp_path {dir}/scgi;\n\
+             \x20   include {site};\n\
+             }}\n",
+            pid = dir.file("nginx.pid"),
+            access = dir.file("access.log"),
+            dir = dir.path().display(),
+            site = dir.file("wsloop.conf"),
+        );
+        let conf = dir.file("nginx.conf");
+        std::fs::write(&conf, main).expect("write nginx.conf");
+        let mut child = Command::new(program)
+            .args(["-p", &format!("{}/", dir.path().display())])
+            .args(["-c", &conf, "-e", "stderr"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            // Its own process group, so that the worker can be ended with the master.
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
+        let log = Lines::capture(
+            child.stderr.take().expect("stderr"),
+            format!("nginx :{port}"),
+        );
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut nginx = Nginx {
+            child,
+            addr,
+            log,
+            _dir: dir,
+        };
+        // Ready when a request through it reaches a node.
+        let deadline = Instant::now() + STARTUP;
+        loop {
+            if let Ok(Some(status)) = nginx.child.try_wait() {
+                return Err(format!("exited with {status}:\n{}", nginx.log.text()));
+            }
+            if let Ok(reply) = try_http_get(addr, "/healthz") {
+                let via_nginx = reply
+                    .header("Server")
+                    .is_some_and(|s| s.starts_with("nginx"));
+                if via_nginx && reply.status == 200 && reply.body.contains("\"status\"") {
+                    return Ok(nginx);
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "no /healthz through port {port} within {STARTUP:?}:\n{}",
+                    nginx.log.text()
+                ));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM to the group: the master stops its worker and exits; then make sure.
+        let group = format!("-{}", self.child.id());
+        send_signal("TERM", &group);
+        if wait_exit(&mut self.child, Duration::from_secs(5)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        send_signal("KILL", &group);
+    }
+}
+
+/// The line a node logs at debug level when a client connects: `<serial> joined from <addr>`.
+fn joined(line: &str, serial: &str, addr: &str) -> bool {
+    line.contains(" DEBUG ") && line.ends_with(&format!(" {serial} joined from {addr}"))
+}
+
+#[test]
+fn nginx_proxies_websocket_heartbeat_close_and_real_ip() {
+    let Some(program) = nginx_program() else {
+        return;
+    };
+    let args = [
+        "--trust-proxy",
+        "--log-level",
+        "debug",
+        "--ping-interval",
+        "200ms",
+        "--ping-timeout",
+        "2s",
+        "--drain-timeout",
+        "2s",
+    ];
+    let mut nodes = [
+        Node::start("a", "127.0.0.1:0", &args),
+        Node::start("b", "127.0.0.1:0", &args),
+    ];
+    let nginx = Nginx::start(&program, [nodes[0].addr, nodes[1].addr]);
+    let url = format!("ws://{}/ws", nginx.addr);
+
+    // Plain HTTP passes too (the health page of whichever node); metrics are not published.
+    let reply = http_get(nginx.addr, "/healthz");
+    assert_eq!(reply.status, 200, "{}", reply.head);
+    let reply = http_get(nginx.addr, "/metrics");
+    assert_eq!(reply.status, 403, "/metrics through nginx: {}", reply.head);
+
+    // A client that forges both headers: nginx replaces X-Real-IP with the address it saw and
+    // appends that address to X-Forwarded-For, so the node (which trusts the proxy) logs
+    // 127.0.0.1, not 203.0.113.9 (forged X-Real-IP) nor 198.51.100.7 (forged first XFF).
+    let mut p1 = Peer::join(
+        &url,
+        &["X-Real-IP: 203.0.113.9", "X-Forwarded-For: 198.51.100.7"],
+    );
+    let serving = serving_node(&nodes, &p1.id, "127.0.0.1");
+    let other = 1 - serving;
+    for node in &nodes {
+        assert!(
+            !node
+                .log
+                .any(|l| l.contains("joined from 203.0.113.9")
+                    || l.contains("joined from 198.51.100.7")),
+            "node {} believed a forged header:\n{}",
+            node.name,
+            node.log.text()
+        );
+    }
+    // ip_hash: the same client address goes to the same node.
+    let mut p2 = Peer::join(&url, &[]);
+    assert_eq!(serving_node(&nodes, &p2.id, "127.0.0.1"), serving);
+
+    // WebSocket traffic both ways, a message larger than nginx's proxy buffers included.
+    p1.subscribe("news");
+    let big = "x".repeat(16 * 1024);
+    for (from, content) in [(0, "hello through nginx"), (1, big.as_str())] {
+        let sender_id = [&p1, &p2][from].id.clone();
+        [&mut p1, &mut p2][from].send(&json!({"type": "chat", "content": content}));
+        for peer in [&mut p1, &mut p2] {
+            let mut message = peer.recv();
+            assert_recent_ts(&message["ts"], &message);
+            message.as_object_mut().expect("object").remove("ts");
+            assert_eq!(
+                message,
+                json!({"type": "chat", "from": sender_id, "id": sender_id, "content": content})
+            );
+        }
+    }
+    p2.send(&json!({"type": "publish", "channel": "news", "content": "n1"}));
+    let mut message = p1.recv();
+    message.as_object_mut().expect("object").remove("ts");
+    assert_eq!(
+        message,
+        json!({"type": "message", "channel": "news", "from": p2.id, "id": p2.id, "content": "n1"})
+    );
+    assert_eq!(
+        p2.recv(),
+        json!({"type": "published", "channel": "news", "receivers": 1})
+    );
+    // Protocol-level ping from the client, pong from the server.
+    p1.client.ping(b"through nginx").expect("ping");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < deadline, "no pong through nginx");
+        p1.client
+            .set_timeout(Some(deadline - Instant::now()))
+            .unwrap();
+        match p1.client.recv() {
+            Ok(Received::Pong(payload)) => {
+                assert_eq!(payload, b"through nginx");
+                break;
+            }
+            Ok(Received::Ping(_)) => {}
+            other => panic!("waiting for the pong: {other:?}"),
+        }
+    }
+
+    // Heartbeat: the node pings every 200 ms and closes what does not answer within 2 s.
+    // Both clients answer (through nginx) for 3 s, longer than interval + timeout, and stay
+    // connected: the pongs got through.
+    let (pings_before, start) = (p1.pings, Instant::now());
+    let mut raw = RawClient::connect_tcp(nginx.addr);
+    raw.handshake("/ws");
+    while start.elapsed() < Duration::from_millis(3_000) {
+        for peer in [&mut p1, &mut p2] {
+            if let Some(m) = peer.next(Instant::now() + Duration::from_millis(50)) {
+                panic!("{}: unexpected {m}", peer.id);
+            }
+        }
+    }
+    assert!(
+        p1.pings - pings_before >= 3,
+        "only {} heartbeat pings through nginx in 3 s at 200 ms",
+        p1.pings - pings_before
+    );
+    p1.barrier();
+    p2.barrier();
+    // The raw client never answered: the node dropped it, and nginx closed its side.
+    raw.set_timeout(WAIT);
+    let mut raw_pings = 0;
+    loop {
+        match raw.try_read_frame() {
+            Ok(frame) if frame.opcode == opcode::PING => raw_pings += 1,
+            Ok(frame) if frame.opcode == opcode::TEXT => {}
+            Ok(frame) => panic!("raw client: unexpected frame {frame:?}"),
+            Err(ReadError::Timeout { .. }) => panic!(
+                "the client that does not answer pings is still connected through nginx \
+                 {:?} after it joined",
+                start.elapsed()
+            ),
+            Err(_) => break,
+        }
+    }
+    assert!(raw_pings >= 1, "the silent client saw no heartbeat ping");
+    let m = metrics(nodes[serving].addr);
+    assert_eq!(sample(&m, "wsloop_heartbeat_timeouts_total"), 1, "{m:?}");
+    assert_eq!(sample(&m, "wsloop_connections"), 2, "{m:?}");
+
+    // Close from the client: 1000 goes through and comes back.
+    p2.close();
+    wait_until("the node to count the 1000 close", WAIT, || {
+        let m = metrics(nodes[serving].addr);
+        match m.get("wsloop_closes_total{code=\"1000\"}") {
+            Some(1) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+
+    // Close from the server: SIGTERM drains with 1001, which reaches the client through nginx.
+    send_signal("TERM", &nodes[serving].child.id().to_string());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < deadline, "no 1001 close through nginx");
+        p1.client
+            .set_timeout(Some(deadline - Instant::now()))
+            .unwrap();
+        match p1.client.recv() {
+            Ok(Received::Close(code, _)) => {
+                assert_eq!(code, Some(1001), "close code on shutdown");
+                break;
+            }
+            Ok(Received::Ping(_) | Received::Pong(_)) => {}
+            other => panic!("waiting for the shutdown close: {other:?}"),
+        }
+    }
+    let code = wait_exit(&mut nodes[serving].child, WAIT).and_then(|s| s.code());
+    assert_eq!(code, Some(0), "node exit after the drain");
+
+    // The same client address now reaches the other node: nginx tries the next upstream.
+    let mut p3 = Peer::join(&url, &[]);
+    nodes[other]
+        .log
+        .wait_for("p3 joined on the other node", |l| {
+            joined(l, &p3.id, "127.0.0.1")
+        });
+    p3.send(&json!({"type": "chat", "content": "on the other node"}));
+    let mut message = p3.recv();
+    message.as_object_mut().expect("object").remove("ts");
+    assert_eq!(
+        message,
+        json!({"type": "chat", "from": p3.id, "id": p3.id, "content": "on the other node"})
+    );
+    p3.close();
+
+    // The node does take the address from X-Real-IP under --trust-proxy (here straight from
+    // the test, since nginx and the test share 127.0.0.1).
+    let direct = Peer::join(&nodes[other].url(), &["X-Real-IP: 203.0.113.9"]);
+    nodes[other].log.wait_for("joined from 203.0.113.9", |l| {
+        joined(l, &direct.id, "203.0.113.9")
+    });
+    direct.close();
+    drop(nginx);
+}
+
+/// Which node logged `<id> joined from <addr>` (exactly one must, within [`WAIT`]).
+fn serving_node(nodes: &[Node; 2], id: &str, addr: &str) -> usize {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let hits: Vec<usize> = (0..2)
+            .filter(|&i| nodes[i].log.any(|l| joined(l, id, addr)))
+            .collect();
+        match hits.as_slice() {
+            [one] => return *one,
+            [] if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+            _ => panic!(
+                "expected exactly one node to log \"{id} joined from {addr}\", found {hits:?}; \
+                 logs:\n{}\n---\n{}",
+                nodes[0].log.text(),
+                nodes[1].log.text()
+            ),
+        }
+    }
+}
+
+/// Settings of deploy/nginx.conf that a live test cannot wait for: the read timeout must
+/// outlast wsloop's default heartbeat (a ping every 30 s, 10 s for the pong).
+#[test]
+fn nginx_conf_outlasts_the_heartbeat() {
+    let conf = repo_file("deploy/nginx.conf");
+    let directives: Vec<&str> = conf
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .collect();
+    let has = |d: &str| {
+        directives
+            .iter()
+            .any(|l| l.split_whitespace().eq(d.split_whitespace()))
+    };
+    for d in [
+        "map $http_upgrade $connection_upgrade {",
+        "ip_hash;",
+        "proxy_http_version 1.1;",
+        "proxy_set_header Upgrade $http_upgrade;",
+        "proxy_set_header Connection $connection_upgrade;",
+        "proxy_set_header X-Real-IP $remote_addr;",
+        "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+    ] {
+        assert!(has(d), "deploy/nginx.conf lacks `{d}`");
+    }
+    let servers = directives
+        .iter()
+        .filter(|l| l.starts_with("server 127.0.0.1:"))
+        .count();
+    assert_eq!(servers, 2, "two upstream nodes");
+    let seconds = |name: &str| -> u64 {
+        let line = directives
+            .iter()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("deploy/nginx.conf lacks {name}"));
+        let value = line[name.len()..].trim().trim_end_matches(';');
+        value
+            .strip_suffix('s')
+            .unwrap_or(value)
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}: {value:?} is not in seconds"))
+    };
+    let heartbeat = 30 + 10;
+    assert!(seconds("proxy_read_timeout") > heartbeat);
+    assert!(seconds("proxy_send_timeout") > heartbeat);
+}
+
+// ---------------------------------------------------------------------------------------------
+// deploy/wsloop.service
+// ---------------------------------------------------------------------------------------------
+
+/// Expands `${NAME}` (one argument) and `$NAME` (split on whitespace) as systemd does.
+fn systemd_expand(command: &str, env: &BTreeMap<String, String>) -> Vec<String> {
+    let lookup = |name: &str| {
+        env.get(name)
+            .unwrap_or_else(|| panic!("ExecStart uses ${name}, which has no Environment="))
+            .clone()
+    };
+    let mut args = Vec::new();
+    for word in command.split_whitespace() {
+        if let Some(name) = word.strip_prefix("${").and_then(|w| w.strip_suffix('}')) {
+            args.push(lookup(name));
+        } else if let Some(name) = word.strip_prefix('$') {
+            args.extend(lookup(name).split_whitespace().map(str::to_owned));
+        } else {
+            assert!(!word.contains('$'), "unsupported expansion in {word:?}");
+            args.push(word.to_owned());
+        }
+    }
+    args
+}
+
+#[test]
+fn systemd_unit_exec_start_runs_and_stops_on_sigterm() {
+    let unit = repo_file("deploy/wsloop.service");
+    let mut env = BTreeMap::new();
+    let mut exec = None;
+    let mut settings = BTreeMap::new();
+    for line in unit.lines().map(str::trim) {
+        if line.starts_with('#') || line.starts_with('[') || line.is_empty() {
+            continue;
+        }
+        let (key, value) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("not a setting: {line:?}"));
+        match key {
+            "Environment" => {
+                let (name, value) = value.split_once('=').expect("Environment=NAME=value");
+                env.insert(name.to_owned(), value.to_owned());
+            }
+            "ExecStart" => exec = Some(value.to_owned()),
+            _ => {
+                settings.insert(key.to_owned(), value.to_owned());
+            }
+        }
+    }
+    let stop: u64 = settings["TimeoutStopSec"]
+        .trim_end_matches('s')
+        .parse()
+        .expect("TimeoutStopSec in seconds");
+    assert!(stop > 5, "TimeoutStopSec must outlast the 5 s drain");
+    assert_eq!(
+        settings.get("KillSignal").map(String::as_str),
+        Some("SIGTERM")
+    );
+    let argv = systemd_expand(&exec.expect("ExecStart="), &env);
+    assert_eq!(argv[0], "/usr/local/bin/wsloop");
+    assert!(argv.iter().any(|a| a == "--trust-proxy"));
+
+    // Run it as systemd would, with what /etc/default/wsloop might set: a free port, and a
+    // Redis that is not there (the node starts anyway and reports degraded).
+    env.insert("WSLOOP_LISTEN".into(), "127.0.0.1:0".into());
+    let nothing_there = free_port();
+    env.insert(
+        "WSLOOP_REDIS".into(),
+        format!("redis://127.0.0.1:{nothing_there}/0"),
+    );
+    let argv = systemd_expand(&exec_line(&unit), &env);
+    let mut node = Node::start_argv(&env["WSLOOP_NODE_ID"], &argv[1..]);
+    assert_eq!(node.health_status(), "degraded");
+    let peer = Peer::join(&node.url(), &[]);
+    assert_eq!(peer.id, format!("{}-2", env["WSLOOP_NODE_ID"]));
+    peer.close();
+    assert_eq!(node.terminate(Duration::from_secs(stop)), Some(0));
+}
+
+fn exec_line(unit: &str) -> String {
+    unit.lines()
+        .find_map(|l| l.trim().strip_prefix("ExecStart="))
+        .expect("ExecStart=")
+        .to_owned()
+}
