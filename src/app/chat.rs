@@ -11,6 +11,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
+use super::metrics::ChatCounters;
 use crate::cluster::Topic;
 use crate::proto::{Message, MessageKind};
 use crate::server::{ConnId, Ctx};
@@ -57,6 +58,8 @@ pub struct Member {
     refilled: Instant,
     /// Messages refused in a row for the rate.
     strikes: u32,
+    /// The member is being closed for flooding: its further messages are dropped unread.
+    closing: bool,
 }
 
 /// A request that could not be carried out: the `error` reply.
@@ -118,6 +121,7 @@ pub struct Chat {
     /// Clustered: channels whose Redis subscription is not confirmed yet, with the members
     /// waiting for their `subscribed`.
     pending_acks: HashMap<String, Vec<ConnId>>,
+    counters: ChatCounters,
 }
 
 impl Chat {
@@ -136,6 +140,11 @@ impl Chat {
             node: Some(node_id),
             ..Chat::default()
         }
+    }
+
+    /// Rate-limit counters, for `/metrics`.
+    pub fn counters(&self) -> ChatCounters {
+        self.counters
     }
 
     /// What the other nodes must be told since the last call (empty when not clustered).
@@ -210,6 +219,7 @@ impl Chat {
                 tokens: self.burst(),
                 refilled: ctx.now(),
                 strikes: 0,
+                closing: false,
             },
         );
     }
@@ -240,13 +250,17 @@ impl Chat {
         2.0 * self.limits.max_messages_per_second
     }
 
-    /// Takes a token for one message. `Err(true)` when the member has kept flooding past a
-    /// whole burst of refusals and must be closed.
-    fn admit(&mut self, id: ConnId, now: Instant) -> Result<(), bool> {
+    /// Takes a token for one message. `Err(Some(close))` refuses it: `close` when the member
+    /// has kept flooding past a whole burst of refusals and must be closed; `Err(None)` drops
+    /// it silently (the member is already being closed).
+    fn admit(&mut self, id: ConnId, now: Instant) -> Result<(), Option<bool>> {
         let (rate, burst) = (self.limits.max_messages_per_second, self.burst());
         let Some(member) = self.members.get_mut(&id) else {
             return Ok(());
         };
+        if member.closing {
+            return Err(None);
+        }
         let elapsed = now.saturating_duration_since(member.refilled).as_secs_f64();
         member.tokens = (member.tokens + elapsed * rate).min(burst);
         member.refilled = now;
@@ -256,22 +270,27 @@ impl Chat {
             return Ok(());
         }
         member.strikes += 1;
-        Err(f64::from(member.strikes) > burst)
+        let close = f64::from(member.strikes) > burst;
+        member.closing = close;
+        Err(Some(close))
     }
 
     /// Handles one message from a member.
     pub fn handle(&mut self, ctx: &mut Ctx<'_>, id: ConnId, message: Message<'_>) {
         match self.admit(id, ctx.now()) {
             Ok(()) => {}
-            Err(false) => {
+            Err(None) => return,
+            Err(Some(false)) => {
+                self.counters.rate_limited += 1;
                 let reply = json!({"type": "error", "code": "rate_limited",
                     "message": format!("more than {} messages per second", self.limits.max_messages_per_second)});
                 send_json(ctx, id, &reply);
                 return;
             }
-            Err(true) => {
+            Err(Some(true)) => {
+                self.counters.flood_disconnects += 1;
                 log!(crate::log::Level::Warn, "{id}: message flood, closing");
-                ctx.close(
+                ctx.fail(
                     id,
                     crate::proto::close_code::POLICY_VIOLATION,
                     "message rate exceeded",
@@ -333,10 +352,15 @@ impl Chat {
                 channel: self.channel(&object)?,
                 content: self.content(&object)?,
             }),
-            other => Err(ChatError::new(
-                "unknown_type",
-                format!("unknown type {other:?} (ping, chat, subscribe, unsubscribe, publish)"),
-            )),
+            other => {
+                // Quote at most a short prefix: the reply must not echo a huge value back.
+                let shown: String = other.chars().take(32).collect();
+                let more = if shown.len() < other.len() { "..." } else { "" };
+                Err(ChatError::new(
+                    "unknown_type",
+                    format!("unknown type {shown:?}{more} (ping, chat, subscribe, unsubscribe, publish)"),
+                ))
+            }
         }
     }
 

@@ -5,6 +5,15 @@ use std::time::Duration;
 
 use crate::server::Stats;
 
+/// The chat's own counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChatCounters {
+    /// Messages refused with `rate_limited`.
+    pub rate_limited: u64,
+    /// Connections closed for flooding past the message rate.
+    pub flood_disconnects: u64,
+}
+
 /// The Redis bridge's counters, when clustered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ClusterMetrics {
@@ -19,7 +28,12 @@ pub struct ClusterMetrics {
 }
 
 /// Renders the Prometheus text exposition format (version 0.0.4).
-pub fn prometheus(stats: &Stats, uptime: Duration, cluster: Option<ClusterMetrics>) -> String {
+pub fn prometheus(
+    stats: &Stats,
+    chat: ChatCounters,
+    uptime: Duration,
+    cluster: Option<ClusterMetrics>,
+) -> String {
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
         let _ = writeln!(out, "# HELP {name} {help}");
@@ -128,6 +142,30 @@ pub fn prometheus(stats: &Stats, uptime: Duration, cluster: Option<ClusterMetric
         "gauge",
         "Seconds since start.",
         &one(uptime.as_secs()),
+    );
+    metric(
+        "wsloop_idle_timeouts_total",
+        "counter",
+        "Connections closed for sending nothing for the idle timeout.",
+        &one(stats.idle_timeouts),
+    );
+    metric(
+        "wsloop_ping_flood_disconnects_total",
+        "counter",
+        "Connections failed (1008) for sending pings faster than allowed.",
+        &one(stats.ping_floods),
+    );
+    metric(
+        "wsloop_rate_limited_messages_total",
+        "counter",
+        "Chat messages refused with rate_limited.",
+        &one(chat.rate_limited),
+    );
+    metric(
+        "wsloop_message_flood_disconnects_total",
+        "counter",
+        "Connections closed (1008) for flooding past the message rate.",
+        &one(chat.flood_disconnects),
     );
     if let Some(c) = cluster {
         metric(

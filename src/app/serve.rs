@@ -170,8 +170,13 @@ impl Serve {
                 status: 200,
                 content_type: "text/plain; version=0.0.4; charset=utf-8",
                 headers: String::new(),
-                body: metrics::prometheus(stats, self.started.elapsed(), self.cluster_metrics())
-                    .into_bytes(),
+                body: metrics::prometheus(
+                    stats,
+                    self.chat.counters(),
+                    self.started.elapsed(),
+                    self.cluster_metrics(),
+                )
+                .into_bytes(),
             },
             path if path == self.config.ws_path => {
                 let mut response = HttpResponse::text(426, "this is a WebSocket endpoint");

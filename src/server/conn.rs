@@ -14,7 +14,7 @@ use crate::proto::handshake::HeadReader;
 use crate::proto::Connection;
 
 /// What a connection's deadline is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Timer {
     /// The upgrade request must be complete by then (slowloris).
     Handshake,
@@ -26,7 +26,8 @@ pub(crate) enum Timer {
     CloseReply,
     /// The peer must have closed TCP by then (Closing phase).
     Linger,
-    /// Check whether the connection has been silent for the idle timeout (no heartbeat).
+    /// Check whether the connection has been silent for the idle timeout (kept in
+    /// `idle_check`, beside the protocol deadline).
     Idle,
 }
 
@@ -129,8 +130,10 @@ pub(crate) struct Conn {
     pub(crate) out: OutQueue,
     /// The interest currently registered with the poll.
     pub(crate) interest: Interest,
-    /// This connection's one pending timer and when it fires.
+    /// This connection's protocol timer (handshake, heartbeat, close) and when it fires.
     pub(crate) deadline: Option<(Instant, Timer)>,
+    /// When to check next whether it has been silent for the idle timeout.
+    pub(crate) idle_check: Option<Instant>,
     /// The application saw `on_open` and has not yet seen `on_close`.
     pub(crate) opened: bool,
     /// Reading stopped because the outbound queue is over its high-water mark.
@@ -139,6 +142,8 @@ pub(crate) struct Conn {
     pub(crate) write_shut: bool,
     /// Queued output awaits the flush at the end of the loop turn.
     pub(crate) dirty: bool,
+    /// Input is left in the socket for the next turn (the connection is in `read_ready`).
+    pub(crate) read_ready: bool,
     /// The client address counted in the per-address table while open.
     pub(crate) client: Option<IpAddr>,
     /// When bytes last arrived (idle timeout).

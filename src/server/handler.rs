@@ -153,6 +153,8 @@ pub(crate) enum Command {
         to: ConnId,
         code: u16,
         reason: Range<usize>,
+        /// Wait for the peer's close (a closing handshake) or not (failing the connection).
+        handshake: bool,
     },
 }
 
@@ -224,9 +226,25 @@ impl Ctx<'_> {
         });
     }
 
-    /// Starts the closing handshake with `code` and `reason` (cut to fit a control frame).
+    /// Starts the closing handshake with `code` and `reason` (cut to fit a control frame);
+    /// the peer has the close timeout to answer.
     pub fn close(&mut self, to: ConnId, code: u16, reason: &str) {
+        self.push_close(to, code, reason, true);
+    }
+
+    /// Fails the connection (§7.1.7): sends the close and closes TCP once it is written,
+    /// without waiting for an answer. For peers that flood or break policy.
+    pub fn fail(&mut self, to: ConnId, code: u16, reason: &str) {
+        self.push_close(to, code, reason, false);
+    }
+
+    fn push_close(&mut self, to: ConnId, code: u16, reason: &str, handshake: bool) {
         let reason = self.commands.store(reason.as_bytes());
-        self.commands.list.push(Command::Close { to, code, reason });
+        self.commands.list.push(Command::Close {
+            to,
+            code,
+            reason,
+            handshake,
+        });
     }
 }

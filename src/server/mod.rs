@@ -32,7 +32,7 @@ use crate::proto::handshake::{
     select_protocol, validate_upgrade, write_rejection, write_response, write_switching_protocols,
     HandshakeError, HeadReader, Request,
 };
-use crate::proto::{Connection, Event, Limits};
+use crate::proto::{Connection, Event, Limits, OpCode};
 use address::{client_addr, AddressLimits, AddressTable};
 use conn::{Conn, Phase, ReadBuf, Timer};
 pub use handler::{CloseReason, ConnId, Ctx, Handler, HttpResponse, OpenInfo, Route};
@@ -51,6 +51,9 @@ const MAX_LISTENERS: usize = 64;
 const WAKER_TOKEN: Token = Token(usize::MAX);
 /// Size of a connection's read buffer while it is reading.
 const READ_BUFFER: usize = 16 * 1024;
+/// Reads one connection may do per loop turn before the others get their turn; what is left
+/// in its socket is read in the next turn (readiness is edge-triggered, so the loop remembers).
+const READS_PER_TURN: usize = 16;
 /// Idle buffers kept for reuse by the next busy connections, per pool.
 const POOLED_BUFFERS: usize = 256;
 /// Outbound buffers up to this size go back to the pool.
@@ -143,7 +146,20 @@ pub struct Server<H: Handler> {
     addresses: AddressTable,
     read_buffers: BufferPool,
     out_buffers: BufferPool,
+    /// Connections with input left in their socket after their share of a turn.
+    read_ready: Vec<usize>,
     stats: Stats,
+}
+
+/// Moves the control frames the protocol owes the peer into the outbound queue, in order;
+/// a pong replaces one still waiting at the end of the queue.
+fn queue_control_frames(ws: &mut Connection, out: &mut OutQueue) {
+    while let Some(frame) = ws.poll_transmit() {
+        match frame.opcode() {
+            OpCode::Pong => out.push_pong(frame.as_bytes()),
+            _ => out.push_bytes(frame.as_bytes()),
+        }
+    }
 }
 
 impl<H: Handler> Server<H> {
@@ -179,6 +195,7 @@ impl<H: Handler> Server<H> {
                 READ_BUFFER.max(config.limits.max_handshake_bytes + 1),
             ),
             out_buffers: BufferPool::new(POOLED_BUFFERS, POOLED_OUT_CAPACITY),
+            read_ready: Vec::new(),
             config,
             timers: Timers::default(),
             commands: Commands::default(),
@@ -286,6 +303,9 @@ impl<H: Handler> Server<H> {
             .flatten()
             .min();
         let mut timeout = next.map(|t| t.saturating_duration_since(now));
+        if !self.read_ready.is_empty() {
+            timeout = Some(Duration::ZERO);
+        }
         if let Some(max) = max_wait {
             timeout = Some(timeout.map_or(max, |t| t.min(max)));
         }
@@ -314,6 +334,14 @@ impl<H: Handler> Server<H> {
                         self.on_readable(slot, now);
                     }
                 }
+            }
+        }
+        // Connections that used up their share of the previous turn go after this turn's
+        // events; any that use it up again wait for the next turn.
+        for slot in std::mem::take(&mut self.read_ready) {
+            if let Some(conn) = self.conns.get_mut(slot) {
+                conn.read_ready = false;
+                self.on_readable(slot, now);
             }
         }
         if self.accept_paused_until.is_some_and(|t| t <= now) {
@@ -391,37 +419,47 @@ impl<H: Handler> Server<H> {
             out: OutQueue::default(),
             interest: Interest::READABLE,
             deadline: Some((deadline, Timer::Handshake)),
+            idle_check: None,
             opened: false,
             read_paused: false,
             write_shut: false,
             dirty: false,
+            read_ready: false,
             client: None,
             last_read: now,
             ping_window: (now, 0),
         });
-        self.timers.schedule(deadline, id);
+        self.timers.schedule(deadline, id, Timer::Handshake);
         self.stats.accepted += 1;
         self.stats.connections += 1;
         log!(Level::Debug, "{peer}: accepted as {id}");
     }
 
-    /// Sets a connection's one timer.
+    /// Sets a connection's protocol timer, or its idle check.
     fn set_timer(timers: &mut Timers, conn: &mut Conn, timer: Timer, when: Instant) {
-        conn.deadline = Some((when, timer));
-        timers.schedule(when, conn.id);
+        match timer {
+            Timer::Idle => conn.idle_check = Some(when),
+            _ => conn.deadline = Some((when, timer)),
+        }
+        timers.schedule(when, conn.id, timer);
     }
 
     fn read_capacity(&self) -> usize {
         READ_BUFFER.max(self.config.limits.max_handshake_bytes + 1)
     }
 
-    /// Reads until the socket would block, decoding after each read.
+    /// Reads until the socket would block, decoding after each read, or until the connection
+    /// has had its share of the turn.
     fn on_readable(&mut self, slot: usize, now: Instant) {
         let capacity = self.read_capacity();
-        loop {
+        for reads in 0.. {
             let Some(conn) = self.conns.get_mut(slot) else {
                 return;
             };
+            if reads == READS_PER_TURN {
+                self.mark_read_ready(slot);
+                break;
+            }
             if conn.out.len() >= self.config.max_backpressure
                 && !matches!(conn.phase, Phase::Closing)
             {
@@ -557,9 +595,7 @@ impl<H: Handler> Server<H> {
                     let Phase::Open(ws) = &mut conn.phase else {
                         return;
                     };
-                    while let Some(frame) = ws.poll_transmit() {
-                        conn.out.push_bytes(frame.as_bytes());
-                    }
+                    queue_control_frames(ws, &mut conn.out);
                     let closed = ws.is_closed();
                     self.mark_dirty(slot);
                     self.apply_commands(Some(id), now);
@@ -569,7 +605,14 @@ impl<H: Handler> Server<H> {
                             "{id}: more than {} pings per second",
                             self.config.max_pings_per_second
                         );
-                        self.fail_policy(id, "ping rate exceeded", false, now);
+                        self.stats.ping_floods += 1;
+                        self.fail_with(
+                            id,
+                            close_code::POLICY_VIOLATION,
+                            "ping rate exceeded",
+                            false,
+                            now,
+                        );
                         return;
                     }
                     if closed {
@@ -676,12 +719,11 @@ impl<H: Handler> Server<H> {
         conn.out.push_bytes(&head);
         conn.phase = Phase::Open(Box::new(Connection::new_server(self.config.limits.clone())));
         conn.deadline = None;
-        match (self.config.ping_interval, self.config.idle_timeout) {
-            (Some(interval), _) => {
-                Self::set_timer(&mut self.timers, conn, Timer::NextPing, now + interval)
-            }
-            (None, Some(idle)) => Self::set_timer(&mut self.timers, conn, Timer::Idle, now + idle),
-            (None, None) => {}
+        if let Some(interval) = self.config.ping_interval {
+            Self::set_timer(&mut self.timers, conn, Timer::NextPing, now + interval);
+        }
+        if let Some(idle) = self.config.idle_timeout {
+            Self::set_timer(&mut self.timers, conn, Timer::Idle, now + idle);
         }
         conn.opened = true;
         conn.client = Some(client);
@@ -817,9 +859,7 @@ impl<H: Handler> Server<H> {
             return;
         };
         if ws.close(code, reason) {
-            while let Some(frame) = ws.poll_transmit() {
-                conn.out.push_bytes(frame.as_bytes());
-            }
+            queue_control_frames(ws, &mut conn.out);
             Self::set_timer(
                 &mut self.timers,
                 conn,
@@ -828,6 +868,19 @@ impl<H: Handler> Server<H> {
             );
             self.mark_dirty(slot);
         }
+    }
+
+    /// Whether a connection's queue is over the cap even after writing what its socket takes
+    /// now: a reader whose queue filled within one turn is not a slow consumer, one whose
+    /// socket is full as well is. A write error is left for the next flush to handle.
+    fn over_cap(conn: &mut Conn, cap: usize, stats: &mut Stats) -> bool {
+        if conn.out.len() < cap {
+            return false;
+        }
+        let before = conn.out.len();
+        let _ = conn.out.write_to(&mut conn.socket);
+        stats.bytes_out += (before - conn.out.len()) as u64;
+        conn.out.len() >= cap
     }
 
     /// Whether a connection may be sent data (open, no close sent or received).
@@ -850,7 +903,9 @@ impl<H: Handler> Server<H> {
                     if !Self::accepts_data(conn) {
                         continue;
                     }
-                    if Some(*to) != requester && conn.out.len() >= self.config.max_backpressure {
+                    if Some(*to) != requester
+                        && Self::over_cap(conn, self.config.max_backpressure, &mut self.stats)
+                    {
                         slow.push(*to);
                         continue;
                     }
@@ -884,7 +939,8 @@ impl<H: Handler> Server<H> {
                         if !Self::accepts_data(conn) {
                             continue;
                         }
-                        if Some(*to) != requester && conn.out.len() >= self.config.max_backpressure
+                        if Some(*to) != requester
+                            && Self::over_cap(conn, self.config.max_backpressure, &mut self.stats)
                         {
                             slow.push(*to);
                             continue;
@@ -894,9 +950,18 @@ impl<H: Handler> Server<H> {
                         self.mark_dirty(slot);
                     }
                 }
-                Command::Close { to, code, reason } => {
+                Command::Close {
+                    to,
+                    code,
+                    reason,
+                    handshake,
+                } => {
                     let reason = std::str::from_utf8(&commands.arena[reason.clone()]).unwrap_or("");
-                    self.close_conn(*to, *code, reason, now);
+                    if *handshake {
+                        self.close_conn(*to, *code, reason, now);
+                    } else {
+                        self.fail_with(*to, *code, reason, false, now);
+                    }
                 }
             }
         }
@@ -921,12 +986,13 @@ impl<H: Handler> Server<H> {
             );
             self.stats.slow_consumers += 1;
         }
-        self.fail_policy(id, "slow consumer", true, now);
+        self.fail_with(id, close_code::POLICY_VIOLATION, "slow consumer", true, now);
     }
 
-    /// Fails a connection for a policy violation (1008) without waiting for the close reply:
-    /// a peer that floods or does not read will not answer in time.
-    fn fail_policy(&mut self, id: ConnId, reason: &str, drop_queued: bool, now: Instant) {
+    /// Fails a connection (a policy violation: 1008) without waiting for the close reply: a
+    /// peer that floods or does not read will not answer in time. With `drop_queued`, queued
+    /// messages are dropped so the close goes out next.
+    fn fail_with(&mut self, id: ConnId, code: u16, reason: &str, drop_queued: bool, now: Instant) {
         let Some((slot, conn)) = Self::conn_by_id(&mut self.conns, id) else {
             return;
         };
@@ -936,11 +1002,18 @@ impl<H: Handler> Server<H> {
         if drop_queued {
             conn.out.truncate_to_front();
         }
-        ws.close(close_code::POLICY_VIOLATION, reason);
-        while let Some(frame) = ws.poll_transmit() {
-            conn.out.push_bytes(frame.as_bytes());
+        ws.close(code, reason);
+        queue_control_frames(ws, &mut conn.out);
+        self.begin_closing(slot, CloseReason::Failed(code), now);
+    }
+
+    fn mark_read_ready(&mut self, slot: usize) {
+        if let Some(conn) = self.conns.get_mut(slot) {
+            if !conn.read_ready {
+                conn.read_ready = true;
+                self.read_ready.push(slot);
+            }
         }
-        self.begin_closing(slot, CloseReason::Failed(close_code::POLICY_VIOLATION), now);
     }
 
     fn mark_dirty(&mut self, slot: usize) {
@@ -1010,23 +1083,27 @@ impl<H: Handler> Server<H> {
             conn.interest = wanted;
         }
         if conn.read_paused && conn.out.len() < self.config.max_backpressure / 2 {
+            // Input may be waiting with no new readiness edge to come: read it next turn.
             conn.read_paused = false;
-            self.on_readable(slot, now);
+            self.mark_read_ready(slot);
         }
     }
 
     fn fire_deadlines(&mut self, now: Instant) {
-        while let Some((when, id)) = self.timers.pop_due(now) {
+        while let Some((when, id, timer)) = self.timers.pop_due(now) {
             let Some((slot, conn)) = Self::conn_by_id(&mut self.conns, id) else {
                 continue;
             };
-            let Some((due, timer)) = conn.deadline else {
-                continue;
+            let current = match timer {
+                Timer::Idle => conn.idle_check.take_if(|due| *due == when),
+                _ => conn
+                    .deadline
+                    .take_if(|(due, t)| (*due, *t) == (when, timer))
+                    .map(|(d, _)| d),
             };
-            if due != when {
+            if current.is_none() {
                 continue;
             }
-            conn.deadline = None;
             match timer {
                 Timer::Handshake => {
                     log!(Level::Info, "{}: handshake timed out", conn.peer);
@@ -1040,9 +1117,7 @@ impl<H: Handler> Server<H> {
                 Timer::NextPing => {
                     if let Phase::Open(ws) = &mut conn.phase {
                         ws.ping(HEARTBEAT_PAYLOAD);
-                        while let Some(frame) = ws.poll_transmit() {
-                            conn.out.push_bytes(frame.as_bytes());
-                        }
+                        queue_control_frames(ws, &mut conn.out);
                         Self::set_timer(
                             &mut self.timers,
                             conn,
@@ -1068,7 +1143,8 @@ impl<H: Handler> Server<H> {
                 }
                 Timer::Linger => self.remove(slot, CloseReason::Abnormal, now),
                 Timer::Idle => {
-                    let Some(idle) = self.config.idle_timeout else {
+                    let (Some(idle), Phase::Open(_)) = (self.config.idle_timeout, &conn.phase)
+                    else {
                         continue;
                     };
                     let silent_until = conn.last_read + idle;

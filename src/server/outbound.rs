@@ -42,6 +42,12 @@ pub struct OutQueue {
     /// Bytes queued and not yet written.
     len: usize,
     spare: Option<Vec<u8>>,
+    /// Length of a pong at the very end of the queue, not yet started: while the peer is not
+    /// reading, a newer pong replaces it (§5.5.3: a pong may answer only the most recent
+    /// ping), so a peer that pings without reading is owed one pong, not one per ping.
+    tail_pong: Option<usize>,
+    /// The socket refused part of the last write: the peer is not keeping up.
+    blocked: bool,
 }
 
 impl OutQueue {
@@ -57,12 +63,37 @@ impl OutQueue {
 
     /// Appends raw bytes (an HTTP response, a control frame).
     pub fn push_bytes(&mut self, bytes: &[u8]) {
+        self.tail_pong = None;
         self.owned_tail(bytes.len()).extend_from_slice(bytes);
         self.len += bytes.len();
     }
 
+    /// Appends an encoded pong. While the peer is not reading, it replaces a pong still
+    /// waiting at the end of the queue; a peer that reads gets a pong for every ping.
+    pub fn push_pong(&mut self, frame: &[u8]) {
+        if let Some(old) = self.tail_pong.take().filter(|_| self.blocked) {
+            let untouched = match self.chunks.len() {
+                0 => false,
+                // The only chunk is being written: the pong must not have started.
+                1 => self.written + old <= self.chunk_len(0),
+                _ => true,
+            };
+            if let (true, Some(Chunk::Owned(v))) = (untouched, self.chunks.back_mut()) {
+                v.truncate(v.len() - old);
+                self.len -= old;
+            }
+        }
+        self.push_bytes(frame);
+        self.tail_pong = Some(frame.len());
+    }
+
+    fn chunk_len(&self, i: usize) -> usize {
+        self.chunks.get(i).map_or(0, |c| c.bytes().len())
+    }
+
     /// Appends one unmasked frame (server to client, §5.1).
     pub fn push_frame(&mut self, opcode: OpCode, payload: &[u8]) {
+        self.tail_pong = None;
         let header = encode_header(true, opcode, None, payload.len() as u64);
         let tail = self.owned_tail(header.as_bytes().len() + payload.len());
         tail.extend_from_slice(header.as_bytes());
@@ -72,6 +103,7 @@ impl OutQueue {
 
     /// Appends a frame shared with other connections' queues.
     pub fn push_shared(&mut self, frame: Arc<[u8]>) {
+        self.tail_pong = None;
         self.len += frame.len();
         self.chunks.push_back(Chunk::Shared(frame));
     }
@@ -114,11 +146,15 @@ impl OutQueue {
             match socket.write_vectored(&slices[..count]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.advance(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.blocked = true;
+                    return Ok(false);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
+        self.blocked = false;
         Ok(true)
     }
 
@@ -135,6 +171,10 @@ impl OutQueue {
             }
             n -= left;
             self.written = 0;
+            if self.chunks.len() == 1 {
+                // The tail (and any pong in it) is written.
+                self.tail_pong = None;
+            }
             if let Some(Chunk::Owned(mut v)) = self.chunks.pop_front() {
                 if v.capacity() <= SPARE_CAPACITY {
                     v.clear();
@@ -209,6 +249,51 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn a_newer_pong_replaces_one_not_yet_started_while_the_peer_does_not_read() {
+        // A peer that reads gets every pong (Autobahn 2.10 sends ten pings at once).
+        let mut q = OutQueue::default();
+        q.push_pong(&[0x8a, 0x01, b'a']);
+        q.push_pong(&[0x8a, 0x01, b'b']);
+        assert_eq!(q.len(), 6);
+        let mut sink = Trickle {
+            out: Vec::new(),
+            max: 100,
+            block_next: false,
+        };
+        assert!(q.write_to(&mut sink).unwrap());
+        // Once the socket refuses a write, owed pongs collapse into the newest.
+        let mut q = OutQueue::default();
+        q.push_frame(OpCode::Text, b"hi");
+        let mut stuck = Trickle {
+            out: Vec::new(),
+            max: 0,
+            block_next: true,
+        };
+        assert!(!q.write_to(&mut stuck).unwrap());
+        q.push_pong(&[0x8a, 0x01, b'1']);
+        q.push_pong(&[0x8a, 0x01, b'2']);
+        assert_eq!(q.len(), 7);
+        // A pong after other data is not merged with an earlier one.
+        q.push_frame(OpCode::Text, b"x");
+        q.push_pong(&[0x8a, 0x01, b'3']);
+        let mut w = Trickle {
+            out: Vec::new(),
+            max: 2,
+            block_next: false,
+        };
+        // Start writing the last pong, then owe a new one: the started one must stay whole.
+        while q.len() > 2 {
+            let _ = q.write_to(&mut w);
+        }
+        q.push_pong(&[0x8a, 0x01, b'4']);
+        while !q.write_to(&mut w).unwrap() {}
+        assert_eq!(
+            w.out,
+            [0x81, 2, b'h', b'i', 0x8a, 1, b'2', 0x81, 1, b'x', 0x8a, 1, b'3', 0x8a, 1, b'4']
+        );
     }
 
     #[test]

@@ -53,7 +53,8 @@ mod tests {
         let a = pool.take(100);
         let ptr = a.as_ptr();
         pool.give(a);
-        assert_eq!(pool.take(10).as_ptr(), ptr, "the buffer came back");
+        let again = pool.take(10);
+        assert_eq!(again.as_ptr(), ptr, "the buffer came back");
         pool.give(Vec::with_capacity(10));
         pool.give(Vec::with_capacity(10));
         assert_eq!(pool.free.len(), 1, "keeps at most `keep`");

@@ -35,4 +35,6 @@ pub struct Stats {
     pub heartbeat_timeouts: u64,
     /// Connections closed because they sent nothing for the idle timeout.
     pub idle_timeouts: u64,
+    /// Connections failed for sending pings faster than allowed.
+    pub ping_floods: u64,
 }

@@ -140,3 +140,261 @@ pub fn skip_or_fail(reason: &str) {
     }
     eprintln!("SKIPPED: {reason}; install it or see .ci/run");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers of the hostile-input and limit tests (tests/hostile.rs, tests/limits.rs).
+// ---------------------------------------------------------------------------------------------
+
+/// The `Sec-WebSocket-Key` that [`upgrade_request`] sends: the sample nonce of RFC 6455 §1.3.
+pub const SAMPLE_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+/// The `Sec-WebSocket-Accept` for [`SAMPLE_KEY`] (RFC 6455 §1.3).
+pub const SAMPLE_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+/// A valid upgrade request for `path` with [`SAMPLE_KEY`], plus `extra` header lines (each
+/// ending in CRLF) before the blank line.
+pub fn upgrade_request(path: &str, extra: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {SAMPLE_KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+}
+
+/// The resident set size of process `pid` in KiB (`VmRSS` of `/proc/PID/status`).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// Writes `request` over a fresh connection and reads until the server closes (at most 5 s);
+/// returns the response head (status line and headers, without the blank line) and the body.
+/// A reset after the response is tolerated (the bytes read before it count).
+pub fn http_exchange(addr: SocketAddr, request: &[u8]) -> (String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let wait = Duration::from_secs(5);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, wait).expect("connect");
+    stream.set_read_timeout(Some(wait)).unwrap();
+    stream.set_write_timeout(Some(wait)).unwrap();
+    // The server may answer and stop reading before a hostile request is fully written.
+    let _ = stream.write_all(request);
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            Err(e) if bytes.is_empty() => panic!("no answer from {addr}: {e}"),
+            Err(_) => break,
+        }
+    }
+    let end = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no complete head: {:?}", String::from_utf8_lossy(&bytes)));
+    (
+        String::from_utf8_lossy(&bytes[..end]).into_owned(),
+        bytes[end + 4..].to_vec(),
+    )
+}
+
+/// `/metrics` of a `wsloop serve` as `series -> value` (e.g.
+/// `wsloop_closes_total{code="1008"}`), requested with `extra` header lines (e.g.
+/// `X-Real-IP: 10.9.9.9\r\n` to use a request budget of its own behind `--trust-proxy`).
+pub fn fetch_metrics(addr: SocketAddr, extra: &str) -> std::collections::BTreeMap<String, u64> {
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n");
+    let (head, body) = http_exchange(addr, request.as_bytes());
+    assert!(head.starts_with("HTTP/1.1 200 "), "/metrics: {head}");
+    String::from_utf8(body)
+        .expect("UTF-8 metrics")
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// A well-behaved client that shows the server still serves others during an attack: on
+/// `wsloop echo` it checks that a text comes back, on `wsloop serve` that a JSON `ping` gets
+/// its `pong` (other messages, e.g. an attacker's broadcasts, are skipped).
+pub struct Bystander {
+    client: wsloop::client::Client,
+    chat: bool,
+    count: u64,
+}
+
+impl Bystander {
+    /// Connects to `wsloop echo` on `/`.
+    pub fn echo(server: &Server) -> Bystander {
+        Bystander::connect(&server.url("/"), &[], false)
+    }
+
+    /// Connects to `wsloop serve` on `/ws` with extra request headers and reads the welcome.
+    pub fn chat(server: &Server, headers: &[&str]) -> Bystander {
+        let mut by = Bystander::connect(&server.url("/ws"), headers, true);
+        let welcome = by.next_text("the welcome");
+        assert!(welcome.contains("\"welcome\""), "first message: {welcome}");
+        by
+    }
+
+    fn connect(url: &str, headers: &[&str], chat: bool) -> Bystander {
+        let options = wsloop::client::ClientOptions {
+            headers: headers.iter().map(|h| (*h).to_owned()).collect(),
+            timeout: Some(Duration::from_secs(5)),
+            ..Default::default()
+        };
+        let client = wsloop::client::Client::connect_with(url, &options)
+            .unwrap_or_else(|e| panic!("bystander cannot connect to {url}: {e}"));
+        Bystander {
+            client,
+            chat,
+            count: 0,
+        }
+    }
+
+    /// Sends a text message (e.g. a chat request whose answer the test reads with
+    /// [`next_text`](Self::next_text)).
+    pub fn send_text(&mut self, text: &str) {
+        self.client
+            .send_text(text)
+            .unwrap_or_else(|e| panic!("bystander send {text:?}: {e}"));
+    }
+
+    /// The next text message (pings and pongs skipped), within 5 s; `what` names it in
+    /// failure messages.
+    pub fn next_text(&mut self, what: &str) -> String {
+        loop {
+            match self.client.recv() {
+                Ok(wsloop::client::Received::Text(t)) => return t,
+                Ok(wsloop::client::Received::Ping(_) | wsloop::client::Received::Pong(_)) => {}
+                Err(wsloop::client::ClientError::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    panic!("bystander waiting for {what}: nothing from the server within 5 s")
+                }
+                other => panic!("bystander waiting for {what}: {other:?}"),
+            }
+        }
+    }
+
+    /// One round trip within 5 s; `when` names the moment in failure messages.
+    pub fn round_trip(&mut self, when: &str) {
+        self.count += 1;
+        let start = std::time::Instant::now();
+        let want = if self.chat {
+            let ts = 1_000_000 + self.count;
+            let ping = format!("{{\"type\":\"ping\",\"ts\":{ts}}}");
+            self.client
+                .send_text(&ping)
+                .unwrap_or_else(|e| panic!("bystander send {when}: {e}"));
+            format!("\"echo\":{ts}")
+        } else {
+            let text = format!("bystander {}", self.count);
+            self.client
+                .send_text(&text)
+                .unwrap_or_else(|e| panic!("bystander send {when}: {e}"));
+            text
+        };
+        for _ in 0..100_000 {
+            let got = self.next_text(when);
+            let done = if self.chat {
+                got.contains("\"pong\"") && got.contains(&want)
+            } else {
+                got == want
+            };
+            if done {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "bystander round trip {when}: no answer within 5 s"
+            );
+        }
+        panic!("bystander round trip {when}: no answer among 100000 messages");
+    }
+}
+
+/// Reads a raw client's frames until the server's close frame, with at most `limit` frames
+/// before it (each read bounded by the client's wait); returns those frames and the close's
+/// code and reason.
+pub fn read_until_close(
+    raw: &mut raw::RawClient,
+    limit: usize,
+) -> (Vec<raw::Frame>, Option<u16>, String) {
+    let mut before = Vec::new();
+    loop {
+        let frame = raw.read_frame();
+        if frame.opcode == raw::opcode::CLOSE {
+            let (code, reason) = frame.close_code();
+            let reason = String::from_utf8(reason.to_vec()).expect("close reason is UTF-8");
+            return (before, code, reason);
+        }
+        assert!(
+            before.len() < limit,
+            "no close frame among the first {limit} frames"
+        );
+        before.push(frame);
+    }
+}
+
+/// Reads server frames from a clone of a raw client's stream through a large buffer, for tests
+/// that read thousands of frames (the raw client's buffer suits a few). Open it only when the
+/// raw client has nothing buffered (e.g. right after the handshake and the welcome).
+pub struct FrameReader {
+    stream: std::io::BufReader<std::net::TcpStream>,
+}
+
+impl FrameReader {
+    /// Reads from a clone of `stream`, waiting up to `wait` for each read.
+    pub fn new(stream: &std::net::TcpStream, wait: Duration) -> FrameReader {
+        let stream = stream.try_clone().expect("clone stream");
+        stream.set_read_timeout(Some(wait)).expect("read timeout");
+        FrameReader {
+            stream: std::io::BufReader::with_capacity(256 * 1024, stream),
+        }
+    }
+
+    /// The next frame, or the I/O error (timeout, end of stream) that stopped it. Panics on a
+    /// masked server frame (§5.1).
+    pub fn try_next(&mut self) -> std::io::Result<raw::Frame> {
+        use std::io::Read;
+        let mut head = [0u8; 2];
+        self.stream.read_exact(&mut head)?;
+        assert_eq!(head[1] & 0x80, 0, "masked server frame (RFC 6455 §5.1)");
+        let len = match head[1] & 0x7F {
+            126 => {
+                let mut b = [0u8; 2];
+                self.stream.read_exact(&mut b)?;
+                u64::from(u16::from_be_bytes(b))
+            }
+            127 => {
+                let mut b = [0u8; 8];
+                self.stream.read_exact(&mut b)?;
+                u64::from_be_bytes(b)
+            }
+            n => u64::from(n),
+        };
+        let mut payload = vec![0u8; usize::try_from(len).expect("frame fits in memory")];
+        self.stream.read_exact(&mut payload)?;
+        Ok(raw::Frame {
+            fin: head[0] & 0x80 != 0,
+            rsv: (head[0] >> 4) & 7,
+            opcode: head[0] & 0x0F,
+            payload,
+        })
+    }
+
+    /// The next frame; panics if none arrives.
+    pub fn next_frame(&mut self) -> raw::Frame {
+        self.try_next()
+            .unwrap_or_else(|e| panic!("expected a frame from the server: {e}"))
+    }
+}
