@@ -1,4 +1,4 @@
-//! The `wsloop` command line: `echo`, `serve`, `client`.
+//! The `wsloop` command line: `echo`, `serve`, `client`, `bench`.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -18,6 +18,7 @@ use wsloop::app::echo::Echo;
 use wsloop::app::serve::{Serve, ServeConfig};
 use wsloop::client::ClientOptions;
 use wsloop::cluster::{random_node_id, validate_node_id, Bridge, RedisConfig};
+use wsloop::duration::parse_duration;
 use wsloop::log::{self, Level};
 use wsloop::proto::Limits;
 use wsloop::server::address::AddressLimits;
@@ -44,6 +45,10 @@ enum Command {
     /// Connect to a WebSocket server: send each line of stdin as a text message, print what
     /// arrives.
     Client(ClientArgs),
+    /// Load generator for a wsloop server on this machine (127.0.0.0/8 only): echo round
+    /// trips, broadcast fan-out, connection storms, memory per idle connection; prints
+    /// rates, latency percentiles and the server's CPU time per message.
+    Bench(wsloop::bench::BenchArgs),
 }
 
 /// Flags every server command shares.
@@ -218,25 +223,6 @@ impl LoopArgs {
     }
 }
 
-/// Parses `250ms`, `10s`, `2m` or a bare number of seconds.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(i) => text.split_at(i),
-        None => (text, "s"),
-    };
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?} (e.g. 500ms, 10s, 2m)"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        _ => return Err(format!("unknown unit in {text:?} (ms, s, m)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("invalid duration {text:?}: {e}"))
-}
-
 /// Binds, lets `setup` finish the application with the loop's waker, prints the listening
 /// line, runs until SIGINT/SIGTERM, drains.
 fn run_server<H: Handler>(
@@ -408,22 +394,13 @@ fn main() -> ExitCode {
             let code = wsloop::client::cli::run(&args.url, &options, args.reconnect);
             ExitCode::from(code as u8)
         }
+        Command::Bench(args) => wsloop::bench::main(&args),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
-        assert!(parse_duration("3h").is_err());
-        assert!(parse_duration("x").is_err());
-    }
 
     #[test]
     fn cli_is_well_formed() {

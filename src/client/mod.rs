@@ -13,11 +13,8 @@ use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
-
+use crate::proto::client_handshake::{self, Response, MAX_RESPONSE_HEAD};
 use crate::proto::frame::{encode_frame, OpCode};
-use crate::proto::handshake::accept_key;
 use crate::proto::mask::MaskKeys;
 use crate::proto::{Connection, Event, Limits, MessageKind, ProtocolError};
 
@@ -137,9 +134,6 @@ pub struct Client {
     protocol: Option<String>,
 }
 
-/// Largest 101 response head the client reads.
-const MAX_RESPONSE_HEAD: usize = 16 * 1024;
-
 fn random_u64() -> u64 {
     RandomState::new().build_hasher().finish()
 }
@@ -177,66 +171,31 @@ impl Client {
         let mut nonce = [0u8; 16];
         nonce[..8].copy_from_slice(&random_u64().to_ne_bytes());
         nonce[8..].copy_from_slice(&random_u64().to_ne_bytes());
-        let key = BASE64.encode(nonce);
-        let mut request = format!(
-            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n",
-            url.path, url.authority
+        let request = client_handshake::request(
+            &url.authority,
+            &url.path,
+            nonce,
+            &options.protocols,
+            &options.headers,
         );
-        if !options.protocols.is_empty() {
-            request.push_str(&format!(
-                "Sec-WebSocket-Protocol: {}\r\n",
-                options.protocols.join(", ")
-            ));
-        }
-        for header in &options.headers {
-            request.push_str(header);
-            request.push_str("\r\n");
-        }
-        request.push_str("\r\n");
-        stream.write_all(request.as_bytes())?;
+        stream.write_all(&request.bytes)?;
 
-        let mut buf = vec![0u8; MAX_RESPONSE_HEAD];
+        let mut buf = vec![0u8; MAX_RESPONSE_HEAD + 1];
         let mut end = 0;
-        let head_len = loop {
-            if end == buf.len() {
-                return Err(ClientError::Handshake("response head too large".into()));
-            }
+        let (head_len, protocol) = loop {
             let n = stream.read(&mut buf[end..])?;
-            if n == 0 {
-                return Err(ClientError::Handshake(
-                    "connection closed during handshake".into(),
-                ));
-            }
             end += n;
-            if let Some(i) = buf[..end].windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
+            match client_handshake::check_response(&buf[..end], &request.accept) {
+                Response::Accepted { head_len, protocol } => break (head_len, protocol),
+                Response::Refused(why) => return Err(ClientError::Handshake(why)),
+                Response::Partial if n == 0 || end == buf.len() => {
+                    return Err(ClientError::Handshake(
+                        "connection closed during handshake".into(),
+                    ))
+                }
+                Response::Partial => {}
             }
         };
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut response = httparse::Response::new(&mut headers);
-        response
-            .parse(&buf[..head_len])
-            .map_err(|e| ClientError::Handshake(format!("bad response: {e}")))?;
-        if response.code != Some(101) {
-            let status = response.code.unwrap_or(0);
-            let body = String::from_utf8_lossy(&buf[head_len..end])
-                .trim()
-                .to_owned();
-            return Err(ClientError::Handshake(format!("status {status}: {body}")));
-        }
-        let header = |name: &str| {
-            response
-                .headers
-                .iter()
-                .find(|h| h.name.eq_ignore_ascii_case(name))
-                .and_then(|h| std::str::from_utf8(h.value).ok())
-        };
-        // §4.1: the client MUST check the accept value.
-        if header("Sec-WebSocket-Accept") != Some(accept_key(&key).as_str()) {
-            return Err(ClientError::Handshake("wrong Sec-WebSocket-Accept".into()));
-        }
-        let protocol = header("Sec-WebSocket-Protocol").map(str::to_owned);
         let limits =
             Limits::with_max_message(options.max_message.unwrap_or(Limits::default().max_message));
         Ok(Client {

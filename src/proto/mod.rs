@@ -3,6 +3,7 @@
 //! Nothing here touches a socket, a clock or JSON, and nothing panics on what a peer sends.
 //! The event loop in [`crate::server`] and the blocking [`crate::client`] both drive it.
 
+pub mod client_handshake;
 pub mod close;
 pub mod connection;
 pub mod error;

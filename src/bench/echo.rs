@@ -1,0 +1,294 @@
+//! `wsloop bench echo`: N connections each keeping K messages in flight against an echo
+//! server. Each echo is compared byte for byte with what was sent: the payload is a
+//! per-thread template whose first 16 bytes are overwritten with the connection's id and the
+//! message's sequence number (in hex), so a lost, repeated, reordered or crossed echo is a
+//! mismatch, and checking costs two comparisons.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use super::driver::{Action, Event, Handler, Opener, Outbox};
+use super::report::{Report, Tally};
+use super::run::{self, Scenario, Window};
+use super::{share, EchoArgs};
+use crate::bench::driver::Driver;
+use crate::proto::mask::MaskKeys;
+use crate::proto::{Message, MessageKind};
+
+/// Bytes of the id-and-sequence stamp at the start of each payload (16 hex digits).
+const STAMP: usize = 16;
+/// Bits of the stamp that hold the sequence number; the connection id sits above them.
+const SEQ_BITS: u32 = 40;
+
+/// The payloads of one run: a template, stamped per message.
+#[derive(Clone, Debug)]
+struct Payload {
+    kind: MessageKind,
+    template: Vec<u8>,
+}
+
+impl Payload {
+    /// Text payloads are printable ASCII; binary ones cover every byte value (and so are
+    /// not valid UTF-8).
+    fn new(size: usize, binary: bool) -> Self {
+        let (kind, template) = if binary {
+            let mut keys = MaskKeys::new(0x5eed);
+            let bytes = std::iter::repeat_with(|| keys.next_key()).flatten();
+            (MessageKind::Binary, bytes.take(size).collect())
+        } else {
+            let text = (0..size).map(|i| b' ' + ((i * 7 + 3) % 95) as u8);
+            (MessageKind::Text, text.collect())
+        };
+        Payload { kind, template }
+    }
+
+    /// The stamp: connection id and sequence number as 16 hex digits.
+    fn stamp(id: u64, seq: u64) -> [u8; STAMP] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let value = (id << SEQ_BITS) ^ seq;
+        let mut out = [0u8; STAMP];
+        for (i, digit) in out.iter_mut().enumerate() {
+            *digit = HEX[((value >> (4 * (STAMP - 1 - i))) & 0xF) as usize];
+        }
+        out
+    }
+
+    /// How much of the stamp fits (its low digits, for payloads shorter than 16 bytes).
+    fn stamped(&self) -> usize {
+        self.template.len().min(STAMP)
+    }
+
+    fn write(&self, dst: &mut [u8], id: u64, seq: u64) {
+        let n = self.stamped();
+        dst.copy_from_slice(&self.template);
+        dst[..n].copy_from_slice(&Self::stamp(id, seq)[STAMP - n..]);
+    }
+
+    fn matches(&self, message: &Message<'_>, id: u64, seq: u64) -> bool {
+        let n = self.stamped();
+        message.kind == self.kind
+            && message.data.len() == self.template.len()
+            && message.data[..n] == Self::stamp(id, seq)[STAMP - n..]
+            && message.data[n..] == self.template[n..]
+    }
+}
+
+/// One connection: what it sent and what came back.
+#[derive(Debug)]
+pub struct EchoConn {
+    id: u64,
+    sent: u64,
+    received: u64,
+    /// Send times of the messages in flight, oldest first (echoes come back in order).
+    in_flight: VecDeque<Instant>,
+}
+
+/// One thread's connections and tallies.
+#[derive(Debug)]
+pub struct EchoThread {
+    payload: Payload,
+    per_connection: usize,
+    opener: Opener<EchoConn>,
+    window: Option<Window>,
+    sending: bool,
+    /// Sent and not echoed yet, over all connections.
+    outstanding: u64,
+    /// Echoes that arrived in the window.
+    messages: u64,
+    /// All echoes checked (warm-up and drain included).
+    checked: u64,
+    mismatches: u64,
+    /// In flight on a connection that ended.
+    lost: u64,
+    tally: Tally,
+}
+
+impl EchoThread {
+    fn send(&mut self, conn: &mut EchoConn, out: &mut Outbox, now: Instant) {
+        let (id, seq) = (conn.id, conn.sent);
+        let payload = &self.payload;
+        out.send_with(payload.kind, payload.template.len(), |dst| {
+            payload.write(dst, id, seq);
+        });
+        conn.sent += 1;
+        conn.in_flight.push_back(now);
+        self.outstanding += 1;
+    }
+
+    fn on_echo(
+        &mut self,
+        conn: &mut EchoConn,
+        message: Message<'_>,
+        out: &mut Outbox,
+        now: Instant,
+    ) {
+        let Some(sent_at) = conn.in_flight.pop_front() else {
+            self.mismatches += 1;
+            return;
+        };
+        self.outstanding -= 1;
+        self.checked += 1;
+        if !self.payload.matches(&message, conn.id, conn.received) {
+            self.mismatches += 1;
+        }
+        conn.received += 1;
+        if self.window.is_some_and(|w| w.measures(now)) {
+            self.messages += 1;
+            self.tally.latency.record(now - sent_at);
+        }
+        if self.sending {
+            self.send(conn, out, now);
+        }
+    }
+}
+
+impl Handler for EchoThread {
+    type Conn = EchoConn;
+
+    fn on_event(
+        &mut self,
+        conn: &mut EchoConn,
+        event: Event<'_>,
+        out: &mut Outbox,
+        now: Instant,
+    ) -> Action {
+        match event {
+            Event::Opened => self.opener.ready(),
+            Event::Message(message) => self.on_echo(conn, message, out, now),
+            Event::Ended(end) => {
+                if let Some(e) = end.error() {
+                    self.tally.errors.add(e);
+                }
+                let lost = conn.in_flight.len() as u64;
+                self.lost += lost;
+                self.outstanding -= lost;
+            }
+        }
+        Action::Keep
+    }
+}
+
+impl Scenario for EchoThread {
+    fn setup(&mut self, driver: &mut Driver<EchoConn>, now: Instant) -> Result<bool, String> {
+        self.opener.pump(driver, now, &self.tally.errors)
+    }
+
+    fn start(&mut self, driver: &mut Driver<EchoConn>, window: Window, now: Instant) {
+        self.window = Some(window);
+        self.sending = true;
+        driver.visit_all(self, now, |s, conn, out| {
+            for _ in 0..s.per_connection {
+                s.send(conn, out, now);
+            }
+            Action::Keep
+        });
+    }
+
+    fn stop(&mut self, _driver: &mut Driver<EchoConn>, _now: Instant) {
+        self.sending = false;
+    }
+
+    fn drained(&self, _driver: &Driver<EchoConn>) -> bool {
+        self.outstanding == 0
+    }
+}
+
+/// Runs the echo scenario.
+pub fn run(args: &EchoArgs) -> Result<Report, String> {
+    if args.in_flight == 0 {
+        return Err("--in-flight must be at least 1".into());
+    }
+    let mut plan = args.common.plan(args.connections)?;
+    plan.max_message = plan.max_message.max(args.size as u64);
+    let payload = Payload::new(args.size, args.binary);
+    let threads = plan.threads;
+    let outcome = run::run(&plan, |t| {
+        let conns = share(args.connections, threads, t).map(|id| EchoConn {
+            id: id as u64,
+            sent: 0,
+            received: 0,
+            in_flight: VecDeque::with_capacity(args.in_flight),
+        });
+        EchoThread {
+            payload: payload.clone(),
+            per_connection: args.in_flight,
+            opener: Opener::new(conns.collect(), args.common.concurrency),
+            window: None,
+            sending: false,
+            outstanding: 0,
+            messages: 0,
+            checked: 0,
+            mismatches: 0,
+            lost: 0,
+            tally: Tally::default(),
+        }
+    })?;
+
+    let tally = Tally::sum(outcome.threads.iter().map(|t| &t.tally));
+    let messages = outcome.sum(|t| t.messages);
+    let kind = if args.binary { "binary" } else { "text" };
+    let what = format!(
+        "{} connections x {} in flight, {}-byte {kind}",
+        args.connections, args.in_flight, args.size
+    );
+    let mut report = args.common.report(&plan, "echo", &what);
+    report.set("connections", args.connections);
+    report.set("in_flight", args.in_flight);
+    report.set("size", args.size);
+    report.set("kind", kind);
+    let seconds = outcome.window.seconds();
+    report.count("messages", "messages", messages, seconds);
+    report.latency("latency", "round trip", &tally.latency);
+    report.cpu(outcome.server.as_ref(), &outcome.client, "msg", messages);
+    report.figure("checked", "echoes checked", outcome.sum(|t| t.checked));
+    report.problems("mismatches", "mismatches", outcome.sum(|t| t.mismatches));
+    report.problems("lost", "lost in flight", outcome.sum(|t| t.lost));
+    report.errors(&tally.errors);
+    report.require(messages > 0, "no message came back in the window");
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stamps_identify_connection_and_sequence() {
+        assert_eq!(&Payload::stamp(0, 0x1f), b"000000000000001f");
+        assert_eq!(&Payload::stamp(3, 1), b"0000030000000001");
+        for binary in [false, true] {
+            let p = Payload::new(40, binary);
+            let mut buf = vec![0; 40];
+            p.write(&mut buf, 7, 9);
+            let message = Message {
+                kind: p.kind,
+                data: &buf,
+            };
+            assert!(p.matches(&message, 7, 9));
+            assert!(!p.matches(&message, 7, 10));
+            assert!(!p.matches(&message, 8, 9));
+            buf[39] ^= 1;
+            let message = Message {
+                kind: p.kind,
+                data: &buf,
+            };
+            assert!(!p.matches(&message, 7, 9));
+        }
+        assert!(std::str::from_utf8(&Payload::new(1000, false).template).is_ok());
+        assert!(std::str::from_utf8(&Payload::new(1000, true).template).is_err());
+    }
+
+    #[test]
+    fn short_payloads_keep_the_low_digits() {
+        let p = Payload::new(3, false);
+        let mut buf = [0u8; 3];
+        p.write(&mut buf, 1, 0xabc);
+        assert_eq!(&buf, b"abc");
+        let empty = Payload::new(0, true);
+        let message = Message {
+            kind: MessageKind::Binary,
+            data: &[],
+        };
+        assert!(empty.matches(&message, 0, 5));
+    }
+}

@@ -1,0 +1,334 @@
+//! `wsloop bench`: a load generator for wsloop servers on this machine, built on the same
+//! protocol core as the server (client frames masked, every frame decoded and checked).
+//!
+//! Scenarios, one module each: [`echo`] (round trips, every echo compared byte for byte),
+//! [`broadcast`] (chat-protocol fan-out, every subscriber must get every message once),
+//! [`connect`] (connection storm, and idle connections for memory per connection). They
+//! share a non-blocking client on mio ([`driver`]), the run timeline with /proc samples of
+//! the server ([`run`]) and the output ([`report`]). The figure that counts on a small machine
+//! where client and server share the cores is the server's CPU time per message, printed
+//! beside the rate.
+
+pub mod broadcast;
+pub mod connect;
+pub mod driver;
+pub mod echo;
+pub mod net;
+pub mod report;
+pub mod run;
+
+use std::net::Ipv4Addr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::duration::parse_duration;
+use clap::{Args, Subcommand, ValueEnum};
+
+use self::driver::Timeouts;
+use self::report::Report;
+use self::run::Plan;
+use crate::proto::Limits;
+
+/// Longest duration any flag accepts (keeps every deadline computation in range).
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// Descriptors kept free beyond one per connection (poll, stdio, /proc reads).
+const SPARE_DESCRIPTORS: u64 = 64;
+
+/// `wsloop bench` and its scenarios.
+#[derive(Args, Debug)]
+#[command(after_help = "\
+Exit status: 0 for a clean run; 1 when the run could not be made (bad arguments, a host \
+outside 127.0.0.0/8, connections that could not be opened); 2 when it ran but saw errors, \
+payload mismatches or missing deliveries (the figures are printed all the same).")]
+pub struct BenchArgs {
+    /// What to measure.
+    #[command(subcommand)]
+    pub scenario: Scenario,
+}
+
+/// The scenarios.
+#[derive(Subcommand, Debug)]
+pub enum Scenario {
+    /// N connections each keeping K messages in flight against an echo server (`wsloop
+    /// echo`); prints messages/s, round-trip latency percentiles and server CPU per message.
+    /// Every echo is compared byte for byte with what was sent.
+    #[command(after_help = "\
+Example (the server's per-address connection limit is 1000 by default):
+  wsloop echo --listen 127.0.0.1:9001 --max-connections-per-address 100000 &
+  wsloop bench echo --url ws://127.0.0.1:9001/ --server-pid $! --connections 100 --in-flight 16")]
+    Echo(EchoArgs),
+    /// Publishers and subscribers on `wsloop serve` (the JSON chat protocol): delivered
+    /// frames/s, publish-to-receive latency and server CPU per delivered frame. Every
+    /// subscriber must get every message exactly once, in order.
+    #[command(after_help = "\
+The server's default limits (50 messages/s per connection, 50 handshakes/s and 1000 \
+connections per address) would show up as errors; lift them for a run:
+  wsloop serve --listen 127.0.0.1:8080 --max-messages-per-second 1000000 \\
+      --handshakes-per-second 1000000 --max-connections-per-address 100000 &
+  wsloop bench broadcast --url ws://127.0.0.1:8080/ws --server-pid $! --subscribers 100
+
+Publishers send {\"type\":\"publish\",\"channel\":C,\"content\":\"P:SEQ:MICROS:xxx\"} (or \
+`chat` with --via chat) and keep --in-flight of them unacknowledged (the `published` reply, \
+or their own chat coming back); subscribers check SEQ per publisher and take the latency \
+from MICROS.")]
+    Broadcast(BroadcastArgs),
+    /// Connection storm: open, handshake, close, again, with --concurrency connections at a
+    /// time; prints handshakes/s, handshake latency and server CPU per handshake.
+    #[command(after_help = "\
+Against `wsloop serve` lift --handshakes-per-second (default 50 per address). Each \
+connection ends with a closing handshake the server finishes (it closes TCP first, so the \
+TIME_WAIT state stays on its side); --source-count spreads the ports over more addresses.")]
+    Connect(ConnectArgs),
+    /// Open N connections, hold them idle for --duration and report the server's resident
+    /// memory per connection (VmRSS from /proc/PID/status; needs --server-pid).
+    #[command(after_help = "\
+Use a fresh server: memory it freed earlier is reused and hides the cost. The resident \
+size is read before the first connection and again after the warm-up that follows the last \
+one. Above 1000 connections, lift --max-connections-per-address on the server or use \
+--source-count.")]
+    Idle(IdleArgs),
+}
+
+/// Flags every scenario takes.
+#[derive(Args, Clone, Debug)]
+pub struct CommonArgs {
+    /// Server URL, ws://HOST:PORT/PATH. HOST must be an IPv4 address in 127.0.0.0/8 or
+    /// `localhost`: any other host is refused without being resolved, so this tool can only
+    /// load the machine it runs on.
+    #[arg(long, value_name = "URL")]
+    pub url: String,
+    /// The server's process id: its CPU time (/proc/PID/stat) and memory (/proc/PID/status)
+    /// over the measured window are reported.
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+    /// Client threads, each with its own mio poll and an equal share of the connections.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub threads: usize,
+    /// Length of the measured window.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Load before the window that is not counted (caches, allocator, TCP windows).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// Connections opening at once, per thread (during setup; for `connect`, the storm's
+    /// width).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub concurrency: usize,
+    /// Per connection: TCP connect plus the opening handshake.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// Every connection (and subscription) must be ready within this, or the run fails.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub setup_timeout: Duration,
+    /// After the window: how long to wait for messages still in flight.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Per connection at the end: from our close frame to the server closing TCP.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub close_timeout: Duration,
+    /// Source addresses to bind client sockets to, round-robin, e.g.
+    /// 127.0.0.1,127.0.0.2 (each in 127.0.0.0/8): every address has its own ephemeral ports.
+    #[arg(
+        long,
+        value_name = "ADDRS",
+        value_delimiter = ',',
+        conflicts_with = "source_count"
+    )]
+    pub source_addrs: Vec<Ipv4Addr>,
+    /// Bind client sockets to 127.0.0.1 ... 127.0.0.N, round-robin.
+    #[arg(long, value_name = "N")]
+    pub source_count: Option<u8>,
+    /// Print one JSON object with every figure on stdout (the text summary goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `wsloop bench echo`.
+#[derive(Args, Debug)]
+pub struct EchoArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Connections.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub connections: usize,
+    /// Messages in flight per connection: a new one is sent as each echo comes back.
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pub in_flight: usize,
+    /// Payload bytes per message.
+    #[arg(long, value_name = "BYTES", default_value_t = 16)]
+    pub size: usize,
+    /// Send binary messages (default: text).
+    #[arg(long)]
+    pub binary: bool,
+}
+
+/// How broadcast publishers reach the subscribers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Via {
+    /// `publish` on a channel the subscribers `subscribe` to.
+    Publish,
+    /// `chat`, which goes to every connection.
+    Chat,
+}
+
+/// `wsloop bench broadcast`.
+#[derive(Args, Debug)]
+pub struct BroadcastArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Publishing connections.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub publishers: usize,
+    /// Receiving connections.
+    #[arg(long, value_name = "M", default_value_t = 100)]
+    pub subscribers: usize,
+    /// Unacknowledged publishes per publisher.
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pub in_flight: usize,
+    /// Publishes per second per publisher (0: as fast as acknowledgements allow).
+    #[arg(long, value_name = "N", default_value_t = 0.0)]
+    pub rate: f64,
+    /// Bytes of `content` per message (at least what the sequence number and timestamp
+    /// take).
+    #[arg(long, value_name = "BYTES", default_value_t = 64)]
+    pub size: usize,
+    /// Channel name.
+    #[arg(long, value_name = "NAME", default_value = "bench")]
+    pub channel: String,
+    /// `publish` to a channel, or `chat` to everyone.
+    #[arg(long, value_enum, default_value_t = Via::Publish)]
+    pub via: Via,
+}
+
+/// `wsloop bench connect`.
+#[derive(Args, Debug)]
+pub struct ConnectArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// `wsloop bench idle`.
+#[derive(Args, Debug)]
+pub struct IdleArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Connections to open and hold.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub connections: usize,
+}
+
+/// Runs a scenario and prints its report. See [`BenchArgs`] for the exit status.
+pub fn main(args: &BenchArgs) -> ExitCode {
+    let (common, result) = match &args.scenario {
+        Scenario::Echo(a) => (&a.common, echo::run(a)),
+        Scenario::Broadcast(a) => (&a.common, broadcast::run(a)),
+        Scenario::Connect(a) => (&a.common, connect::run_connect(a)),
+        Scenario::Idle(a) => (&a.common, connect::run_idle(a)),
+    };
+    match result {
+        Ok(report) => {
+            report.print(common.json);
+            if report.is_clean() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            }
+        }
+        Err(e) => {
+            eprintln!("wsloop bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+impl CommonArgs {
+    /// Checks the flags, raises the descriptor limit for `connections` sockets and shapes
+    /// the run.
+    pub fn plan(&self, connections: usize) -> Result<Plan, String> {
+        let target = net::Target::parse(&self.url)?;
+        let sources = net::source_addrs(&self.source_addrs, self.source_count)?;
+        if self.threads == 0 || self.concurrency == 0 {
+            return Err("--threads and --concurrency must be at least 1".into());
+        }
+        if self.duration.is_zero() {
+            return Err("--duration must be positive".into());
+        }
+        let durations = [
+            self.duration,
+            self.warmup,
+            self.connect_timeout,
+            self.setup_timeout,
+            self.drain_timeout,
+            self.close_timeout,
+        ];
+        if durations.iter().any(|d| *d > MAX_DURATION) {
+            return Err("durations are limited to a day".into());
+        }
+        let limit = net::raise_descriptor_limit()
+            .map_err(|e| format!("cannot raise the descriptor limit: {e}"))?;
+        if (connections as u64).saturating_add(SPARE_DESCRIPTORS) > limit {
+            return Err(format!(
+                "{connections} connections need more descriptors than the hard limit \
+                 allows ({limit}); raise it (ulimit -Hn, or LimitNOFILE)"
+            ));
+        }
+        Ok(Plan {
+            target,
+            sources,
+            server_pid: self.server_pid,
+            threads: self.threads,
+            warmup: self.warmup,
+            duration: self.duration,
+            setup_timeout: self.setup_timeout,
+            drain_timeout: self.drain_timeout,
+            timeouts: Timeouts {
+                connect: self.connect_timeout,
+                close: self.close_timeout,
+            },
+            max_message: Limits::default().max_message,
+        })
+    }
+
+    /// A report for `scenario` whose headline says `what` ran, and how; with the shared
+    /// flags in its JSON.
+    pub fn report(&self, plan: &Plan, scenario: &str, what: &str) -> Report {
+        let threads = match self.threads {
+            1 => "1 thread".to_owned(),
+            n => format!("{n} threads"),
+        };
+        let headline = format!(
+            "{scenario}: {what}; {}, {:.1} s measured after {:.1} s warm-up, {threads}",
+            self.url,
+            self.duration.as_secs_f64(),
+            self.warmup.as_secs_f64()
+        );
+        let mut report = Report::new(scenario, headline);
+        report.set("url", self.url.as_str());
+        report.set("server_pid", self.server_pid);
+        report.set("threads", self.threads);
+        report.set("duration_s", self.duration.as_secs_f64());
+        report.set("warmup_s", self.warmup.as_secs_f64());
+        let sources: Vec<String> = plan.sources.iter().map(|a| a.to_string()).collect();
+        report.set("source_addrs", sources);
+        report
+    }
+}
+
+/// The connections (numbered 0..total) that thread `thread` of `threads` runs.
+pub fn share(total: usize, threads: usize, thread: usize) -> impl Iterator<Item = usize> {
+    (thread..total).step_by(threads.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_cover_everything_once() {
+        let mut all: Vec<usize> = (0..3).flat_map(|t| share(10, 3, t)).collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..10).collect::<Vec<_>>());
+        assert_eq!(share(2, 4, 3).count(), 0);
+    }
+}

@@ -1,0 +1,156 @@
+//! Where the load goes and where it comes from: the target (this machine only), the source
+//! addresses, the non-blocking bind-before-connect, and the descriptor limit.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::client::WsUrl;
+
+/// `connect(2)` on a non-blocking socket answers EINPROGRESS (115 on Linux, which is the
+/// only system this tool runs on: it reads /proc). `io::ErrorKind::InProgress` is not stable.
+const EINPROGRESS: i32 = 115;
+
+/// The server under test.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// Where to connect.
+    pub addr: SocketAddrV4,
+    /// The `Host` header (the URL's authority).
+    pub host: String,
+    /// The request target.
+    pub path: String,
+}
+
+impl Target {
+    /// Parses `ws://HOST:PORT/PATH` and refuses any host outside 127.0.0.0/8.
+    ///
+    /// This tool sends load; from this repository it must never be pointed at another
+    /// machine. So the host is not resolved at all: it must be an IPv4 literal in
+    /// 127.0.0.0/8, or `localhost` (taken as 127.0.0.1 without asking a resolver).
+    pub fn parse(url: &str) -> Result<Target, String> {
+        let parsed = WsUrl::parse(url).map_err(|e| e.to_string())?;
+        let (host, port) = parsed
+            .authority
+            .rsplit_once(':')
+            .ok_or_else(|| format!("no port in {url:?}"))?;
+        let ip = if host.eq_ignore_ascii_case("localhost") {
+            Ipv4Addr::LOCALHOST
+        } else {
+            host.parse::<Ipv4Addr>().map_err(|_| refusal(url))?
+        };
+        if !ip.is_loopback() {
+            return Err(refusal(url));
+        }
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("invalid port in {url:?}"))?;
+        Ok(Target {
+            addr: SocketAddrV4::new(ip, port),
+            host: parsed.authority,
+            path: parsed.path,
+        })
+    }
+}
+
+fn refusal(url: &str) -> String {
+    format!(
+        "refusing {url:?}: wsloop bench only targets this machine \
+         (an IPv4 address in 127.0.0.0/8, or localhost)"
+    )
+}
+
+/// The source addresses from `--source-addrs` or `--source-count` (none: the kernel
+/// chooses). Each must be in 127.0.0.0/8, where every address is local.
+pub fn source_addrs(list: &[Ipv4Addr], count: Option<u8>) -> Result<Vec<Ipv4Addr>, String> {
+    let addrs: Vec<Ipv4Addr> = match count {
+        Some(0) => return Err("--source-count must be at least 1".into()),
+        Some(n) => (1..=n).map(|i| Ipv4Addr::new(127, 0, 0, i)).collect(),
+        None => list.to_vec(),
+    };
+    match addrs.iter().find(|a| !a.is_loopback()) {
+        Some(a) => Err(format!("source address {a} is not in 127.0.0.0/8")),
+        None => Ok(addrs),
+    }
+}
+
+/// Starts a non-blocking TCP connect to `target`, bound first to `source` if given (port 0:
+/// the kernel picks an ephemeral port of that address, so each source address brings its
+/// own range of ports). Completion is seen as writability.
+pub fn connect(target: SocketAddrV4, source: Option<Ipv4Addr>) -> io::Result<mio::net::TcpStream> {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    socket.set_tcp_nodelay(true)?;
+    if let Some(ip) = source {
+        socket.bind(&SockAddr::from(SocketAddr::from((ip, 0))))?;
+    }
+    match socket.connect(&SockAddr::from(SocketAddr::V4(target))) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(mio::net::TcpStream::from_std(socket.into()))
+}
+
+/// Whether a connect started by [`connect`] has completed: an error if it failed, false if
+/// it is still in progress (mio's recipe: `take_error`, then `peer_addr`).
+pub fn connect_finished(socket: &mio::net::TcpStream) -> io::Result<bool> {
+    if let Some(e) = socket.take_error()? {
+        return Err(e);
+    }
+    match socket.peer_addr() {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
+        Err(e) if e.raw_os_error() == Some(EINPROGRESS) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Raises the soft RLIMIT_NOFILE to the hard limit and returns the new soft limit.
+pub fn raise_descriptor_limit() -> io::Result<u64> {
+    rlimit::increase_nofile_limit(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_targets_only() {
+        let t = Target::parse("ws://127.0.0.1:9001/x?y").unwrap();
+        assert_eq!(t.addr, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9001));
+        assert_eq!(
+            (t.host.as_str(), t.path.as_str()),
+            ("127.0.0.1:9001", "/x?y")
+        );
+        let t = Target::parse("ws://127.3.2.1:80").unwrap();
+        assert_eq!(t.addr.ip(), &Ipv4Addr::new(127, 3, 2, 1));
+        assert_eq!(
+            Target::parse("ws://localhost:8080/ws").unwrap().addr.ip(),
+            &Ipv4Addr::LOCALHOST
+        );
+        for url in [
+            "ws://10.0.0.1:80/",
+            "ws://192.168.1.1:9001/",
+            "ws://8.8.8.8:80/",
+            "ws://example.com:80/",
+            "ws://[::1]:9001/",
+            "ws://0.0.0.0:9001/",
+            "http://127.0.0.1:9001/",
+        ] {
+            assert!(Target::parse(url).is_err(), "{url} accepted");
+        }
+    }
+
+    #[test]
+    fn sources() {
+        assert_eq!(
+            source_addrs(&[], Some(2)).unwrap(),
+            [Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(127, 0, 0, 2)]
+        );
+        assert!(source_addrs(&[Ipv4Addr::new(10, 0, 0, 1)], None).is_err());
+        assert!(source_addrs(&[], Some(0)).is_err());
+        assert!(source_addrs(&[], None).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,294 @@
+//! One run: worker threads, each with its own [`Driver`] and scenario state, taken through
+//! the same timeline (setup, warm-up, measured window, drain, close), and /proc samples of
+//! the server and of this process around the window.
+//!
+//! ```text
+//! setup ──ready──▶ go ─warm-up─▶ start ═══ measured ═══▶ end ─drain─▶ close
+//!                  │             sample                  sample
+//! ```
+//! The main thread waits until every worker is ready (all connections open), fixes the
+//! window for all of them at once, samples CPU time at its edges, then joins the workers.
+
+use std::net::Ipv4Addr;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::driver::{Driver, Handler, Timeouts};
+use super::net::Target;
+use super::report::{sample, ProcSample, ProcWindow};
+use crate::proto::Limits;
+
+/// Turns wait at most this long, so that phase changes are noticed promptly.
+const MAX_TURN: Duration = Duration::from_millis(100);
+/// While draining, how often `drained` is asked again.
+const DRAIN_TURN: Duration = Duration::from_millis(10);
+
+/// The shared timeline, fixed when every worker is ready.
+#[derive(Clone, Copy, Debug)]
+pub struct Window {
+    /// When the load started (the warm-up began); a common clock origin for all threads.
+    pub epoch: Instant,
+    /// Start of the measured window.
+    pub start: Instant,
+    /// End of the measured window.
+    pub end: Instant,
+}
+
+impl Window {
+    /// Whether `t` falls in the measured window.
+    pub fn measures(&self, t: Instant) -> bool {
+        t >= self.start && t < self.end
+    }
+
+    /// The window's length in seconds.
+    pub fn seconds(&self) -> f64 {
+        (self.end - self.start).as_secs_f64()
+    }
+}
+
+/// A scenario's per-thread logic on top of its [`Handler`].
+pub trait Scenario: Handler + Sized {
+    /// Called after every setup turn (and once before the first): open connections and do
+    /// whatever else they need; true once all are ready. An error aborts the run.
+    fn setup(&mut self, driver: &mut Driver<Self::Conn>, now: Instant) -> Result<bool, String>;
+
+    /// The window is fixed: start the load (the warm-up begins now).
+    fn start(&mut self, driver: &mut Driver<Self::Conn>, window: Window, now: Instant);
+
+    /// Called after every turn until the window ends; returns when it wants to be called at
+    /// the latest (for pacing).
+    fn tick(&mut self, _driver: &mut Driver<Self::Conn>, _now: Instant) -> Option<Instant> {
+        None
+    }
+
+    /// The window is over: start nothing new.
+    fn stop(&mut self, driver: &mut Driver<Self::Conn>, now: Instant);
+
+    /// Everything started has finished (echoes back, deliveries in, handshakes done).
+    fn drained(&self, driver: &Driver<Self::Conn>) -> bool;
+}
+
+/// How a run is shaped.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The server under test.
+    pub target: Target,
+    /// Source addresses (empty: the kernel's choice).
+    pub sources: Vec<Ipv4Addr>,
+    /// The server's pid, for /proc.
+    pub server_pid: Option<u32>,
+    /// Worker threads.
+    pub threads: usize,
+    /// Before the window.
+    pub warmup: Duration,
+    /// The window.
+    pub duration: Duration,
+    /// Longest time for every worker to be ready.
+    pub setup_timeout: Duration,
+    /// After the window: longest wait for work in flight.
+    pub drain_timeout: Duration,
+    /// Per-connection connect and close timeouts.
+    pub timeouts: Timeouts,
+    /// Largest message the client accepts.
+    pub max_message: u64,
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct Outcome<S> {
+    /// Each worker's scenario state.
+    pub threads: Vec<S>,
+    /// The window.
+    pub window: Window,
+    /// The server process around the window, with `--server-pid`.
+    pub server: Option<ProcWindow>,
+    /// This process around the window.
+    pub client: ProcWindow,
+}
+
+impl<S> Outcome<S> {
+    /// A counter summed over the threads.
+    pub fn sum(&self, count: impl Fn(&S) -> u64) -> u64 {
+        self.threads.iter().map(count).sum()
+    }
+}
+
+/// Runs the scenario made by `make(thread)` on `plan.threads` threads.
+pub fn run<S: Scenario + Send>(
+    plan: &Plan,
+    make: impl Fn(usize) -> S + Sync,
+) -> Result<Outcome<S>, String> {
+    let server_sample = || -> Result<Option<ProcSample>, String> {
+        plan.server_pid
+            .map(|pid| sample(Some(pid)).map_err(|e| format!("server pid {pid}: {e}")))
+            .transpose()
+    };
+    let client_sample = || sample(None).map_err(|e| format!("/proc/self: {e}"));
+    let server_before = server_sample()?;
+    let client_before = client_sample()?;
+    let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+    std::thread::scope(|scope| {
+        let mut workers = Vec::with_capacity(plan.threads);
+        for t in 0..plan.threads {
+            let (go_tx, go_rx) = mpsc::channel::<Option<Window>>();
+            let ready_tx = ready_tx.clone();
+            let make = &make;
+            let handle = scope.spawn(move || worker(plan, t, make(t), &ready_tx, &go_rx));
+            workers.push((handle, go_tx));
+        }
+        drop(ready_tx);
+        let mut failure = None;
+        for _ in 0..plan.threads {
+            match ready_rx.recv_timeout(plan.setup_timeout + Duration::from_secs(5)) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    failure.get_or_insert(e);
+                }
+                Err(_) => {
+                    failure.get_or_insert("a worker did not report in time".into());
+                    break;
+                }
+            }
+        }
+        let epoch = Instant::now();
+        let window = Window {
+            epoch,
+            start: epoch + plan.warmup,
+            end: epoch + plan.warmup + plan.duration,
+        };
+        let go = failure.is_none().then_some(window);
+        for (_, go_tx) in &workers {
+            let _ = go_tx.send(go);
+        }
+        let samples = match failure {
+            Some(e) => Err(e),
+            None => sample_window(window, &server_sample, &client_sample),
+        };
+        let mut threads = Vec::with_capacity(plan.threads);
+        let mut failure = samples.as_ref().err().cloned();
+        for (handle, _) in workers {
+            match handle.join() {
+                Ok(Ok(state)) => threads.push(state),
+                Ok(Err(e)) => {
+                    failure.get_or_insert(e);
+                }
+                Err(_) => {
+                    failure.get_or_insert("a worker thread panicked".into());
+                }
+            }
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        let ((server_start, client_start), (server_end, client_end)) = samples?;
+        let server = match (server_before, server_start, server_end) {
+            (Some(before), Some(start), Some(end)) => Some(ProcWindow { before, start, end }),
+            _ => None,
+        };
+        Ok(Outcome {
+            threads,
+            window,
+            server,
+            client: ProcWindow {
+                before: client_before,
+                start: client_start,
+                end: client_end,
+            },
+        })
+    })
+}
+
+type Pair = (Option<ProcSample>, ProcSample);
+
+/// Sleeps to the window's start and end and samples both processes there.
+fn sample_window(
+    window: Window,
+    server: &impl Fn() -> Result<Option<ProcSample>, String>,
+    client: &impl Fn() -> Result<ProcSample, String>,
+) -> Result<(Pair, Pair), String> {
+    let at = |t: Instant| -> Result<Pair, String> {
+        std::thread::sleep(t.saturating_duration_since(Instant::now()));
+        Ok((server()?, client()?))
+    };
+    Ok((at(window.start)?, at(window.end)?))
+}
+
+/// One worker thread: setup, report ready, wait for the window, run, drain, close.
+fn worker<S: Scenario>(
+    plan: &Plan,
+    thread: usize,
+    mut scenario: S,
+    ready: &mpsc::Sender<Result<(), String>>,
+    go: &mpsc::Receiver<Option<Window>>,
+) -> Result<S, String> {
+    let limits = Limits::with_max_message(plan.max_message);
+    let driver = Driver::new(
+        plan.target.clone(),
+        plan.sources.clone(),
+        thread,
+        plan.timeouts,
+        limits,
+    )
+    .map_err(|e| format!("poll: {e}"));
+    let setup = driver.and_then(|mut d| setup(plan, &mut scenario, &mut d).map(|()| d));
+    let _ = ready.send(setup.as_ref().map(|_| ()).map_err(Clone::clone));
+    let mut driver = setup?;
+    let Ok(Some(window)) = go.recv() else {
+        return Err("run aborted".into());
+    };
+    let io = |e: std::io::Error| format!("poll: {e}");
+
+    let mut now = Instant::now();
+    scenario.start(&mut driver, window, now);
+    let mut wake = None;
+    while now < window.end {
+        let until = wake.map_or(window.end, |w: Instant| w.min(window.end));
+        driver
+            .turn(
+                &mut scenario,
+                until.saturating_duration_since(now).min(MAX_TURN),
+            )
+            .map_err(io)?;
+        now = Instant::now();
+        wake = scenario.tick(&mut driver, now);
+    }
+
+    scenario.stop(&mut driver, now);
+    let drain_end = window.end + plan.drain_timeout;
+    while !scenario.drained(&driver) && now < drain_end {
+        driver.turn(&mut scenario, DRAIN_TURN).map_err(io)?;
+        now = Instant::now();
+    }
+
+    driver.close_all(&mut scenario, now);
+    // Each connection has its own close deadline; this only bounds the loop.
+    let close_end = now + plan.timeouts.close + Duration::from_secs(1);
+    while !driver.is_empty() && now < close_end {
+        driver.turn(&mut scenario, MAX_TURN).map_err(io)?;
+        now = Instant::now();
+    }
+    Ok(scenario)
+}
+
+fn setup<S: Scenario>(
+    plan: &Plan,
+    scenario: &mut S,
+    driver: &mut Driver<S::Conn>,
+) -> Result<(), String> {
+    let deadline = Instant::now() + plan.setup_timeout;
+    loop {
+        let now = Instant::now();
+        if scenario.setup(driver, now)? {
+            return Ok(());
+        }
+        if now >= deadline {
+            return Err(format!(
+                "connections not ready within the setup timeout ({:?})",
+                plan.setup_timeout
+            ));
+        }
+        driver
+            .turn(scenario, (deadline - now).min(MAX_TURN))
+            .map_err(|e| format!("poll: {e}"))?;
+    }
+}

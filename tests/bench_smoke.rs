@@ -1,0 +1,222 @@
+//! `wsloop bench`: each scenario runs for about a second against a real `wsloop echo` or
+//! `wsloop serve` with a few connections, and its JSON report must show load that went
+//! through with nothing wrong (no errors, no mismatches, every delivery made).
+
+mod common;
+
+use std::process::Command;
+
+use common::Server;
+use serde_json::Value;
+
+/// Flags that keep every run short.
+const SHORT: &[&str] = &["--duration", "1s", "--warmup", "300ms", "--json"];
+
+/// Runs `wsloop bench ARGS` and returns its exit code, its JSON report (if it printed one)
+/// and its standard error.
+fn bench(args: &[&str]) -> (Option<i32>, Option<Value>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_wsloop"))
+        .arg("bench")
+        .args(args)
+        .output()
+        .expect("run wsloop bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let json = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok());
+    (output.status.code(), json, stderr)
+}
+
+/// Runs a scenario that must succeed; returns its report.
+fn clean_run(scenario: &str, server: &Server, path: &str, extra: &[&str]) -> Value {
+    let url = server.url(path);
+    let pid = server.pid().to_string();
+    let mut args = vec![scenario, "--url", &url, "--server-pid", &pid];
+    args.extend_from_slice(SHORT);
+    args.extend_from_slice(extra);
+    let (code, json, stderr) = bench(&args);
+    let report = json.unwrap_or_else(|| panic!("no JSON report; stderr:\n{stderr}"));
+    assert_eq!(code, Some(0), "{scenario} {extra:?} failed:\n{stderr}");
+    assert_eq!(report["scenario"], scenario);
+    assert_eq!(report["clean"], true, "{stderr}");
+    assert_eq!(report["errors"], 0, "{stderr}");
+    report
+}
+
+fn number(report: &Value, key: &str) -> f64 {
+    report[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} is not a number in {report}"))
+}
+
+/// Latency percentiles are present and ordered.
+fn assert_latency(report: &Value) {
+    let latency = &report["latency"];
+    let p50 = latency["p50_us"].as_f64().expect("p50_us");
+    let p99 = latency["p99_us"].as_f64().expect("p99_us");
+    let p999 = latency["p999_us"].as_f64().expect("p999_us");
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= p999, "{latency}");
+    assert!(
+        latency["count"].as_u64().is_some_and(|n| n > 0),
+        "{latency}"
+    );
+}
+
+#[test]
+fn echo_checks_every_payload() {
+    let server = Server::echo(&[]);
+    for extra in [
+        &["--connections", "4", "--in-flight", "4"][..],
+        &[
+            "--connections",
+            "6",
+            "--in-flight",
+            "2",
+            "--size",
+            "70000",
+            "--binary",
+            "--threads",
+            "2",
+            "--source-count",
+            "2",
+        ][..],
+    ] {
+        let report = clean_run("echo", &server, "/", extra);
+        assert!(number(&report, "messages") > 0.0);
+        assert!(number(&report, "messages_per_s") > 0.0);
+        assert!(number(&report, "checked") >= number(&report, "messages"));
+        assert_eq!(report["mismatches"], 0);
+        assert_eq!(report["lost"], 0);
+        assert_latency(&report);
+        assert!(number(&report, "server_cpu_s") >= 0.0);
+        assert!(number(&report, "server_cpu_us_per_msg") >= 0.0);
+        assert!(number(&report, "client_cpu_us_per_msg") >= 0.0);
+    }
+}
+
+/// The limits `wsloop serve` must lift for a benchmark (see `wsloop bench broadcast --help`).
+const UNLIMITED: &[&str] = &[
+    "--max-messages-per-second",
+    "1000000",
+    "--handshakes-per-second",
+    "1000000",
+    "--max-connections-per-address",
+    "100000",
+];
+
+#[test]
+fn broadcast_delivers_everything_to_everyone() {
+    let server = Server::serve(UNLIMITED);
+    for extra in [
+        &[
+            "--publishers",
+            "2",
+            "--subscribers",
+            "10",
+            "--in-flight",
+            "2",
+        ][..],
+        &[
+            "--publishers",
+            "2",
+            "--subscribers",
+            "6",
+            "--via",
+            "chat",
+            "--rate",
+            "200",
+            "--threads",
+            "2",
+        ][..],
+    ] {
+        let report = clean_run("broadcast", &server, "/ws", extra);
+        assert!(number(&report, "delivered") > 0.0);
+        assert!(number(&report, "delivered_per_s") > 0.0);
+        assert!(number(&report, "sent") > 0.0);
+        assert_eq!(report["received_in_order"], report["expected"]);
+        for key in ["missing", "gaps", "duplicates", "malformed"] {
+            assert_eq!(report[key], 0, "{key}");
+        }
+        assert_latency(&report);
+        assert!(number(&report, "server_cpu_us_per_frame") >= 0.0);
+    }
+}
+
+#[test]
+fn broadcast_reports_the_servers_rate_limit() {
+    // Default serve limits: 50 messages/s with bursts of 100, so an unpaced publisher is
+    // refused within the run; the report says so and the exit status is 2.
+    let server = Server::serve(&[]);
+    let url = server.url("/ws");
+    let mut args = vec!["broadcast", "--url", &url, "--subscribers", "2"];
+    args.extend_from_slice(SHORT);
+    args.extend_from_slice(&["--drain-timeout", "500ms"]);
+    let (code, json, stderr) = bench(&args);
+    assert_eq!(code, Some(2), "{stderr}");
+    let report = json.expect("JSON report");
+    assert_eq!(report["clean"], false);
+    assert!(report["error_kinds"]["server error rate_limited"].as_u64() >= Some(1));
+}
+
+#[test]
+fn connect_storm() {
+    let server = Server::echo(&[]);
+    let report = clean_run("connect", &server, "/", &["--concurrency", "4"]);
+    assert!(number(&report, "handshakes") > 0.0);
+    assert!(number(&report, "handshakes_per_s") > 0.0);
+    assert!(number(&report, "closed") >= number(&report, "handshakes"));
+    assert_latency(&report);
+    assert!(number(&report, "server_cpu_us_per_handshake") >= 0.0);
+}
+
+#[test]
+fn idle_connections_cost_memory() {
+    // A fresh server, so that the memory the connections take is not memory freed earlier.
+    let server = Server::echo(&[]);
+    let report = clean_run("idle", &server, "/", &["--connections", "300"]);
+    assert!(
+        number(&report, "rss_per_connection_bytes") > 0.0,
+        "{report}"
+    );
+    assert!(number(&report, "rss_after_kb") > number(&report, "rss_before_kb"));
+}
+
+#[test]
+fn refuses_hosts_off_this_machine() {
+    for url in [
+        "ws://10.0.0.1:9001/",
+        "ws://192.168.1.10:9001/",
+        "ws://example.com:9001/",
+        "ws://[::1]:9001/",
+    ] {
+        let (code, json, stderr) = bench(&["echo", "--url", url, "--duration", "1s"]);
+        assert_eq!(code, Some(1), "{url}: {stderr}");
+        assert!(json.is_none());
+        assert!(stderr.contains("only targets this machine"), "{stderr}");
+    }
+    let (code, _, stderr) = bench(&[
+        "echo",
+        "--url",
+        "ws://127.0.0.1:9/",
+        "--source-addrs",
+        "127.0.0.1,172.16.0.1",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("not in 127.0.0.0/8"), "{stderr}");
+}
+
+#[test]
+fn cannot_connect_is_an_error() {
+    // A port nobody listens on: bind one, then let it go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let url = format!("ws://127.0.0.1:{port}/");
+    let (code, json, stderr) = bench(&["echo", "--url", &url, "--connections", "2"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(json.is_none());
+    assert!(stderr.contains("refused"), "{stderr}");
+}
