@@ -97,6 +97,10 @@ struct LoopArgs {
     /// Open WebSocket connections per client address; further upgrades get 429.
     #[arg(long, value_name = "N", default_value_t = Config::default().per_address.max_connections)]
     max_connections_per_address: usize,
+    /// Connections one address may hold before their request head is complete (slowloris
+    /// from one address); more are closed at accept. Not applied with --trust-proxy.
+    #[arg(long, value_name = "N", default_value_t = Config::default().per_address.max_pending_handshakes)]
+    max_pending_handshakes_per_address: usize,
     /// Request heads (handshakes, HTTP requests) per second per client address, sustained;
     /// twice as many in a burst; beyond that 429. Default: 50 for serve, unlimited for echo
     /// (the Autobahn client opens hundreds of connections a second).
@@ -213,6 +217,7 @@ impl LoopArgs {
             max_connections: self.max_connections,
             per_address: AddressLimits {
                 max_connections: self.max_connections_per_address,
+                max_pending_handshakes: self.max_pending_handshakes_per_address,
                 requests_per_second: handshake_rate,
                 burst: 2.0 * handshake_rate,
             },

@@ -98,6 +98,8 @@ fn echo_checks_every_payload() {
 
 /// The limits `wsloop serve` must lift for a benchmark (see `wsloop bench broadcast --help`).
 const UNLIMITED: &[&str] = &[
+    "--max-pending-handshakes-per-address",
+    "100000",
     "--max-messages-per-second",
     "1000000",
     "--handshakes-per-second",

@@ -30,8 +30,10 @@ use serde_json::Value;
 use wsloop::client::{Client, ClientOptions, Received};
 
 /// Per-address limits out of the way: every client of these tests is 127.0.0.1.
-const NO_ADDRESS_LIMITS: [&str; 6] = [
+const NO_ADDRESS_LIMITS: [&str; 8] = [
     "--handshakes-per-second",
+    "100000",
+    "--max-pending-handshakes-per-address",
     "100000",
     "--max-connections-per-address",
     "100000",

@@ -1102,3 +1102,49 @@ fn every_limit_flag_documents_its_default_in_help() {
         }
     }
 }
+
+/// A connection from `source` (another address in 127.0.0.0/8) to `server`.
+fn connect_from(source: &str, server: &Server) -> TcpStream {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let from: std::net::SocketAddr = format!("{source}:0").parse().expect("source address");
+    socket.bind(&from.into()).expect("bind source address");
+    socket
+        .connect_timeout(&server.addr.into(), Duration::from_secs(2))
+        .expect("connect");
+    let stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    stream
+}
+
+#[test]
+fn pending_handshakes_per_address_are_capped_at_accept() {
+    let server = Server::serve(&["--max-pending-handshakes-per-address", "3"]);
+    // Slowloris from one address: three connections that never send a request head.
+    let silent: Vec<TcpStream> = (0..3).map(|_| connect_from("127.0.0.1", &server)).collect();
+    thread::sleep(Duration::from_millis(200));
+    // The fourth from that address is closed at accept, before sending anything.
+    let mut fourth = connect_from("127.0.0.1", &server);
+    let started = Instant::now();
+    let mut byte = [0u8; 1];
+    match fourth.read(&mut byte) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("the fourth pending connection was not refused: {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // Another address is not affected: it gets its page at once.
+    let mut other = connect_from("127.0.0.2", &server);
+    other
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("write");
+    let mut reply = String::new();
+    other.read_to_string(&mut reply).expect("read");
+    assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+    // Once the silent ones go, the address is served again, and the refusal was counted.
+    drop(silent);
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(sample(&server, &rejections("pending_handshakes")), 1);
+}

@@ -340,6 +340,8 @@ fn churn_soak() {
     let server = Server::serve(&[
         "--handshakes-per-second",
         "100000",
+        "--max-pending-handshakes-per-address",
+        "100000",
         "--max-connections-per-address",
         "100000",
         "--max-messages-per-second",

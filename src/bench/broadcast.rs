@@ -8,6 +8,10 @@
 //! must have had every message: what a publisher sent and a subscriber never saw is
 //! "missing". Replies are read with a substring scan of the server's compact JSON, not a
 //! full parse, so that the client keeps up with the fan-out.
+//!
+//! With `--protocol raw` the server is not `wsloop serve` but one that sends every text
+//! message to every client, the sender included: messages are the bare content, connections
+//! are ready once open, and a publisher's own message coming back is its acknowledgement.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -16,7 +20,7 @@ use std::time::{Duration, Instant};
 use super::driver::{Action, Driver, End, Event, Handler, Opener, Outbox};
 use super::report::{Report, Tally};
 use super::run::{self, Scenario, Window};
-use super::{share, BroadcastArgs, Via};
+use super::{share, BroadcastArgs, Protocol, Via};
 use crate::proto::{Message, MessageKind};
 
 /// The most a publisher catches up after falling behind its rate.
@@ -41,9 +45,13 @@ impl Shared {
 #[derive(Debug)]
 struct Wire {
     via: Via,
+    /// Plain text (`--protocol raw`) rather than the chat protocol.
+    raw: bool,
     subscribe: String,
     /// Everything before the content's characters.
     publish_prefix: String,
+    /// Everything after them.
+    publish_suffix: &'static str,
     /// Bytes of content.
     size: usize,
 }
@@ -51,14 +59,20 @@ struct Wire {
 impl Wire {
     fn new(args: &BroadcastArgs) -> Self {
         let channel = serde_json::Value::from(args.channel.as_str()).to_string();
-        let publish_prefix = match args.via {
-            Via::Publish => format!(r#"{{"type":"publish","channel":{channel},"content":""#),
-            Via::Chat => r#"{"type":"chat","content":""#.to_owned(),
+        let raw = args.protocol == Protocol::Raw;
+        let publish_prefix = match (raw, args.via) {
+            (true, _) => String::new(),
+            (false, Via::Publish) => {
+                format!(r#"{{"type":"publish","channel":{channel},"content":""#)
+            }
+            (false, Via::Chat) => r#"{"type":"chat","content":""#.to_owned(),
         };
         Wire {
             via: args.via,
+            raw,
             subscribe: format!(r#"{{"type":"subscribe","channel":{channel}}}"#),
             publish_prefix,
+            publish_suffix: if raw { "" } else { "\"}" },
             size: args.size,
         }
     }
@@ -160,7 +174,7 @@ impl BroadcastThread<'_> {
             while self.text.len() - content_start < self.wire.size {
                 self.text.push('x');
             }
-            self.text.push_str("\"}");
+            self.text.push_str(self.wire.publish_suffix);
             out.send(MessageKind::Text, self.text.as_bytes());
             p.next_seq += 1;
             p.in_flight += 1;
@@ -191,17 +205,18 @@ impl BroadcastThread<'_> {
         }
     }
 
-    fn on_delivery(&mut self, role: &mut Role, text: &str, out: &mut Outbox, now: Instant) {
-        let Some((publisher, seq, micros)) = string_field(text, CONTENT).and_then(parse_content)
-        else {
+    /// A delivery whose content is `content`.
+    fn on_delivery(&mut self, role: &mut Role, content: &str, out: &mut Outbox, now: Instant) {
+        let Some((publisher, seq, micros)) = parse_content(content) else {
             self.malformed += 1;
             return;
         };
         let s = match role {
             Role::Subscriber(s) => s,
-            // In chat mode a publisher hears every chat; its own is its acknowledgement.
+            // In chat mode (and raw) a publisher hears every message; its own is its
+            // acknowledgement.
             Role::Publisher(p) => {
-                if self.wire.via == Via::Chat && publisher == p.index {
+                if (self.wire.raw || self.wire.via == Via::Chat) && publisher == p.index {
                     self.on_ack(p, out, now);
                 }
                 return;
@@ -246,8 +261,15 @@ impl BroadcastThread<'_> {
             self.tally.errors.add("binary message from the server");
             return;
         };
+        if self.wire.raw {
+            self.on_delivery(role, text, out, now);
+            return;
+        }
         match string_field(text, TYPE) {
-            Some("message" | "chat") => self.on_delivery(role, text, out, now),
+            Some("message" | "chat") => match string_field(text, CONTENT) {
+                Some(content) => self.on_delivery(role, content, out, now),
+                None => self.malformed += 1,
+            },
             Some("published") => {
                 if let Role::Publisher(p) = role {
                     self.on_ack(p, out, now);
@@ -331,7 +353,10 @@ impl Handler for BroadcastThread<'_> {
     ) -> Action {
         match event {
             Event::Opened => {
-                if let (Role::Subscriber(_), Via::Publish) = (&role, self.wire.via) {
+                if self.wire.raw {
+                    // No welcome, no subscription: open is ready.
+                    self.opener.ready();
+                } else if let (Role::Subscriber(_), Via::Publish) = (&role, self.wire.via) {
                     out.send(MessageKind::Text, self.wire.subscribe.as_bytes());
                 }
             }
@@ -440,9 +465,10 @@ pub fn run(args: &BroadcastArgs) -> Result<Report, String> {
     let in_order = outcome.sum(|t| t.in_order);
     let sent = shared.total_sent();
     let expected = sent * args.subscribers as u64;
-    let via = match args.via {
-        Via::Publish => "publish",
-        Via::Chat => "chat",
+    let via = match (args.protocol, args.via) {
+        (Protocol::Raw, _) => "raw",
+        (Protocol::Chat, Via::Publish) => "publish",
+        (Protocol::Chat, Via::Chat) => "chat",
     };
     let rate = if args.rate > 0.0 {
         format!("{} msg/s each", args.rate)
@@ -460,6 +486,13 @@ pub fn run(args: &BroadcastArgs) -> Result<Report, String> {
     report.set("rate", args.rate);
     report.set("size", args.size);
     report.set("via", via);
+    report.set(
+        "protocol",
+        match args.protocol {
+            Protocol::Chat => "chat",
+            Protocol::Raw => "raw",
+        },
+    );
     report.set("channel", args.channel.as_str());
     let seconds = outcome.window.seconds();
     report.count("delivered", "delivered", delivered, seconds);

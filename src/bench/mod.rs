@@ -71,7 +71,8 @@ connections per address) would show up as errors; lift them for a run:
 Publishers send {\"type\":\"publish\",\"channel\":C,\"content\":\"P:SEQ:MICROS:xxx\"} (or \
 `chat` with --via chat) and keep --in-flight of them unacknowledged (the `published` reply, \
 or their own chat coming back); subscribers check SEQ per publisher and take the latency \
-from MICROS.")]
+from MICROS. With --protocol raw the message is the bare content P:SEQ:MICROS:xxx, for a \
+server that sends every text message to every client (benches/peers tungstenite-broadcast).")]
     Broadcast(BroadcastArgs),
     /// Connection storm: open, handshake, close, again, with --concurrency connections at a
     /// time; prints handshakes/s, handshake latency and server CPU per handshake.
@@ -172,6 +173,17 @@ pub enum Via {
     Chat,
 }
 
+/// What a broadcast server speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Protocol {
+    /// The JSON chat protocol of `wsloop serve` (PROTOCOL.md).
+    Chat,
+    /// Plain text, for a server that sends every text message to every client, the sender
+    /// included (benches/peers `tungstenite-broadcast`): the message is the content, a
+    /// publisher's own copy is its acknowledgement; --via and --channel do not apply.
+    Raw,
+}
+
 /// `wsloop bench broadcast`.
 #[derive(Args, Debug)]
 pub struct BroadcastArgs {
@@ -199,6 +211,9 @@ pub struct BroadcastArgs {
     /// `publish` to a channel, or `chat` to everyone.
     #[arg(long, value_enum, default_value_t = Via::Publish)]
     pub via: Via,
+    /// The server's protocol: `wsloop serve`'s chat, or plain text to everyone.
+    #[arg(long, value_enum, default_value_t = Protocol::Chat)]
+    pub protocol: Protocol,
 }
 
 /// `wsloop bench connect`.

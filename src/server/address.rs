@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use super::conn::Counted;
 use crate::proto::handshake::Request;
 
 /// The client's address. Behind a trusted proxy: `X-Real-IP` (set by the proxy from the
@@ -34,6 +35,10 @@ pub fn client_addr(request: &Request, peer: SocketAddr, trust_proxy: bool) -> Ip
 pub struct AddressLimits {
     /// Open WebSocket connections one address may hold.
     pub max_connections: usize,
+    /// Connections one TCP peer address may hold while their request head is incomplete
+    /// (counted at accept, before any header can be read; not applied behind a trusted
+    /// proxy, where every connection comes from the proxy).
+    pub max_pending_handshakes: usize,
     /// Request heads per second one address may send (sustained)...
     pub requests_per_second: f64,
     /// ...and in a burst.
@@ -43,6 +48,7 @@ pub struct AddressLimits {
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     open: usize,
+    handshaking: usize,
     tokens: f64,
     refilled: Instant,
 }
@@ -72,6 +78,7 @@ impl AddressTable {
         let limits = self.limits;
         let entry = self.entries.entry(ip).or_insert(Entry {
             open: 0,
+            handshaking: 0,
             tokens: limits.burst,
             refilled: now,
         });
@@ -103,6 +110,33 @@ impl AddressTable {
         self.entry(ip, now).open += 1;
     }
 
+    /// Counts a connection accepted from `ip` whose head has not arrived; `false` when the
+    /// address already has its share of those (the connection is then refused).
+    pub(crate) fn start_handshake(&mut self, ip: IpAddr, now: Instant) -> bool {
+        let max = self.limits.max_pending_handshakes;
+        let entry = self.entry(ip, now);
+        if entry.handshaking >= max {
+            return false;
+        }
+        entry.handshaking += 1;
+        true
+    }
+
+    /// The head arrived, or the connection ended before it did.
+    pub(crate) fn end_handshake(&mut self, ip: IpAddr) {
+        if let Some(e) = self.entries.get_mut(&ip) {
+            e.handshaking = e.handshaking.saturating_sub(1);
+        }
+    }
+
+    /// Gives back what a connection counted for.
+    pub(crate) fn release(&mut self, counted: Counted) {
+        match counted {
+            Counted::Handshaking(ip) => self.end_handshake(ip),
+            Counted::Open(ip) => self.closed(ip),
+        }
+    }
+
     pub(crate) fn closed(&mut self, ip: IpAddr) {
         if let Some(e) = self.entries.get_mut(&ip) {
             e.open = e.open.saturating_sub(1);
@@ -118,7 +152,9 @@ impl AddressTable {
         let limits = self.limits;
         self.entries.retain(|_, e| {
             let elapsed = now.saturating_duration_since(e.refilled).as_secs_f64();
-            e.open > 0 || e.tokens + elapsed * limits.requests_per_second < limits.burst
+            e.open > 0
+                || e.handshaking > 0
+                || e.tokens + elapsed * limits.requests_per_second < limits.burst
         });
     }
 
@@ -155,6 +191,7 @@ mod tests {
         let mut t = AddressTable::new(
             AddressLimits {
                 max_connections: 2,
+                max_pending_handshakes: 1,
                 requests_per_second: 2.0,
                 burst: 3.0,
             },
@@ -169,6 +206,14 @@ mod tests {
         t.closed(ip);
         assert!(t.may_open(ip));
         t.closed(ip);
+        assert!(t.start_handshake(ip, now));
+        assert!(
+            !t.start_handshake(ip, now),
+            "one pending handshake at a time"
+        );
+        t.end_handshake(ip);
+        assert!(t.start_handshake(ip, now));
+        t.end_handshake(ip);
         t.sweep(now + Duration::from_secs(60));
         assert_eq!(t.len(), 0);
     }

@@ -31,6 +31,15 @@ pub(crate) enum Timer {
     Idle,
 }
 
+/// A connection's share of its address's limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Counted {
+    /// Accepted from this peer address; its request head is not complete.
+    Handshaking(IpAddr),
+    /// An open WebSocket connection of this client address.
+    Open(IpAddr),
+}
+
 /// Where a connection stands.
 #[derive(Debug)]
 pub(crate) enum Phase {
@@ -144,8 +153,8 @@ pub(crate) struct Conn {
     pub(crate) dirty: bool,
     /// Input is left in the socket for the next turn (the connection is in `read_ready`).
     pub(crate) read_ready: bool,
-    /// The client address counted in the per-address table while open.
-    pub(crate) client: Option<IpAddr>,
+    /// What this connection counts for in the per-address table, given back once.
+    pub(crate) counted: Option<Counted>,
     /// When bytes last arrived (idle timeout).
     pub(crate) last_read: Instant,
     /// Start of the current one-second window of received pings, and their count.

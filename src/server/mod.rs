@@ -34,7 +34,7 @@ use crate::proto::handshake::{
 };
 use crate::proto::{Connection, Event, Limits, OpCode};
 use address::{client_addr, AddressLimits, AddressTable};
-use conn::{Conn, Phase, ReadBuf, Timer};
+use conn::{Conn, Counted, Phase, ReadBuf, Timer};
 pub use handler::{CloseReason, ConnId, Ctx, Handler, HttpResponse, OpenInfo, Route};
 use handler::{Command, Commands};
 use outbound::OutQueue;
@@ -117,6 +117,7 @@ impl Default for Config {
             max_connections: 100_000,
             per_address: AddressLimits {
                 max_connections: 1_000,
+                max_pending_handshakes: 128,
                 requests_per_second: 50.0,
                 burst: 100.0,
             },
@@ -393,6 +394,23 @@ impl<H: Handler> Server<H> {
     }
 
     fn add_conn(&mut self, mut socket: TcpStream, peer: SocketAddr, now: Instant) {
+        // Behind a trusted proxy every connection comes from the proxy: the per-address
+        // limits then apply to the forwarded address, once the head is read.
+        let handshaking = (!self.config.trust_proxy).then_some(peer.ip());
+        if let Some(ip) = handshaking {
+            if !self.addresses.start_handshake(ip, now) {
+                log!(
+                    Level::Info,
+                    "{peer}: refused: too many pending handshakes from {ip}"
+                );
+                *self
+                    .stats
+                    .rejections
+                    .entry("pending_handshakes")
+                    .or_default() += 1;
+                return;
+            }
+        }
         // Small frames go out at once; the loop batches writes itself.
         if let Err(e) = socket.set_nodelay(true) {
             log!(Level::Debug, "{peer}: set_nodelay: {e}");
@@ -405,6 +423,9 @@ impl<H: Handler> Server<H> {
             .register(&mut socket, Token(slot), Interest::READABLE)
         {
             log!(Level::Warn, "{peer}: register: {e}");
+            if let Some(ip) = handshaking {
+                self.addresses.end_handshake(ip);
+            }
             return;
         }
         self.next_serial = self.next_serial.wrapping_add(1);
@@ -425,7 +446,7 @@ impl<H: Handler> Server<H> {
             write_shut: false,
             dirty: false,
             read_ready: false,
-            client: None,
+            counted: handshaking.map(Counted::Handshaking),
             last_read: now,
             ping_window: (now, 0),
         });
@@ -529,6 +550,9 @@ impl<H: Handler> Server<H> {
                         Ok(Some((request, head_len))) => {
                             // Bytes after the head are WebSocket frames: keep them.
                             conn.rbuf.consume(head_len);
+                            if let Some(counted) = conn.counted.take() {
+                                self.addresses.release(counted);
+                            }
                             if !self.on_request(slot, &request, now) {
                                 return;
                             }
@@ -726,12 +750,13 @@ impl<H: Handler> Server<H> {
             Self::set_timer(&mut self.timers, conn, Timer::Idle, now + idle);
         }
         conn.opened = true;
-        conn.client = Some(client);
+        conn.counted = Some(Counted::Open(client));
         self.addresses.opened(client, now);
         self.stats.upgraded += 1;
         self.stats.open += 1;
         let (id, peer) = (conn.id, conn.peer);
-        log!(Level::Debug, "{peer}: upgraded {} as {id}", request.target);
+        // The path only: a query string may carry a token.
+        log!(Level::Debug, "{peer}: upgraded {} as {id}", request.path());
         let info = OpenInfo {
             peer,
             client,
@@ -801,13 +826,14 @@ impl<H: Handler> Server<H> {
         self.ended(slot, reason, now);
     }
 
-    /// Tells the application, once, that an open connection ended.
+    /// A connection is closing or gone: give back its share of the address limits and tell
+    /// the application, once, if it was open.
     fn ended(&mut self, slot: usize, reason: CloseReason, now: Instant) {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
-        if let Some(client) = conn.client.take() {
-            self.addresses.closed(client);
+        if let Some(counted) = conn.counted.take() {
+            self.addresses.release(counted);
         }
         if !std::mem::replace(&mut conn.opened, false) {
             return;
