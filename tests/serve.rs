@@ -1609,3 +1609,85 @@ fn cli_client_exits_1_when_nothing_listens() {
     );
     assert!(stdout.is_empty(), "nothing on stdout: {stdout:?}");
 }
+
+#[test]
+fn cli_client_reconnects_after_a_server_restart() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::sync::mpsc;
+
+    let server = Server::serve(&[]);
+    let (addr, url) = (server.addr.to_string(), server.url("/ws"));
+    /// Kills the client if the test fails half-way.
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_wsloop"))
+            .args(["client", "--reconnect", &url])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn wsloop client"),
+    );
+    let mut stdin = child.0.stdin.take().expect("stdin");
+    let stdout = child.0.stdout.take().expect("stdout");
+    let (lines_tx, lines) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let welcome = |lines: &mpsc::Receiver<String>, within: Duration| -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = lines.recv_timeout(left).expect("a welcome line in time");
+            let value: Value = serde_json::from_str(&line).expect("JSON line");
+            if value["type"] == "welcome" {
+                return value;
+            }
+        }
+    };
+    let first = welcome(&lines, Duration::from_secs(10));
+    // The server goes away and comes back on the same port: the first retry waits about
+    // 1 s (the backoff's first delay, ±20%).
+    drop(server);
+    std::thread::sleep(Duration::from_millis(300));
+    let _again = Server::start_on("serve", &addr, &[]);
+    let second = welcome(&lines, Duration::from_secs(10));
+    assert!(first["id"].is_string() && second["id"].is_string());
+    // Lines typed after the reconnect go to the new connection.
+    stdin
+        .write_all(b"{\"type\":\"chat\",\"content\":\"back again\"}\n")
+        .expect("write");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines.recv_timeout(left).expect("the chat echo in time");
+        let value: Value = serde_json::from_str(&line).expect("JSON line");
+        if value["type"] == "chat" {
+            assert_eq!(value["content"], "back again");
+            assert_eq!(value["id"], second["id"]);
+            break;
+        }
+    }
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the client did not exit after its input ended"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}
