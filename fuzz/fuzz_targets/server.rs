@@ -58,6 +58,7 @@ fn config() -> Config {
         // Every raw client here comes from 127.0.0.1, hundreds of times a second.
         per_address: AddressLimits {
             max_connections: 1_000_000,
+            max_pending_handshakes: 1_000_000,
             requests_per_second: f64::INFINITY,
             burst: f64::INFINITY,
         },
