@@ -53,6 +53,15 @@ pub(crate) enum Phase {
     Closing,
 }
 
+/// What one read brought.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ReadOutcome {
+    /// Bytes read; 0 is the end of the stream.
+    pub(crate) n: usize,
+    /// The read did not fill the free space: the socket had nothing more at that moment.
+    pub(crate) short: bool,
+}
+
 /// A read buffer: bytes received and not yet decoded are `data[start..end]`.
 #[derive(Debug, Default)]
 pub(crate) struct ReadBuf {
@@ -94,7 +103,8 @@ impl ReadBuf {
         }
     }
 
-    /// Reads once from `socket` into free space, taking a buffer from the pool or making room
+    /// Reads once from `socket` into free space (see [`ReadOutcome`]), taking a buffer from the
+    /// pool or making room
     /// first. `capacity` bounds the buffer; the caller decodes between reads, so pending bytes
     /// never exceed one head or one frame header plus a control frame.
     pub(crate) fn read_from<R: Read>(
@@ -102,7 +112,7 @@ impl ReadBuf {
         socket: &mut R,
         capacity: usize,
         pool: &mut BufferPool,
-    ) -> io::Result<usize> {
+    ) -> io::Result<ReadOutcome> {
         if self.data.capacity() == 0 {
             self.data = pool.take(capacity);
         }
@@ -122,9 +132,10 @@ impl ReadBuf {
                 "read buffer full",
             ));
         }
+        let room = self.data.len() - self.end;
         let n = socket.read(&mut self.data[self.end..])?;
         self.end += n;
-        Ok(n)
+        Ok(ReadOutcome { n, short: n < room })
     }
 }
 

@@ -34,7 +34,7 @@ use crate::proto::handshake::{
 };
 use crate::proto::{Connection, Event, Limits, OpCode};
 use address::{client_addr, AddressLimits, AddressTable};
-use conn::{Conn, Counted, Phase, ReadBuf, Timer};
+use conn::{Conn, Counted, Phase, ReadBuf, ReadOutcome, Timer};
 pub use handler::{CloseReason, ConnId, Ctx, Handler, HttpResponse, OpenInfo, Route};
 use handler::{Command, Commands};
 use outbound::OutQueue;
@@ -332,7 +332,13 @@ impl<H: Handler> Server<H> {
                         self.flush(slot, now);
                     }
                     if event.is_readable() || event.is_read_closed() || event.is_error() {
-                        self.on_readable(slot, now);
+                        // On Linux, epoll reports every arrival after a read that left the
+                        // socket empty, so a short read means "drained" and the read that
+                        // would only return EAGAIN is skipped (one system call per message
+                        // less). Not when the peer's FIN came with this event: no further
+                        // event will tell about it, so read on to the end of the stream.
+                        let more_events_come = !event.is_read_closed() && !event.is_error();
+                        self.on_readable(slot, now, more_events_come);
                     }
                 }
             }
@@ -342,7 +348,7 @@ impl<H: Handler> Server<H> {
         for slot in std::mem::take(&mut self.read_ready) {
             if let Some(conn) = self.conns.get_mut(slot) {
                 conn.read_ready = false;
-                self.on_readable(slot, now);
+                self.on_readable(slot, now, false);
             }
         }
         if self.accept_paused_until.is_some_and(|t| t <= now) {
@@ -469,9 +475,10 @@ impl<H: Handler> Server<H> {
         READ_BUFFER.max(self.config.limits.max_handshake_bytes + 1)
     }
 
-    /// Reads until the socket would block, decoding after each read, or until the connection
-    /// has had its share of the turn.
-    fn on_readable(&mut self, slot: usize, now: Instant) {
+    /// Reads until the socket would block (or, with `stop_when_short`, until a read leaves it
+    /// empty), decoding after each read, or until the connection has had its share of the
+    /// turn.
+    fn on_readable(&mut self, slot: usize, now: Instant, stop_when_short: bool) {
         let capacity = self.read_capacity();
         for reads in 0.. {
             let Some(conn) = self.conns.get_mut(slot) else {
@@ -493,14 +500,17 @@ impl<H: Handler> Server<H> {
                 .rbuf
                 .read_from(&mut conn.socket, capacity, &mut self.read_buffers)
             {
-                Ok(0) => {
+                Ok(ReadOutcome { n: 0, .. }) => {
                     self.on_eof(slot, now);
                     return;
                 }
-                Ok(n) => {
+                Ok(ReadOutcome { n, short }) => {
                     self.stats.bytes_in += n as u64;
                     conn.last_read = now;
                     self.process_input(slot, now);
+                    if short && stop_when_short {
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
