@@ -1679,6 +1679,28 @@ fn nginx_proxies_websocket_heartbeat_close_and_real_ip() {
     let mut p2 = Peer::join(&url, &[]);
     assert_eq!(serving_node(&nodes, &p2.id, "127.0.0.1"), serving);
 
+    // A client on another loopback address: nginx's TCP peer on the node is still 127.0.0.1,
+    // so the node can only know 127.0.0.2 from X-Real-IP (it trusts the proxy).
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let from: std::net::SocketAddr = "127.0.0.2:0".parse().expect("address");
+    socket.bind(&from.into()).expect("bind 127.0.0.2");
+    socket
+        .connect(&nginx.addr.into())
+        .expect("connect to nginx");
+    let options = ClientOptions {
+        timeout: Some(WAIT),
+        ..ClientOptions::default()
+    };
+    let mut far = Client::handshake_on(socket.into(), &url, &options).expect("handshake");
+    let welcome = match far.recv().expect("welcome") {
+        Received::Text(text) => serde_json::from_str::<serde_json::Value>(&text).expect("JSON"),
+        other => panic!("expected the welcome, got {other:?}"),
+    };
+    let far_id = welcome["id"].as_str().expect("id").to_owned();
+    serving_node(&nodes, &far_id, "127.0.0.2");
+    drop(far);
+
     // WebSocket traffic both ways, a message larger than nginx's proxy buffers included.
     p1.subscribe("news");
     let big = "x".repeat(16 * 1024);

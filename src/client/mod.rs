@@ -163,6 +163,18 @@ impl Client {
         Client::handshake(stream, &url, options)
     }
 
+    /// Performs the opening handshake for `url` on a socket the caller connected (e.g. from
+    /// a chosen source address).
+    pub fn handshake_on(
+        stream: TcpStream,
+        url: &str,
+        options: &ClientOptions,
+    ) -> Result<Client, ClientError> {
+        stream.set_read_timeout(options.timeout)?;
+        stream.set_nodelay(true)?;
+        Client::handshake(stream, &WsUrl::parse(url)?, options)
+    }
+
     fn handshake(
         mut stream: TcpStream,
         url: &WsUrl,
