@@ -307,6 +307,11 @@ impl Connection {
         self.mask_keys.as_mut().map(MaskKeys::next_key)
     }
 
+    /// Whether [`poll_transmit`](Self::poll_transmit) has a frame to give.
+    pub fn wants_transmit(&self) -> bool {
+        self.pending_pong.is_some() || self.pending_ping.is_some() || self.pending_close.is_some()
+    }
+
     /// The next control frame to write: owed pongs, a queued ping, then the close.
     pub fn poll_transmit(&mut self) -> Option<ControlFrame> {
         let (opcode, payload) = if let Some(p) = self.pending_pong.take() {
@@ -437,7 +442,11 @@ impl Connection {
                 if let Some(key) = header.mask {
                     apply_mask(payload, key, 0);
                 }
-                if kind == MessageKind::Text && std::str::from_utf8(payload).is_err() {
+                // ASCII is valid UTF-8 and much cheaper to check (short chat messages).
+                if kind == MessageKind::Text
+                    && !payload.is_ascii()
+                    && std::str::from_utf8(payload).is_err()
+                {
                     return Err(ProtocolError::InvalidUtf8);
                 }
                 return Ok((

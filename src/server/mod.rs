@@ -155,6 +155,9 @@ pub struct Server<H: Handler> {
 /// Moves the control frames the protocol owes the peer into the outbound queue, in order;
 /// a pong replaces one still waiting at the end of the queue.
 fn queue_control_frames(ws: &mut Connection, out: &mut OutQueue) {
+    if !ws.wants_transmit() {
+        return;
+    }
     while let Some(frame) = ws.poll_transmit() {
         match frame.opcode() {
             OpCode::Pong => out.push_pong(frame.as_bytes()),
