@@ -922,9 +922,26 @@ impl<H: Handler> Server<H> {
         conn.out.len() >= cap
     }
 
-    /// Whether a connection may be sent data (open, no close sent or received).
-    fn accepts_data(conn: &Conn) -> bool {
-        matches!(&conn.phase, Phase::Open(ws) if ws.is_open())
+    /// The slot of `to` if it can be sent a message now: it exists and is open (no close sent
+    /// or received), and, unless it asked for the message, its queue is not over the cap even
+    /// after writing what its socket takes; otherwise it is added to `slow`.
+    fn deliverable(
+        &mut self,
+        to: ConnId,
+        requester: Option<ConnId>,
+        slow: &mut Vec<ConnId>,
+    ) -> Option<usize> {
+        let (slot, conn) = Self::conn_by_id(&mut self.conns, to)?;
+        if !matches!(&conn.phase, Phase::Open(ws) if ws.is_open()) {
+            return None;
+        }
+        if Some(to) != requester
+            && Self::over_cap(conn, self.config.max_backpressure, &mut self.stats)
+        {
+            slow.push(to);
+            return None;
+        }
+        Some(slot)
     }
 
     /// Carries out the commands recorded by the handler. `requester` is the connection whose
@@ -936,18 +953,10 @@ impl<H: Handler> Server<H> {
         for command in &commands.list {
             match command {
                 Command::Send { to, kind, payload } => {
-                    let Some((slot, conn)) = Self::conn_by_id(&mut self.conns, *to) else {
+                    let Some(slot) = self.deliverable(*to, requester, &mut slow) else {
                         continue;
                     };
-                    if !Self::accepts_data(conn) {
-                        continue;
-                    }
-                    if Some(*to) != requester
-                        && Self::over_cap(conn, self.config.max_backpressure, &mut self.stats)
-                    {
-                        slow.push(*to);
-                        continue;
-                    }
+                    let conn = &mut self.conns[slot];
                     if conn.out.needs_buffer() {
                         conn.out.provide(self.out_buffers.take(0));
                     }
@@ -972,19 +981,10 @@ impl<H: Handler> Server<H> {
                     let frame: Arc<[u8]> = frame.into();
                     self.stats.broadcast_encodes += 1;
                     for to in &commands.targets[targets.clone()] {
-                        let Some((slot, conn)) = Self::conn_by_id(&mut self.conns, *to) else {
+                        let Some(slot) = self.deliverable(*to, requester, &mut slow) else {
                             continue;
                         };
-                        if !Self::accepts_data(conn) {
-                            continue;
-                        }
-                        if Some(*to) != requester
-                            && Self::over_cap(conn, self.config.max_backpressure, &mut self.stats)
-                        {
-                            slow.push(*to);
-                            continue;
-                        }
-                        conn.out.push_shared(Arc::clone(&frame));
+                        self.conns[slot].out.push_shared(Arc::clone(&frame));
                         self.stats.messages_out += 1;
                         self.mark_dirty(slot);
                     }
