@@ -312,20 +312,7 @@ fn health(addr: SocketAddr) -> Value {
 fn metrics(addr: SocketAddr) -> BTreeMap<String, u64> {
     let reply = http_get(addr, "/metrics");
     assert_eq!(reply.status, 200, "{}", reply.head);
-    reply
-        .body
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| {
-            let (series, value) = l
-                .rsplit_once(' ')
-                .unwrap_or_else(|| panic!("bad sample line {l:?}"));
-            let value = value
-                .parse()
-                .unwrap_or_else(|_| panic!("non-integer sample {l:?}"));
-            (series.to_owned(), value)
-        })
-        .collect()
+    common::parse_metrics(&reply.body)
 }
 
 fn sample(metrics: &BTreeMap<String, u64>, series: &str) -> u64 {

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use common::raw::{opcode, OutFrame, RawClient, TcpEnd};
 use common::Server;
 use observe::{
-    assert_back_to, baseline, cpu_ticks, held_connections, metrics, reset, series, wait_until,
-    ShellServer, CLEANUP, RSS_MARGIN_KIB,
+    assert_back_to, baseline, cpu_ticks, held_connections, metrics, reset, series, vanish,
+    wait_until, welcomed, ShellServer, CLEANUP, RSS_MARGIN_KIB,
 };
 use serde_json::Value;
 use wsloop::client::{Client, ClientOptions, Received};
@@ -97,24 +97,6 @@ fn still_serves(addr: SocketAddr) {
     let mut c = chat_client(addr, Duration::from_secs(5)).expect("a fresh client connects");
     send_chat(&mut c, "still serving");
     expect_chat(&mut c, "still serving");
-}
-
-/// A raw client on `/ws` that has read its welcome.
-fn raw_welcomed(addr: SocketAddr) -> RawClient {
-    let mut raw = RawClient::connect_tcp(addr);
-    raw.handshake("/ws");
-    let welcome = raw.read_frame();
-    assert_eq!(welcome.opcode, opcode::TEXT, "{welcome:?}");
-    raw
-}
-
-/// Ends a raw client abruptly: RST when `rst`, else FIN without a close frame.
-fn vanish(raw: RawClient, rst: bool) {
-    let stream = raw.stream().try_clone().expect("clone");
-    drop(raw);
-    if rst {
-        reset(stream);
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -230,7 +212,7 @@ fn heartbeat_finds_peers_that_went_silent_and_frees_them() {
 
     // Silent peers: open WebSocket connections that never read nor write again, and
     // connections stopped in the middle of their upgrade request.
-    let silent: Vec<RawClient> = (0..20).map(|_| raw_welcomed(addr)).collect();
+    let silent: Vec<RawClient> = (0..20).map(|_| welcomed(addr)).collect();
     let half_heads: Vec<TcpStream> = (0..10)
         .map(|i| {
             let mut s = TcpStream::connect(addr).unwrap();
@@ -314,7 +296,7 @@ fn serve_drops_a_peer_that_never_answers_its_close_after_the_close_timeout() {
     let server = serve(&["--idle-timeout", "300ms", "--close-timeout", "400ms"]);
     let (addr, pid) = (server.addr, server.pid());
     let base = baseline(pid, Some(addr));
-    let mut peers: Vec<RawClient> = (0..5).map(|_| raw_welcomed(addr)).collect();
+    let mut peers: Vec<RawClient> = (0..5).map(|_| welcomed(addr)).collect();
     for raw in &mut peers {
         assert_eq!(raw.read_close(), Some(1001), "idle close");
     }
@@ -374,7 +356,7 @@ fn serve_idle_timeout_closes_a_silent_client() {
     let server = serve(&["--idle-timeout", "300ms", "--close-timeout", "400ms"]);
     let (addr, pid) = (server.addr, server.pid());
     let base = baseline(pid, Some(addr));
-    let mut raw = raw_welcomed(addr);
+    let mut raw = welcomed(addr);
     raw.set_timeout(Duration::from_secs(3));
     let start = Instant::now();
     let frame = raw.try_read_frame().unwrap_or_else(|e| {
@@ -408,7 +390,7 @@ fn a_peer_that_never_closes_tcp_after_the_closing_handshake_is_dropped() {
     let server = serve(&["--close-timeout", "500ms"]);
     let (addr, pid) = (server.addr, server.pid());
     let base = baseline(pid, Some(addr));
-    let mut peers: Vec<RawClient> = (0..10).map(|_| raw_welcomed(addr)).collect();
+    let mut peers: Vec<RawClient> = (0..10).map(|_| welcomed(addr)).collect();
     let start = Instant::now();
     for raw in &mut peers {
         raw.send(&OutFrame::close(1000, "bye")).unwrap();
@@ -523,7 +505,7 @@ fn abrupt_disconnects_mid_frame_leak_nothing() {
     let server = serve(&[]);
     let big = OutFrame::text(vec![b'x'; 900 * 1024]).encode();
     leak_check(&server, true, "mid-frame", RSS_MARGIN_KIB, 20, 200, |i| {
-        let mut raw = raw_welcomed(server.addr);
+        let mut raw = welcomed(server.addr);
         let frame = match i % 4 {
             // A header cut short.
             0 => OutFrame::text(vec![b'a'; 300]).encode()[..3].to_vec(),
@@ -561,7 +543,7 @@ fn abrupt_disconnects_mid_fragmented_message_leak_nothing() {
         10,
         100,
         |i| {
-            let mut raw = raw_welcomed(server.addr);
+            let mut raw = welcomed(server.addr);
             let mut frames = vec![
                 OutFrame::text(piece.clone()).fin(false),
                 OutFrame::ping(b"between".to_vec()),

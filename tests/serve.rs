@@ -371,20 +371,7 @@ fn metrics(server: &Server) -> BTreeMap<String, u64> {
         "{}",
         reply.head
     );
-    reply
-        .text()
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| {
-            let (series, value) = l
-                .rsplit_once(' ')
-                .unwrap_or_else(|| panic!("bad sample line {l:?}"));
-            let value = value
-                .parse()
-                .unwrap_or_else(|_| panic!("non-integer sample {l:?}"));
-            (series.to_owned(), value)
-        })
-        .collect()
+    common::parse_metrics(reply.text())
 }
 
 /// A series that must be present.

@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 use common::raw::{opcode, OutFrame, RawClient, TcpEnd};
 use common::Server;
 use observe::{
-    assert_back_to, baseline, fd_count, held_connections, metrics, reset, rss_kib, series,
-    RSS_MARGIN_KIB,
+    assert_back_to, baseline, fd_count, held_connections, metrics, reset, rss_kib, series, vanish,
+    welcomed, RSS_MARGIN_KIB,
 };
 use serde_json::{json, Value};
 use wsloop::client::{Client, ClientError, ClientOptions, Received};
@@ -140,22 +140,6 @@ fn chat_and_confirm(raw: &mut RawClient, tag: &str, count: usize, confirmed: &mu
         }
     }
     confirmed.extend(contents);
-}
-
-fn welcomed(addr: SocketAddr) -> RawClient {
-    let mut raw = RawClient::connect_tcp(addr);
-    raw.handshake("/ws");
-    let welcome = raw.read_frame();
-    assert_eq!(welcome.opcode, opcode::TEXT, "{welcome:?}");
-    raw
-}
-
-fn vanish(raw: RawClient, rst: bool) {
-    let stream = raw.stream().try_clone().expect("clone");
-    drop(raw);
-    if rst {
-        reset(stream);
-    }
 }
 
 fn churn_cycle(addr: SocketAddr, thread: usize, cycle: u64, report: &mut ChurnReport) {

@@ -208,13 +208,21 @@ pub fn fetch_metrics(addr: SocketAddr, extra: &str) -> std::collections::BTreeMa
     let request = format!("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n{extra}\r\n");
     let (head, body) = http_exchange(addr, request.as_bytes());
     assert!(head.starts_with("HTTP/1.1 200 "), "/metrics: {head}");
-    String::from_utf8(body)
-        .expect("UTF-8 metrics")
-        .lines()
+    parse_metrics(&String::from_utf8(body).expect("UTF-8 metrics"))
+}
+
+/// A Prometheus text body as `series -> value`; a malformed sample line fails the test.
+pub fn parse_metrics(body: &str) -> std::collections::BTreeMap<String, u64> {
+    body.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_owned(), value.parse().ok()?))
+        .map(|l| {
+            let (series, value) = l
+                .rsplit_once(' ')
+                .unwrap_or_else(|| panic!("bad sample line {l:?}"));
+            let value = value
+                .parse()
+                .unwrap_or_else(|_| panic!("non-integer sample {l:?}"));
+            (series.to_owned(), value)
         })
         .collect()
 }

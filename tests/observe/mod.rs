@@ -5,9 +5,10 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
+
+use crate::common::raw::{opcode, RawClient};
 
 /// Descriptors the process holds now.
 pub fn fd_count(pid: u32) -> usize {
@@ -41,27 +42,7 @@ pub fn cpu_ticks(pid: u32) -> u64 {
 
 /// `GET /metrics` of a `wsloop serve` as `series -> value`.
 pub fn metrics(addr: SocketAddr) -> BTreeMap<String, u64> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
-        .expect("write /metrics request");
-    let mut bytes = Vec::new();
-    stream.read_to_end(&mut bytes).expect("read /metrics");
-    let text = String::from_utf8_lossy(&bytes);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no head in {text:?}"));
-    assert!(head.starts_with("HTTP/1.1 200 "), "/metrics: {head}");
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_owned(), value.parse().ok()?))
-        })
-        .collect()
+    crate::common::fetch_metrics(addr, "")
 }
 
 /// A series of `/metrics`, 0 when absent (labelled counters appear on first use).
@@ -220,5 +201,23 @@ impl Drop for ShellServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A raw client on `/ws` that has read its welcome.
+pub fn welcomed(addr: SocketAddr) -> RawClient {
+    let mut raw = RawClient::connect_tcp(addr);
+    raw.handshake("/ws");
+    let welcome = raw.read_frame();
+    assert_eq!(welcome.opcode, opcode::TEXT, "{welcome:?}");
+    raw
+}
+
+/// Ends a raw client abruptly: RST when `rst`, else FIN without a close frame.
+pub fn vanish(raw: RawClient, rst: bool) {
+    let stream = raw.stream().try_clone().expect("clone");
+    drop(raw);
+    if rst {
+        reset(stream);
     }
 }
