@@ -160,6 +160,21 @@ impl ControlPayload {
     }
 }
 
+/// The control frames one end owes the other, at most one of each kind.
+#[derive(Debug, Default)]
+struct OwedControl {
+    /// §5.5.3: a pong answers the most recent ping, so a newer ping replaces an owed pong.
+    pong: Option<ControlPayload>,
+    ping: Option<ControlPayload>,
+    close: Option<ControlPayload>,
+}
+
+impl OwedControl {
+    fn is_empty(&self) -> bool {
+        self.pong.is_none() && self.ping.is_none() && self.close.is_none()
+    }
+}
+
 /// An encoded control frame ready to be written.
 #[derive(Clone, Copy, Debug)]
 pub struct ControlFrame {
@@ -216,10 +231,10 @@ pub struct Connection {
     assembly: Vec<u8>,
     /// `assembly` was handed out by the previous `poll_event` and is cleared by the next.
     assembly_delivered: bool,
-    /// §5.5.3: a pong answers the most recent ping; at most one is owed at a time.
-    pending_pong: Option<ControlPayload>,
-    pending_ping: Option<ControlPayload>,
-    pending_close: Option<ControlPayload>,
+    /// Control frames owed to the peer. Boxed, and only while one is owed: each payload may
+    /// be 125 bytes, and an idle connection should not carry 381 bytes for frames it does
+    /// not owe (the server drains them within the turn that queued them).
+    owed: Option<Box<OwedControl>>,
     /// Masking keys; present in the client role only.
     mask_keys: Option<MaskKeys>,
 }
@@ -244,9 +259,7 @@ impl Connection {
             close: CloseState::Open,
             assembly: Vec::new(),
             assembly_delivered: false,
-            pending_pong: None,
-            pending_ping: None,
-            pending_close: None,
+            owed: None,
             mask_keys,
         }
     }
@@ -289,7 +302,7 @@ impl Connection {
         } else {
             super::close::code::INTERNAL_ERROR
         };
-        self.pending_close = Some(ControlPayload::close(Some(code), reason));
+        self.owed_mut().close = Some(ControlPayload::close(Some(code), reason));
         self.close = CloseState::CloseSent;
         true
     }
@@ -297,7 +310,7 @@ impl Connection {
     /// Queues a ping (for heartbeats). A ping still queued is replaced.
     pub fn ping(&mut self, payload: &[u8]) {
         if self.close == CloseState::Open {
-            self.pending_ping = Some(ControlPayload::new(payload));
+            self.owed_mut().ping = Some(ControlPayload::new(payload));
         }
     }
 
@@ -307,20 +320,31 @@ impl Connection {
         self.mask_keys.as_mut().map(MaskKeys::next_key)
     }
 
+    fn owed_mut(&mut self) -> &mut OwedControl {
+        self.owed.get_or_insert_with(Box::default)
+    }
+
     /// Whether [`poll_transmit`](Self::poll_transmit) has a frame to give.
     pub fn wants_transmit(&self) -> bool {
-        self.pending_pong.is_some() || self.pending_ping.is_some() || self.pending_close.is_some()
+        self.owed.is_some()
     }
 
     /// The next control frame to write: owed pongs, a queued ping, then the close.
     pub fn poll_transmit(&mut self) -> Option<ControlFrame> {
-        let (opcode, payload) = if let Some(p) = self.pending_pong.take() {
+        let owed = self.owed.as_mut()?;
+        let (opcode, payload) = if let Some(p) = owed.pong.take() {
             (OpCode::Pong, p)
-        } else if let Some(p) = self.pending_ping.take() {
+        } else if let Some(p) = owed.ping.take() {
             (OpCode::Ping, p)
+        } else if let Some(p) = owed.close.take() {
+            (OpCode::Close, p)
         } else {
-            (OpCode::Close, self.pending_close.take()?)
+            self.owed = None;
+            return None;
         };
+        if owed.is_empty() {
+            self.owed = None;
+        }
         let mask = self.next_mask();
         let data = payload.as_bytes();
         let header = encode_header(true, opcode, mask, data.len() as u64);
@@ -394,7 +418,7 @@ impl Connection {
     /// Fails the connection (§7.1.7): queue the close with the error's code, read no more.
     fn fail(&mut self, error: ProtocolError) -> ProtocolError {
         if self.close == CloseState::Open {
-            self.pending_close = Some(ControlPayload::close(
+            self.owed_mut().close = Some(ControlPayload::close(
                 Some(error.close_code()),
                 &error.to_string(),
             ));
@@ -577,7 +601,7 @@ impl Connection {
                 // §5.5.2: "an endpoint MUST send a Pong frame in response, unless it already
                 // received a Close frame": also after sending one (only data is barred then).
                 // Once the peer's close is in, no frame is read at all, so this is always owed.
-                self.pending_pong = Some(ControlPayload::new(payload));
+                self.owed_mut().pong = Some(ControlPayload::new(payload));
                 Ok(Found::Ping)
             }
             OpCode::Pong => Ok(Found::Pong),
@@ -586,7 +610,7 @@ impl Connection {
                 if self.close == CloseState::Open {
                     // §5.5.1: "It SHOULD use the status code it received"; an empty close is
                     // answered with an empty close.
-                    self.pending_close = Some(ControlPayload::close(frame.code, ""));
+                    self.owed_mut().close = Some(ControlPayload::close(frame.code, ""));
                 }
                 self.close = CloseState::Closed;
                 Ok(Found::Close)

@@ -37,7 +37,7 @@ use address::{client_addr, AddressLimits, AddressTable};
 use conn::{Conn, Counted, Phase, ReadBuf, ReadOutcome, Timer};
 pub use handler::{CloseReason, ConnId, Ctx, Handler, HttpResponse, OpenInfo, Route};
 use handler::{Command, Commands};
-use outbound::OutQueue;
+use outbound::{OutQueue, OutStorage};
 use pool::BufferPool;
 pub use stats::Stats;
 use timers::Timers;
@@ -56,8 +56,6 @@ const READ_BUFFER: usize = 16 * 1024;
 const READS_PER_TURN: usize = 16;
 /// Idle buffers kept for reuse by the next busy connections, per pool.
 const POOLED_BUFFERS: usize = 256;
-/// Outbound buffers up to this size go back to the pool.
-const POOLED_OUT_CAPACITY: usize = 64 * 1024;
 /// How long accepting pauses when the process is out of file descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Linux errno values for descriptor exhaustion (accept(2)): EMFILE and ENFILE.
@@ -146,7 +144,7 @@ pub struct Server<H: Handler> {
     draining: bool,
     addresses: AddressTable,
     read_buffers: BufferPool,
-    out_buffers: BufferPool,
+    out_storage: OutStorage,
     /// Connections with input left in their socket after their share of a turn.
     read_ready: Vec<usize>,
     stats: Stats,
@@ -154,10 +152,11 @@ pub struct Server<H: Handler> {
 
 /// Moves the control frames the protocol owes the peer into the outbound queue, in order;
 /// a pong replaces one still waiting at the end of the queue.
-fn queue_control_frames(ws: &mut Connection, out: &mut OutQueue) {
+fn queue_control_frames(ws: &mut Connection, out: &mut OutQueue, storage: &mut OutStorage) {
     if !ws.wants_transmit() {
         return;
     }
+    out.borrow(storage, true);
     while let Some(frame) = ws.poll_transmit() {
         match frame.opcode() {
             OpCode::Pong => out.push_pong(frame.as_bytes()),
@@ -198,7 +197,7 @@ impl<H: Handler> Server<H> {
                 POOLED_BUFFERS,
                 READ_BUFFER.max(config.limits.max_handshake_bytes + 1),
             ),
-            out_buffers: BufferPool::new(POOLED_BUFFERS, POOLED_OUT_CAPACITY),
+            out_storage: OutStorage::new(POOLED_BUFFERS),
             read_ready: Vec::new(),
             config,
             timers: Timers::default(),
@@ -632,7 +631,7 @@ impl<H: Handler> Server<H> {
                     let Phase::Open(ws) = &mut conn.phase else {
                         return;
                     };
-                    queue_control_frames(ws, &mut conn.out);
+                    queue_control_frames(ws, &mut conn.out, &mut self.out_storage);
                     let closed = ws.is_closed();
                     self.mark_dirty(slot);
                     self.apply_commands(Some(id), now);
@@ -898,7 +897,7 @@ impl<H: Handler> Server<H> {
             return;
         };
         if ws.close(code, reason) {
-            queue_control_frames(ws, &mut conn.out);
+            queue_control_frames(ws, &mut conn.out, &mut self.out_storage);
             Self::set_timer(
                 &mut self.timers,
                 conn,
@@ -957,9 +956,7 @@ impl<H: Handler> Server<H> {
                         continue;
                     };
                     let conn = &mut self.conns[slot];
-                    if conn.out.needs_buffer() {
-                        conn.out.provide(self.out_buffers.take(0));
-                    }
+                    conn.out.borrow(&mut self.out_storage, true);
                     conn.out
                         .push_frame(kind.opcode(), &commands.arena[payload.clone()]);
                     self.stats.messages_out += 1;
@@ -984,7 +981,9 @@ impl<H: Handler> Server<H> {
                         let Some(slot) = self.deliverable(*to, requester, &mut slow) else {
                             continue;
                         };
-                        self.conns[slot].out.push_shared(Arc::clone(&frame));
+                        let out = &mut self.conns[slot].out;
+                        out.borrow(&mut self.out_storage, false);
+                        out.push_shared(Arc::clone(&frame));
                         self.stats.messages_out += 1;
                         self.mark_dirty(slot);
                     }
@@ -1042,7 +1041,7 @@ impl<H: Handler> Server<H> {
             conn.out.truncate_to_front();
         }
         ws.close(code, reason);
-        queue_control_frames(ws, &mut conn.out);
+        queue_control_frames(ws, &mut conn.out, &mut self.out_storage);
         self.begin_closing(slot, CloseReason::Failed(code), now);
     }
 
@@ -1090,9 +1089,7 @@ impl<H: Handler> Server<H> {
                 return;
             }
         };
-        if let Some(buffer) = conn.out.reclaim() {
-            self.out_buffers.give(buffer);
-        }
+        conn.out.give_back(&mut self.out_storage);
         if drained && matches!(conn.phase, Phase::Closing) && !conn.write_shut {
             conn.write_shut = true;
             conn.out.release();
@@ -1156,7 +1153,7 @@ impl<H: Handler> Server<H> {
                 Timer::NextPing => {
                     if let Phase::Open(ws) = &mut conn.phase {
                         ws.ping(HEARTBEAT_PAYLOAD);
-                        queue_control_frames(ws, &mut conn.out);
+                        queue_control_frames(ws, &mut conn.out, &mut self.out_storage);
                         Self::set_timer(
                             &mut self.timers,
                             conn,

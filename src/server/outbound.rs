@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 use std::sync::Arc;
 
+use super::pool::{BufferPool, Pool};
 use crate::proto::frame::{encode_header, OpCode};
 
 /// Pieces gathered into one `writev`.
@@ -17,9 +18,12 @@ const MAX_IOVECS: usize = 64;
 const OWNED_CHUNK_TARGET: usize = 64 * 1024;
 /// Written buffers up to this capacity are kept for reuse (no allocation per message).
 const SPARE_CAPACITY: usize = 64 * 1024;
+/// Chunk lists up to this many slots go back to the pool; a longer one (a queue that backed
+/// up) is freed.
+const POOLED_SLOTS: usize = MAX_IOVECS;
 
 #[derive(Debug)]
-enum Chunk {
+pub(crate) enum Chunk {
     Owned(Vec<u8>),
     Shared(Arc<[u8]>),
 }
@@ -204,29 +208,55 @@ impl OutQueue {
             .map_or(0, |c| c.bytes().len() - self.written);
     }
 
-    /// Whether the next owned bytes would need a new buffer (none spare, none being filled).
-    pub fn needs_buffer(&self) -> bool {
-        self.spare.is_none() && !matches!(self.chunks.back(), Some(Chunk::Owned(_)))
+    /// Takes what the next push needs from `storage`: the chunk list's slots if the queue has
+    /// none, and for owned bytes (`owned`) a buffer if none is spare or being filled. With
+    /// [`give_back`](Self::give_back) after each flush, queuing allocates nothing in the
+    /// steady state while an idle queue holds no heap memory.
+    pub(crate) fn borrow(&mut self, storage: &mut OutStorage, owned: bool) {
+        if self.chunks.capacity() == 0 {
+            self.chunks = storage.slots.take(0);
+        }
+        if owned && self.spare.is_none() && !matches!(self.chunks.back(), Some(Chunk::Owned(_))) {
+            let mut buffer = storage.buffers.take(0);
+            buffer.clear();
+            self.spare = Some(buffer);
+        }
     }
 
-    /// Lends a buffer for the next owned bytes.
-    pub fn provide(&mut self, mut buffer: Vec<u8>) {
-        buffer.clear();
-        self.spare = Some(buffer);
-    }
-
-    /// Takes back the spare buffer of an empty queue (the connection went idle).
-    pub fn reclaim(&mut self) -> Option<Vec<u8>> {
-        if self.is_empty() {
-            self.spare.take()
-        } else {
-            None
+    /// Gives the spare buffer and the chunk list back to `storage` once nothing is queued
+    /// (the connection went idle).
+    pub(crate) fn give_back(&mut self, storage: &mut OutStorage) {
+        if !self.is_empty() {
+            return;
+        }
+        if let Some(buffer) = self.spare.take() {
+            storage.buffers.give(buffer);
+        }
+        if self.chunks.is_empty() {
+            storage.slots.give(std::mem::take(&mut self.chunks));
         }
     }
 
     /// Drops every queued byte and the spare buffer (the connection is going away).
     pub fn release(&mut self) {
         *self = OutQueue::default();
+    }
+}
+
+/// The loop's free lists of outbound storage (see [`OutQueue::borrow`]).
+#[derive(Debug)]
+pub(crate) struct OutStorage {
+    buffers: BufferPool,
+    slots: Pool<VecDeque<Chunk>>,
+}
+
+impl OutStorage {
+    /// Keeps up to `keep` idle buffers and chunk lists.
+    pub(crate) fn new(keep: usize) -> Self {
+        OutStorage {
+            buffers: BufferPool::new(keep, SPARE_CAPACITY),
+            slots: Pool::new(keep, POOLED_SLOTS),
+        }
     }
 }
 
@@ -299,6 +329,43 @@ mod tests {
         assert_eq!(
             w.out,
             [0x81, 2, b'h', b'i', 0x8a, 1, b'2', 0x81, 1, b'x', 0x8a, 1, b'3', 0x8a, 1, b'4']
+        );
+    }
+
+    #[test]
+    fn an_idle_queue_holds_no_storage_and_a_busy_one_reuses_the_pools() {
+        let mut storage = OutStorage::new(4);
+        let mut q = OutQueue::default();
+        let mut sink = Trickle {
+            out: Vec::new(),
+            max: usize::MAX,
+            block_next: false,
+        };
+        q.borrow(&mut storage, true);
+        q.push_frame(OpCode::Text, b"one");
+        while !q.write_to(&mut sink).unwrap() {}
+        q.give_back(&mut storage);
+        assert_eq!(q.chunks.capacity(), 0, "the chunk list went back");
+        assert!(q.spare.is_none(), "the buffer went back");
+        let (slots, buffers) = (storage.slots.free.len(), storage.buffers.free.len());
+        assert_eq!((slots, buffers), (1, 1));
+        // The next reply takes both from the pools instead of allocating.
+        q.borrow(&mut storage, true);
+        q.push_frame(OpCode::Text, b"two");
+        assert_eq!(
+            (storage.slots.free.len(), storage.buffers.free.len()),
+            (0, 0)
+        );
+        // Nothing goes back while bytes are queued.
+        q.give_back(&mut storage);
+        assert_eq!(
+            (storage.slots.free.len(), storage.buffers.free.len()),
+            (0, 0)
+        );
+        while !q.write_to(&mut sink).unwrap() {}
+        assert_eq!(
+            sink.out,
+            [0x81, 3, b'o', b'n', b'e', 0x81, 3, b't', b'w', b'o']
         );
     }
 

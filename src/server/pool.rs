@@ -1,42 +1,79 @@
-//! Buffers lent to connections while they are busy and returned when they go idle.
+//! Storage lent to connections while they are busy and returned when they go idle.
 //!
-//! A connection needs a read buffer only while bytes are pending and an outbound buffer only
-//! while replies are queued. Taking both from a loop-wide free list, and giving them back when
+//! A connection needs a read buffer only while bytes are pending and outbound storage only
+//! while replies are queued. Taking both from loop-wide free lists, and giving them back when
 //! the connection goes quiet, means an idle connection holds no buffer at all (its memory is
 //! its table entry), while a busy one allocates nothing per message in the steady state.
 
-/// Buffers kept for reuse, at most `keep` of them.
+use std::collections::VecDeque;
+
+/// A growable container a pool can keep.
+pub(crate) trait Reusable {
+    fn with_capacity(capacity: usize) -> Self;
+    fn capacity(&self) -> usize;
+    /// Makes room for at least `capacity` elements in all.
+    fn reserve_total(&mut self, capacity: usize);
+}
+
+impl<T> Reusable for Vec<T> {
+    fn with_capacity(capacity: usize) -> Self {
+        Vec::with_capacity(capacity)
+    }
+    fn capacity(&self) -> usize {
+        Vec::capacity(self)
+    }
+    fn reserve_total(&mut self, capacity: usize) {
+        self.reserve(capacity.saturating_sub(self.len()));
+    }
+}
+
+impl<T> Reusable for VecDeque<T> {
+    fn with_capacity(capacity: usize) -> Self {
+        VecDeque::with_capacity(capacity)
+    }
+    fn capacity(&self) -> usize {
+        VecDeque::capacity(self)
+    }
+    fn reserve_total(&mut self, capacity: usize) {
+        self.reserve(capacity.saturating_sub(self.len()));
+    }
+}
+
+/// Containers kept for reuse, at most `keep` of them.
 #[derive(Debug)]
-pub(crate) struct BufferPool {
-    free: Vec<Vec<u8>>,
+pub(crate) struct Pool<T> {
+    pub(super) free: Vec<T>,
     keep: usize,
-    /// Buffers larger than this are freed rather than kept (a 16 MiB message's buffer must
-    /// not stay around).
+    /// Containers larger than this are freed rather than kept (a 16 MiB message's buffer
+    /// must not stay around).
     max_capacity: usize,
 }
 
-impl BufferPool {
+/// Byte buffers (read buffers, outbound buffers).
+pub(crate) type BufferPool = Pool<Vec<u8>>;
+
+impl<T: Reusable> Pool<T> {
     pub(crate) fn new(keep: usize, max_capacity: usize) -> Self {
-        BufferPool {
+        Pool {
             free: Vec::new(),
             keep,
             max_capacity,
         }
     }
 
-    /// A buffer with at least `capacity` bytes of capacity (length unspecified).
-    pub(crate) fn take(&mut self, capacity: usize) -> Vec<u8> {
+    /// A container with room for at least `capacity` elements (contents unspecified).
+    pub(crate) fn take(&mut self, capacity: usize) -> T {
         match self.free.pop() {
             Some(mut v) => {
-                v.reserve(capacity.saturating_sub(v.len()));
+                v.reserve_total(capacity);
                 v
             }
-            None => Vec::with_capacity(capacity),
+            None => T::with_capacity(capacity),
         }
     }
 
-    /// Returns a buffer; it is kept if the pool has room and it is not oversized.
-    pub(crate) fn give(&mut self, v: Vec<u8>) {
+    /// Returns a container; it is kept if the pool has room and it is not oversized.
+    pub(crate) fn give(&mut self, v: T) {
         if v.capacity() > 0 && v.capacity() <= self.max_capacity && self.free.len() < self.keep {
             self.free.push(v);
         }
@@ -61,5 +98,10 @@ mod tests {
         let mut pool = BufferPool::new(4, 1024);
         pool.give(Vec::with_capacity(4096));
         assert!(pool.free.is_empty(), "oversized buffers are freed");
+        pool.give(Vec::new());
+        assert!(
+            pool.free.is_empty(),
+            "a container that owns no storage is not kept"
+        );
     }
 }
