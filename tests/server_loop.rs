@@ -333,6 +333,83 @@ impl Handler for Room {
     }
 }
 
+/// Mixes replies to the sender with broadcasts and closes in one callback, to check that
+/// what a callback does reaches the sockets in the order it was done.
+#[derive(Default)]
+struct Mixer {
+    members: Vec<ConnId>,
+}
+
+impl Handler for Mixer {
+    fn on_open(&mut self, _ctx: &mut Ctx<'_>, id: ConnId, _info: &OpenInfo<'_>) {
+        self.members.push(id);
+    }
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, message: Message<'_>) {
+        let all = self.members.clone();
+        match message.data {
+            b"reply-broadcast-reply" => {
+                ctx.send_text(id, "1");
+                ctx.broadcast(all, MessageKind::Text, b"2");
+                ctx.send_text(id, "3");
+            }
+            b"broadcast-reply" => {
+                ctx.broadcast(all, MessageKind::Text, b"x");
+                ctx.send(id, MessageKind::Binary, b"y");
+            }
+            _ => {
+                ctx.close(id, 4000, "done");
+                ctx.send_text(id, "after the close");
+            }
+        }
+    }
+    fn on_close(&mut self, _ctx: &mut Ctx<'_>, id: ConnId, _reason: CloseReason) {
+        self.members.retain(|m| *m != id);
+    }
+}
+
+#[test]
+fn replies_broadcasts_and_closes_of_one_callback_go_out_in_order() {
+    let running = InProcess::start(
+        Config {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            ..Config::default()
+        },
+        Mixer::default(),
+    );
+    let url = format!("ws://{}/", running.addrs[0]);
+    let mut other = Client::connect(&url).unwrap();
+    let mut s = connect(running.addrs[0]);
+    s.write_all(UPGRADE.as_bytes()).unwrap();
+    assert_eq!(
+        read_exact_timeout(&mut s, RESPONSE_101.len()),
+        RESPONSE_101.as_bytes()
+    );
+    s.write_all(&masked(0x1, b"reply-broadcast-reply")).unwrap();
+    assert_eq!(
+        read_exact_timeout(&mut s, 9),
+        [0x81, 1, b'1', 0x81, 1, b'2', 0x81, 1, b'3']
+    );
+    s.write_all(&masked(0x1, b"broadcast-reply")).unwrap();
+    assert_eq!(
+        read_exact_timeout(&mut s, 6),
+        [0x81, 1, b'x', 0x82, 1, b'y']
+    );
+    assert_eq!(other.recv().unwrap(), Received::Text("2".into()));
+    assert_eq!(other.recv().unwrap(), Received::Text("x".into()));
+    // A reply after the close of the same callback is not sent (§5.5.1: no data after a
+    // close); the close frame is the last thing on the wire.
+    s.write_all(&masked(0x1, b"close")).unwrap();
+    let mut want = vec![0x88, 6, 0x0f, 0xa0];
+    want.extend_from_slice(b"done");
+    assert_eq!(read_exact_timeout(&mut s, want.len()), want);
+    s.write_all(&masked(0x8, &[0x0f, 0xa0])).unwrap();
+    assert_eq!(read_to_close(&mut s), b"");
+    drop(other);
+    let stats = running.stop();
+    // 1, 3, y to the sender; 2 and x to both.
+    assert_eq!((stats.broadcast_encodes, stats.messages_out), (2, 7));
+}
+
 /// A server running on a thread of this test process.
 struct InProcess<H: Handler + Send + 'static> {
     addrs: Vec<SocketAddr>,

@@ -2,15 +2,18 @@
 //! [`Ctx`] through which a callback sends, broadcasts and closes.
 //!
 //! A callback runs while the loop still borrows the message from the connection's read buffer,
-//! so `Ctx` does not touch connections directly: it records commands (payloads go into one
-//! reused arena, so recording allocates nothing in the steady state), and the loop carries them
-//! out as soon as the callback returns, in order.
+//! so `Ctx` does not touch other connections directly: it records commands (payloads go into
+//! one reused arena, so recording allocates nothing in the steady state), and the loop carries
+//! them out as soon as the callback returns, in order. The one exception is the commonest
+//! command, a reply to the connection whose message is being handled: its outbound queue is
+//! at hand, so the reply is framed straight into it.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::Instant;
 
+use super::outbound::{OutQueue, OutStorage};
 use super::Stats;
 use crate::proto::handshake::Request;
 use crate::proto::{Message, MessageKind};
@@ -185,10 +188,49 @@ impl Commands {
     }
 }
 
+/// The open connection whose message a callback handles, with its outbound queue.
+pub(crate) struct Requester<'a> {
+    pub(crate) id: ConnId,
+    pub(crate) out: &'a mut OutQueue,
+    pub(crate) storage: &'a mut OutStorage,
+    /// Replies framed into `out` (counted into the loop's stats afterwards).
+    pub(crate) replies: u64,
+}
+
 /// What a callback may do: send, broadcast, close.
 pub struct Ctx<'a> {
-    pub(crate) commands: &'a mut Commands,
-    pub(crate) now: Instant,
+    commands: &'a mut Commands,
+    now: Instant,
+    requester: Option<Requester<'a>>,
+}
+
+impl<'a> Ctx<'a> {
+    pub(crate) fn new(commands: &'a mut Commands, now: Instant) -> Self {
+        Ctx {
+            commands,
+            now,
+            requester: None,
+        }
+    }
+
+    /// A context for a callback about a message from `requester`, which is open: replies to
+    /// it go straight to its queue.
+    pub(crate) fn for_message(
+        commands: &'a mut Commands,
+        now: Instant,
+        requester: Requester<'a>,
+    ) -> Self {
+        Ctx {
+            commands,
+            now,
+            requester: Some(requester),
+        }
+    }
+
+    /// Replies framed directly by [`send`](Self::send) during the callback.
+    pub(crate) fn direct_replies(&self) -> u64 {
+        self.requester.as_ref().map_or(0, |r| r.replies)
+    }
 }
 
 impl Ctx<'_> {
@@ -199,6 +241,16 @@ impl Ctx<'_> {
 
     /// Sends a message to one connection.
     pub fn send(&mut self, to: ConnId, kind: MessageKind, payload: &[u8]) {
+        // Straight into the requester's queue, unless an earlier command of this callback
+        // is still to be carried out: that one must reach the socket first.
+        if self.commands.list.is_empty() {
+            if let Some(r) = self.requester.as_mut().filter(|r| r.id == to) {
+                r.out.borrow(r.storage, true);
+                r.out.push_frame(kind.opcode(), payload);
+                r.replies += 1;
+                return;
+            }
+        }
         let payload = self.commands.store(payload);
         self.commands.list.push(Command::Send { to, kind, payload });
     }

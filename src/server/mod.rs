@@ -36,7 +36,7 @@ use crate::proto::{Connection, Event, Limits, OpCode};
 use address::{client_addr, AddressLimits, AddressTable};
 use conn::{Conn, Counted, Phase, ReadBuf, ReadOutcome, Timer};
 pub use handler::{CloseReason, ConnId, Ctx, Handler, HttpResponse, OpenInfo, Route};
-use handler::{Command, Commands};
+use handler::{Command, Commands, Requester};
 use outbound::{OutQueue, OutStorage};
 use pool::BufferPool;
 pub use stats::Stats;
@@ -321,10 +321,7 @@ impl<H: Handler> Server<H> {
         for event in events.iter() {
             match event.token() {
                 WAKER_TOKEN => {
-                    let mut ctx = Ctx {
-                        commands: &mut self.commands,
-                        now,
-                    };
+                    let mut ctx = Ctx::new(&mut self.commands, now);
                     self.handler.on_wake(&mut ctx);
                     self.apply_commands(None, now);
                 }
@@ -576,9 +573,17 @@ impl<H: Handler> Server<H> {
                     }
                 }
                 Phase::Open(ws) => {
-                    let mut ctx = Ctx {
-                        commands: &mut self.commands,
-                        now,
+                    // §5.5.1: data may be sent until our close goes out; after it, a reply
+                    // is dropped as any send to a closing connection is.
+                    let requester = ws.is_open().then_some(Requester {
+                        id,
+                        out: &mut conn.out,
+                        storage: &mut self.out_storage,
+                        replies: 0,
+                    });
+                    let mut ctx = match requester {
+                        Some(r) => Ctx::for_message(&mut self.commands, now, r),
+                        None => Ctx::new(&mut self.commands, now),
                     };
                     let mut close_reason = None;
                     let mut got_pong = false;
@@ -620,6 +625,7 @@ impl<H: Handler> Server<H> {
                             (used, true)
                         }
                     };
+                    self.stats.messages_out += ctx.direct_replies();
                     conn.rbuf.consume(used);
                     // Any pong answers the heartbeat: the peer is alive (§5.5.3).
                     if let (true, Some((_, Timer::PongDue)), Some(interval)) =
@@ -775,10 +781,7 @@ impl<H: Handler> Server<H> {
             request,
             protocol,
         };
-        let mut ctx = Ctx {
-            commands: &mut self.commands,
-            now,
-        };
+        let mut ctx = Ctx::new(&mut self.commands, now);
         self.handler.on_open(&mut ctx, id, &info);
         self.mark_dirty(slot);
         self.apply_commands(Some(id), now);
@@ -853,10 +856,7 @@ impl<H: Handler> Server<H> {
         let id = conn.id;
         self.stats.open -= 1;
         *self.stats.closes.entry(reason.code()).or_default() += 1;
-        let mut ctx = Ctx {
-            commands: &mut self.commands,
-            now,
-        };
+        let mut ctx = Ctx::new(&mut self.commands, now);
         self.handler.on_close(&mut ctx, id, reason);
         self.apply_commands(None, now);
     }
