@@ -20,7 +20,7 @@ use slab::Slab;
 use super::net::{self, Target};
 use super::report::Errors;
 use crate::proto::client_handshake::{self as handshake, Response};
-use crate::proto::frame::encode_header;
+use crate::proto::frame::{decode_header, encode_header};
 use crate::proto::mask::{apply_mask, MaskKeys};
 use crate::proto::{close_code, Connection, Event as WsEvent, Limits, Message, MessageKind};
 
@@ -163,6 +163,8 @@ struct Client<C> {
     closing: bool,
     /// The server's close frame code.
     close_code: Option<u16>,
+    /// The server reflects this client's masked frames (see [`unmask_reflected`]).
+    reflected: bool,
     conn: C,
 }
 
@@ -182,18 +184,21 @@ pub struct Driver<C> {
     scratch: Vec<u8>,
     timeouts: Timeouts,
     limits: Limits,
+    accept_masked: bool,
     next_scan: Option<Instant>,
 }
 
 impl<C> Driver<C> {
     /// A driver for connections to `target`, bound round-robin to `sources` (starting at
-    /// `first_source`; none: the kernel picks the source address).
+    /// `first_source`; none: the kernel picks the source address). `accept_masked`: the
+    /// server reflects the client's masked frames (see [`unmask_reflected`]).
     pub fn new(
         target: Target,
         sources: Vec<Ipv4Addr>,
         first_source: usize,
         timeouts: Timeouts,
         limits: Limits,
+        accept_masked: bool,
     ) -> io::Result<Self> {
         Ok(Driver {
             poll: Poll::new()?,
@@ -208,6 +213,7 @@ impl<C> Driver<C> {
             scratch: vec![0; READ_CHUNK],
             timeouts,
             limits,
+            accept_masked,
             next_scan: None,
         })
     }
@@ -264,6 +270,7 @@ impl<C> Driver<C> {
             deadline: Some(now + self.timeouts.connect),
             closing: false,
             close_code: None,
+            reflected: self.accept_masked,
             conn,
         });
         self.arm(now);
@@ -446,6 +453,11 @@ impl<C> Client<C> {
         }
         let eof = self.read(t, fin)?;
         self.flush()?;
+        if self.reflected && self.closing && self.ws.is_closed() {
+            // The close came back as it went, and a reflecting server never closes TCP
+            // (§7.1.1 would have it close first): the handshake is complete, hang up.
+            return Err(End::Closed);
+        }
         if !eof {
             return Ok(());
         }
@@ -482,7 +494,8 @@ impl<C> Client<C> {
                 Err(e) => return Err(End::Failed(format!("read: {e}"))),
             };
             filled += n;
-            let used = self.consume(t, filled)?;
+            let used;
+            (used, filled) = self.consume(t, filled)?;
             t.scratch.copy_within(used..filled, 0);
             filled -= used;
             // A read that did not fill the buffer emptied the socket's receive queue: with
@@ -498,18 +511,19 @@ impl<C> Client<C> {
     }
 
     /// Decodes the first `filled` bytes of the read buffer (the response head first, while
-    /// handshaking); returns the bytes used.
+    /// handshaking); returns the bytes used and how many the buffer holds now (fewer, once
+    /// reflected frames have lost their masking keys).
     fn consume<H: Handler<Conn = C>>(
         &mut self,
         t: &mut Turn<'_, H>,
         filled: usize,
-    ) -> Result<usize, End> {
-        let buf = &mut t.scratch[..filled];
+    ) -> Result<(usize, usize), End> {
+        let mut buf = &mut t.scratch[..filled];
         let (h, now, close_timeout) = (&mut *t.handler, t.now, t.close_timeout);
         let mut start = 0;
         if let Phase::Handshaking(accept) = &self.phase {
             match handshake::check_response(buf, accept) {
-                Response::Partial => return Ok(0),
+                Response::Partial => return Ok((0, filled)),
                 Response::Refused(why) => return Err(End::Failed(why)),
                 Response::Accepted { head_len, .. } => {
                     self.phase = Phase::Open;
@@ -521,6 +535,14 @@ impl<C> Client<C> {
                     start = head_len;
                 }
             }
+        }
+        let mut filled = filled;
+        let mut end = filled;
+        if self.reflected && matches!(self.phase, Phase::Open) {
+            let (rewritten, now_filled) = unmask_reflected(&mut buf[start..])
+                .map_err(|e| End::Failed(format!("reflected frames: {e}")))?;
+            (end, filled) = (start + rewritten, start + now_filled);
+            buf = &mut buf[..end];
         }
         let mut pos = start;
         loop {
@@ -556,7 +578,8 @@ impl<C> Client<C> {
             }
         }
         self.queue_control();
-        Ok(pos)
+        debug_assert!(pos <= end);
+        Ok((pos, filled))
     }
 
     /// Queues the control frames the protocol core owes the server (pongs, the close).
@@ -593,6 +616,40 @@ impl<C> Client<C> {
         self.out.written = 0;
         Ok(())
     }
+}
+
+/// Rewrites the complete frames at the start of `buf` as a server would have sent them:
+/// payload unmasked, header without the mask key. This is for a server that reflects the
+/// client's bytes unchanged (`raw-echo --mode bytes`, the bare TCP ceiling of the benchmarks),
+/// whose masked frames RFC 6455 §5.1 would have this client refuse. An incomplete frame at the
+/// end is moved down behind the rewritten ones, untouched, to be rewritten once whole.
+/// Returns the length of the rewritten frames and of all the bytes left.
+fn unmask_reflected(buf: &mut [u8]) -> Result<(usize, usize), String> {
+    let (mut read, mut write) = (0, 0);
+    while let Some((header, header_len)) = decode_header(&buf[read..]).map_err(|e| e.to_string())? {
+        let payload_len = header.payload_len as usize;
+        let total = header_len.saturating_add(payload_len);
+        if total > READ_CHUNK {
+            return Err(format!("a {total}-byte frame does not fit the read buffer"));
+        }
+        if buf.len() - read < total {
+            break;
+        }
+        let plain = encode_header(header.fin, header.opcode, None, header.payload_len);
+        let plain = plain.as_bytes();
+        // The header only shrinks, so the payload moves down (or stays).
+        let payload_at = write + plain.len();
+        buf.copy_within(read + header_len..read + total, payload_at);
+        buf[write..payload_at].copy_from_slice(plain);
+        if let Some(key) = header.mask {
+            apply_mask(&mut buf[payload_at..payload_at + payload_len], key, 0);
+        }
+        read += total;
+        write = payload_at + payload_len;
+    }
+    let len = buf.len();
+    buf.copy_within(read..len, write);
+    Ok((write, write + len - read))
 }
 
 /// Opens a fixed set of connections with at most `concurrency` opening at once, and counts
@@ -657,5 +714,42 @@ impl<C> Opener<C> {
             self.opened += 1;
         }
         Ok(self.ready >= self.total)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::frame::encode_frame;
+    use crate::proto::OpCode;
+
+    #[test]
+    fn reflected_frames_lose_their_masks_and_a_partial_one_waits() {
+        let key = Some([0x37, 0xfa, 0x21, 0x3d]);
+        let mut wire = Vec::new();
+        encode_frame(&mut wire, true, OpCode::Text, key, b"Hello");
+        encode_frame(&mut wire, true, OpCode::Binary, key, &[9; 300]);
+        let whole = wire.len();
+        encode_frame(&mut wire, true, OpCode::Text, key, b"later");
+        // The third frame has only its header and two payload bytes so far.
+        wire.truncate(whole + 2 + 4 + 2);
+        let partial = wire[whole..].to_vec();
+        let (rewritten, left) = unmask_reflected(&mut wire).unwrap();
+        let mut want = Vec::new();
+        encode_frame(&mut want, true, OpCode::Text, None, b"Hello");
+        encode_frame(&mut want, true, OpCode::Binary, None, &[9; 300]);
+        assert_eq!(&wire[..rewritten], &want[..]);
+        assert_eq!(&wire[rewritten..left], &partial[..]);
+        // Once whole, it is rewritten too.
+        let mut full = Vec::new();
+        encode_frame(&mut full, true, OpCode::Text, key, b"later");
+        let (rewritten, left) = unmask_reflected(&mut full).unwrap();
+        assert_eq!((rewritten, left), (7, 7));
+        assert_eq!(&full[..7], b"\x81\x05later");
+        // A frame that cannot fit the read buffer is an error, not a wait forever.
+        let mut huge = Vec::new();
+        encode_frame(&mut huge, true, OpCode::Binary, key, &vec![0; READ_CHUNK]);
+        huge.truncate(100);
+        assert!(unmask_reflected(&mut huge).is_err());
     }
 }

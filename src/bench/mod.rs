@@ -140,6 +140,12 @@ pub struct CommonArgs {
     /// Bind client sockets to 127.0.0.1 ... 127.0.0.N, round-robin.
     #[arg(long, value_name = "N")]
     pub source_count: Option<u8>,
+    /// Accept masked frames from the server and unmask them. Only for a server that sends
+    /// the client's own bytes back unchanged (benches/peers `raw-echo --mode bytes`, the bare
+    /// TCP ceiling); RFC 6455 §5.1 has a client fail a real server that masks. Frames must
+    /// then fit the 64 KiB read buffer.
+    #[arg(long)]
+    pub accept_masked: bool,
     /// Print one JSON object with every figure on stdout (the text summary goes to stderr).
     #[arg(long)]
     pub json: bool,
@@ -302,6 +308,7 @@ impl CommonArgs {
                 close: self.close_timeout,
             },
             max_message: Limits::default().max_message,
+            accept_masked: self.accept_masked,
         })
     }
 
@@ -322,6 +329,7 @@ impl CommonArgs {
         report.set("url", self.url.as_str());
         report.set("server_pid", self.server_pid);
         report.set("threads", self.threads);
+        report.set("accept_masked", self.accept_masked);
         report.set("duration_s", self.duration.as_secs_f64());
         report.set("warmup_s", self.warmup.as_secs_f64());
         let sources: Vec<String> = plan.sources.iter().map(|a| a.to_string()).collect();

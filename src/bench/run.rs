@@ -91,6 +91,8 @@ pub struct Plan {
     pub timeouts: Timeouts,
     /// Largest message the client accepts.
     pub max_message: u64,
+    /// The server reflects the client's masked frames (`--accept-masked`).
+    pub accept_masked: bool,
 }
 
 /// What a run produced.
@@ -228,6 +230,7 @@ fn worker<S: Scenario>(
         thread,
         plan.timeouts,
         limits,
+        plan.accept_masked,
     )
     .map_err(|e| format!("poll: {e}"));
     let setup = driver.and_then(|mut d| setup(plan, &mut scenario, &mut d).map(|()| d));

@@ -13,7 +13,7 @@
 //! - `--mode bytes`: every byte that arrives is written back unchanged: a raw TCP echo on
 //!   mio, no WebSocket at all. This is the "raw mio TCP echo" figure (3.4 µs of server
 //!   CPU per 16-byte message). The client gets its own masked frames back, so the load
-//!   generator must accept masked frames from this server (it only needs to count them).
+//!   generator must accept masked frames from this server (`wsloop bench --accept-masked`).
 //! - `--mode frames` (the default): the least WebSocket work a server can do: each client frame
 //!   goes back with its payload unmasked (§5.3) and the header rewritten without the mask key,
 //!   a ping answered as a pong and a close echoed as the close reply (then the write side is
