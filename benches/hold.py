@@ -1,0 +1,199 @@
+#!/usr/bin/env python3
+"""Hold 100,000 idle WebSocket connections on this machine with the heartbeat running.
+
+One process may not have that many descriptors where the hard RLIMIT_NOFILE is lower and
+cannot be raised (20,000 on the machine of BENCHMARKS.md). So this runs as many `wsloop serve`
+processes as the limit needs, all on one port with --reuse-port (the kernel spreads the
+connections among them, as in deploy/wsloop.service), and as many `wsloop bench idle`
+processes, each from its own four 127.0.x.y source addresses. Each server also listens on a
+port of its own, on which its /metrics is scraped every 2 s: the connections held, summed over
+the servers, and heartbeat timeouts. RSS per connection is read from /proc/PID/status.
+
+    python3 benches/hold.py                        # 100,000 connections, ping every 5 s, 30 s
+    python3 benches/hold.py --connections 20000 --hold 10s --processes 2
+
+Builds nothing: run `cargo build --release` first. Only 127.0.0.0/8 is ever a target.
+Prints one JSON object on stdout (also written to --out) and exits 1 unless every connection
+was held through the hold with no heartbeat timeout and no client error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import json
+import math
+import re
+import resource
+import signal
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import compare  # noqa: E402  (the same process handling, bench runner and server flags)
+
+LISTENING_LINE = re.compile(r"listening on ws://(127\.\d+\.\d+\.\d+):(\d+)/")
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise ValueError(f"no VmRSS for {pid}")
+
+
+def start_server(cmd: list, logdir: Path, index: int) -> tuple:
+    """Starts one server; returns (process, shared port, metrics port)."""
+    server = compare.Server(f"serve-{index}", cmd, [], logdir)
+    lines = LISTENING_LINE.findall(server.out_path.read_text())
+    deadline = time.monotonic() + 10
+    while len(lines) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+        lines = LISTENING_LINE.findall(server.out_path.read_text())
+    if len(lines) < 2:
+        server.stop()
+        raise RuntimeError(f"server {index} did not print both listening lines")
+    return server, int(lines[0][1]), int(lines[1][1])
+
+
+def scrape(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        m = re.fullmatch(r"(wsloop_[a-z_]+) ([0-9.e+-]+)", line)
+        if m:
+            out[m.group(1)] = float(m.group(2))
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--connections", type=int, default=100_000)
+    p.add_argument("--processes", type=int, default=0,
+                   help="server (and client) processes; default: as few as the limit allows")
+    p.add_argument("--hold", type=compare.parse_duration, default=compare.parse_duration("30s"))
+    p.add_argument("--ping-interval", default="5s")
+    p.add_argument("--out", type=Path, default=compare.RESULTS / "hold.json")
+    args = p.parse_args()
+
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    per_process = hard - compare.FD_SPARE
+    processes = args.processes or math.ceil(args.connections * 1.1 / per_process)
+    share = [args.connections // processes + (i < args.connections % processes)
+             for i in range(processes)]
+    compare.log(f"{args.connections:,} connections over {processes} server and {processes} "
+                f"client processes (descriptor hard limit {hard:,})")
+
+    atexit.register(compare.cleanup)
+    signal.signal(signal.SIGTERM, compare.on_signal)
+    signal.signal(signal.SIGINT, compare.on_signal)
+    logdir = Path(compare.tempfile.mkdtemp(prefix="wsloop-hold-"))
+    pin = compare.shutil.which("taskset") is not None and (compare.os.cpu_count() or 1) >= 2
+    server_prefix = ["taskset", "-c", "1"] if pin else []
+    client_prefix = ["taskset", "-c", "0"] if pin else []
+
+    heartbeat = ["--reuse-port", "--ping-interval", args.ping_interval, "--ping-timeout",
+                 "10s"]
+    servers = []
+    port = 0
+    for i in range(processes):
+        # The shared port, then a private one for this process's /metrics.
+        cmd = server_prefix + compare.serve_cmd(heartbeat)
+        cmd[cmd.index("--listen") + 1] = f"127.0.0.1:{port}"
+        cmd += ["--listen", "127.0.0.1:0"]
+        server, shared, private = start_server(cmd, logdir, i)
+        port = port or shared
+        servers.append((server, private))
+    rss_before = [rss_kb(s.pid) for s, _ in servers]
+
+    samples: list[dict] = []
+    halt = threading.Event()
+
+    def poll() -> None:
+        while not halt.wait(2.0):
+            total: dict[str, float] = {"t": time.monotonic()}
+            try:
+                per = [scrape(private) for _, private in servers]
+            except (OSError, ValueError):
+                continue
+            for m in per:
+                for k, v in m.items():
+                    total[k] = total.get(k, 0) + v
+            total["per_server"] = [m.get("wsloop_connections", 0) for m in per]
+            total["rss_kb"] = [rss_kb(s.pid) for s, _ in servers]
+            samples.append(total)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+
+    results: list[dict] = [{} for _ in range(processes)]
+
+    def client(i: int) -> None:
+        sources = ",".join(f"127.0.{i + 1}.{j}" for j in range(1, 5))
+        # Server i holds about as many connections as client i opens (the kernel spreads
+        # them evenly), so client i's RSS figure is server i's.
+        bench = ["idle", "--url", f"ws://127.0.0.1:{port}/ws", "--connections", str(share[i]),
+                 "--server-pid", str(servers[i][0].pid),
+                 "--source-addrs", sources, "--concurrency", "100",
+                 "--duration", compare.fmt_duration(args.hold), "--warmup", "2s",
+                 "--setup-timeout", "300s", "--close-timeout", "30s"]
+        results[i] = compare.run_bench(bench, client_prefix, timeout=args.hold + 600)
+
+    clients = [threading.Thread(target=client, args=(i,)) for i in range(processes)]
+    for t in clients:
+        t.start()
+    for t in clients:
+        t.join()
+    halt.set()
+    poller.join()
+    alive = [s.proc.poll() is None for s, _ in servers]
+    for s, _ in servers:
+        s.stop()
+
+    summary = compare.heartbeat_summary(samples, args.connections)
+    peak = max(samples, key=lambda s: s.get("wsloop_connections", 0), default={})
+    rss_peak = peak.get("rss_kb", rss_before)
+    errors = sum(int((r.get("report") or {}).get("errors", 0)) for r in results)
+    held = summary.get("max_connections_seen", 0) >= args.connections
+    timeouts = summary.get("heartbeat_timeouts") or 0
+    out = {
+        "command": " ".join(["python3", "benches/hold.py"] + sys.argv[1:]),
+        "machine": compare.machine(),
+        "connections": args.connections,
+        "processes": processes,
+        "descriptor_hard_limit": hard,
+        "ping_interval": args.ping_interval,
+        "hold_s": args.hold,
+        "summary": summary,
+        "connections_per_server_at_peak": peak.get("per_server"),
+        "server_rss_kb_before": rss_before,
+        "server_rss_kb_at_peak": rss_peak,
+        "rss_per_connection_bytes": round((sum(rss_peak) - sum(rss_before)) * 1024
+                                          / max(1, args.connections), 1),
+        "servers_alive_at_end": alive,
+        "client_exits": [r.get("exit") for r in results],
+        "client_reports": [r.get("report") for r in results],
+        "client_stderr_tail": [r.get("stderr", "")[-400:] for r in results],
+        "ok": held and timeouts == 0 and errors == 0 and all(alive)
+        and all(r.get("exit") == 0 for r in results),
+        "errors": errors,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    compare.log(f"held {summary.get('max_connections_seen', 0):,.0f} at most "
+                f"(goal {args.connections:,}), all held {summary.get('held_all_s')} s, "
+                f"heartbeat timeouts {timeouts:.0f}, RSS/connection "
+                f"{out['rss_per_connection_bytes']} B, client exits {out['client_exits']}")
+    compare.log(f"wrote {args.out}")
+    print(json.dumps({k: out[k] for k in ("connections", "processes", "summary",
+                                          "rss_per_connection_bytes", "ok")}))
+    return 0 if out["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
