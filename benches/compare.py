@@ -54,6 +54,8 @@ HEARTBEAT_GOAL = 100_000
 # Descriptors a process keeps beyond its sockets (the bench reserves 64).
 FD_SPARE = 200
 
+ALL_SCENARIOS = "echo16,echo4k,pipelined,idle10k,heartbeat,broadcast"
+
 # Every process this script started and has not reaped yet: killed on any exit.
 LIVE: dict[int, subprocess.Popen] = {}
 
@@ -199,6 +201,18 @@ def wait_quiet(args, phase: str) -> dict:
 # ---------------------------------------------------------------------------------------
 # Servers
 
+def scrape_metrics(port: int) -> dict[str, float]:
+    """wsloop serve's /metrics on 127.0.0.1:PORT, unlabelled series only."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        m = re.fullmatch(r"(wsloop_[a-z_]+) ([0-9.e+-]+)", line)
+        if m:
+            out[m.group(1)] = float(m.group(2))
+    return out
+
+
 class Server:
     """A server process started fresh for one run."""
 
@@ -234,15 +248,7 @@ class Server:
         return f"ws://127.0.0.1:{self.port}{path}"
 
     def metrics(self) -> dict[str, float]:
-        """wsloop serve's /metrics, unlabelled series only."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
-            text = r.read().decode()
-        out = {}
-        for line in text.splitlines():
-            m = re.fullmatch(r"(wsloop_[a-z_]+) ([0-9.e+-]+)", line)
-            if m:
-                out[m.group(1)] = float(m.group(2))
-        return out
+        return scrape_metrics(self.port)
 
     def stop(self) -> None:
         proc = self.proc
@@ -715,7 +721,11 @@ def svg(result: dict) -> str:
             y += 14
         y += 14
     m = result["machine"]
-    head = (f'wsloop vs peers: medians of {result["rounds"]} rounds; {m["nproc"]} × '
+    counts = sorted({sc.get("rounds", result["rounds"]) for sc in result["scenarios"]
+                     if sc["kind"] != "heartbeat"} or {result["rounds"]})
+    rounds = "–".join(str(c) for c in (counts[0], counts[-1]) if c) if len(counts) > 1 \
+        else str(counts[0])
+    head = (f'wsloop vs peers: medians of {rounds} rounds; {m["nproc"]} × '
             f'{m["cpu_model"]}' + ("; server on CPU 1, client on CPU 0"
                                    if result.get("pinned") else ""))
     return "\n".join([
@@ -732,6 +742,22 @@ def svg(result: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------
+
+def merged(old: dict, new: dict) -> dict:
+    """`old` with the scenarios (and micro-benches) that `new` measured replaced."""
+    ids = {sc["id"] for sc in new["scenarios"]}
+    order = ALL_SCENARIOS.split(",")
+    out = dict(old)
+    out["scenarios"] = sorted(
+        [sc for sc in old["scenarios"] if sc["id"] not in ids] + new["scenarios"],
+        key=lambda sc: order.index(sc["id"]) if sc["id"] in order else len(order))
+    for key in ("micro", "quiet_micro"):
+        if key in new:
+            out[key] = new[key]
+    out["commands"] = old.get("commands", [old.get("command")]) + [new["command"]]
+    out["notes"] = list(dict.fromkeys(old.get("notes", []) + new["notes"]))
+    return out
+
 
 def heartbeat_connections() -> tuple[int, str]:
     """How many connections the heartbeat scenario can hold, and why not more."""
@@ -754,7 +780,7 @@ def main() -> int:
     p.add_argument("--warmup", type=parse_duration, default=parse_duration("1s"))
     p.add_argument("--hold", type=parse_duration, default=parse_duration("30s"),
                    help="how long the heartbeat scenario holds its connections (default 30s)")
-    p.add_argument("--scenarios", default="echo16,echo4k,pipelined,idle10k,heartbeat,broadcast")
+    p.add_argument("--scenarios", default=ALL_SCENARIOS)
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
     p.add_argument("--no-build", action="store_true")
     p.add_argument("--no-micro", action="store_true",
@@ -767,6 +793,9 @@ def main() -> int:
     p.add_argument("--run-timeout", type=float, default=600)
     p.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     p.add_argument("--svg", type=Path, default=RESULTS / "summary.svg")
+    p.add_argument("--merge", action="store_true",
+                   help="keep the other scenarios of --out and replace only those measured "
+                        "now (e.g. the echo scenarios again with more rounds)")
     args = p.parse_args()
 
     node_ok = not args.no_node and shutil.which("node") is not None
@@ -821,12 +850,15 @@ def main() -> int:
                 "id": scen["id"], "title": scen["title"], "kind": scen["kind"],
                 "bench": scen["bench"], "servers": {k: [str(c) for c in v]
                                                     for k, v in scen["servers"].items()},
-                "quiet": quiet, "runs": runs, "medians": medians(scen, runs)})
+                "rounds": scen.get("rounds", args.rounds), "quiet": quiet, "runs": runs,
+                "medians": medians(scen, runs)})
         if not args.no_micro:
             result["quiet_micro"] = wait_quiet(args, "micro")
             result["micro"] = micro(args)
     finally:
         cleanup()
+        if args.merge and args.out.exists():
+            result = merged(json.loads(args.out.read_text()), result)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1) + "\n")
         log(f"wrote {args.out}")

@@ -29,7 +29,6 @@ import signal
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -57,17 +56,6 @@ def start_server(cmd: list, logdir: Path, index: int) -> tuple:
         server.stop()
         raise RuntimeError(f"server {index} did not print both listening lines")
     return server, int(lines[0][1]), int(lines[1][1])
-
-
-def scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        m = re.fullmatch(r"(wsloop_[a-z_]+) ([0-9.e+-]+)", line)
-        if m:
-            out[m.group(1)] = float(m.group(2))
-    return out
 
 
 def main() -> int:
@@ -118,7 +106,7 @@ def main() -> int:
         while not halt.wait(2.0):
             total: dict[str, float] = {"t": time.monotonic()}
             try:
-                per = [scrape(private) for _, private in servers]
+                per = [compare.scrape_metrics(private) for _, private in servers]
             except (OSError, ValueError):
                 continue
             for m in per:

@@ -947,6 +947,10 @@ impl<H: Handler> Server<H> {
     /// input led to them: replies to it are bounded by pausing its reads, while a connection
     /// that lets unrequested messages pile up past the cap is a slow consumer and is closed.
     fn apply_commands(&mut self, requester: Option<ConnId>, now: Instant) {
+        // The common case after a message: nothing recorded (a reply went straight out).
+        if self.commands.list.is_empty() {
+            return;
+        }
         let mut commands = std::mem::take(&mut self.commands);
         let mut slow = Vec::new();
         for command in &commands.list {
