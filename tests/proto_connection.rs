@@ -1060,14 +1060,14 @@ fn two_pings_before_transmit_get_one_pong_with_the_latest_payload() {
 #[test]
 fn pong_then_ping_then_close_are_transmitted_in_that_order() {
     let mut p = Peer::server();
-    p.conn.ping(b"old");
-    p.conn.ping(b"hb");
+    assert!(p.conn.ping(b"old"));
+    assert!(p.conn.ping(b"hb"));
     assert_eq!(
         p.feed(&client_frame(0x89, KEY, b"x")),
         (vec![Ev::Ping(b"x".to_vec())], Ok(()))
     );
     assert!(p.conn.close(1000, ""));
-    p.conn.ping(b"ignored after close");
+    assert!(!p.conn.ping(b"ignored after close"));
     assert_eq!(
         p.transmit(),
         vec![
@@ -1076,6 +1076,18 @@ fn pong_then_ping_then_close_are_transmitted_in_that_order() {
             vec![0x88, 0x02, 0x03, 0xe8],
         ]
     );
+}
+
+#[test]
+fn a_ping_longer_than_a_control_frame_is_refused_not_cut() {
+    // §5.5: control frame payloads are at most 125 bytes.
+    let mut p = Peer::server();
+    assert!(!p.conn.ping(&[7; 126]));
+    assert!(!p.conn.wants_transmit());
+    assert!(p.conn.ping(&[7; 125]));
+    let mut want = vec![0x89, 125];
+    want.extend_from_slice(&[7; 125]);
+    assert_eq!(p.transmit(), vec![want]);
 }
 
 #[test]

@@ -307,11 +307,16 @@ impl Connection {
         true
     }
 
-    /// Queues a ping (for heartbeats). A ping still queued is replaced.
-    pub fn ping(&mut self, payload: &[u8]) {
-        if self.close == CloseState::Open {
-            self.owed_mut().ping = Some(ControlPayload::new(payload));
+    /// Queues a ping (for heartbeats); a ping still queued is replaced. Returns false, and
+    /// queues nothing, once a close was sent or received, or for a payload longer than a
+    /// control frame may carry (§5.5: 125 bytes; a cut payload would not be the one the
+    /// caller expects back in the pong).
+    pub fn ping(&mut self, payload: &[u8]) -> bool {
+        if self.close != CloseState::Open || payload.len() > MAX_CONTROL_PAYLOAD {
+            return false;
         }
+        self.owed_mut().ping = Some(ControlPayload::new(payload));
+        true
     }
 
     /// The masking key for the next frame this end sends: a fresh one for a client, none

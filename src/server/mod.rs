@@ -1156,6 +1156,7 @@ impl<H: Handler> Server<H> {
                 }
                 Timer::NextPing => {
                     if let Phase::Open(ws) = &mut conn.phase {
+                        // Refused only while closing, and then a close timer replaced this one.
                         ws.ping(HEARTBEAT_PAYLOAD);
                         queue_control_frames(ws, &mut conn.out, &mut self.out_storage);
                         Self::set_timer(
