@@ -333,6 +333,9 @@ impl Handler for Room {
     }
 }
 
+/// How many times `Mixer` broadcasts a large message.
+const BROADCASTS_PER_MESSAGE: usize = 8;
+
 /// Mixes replies to the sender with broadcasts and closes in one callback, to check that
 /// what a callback does reaches the sockets in the order it was done.
 #[derive(Default)]
@@ -355,6 +358,11 @@ impl Handler for Mixer {
             b"broadcast-reply" => {
                 ctx.broadcast(all, MessageKind::Text, b"x");
                 ctx.send(id, MessageKind::Binary, b"y");
+            }
+            data if data.len() > 1024 => {
+                for _ in 0..BROADCASTS_PER_MESSAGE {
+                    ctx.broadcast(all.iter().copied(), MessageKind::Binary, data);
+                }
             }
             _ => {
                 ctx.close(id, 4000, "done");
@@ -408,6 +416,43 @@ fn replies_broadcasts_and_closes_of_one_callback_go_out_in_order() {
     let stats = running.stop();
     // 1, 3, y to the sender; 2 and x to both.
     assert_eq!((stats.broadcast_encodes, stats.messages_out), (2, 7));
+}
+
+#[test]
+fn slow_consumers_found_by_several_broadcasts_of_one_callback_are_counted_once() {
+    let running = InProcess::start(
+        Config {
+            listen: vec!["127.0.0.1:0".parse().unwrap()],
+            max_backpressure: 256 * 1024,
+            ..Config::default()
+        },
+        Mixer::default(),
+    );
+    // Two peers that never read. Once both are over the cap, each later broadcast of the
+    // same callback finds both slow again.
+    let stalled: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = connect(running.addrs[0]);
+            s.write_all(UPGRADE.as_bytes()).unwrap();
+            assert_eq!(
+                read_exact_timeout(&mut s, RESPONSE_101.len()),
+                RESPONSE_101.as_bytes()
+            );
+            s
+        })
+        .collect();
+    let mut sender = Client::connect(&format!("ws://{}/", running.addrs[0])).unwrap();
+    let big = vec![7u8; 60 * 1024];
+    // 24 MiB to each stalled peer: more than the loopback socket buffers and the cap hold.
+    for _ in 0..50 {
+        sender.send_binary(&big).unwrap();
+        for _ in 0..BROADCASTS_PER_MESSAGE {
+            assert_eq!(sender.recv().unwrap(), Received::Binary(big.clone()));
+        }
+    }
+    drop(stalled);
+    drop(sender);
+    assert_eq!(running.stop().slow_consumers, 2);
 }
 
 /// A server running on a thread of this test process.

@@ -104,9 +104,8 @@ impl ReadBuf {
     }
 
     /// Reads once from `socket` into free space (see [`ReadOutcome`]), taking a buffer from the
-    /// pool or making room
-    /// first. `capacity` bounds the buffer; the caller decodes between reads, so pending bytes
-    /// never exceed one head or one frame header plus a control frame.
+    /// pool or making room first. `capacity` bounds the buffer; the caller decodes between
+    /// reads, so pending bytes never exceed one head or one frame header plus a control frame.
     pub(crate) fn read_from<R: Read>(
         &mut self,
         socket: &mut R,

@@ -1010,6 +1010,7 @@ impl<H: Handler> Server<H> {
         commands.clear();
         // Carrying out a command never calls the handler, so nothing was recorded meanwhile.
         self.commands = commands;
+        slow.sort_unstable();
         slow.dedup();
         for id in slow {
             self.drop_slow_consumer(id, now);
