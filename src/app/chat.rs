@@ -6,7 +6,6 @@
 //! broadcast pass, which encodes each frame once.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::net::IpAddr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
@@ -47,10 +46,6 @@ impl Default for ChatLimits {
 pub struct Member {
     /// The name shown as `from`: the token's user, or the connection id.
     pub name: String,
-    /// The client's address (from the proxy headers when trusted).
-    pub addr: IpAddr,
-    /// When it connected, in ms since the epoch.
-    pub connected_at: u64,
     /// The channels it is subscribed to.
     pub channels: BTreeSet<String>,
     /// Message budget (a token bucket refilled at the rate limit).
@@ -121,6 +116,9 @@ pub struct Chat {
     /// Clustered: channels whose Redis subscription is not confirmed yet, with the members
     /// waiting for their `subscribed`.
     pending_acks: HashMap<String, Vec<ConnId>>,
+    /// Clustered: this node's Redis subscriber is connected, so a new channel's `subscribed`
+    /// waits for Redis to confirm it (while it is down, nothing would).
+    subscriber_up: bool,
     counters: ChatCounters,
 }
 
@@ -174,37 +172,35 @@ impl Chat {
         }
     }
 
-    /// Acknowledges every waiting subscription (Redis is down: waiting would leave clients
-    /// without an answer; cross-node delivery resumes when it is back).
-    pub fn confirm_all_subscriptions(&mut self, ctx: &mut Ctx<'_>) {
-        let channels: Vec<String> = self.pending_acks.keys().cloned().collect();
-        for channel in channels {
-            self.confirm_subscription(ctx, &channel);
+    /// The Redis subscriber went up or down. While it is down, every waiting subscription is
+    /// acknowledged (waiting would leave clients without an answer; cross-node delivery
+    /// resumes when it is back) and new ones are acknowledged at once.
+    pub fn set_subscriber_up(&mut self, ctx: &mut Ctx<'_>, up: bool) {
+        self.subscriber_up = up;
+        if !up {
+            for (channel, waiting) in std::mem::take(&mut self.pending_acks) {
+                for id in waiting {
+                    send_json(ctx, id, &json!({"type": "subscribed", "channel": channel}));
+                }
+            }
         }
     }
 
-    /// Delivers an event published by another node to this node's clients.
-    pub fn deliver_remote(&mut self, ctx: &mut Ctx<'_>, topic: &Topic, event: &str) {
-        let targets: Vec<ConnId> = match topic {
-            Topic::All => self.members.keys().copied().collect(),
-            Topic::Channel(name) => self
-                .channels
-                .get(name)
-                .map(|s| s.iter().copied().collect())
-                .unwrap_or_default(),
-        };
-        if !targets.is_empty() {
-            ctx.broadcast(targets, MessageKind::Text, event.as_bytes());
+    /// Broadcasts `event` to this node's clients on `topic` (also for events published by
+    /// other nodes); returns how many there are.
+    pub fn deliver(&self, ctx: &mut Ctx<'_>, topic: &Topic, event: &str) -> usize {
+        match topic {
+            Topic::All => {
+                broadcast_to(ctx, self.members.keys().copied(), self.members.len(), event)
+            }
+            Topic::Channel(name) => self.channels.get(name).map_or(0, |set| {
+                broadcast_to(ctx, set.iter().copied(), set.len(), event)
+            }),
         }
-    }
-
-    /// The connected members.
-    pub fn members(&self) -> &HashMap<ConnId, Member> {
-        &self.members
     }
 
     /// Registers a new connection and sends it `welcome`.
-    pub fn join(&mut self, ctx: &mut Ctx<'_>, id: ConnId, name: Option<String>, addr: IpAddr) {
+    pub fn join(&mut self, ctx: &mut Ctx<'_>, id: ConnId, name: Option<String>) {
         let public_id = self.public_id(id);
         let name = name.unwrap_or_else(|| public_id.clone());
         let welcome = json!({"type": "welcome", "id": public_id, "name": name, "ts": now_ms()});
@@ -213,8 +209,6 @@ impl Chat {
             id,
             Member {
                 name,
-                addr,
-                connected_at: now_ms(),
                 channels: BTreeSet::new(),
                 tokens: self.burst(),
                 refilled: ctx.now(),
@@ -415,8 +409,7 @@ impl Chat {
                 let out = json!({"type": "chat", "from": member.name, "id": public_id,
                                  "content": content, "ts": now_ms()})
                 .to_string();
-                let everyone: Vec<ConnId> = self.members.keys().copied().collect();
-                broadcast_text(ctx, everyone, &out);
+                self.deliver(ctx, &Topic::All, &out);
                 self.record(ClusterOp::Publish(Topic::All, out));
             }
             Request::Subscribe { channel } => {
@@ -435,7 +428,7 @@ impl Chat {
                     subscribers.insert(id);
                     if subscribers.len() == 1 {
                         self.record(ClusterOp::Subscribe(channel.clone()));
-                        if self.node.is_some() {
+                        if self.node.is_some() && self.subscriber_up {
                             // The channel is new on this node: `subscribed` waits until Redis
                             // confirms the node's subscription, so that a publication made
                             // after the client saw it reaches the client.
@@ -473,14 +466,9 @@ impl Chat {
                 let out = json!({"type": "message", "channel": channel, "from": member.name,
                                  "id": public_id, "content": content, "ts": now_ms()})
                 .to_string();
-                let subscribers: Vec<ConnId> = self
-                    .channels
-                    .get(&channel)
-                    .map(|s| s.iter().copied().collect())
-                    .unwrap_or_default();
-                let receivers = subscribers.len();
-                broadcast_text(ctx, subscribers, &out);
-                self.record(ClusterOp::Publish(Topic::Channel(channel.clone()), out));
+                let topic = Topic::Channel(channel.clone());
+                let receivers = self.deliver(ctx, &topic, &out);
+                self.record(ClusterOp::Publish(topic, out));
                 send_json(
                     ctx,
                     id,
@@ -512,8 +500,15 @@ fn send_json(ctx: &mut Ctx<'_>, to: ConnId, value: &Value) {
     ctx.send_text(to, &value.to_string());
 }
 
-fn broadcast_text(ctx: &mut Ctx<'_>, targets: Vec<ConnId>, text: &str) {
-    if !targets.is_empty() {
+/// Broadcasts to `count` targets, if there are any (an empty broadcast would still be encoded).
+fn broadcast_to(
+    ctx: &mut Ctx<'_>,
+    targets: impl Iterator<Item = ConnId>,
+    count: usize,
+    text: &str,
+) -> usize {
+    if count > 0 {
         ctx.broadcast(targets, MessageKind::Text, text.as_bytes());
     }
+    count
 }

@@ -114,11 +114,6 @@ impl Serve {
         })
     }
 
-    /// The chat state.
-    pub fn chat(&self) -> &Chat {
-        &self.chat
-    }
-
     fn route_upgrade(&self, request: &Request) -> Route {
         if request.path() != self.config.ws_path {
             let body = format!("no WebSocket endpoint here; use {}", self.config.ws_path);
@@ -205,15 +200,12 @@ impl Handler for Serve {
             .and_then(|t| t.user(info.request))
             .map(str::to_owned);
         log!(crate::log::Level::Debug, "{id} joined from {}", info.client);
-        self.chat.join(ctx, id, user, info.client);
+        self.chat.join(ctx, id, user);
     }
 
     fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, message: Message<'_>) {
         self.chat.handle(ctx, id, message);
         self.forward_cluster_ops();
-        if self.cluster.as_ref().is_some_and(|b| !b.is_up()) {
-            self.chat.confirm_all_subscriptions(ctx);
-        }
     }
 
     fn on_close(&mut self, _ctx: &mut Ctx<'_>, id: ConnId, _reason: CloseReason) {
@@ -240,9 +232,7 @@ impl Handler for Serve {
                     continue;
                 }
                 Inbound::Status(up) => {
-                    if !up {
-                        self.chat.confirm_all_subscriptions(ctx);
-                    }
+                    self.chat.set_subscriber_up(ctx, up);
                     continue;
                 }
             };
@@ -257,7 +247,7 @@ impl Handler for Serve {
                 continue;
             }
             if let Some(topic) = Topic::from_redis_name(&topic, &config.prefix) {
-                self.chat.deliver_remote(ctx, &topic, event);
+                self.chat.deliver(ctx, &topic, event);
             }
         }
     }
