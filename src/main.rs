@@ -336,6 +336,9 @@ fn serve(args: Box<ServeArgs>) -> ExitCode {
                 url,
                 node_id,
                 prefix: args.redis_prefix,
+                // An event quotes at most `max_content` bytes, which JSON escaping can grow
+                // six times (`\u0001`), plus names, ids and the envelope.
+                max_event: args.max_content.saturating_mul(6).saturating_add(4096),
             })
         }
         None => None,
@@ -363,7 +366,7 @@ fn serve(args: Box<ServeArgs>) -> ExitCode {
                     Level::Info,
                     "cluster node {} via {} (topics {}*)",
                     redis.node_id,
-                    redis.url,
+                    redis.redacted_url(),
                     redis.prefix
                 );
                 serve.attach_cluster(Bridge::start(redis, waker)?);

@@ -1144,6 +1144,37 @@ fn redis_three_nodes_deliver_each_message_exactly_once() {
 }
 
 #[test]
+fn redis_publications_larger_than_any_event_are_not_relayed() {
+    let Some((redis, _nodes, mut peers)) = cluster(&["a"], 1) else {
+        return;
+    };
+    // Somebody else on the topics: a 200 kB publication, more than any event a node makes
+    // with the default 16 KiB content limit (escaped at most six times over), then a small one.
+    let event = |content: &str| {
+        format!(
+            r#"other{}{{"type":"chat","from":"x","id":"other-1","content":"{content}","ts":1}}"#,
+            '\n'
+        )
+    };
+    let big = event(&"x".repeat(200_000));
+    let small = event("small");
+    let topic = format!("{PREFIX}chat");
+    assert_eq!(redis.command(&["PUBLISH", &topic, &big]), Resp::Int(1));
+    assert_eq!(redis.command(&["PUBLISH", &topic, &small]), Resp::Int(1));
+    let next = peers[0]
+        .next(Instant::now() + WAIT)
+        .expect("the small publication arrives");
+    let content = next["content"].as_str().unwrap_or_default();
+    assert_eq!(
+        content.len(),
+        5,
+        "the big one is dropped: got {} bytes",
+        content.len()
+    );
+    assert_eq!(content, "small");
+}
+
+#[test]
 fn redis_subscriptions_follow_local_interest() {
     let Some((redis, _nodes, mut peers)) = cluster(&["a", "b"], 2) else {
         return;

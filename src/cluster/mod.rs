@@ -24,6 +24,28 @@ pub struct RedisConfig {
     pub node_id: String,
     /// Prefix of every Redis topic (`wsloop:` by default).
     pub prefix: String,
+    /// Largest publication relayed from Redis to the loop; a larger one is dropped (no node
+    /// of the cluster makes one, so it comes from somebody else on the topics).
+    pub max_event: usize,
+}
+
+impl RedisConfig {
+    /// The URL without its password (`redis://user:secret@host` → `redis://***@host`), for logs.
+    pub fn redacted_url(&self) -> String {
+        let url = &self.url;
+        let authority_start = url.find("://").map_or(0, |i| i + 3);
+        let authority_end = url[authority_start..]
+            .find('/')
+            .map_or(url.len(), |i| authority_start + i);
+        match url[authority_start..authority_end].rfind('@') {
+            Some(at) => format!(
+                "{}***{}",
+                &url[..authority_start],
+                &url[authority_start + at..]
+            ),
+            None => url.clone(),
+        }
+    }
 }
 
 /// Where a published event goes.
@@ -111,6 +133,28 @@ mod tests {
         }
         assert_eq!(Topic::All.redis_name("p:"), "p:chat");
         assert_eq!(Topic::from_redis_name("other:chat", "wsloop:"), None);
+    }
+
+    #[test]
+    fn logged_urls_carry_no_password() {
+        let config = |url: &str| RedisConfig {
+            url: url.into(),
+            node_id: "n".into(),
+            prefix: "p:".into(),
+            max_event: 1,
+        };
+        let cases = [
+            (
+                "redis://:secret@10.0.0.1:6379/0",
+                "redis://***@10.0.0.1:6379/0",
+            ),
+            ("redis://user:secret@host/2", "redis://***@host/2"),
+            ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            ("redis://host/path@x", "redis://host/path@x"),
+        ];
+        for (url, logged) in cases {
+            assert_eq!(config(url).redacted_url(), logged, "{url}");
+        }
     }
 
     #[test]

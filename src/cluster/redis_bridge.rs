@@ -21,6 +21,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Publications waiting for the publisher thread; beyond this they are dropped and counted.
 const PUBLISH_QUEUE: usize = 10_000;
+/// Messages from Redis waiting for the loop.
+const INBOUND_QUEUE: usize = 10_000;
 
 /// What the bridge reports to the loop.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +55,8 @@ struct Shared {
     published: AtomicU64,
     publish_failures: AtomicU64,
     received: AtomicU64,
+    /// Publications larger than this are not relayed ([`RedisConfig::max_event`]).
+    max_event: usize,
 }
 
 /// The loop's handle on the Redis threads.
@@ -79,11 +83,16 @@ impl Bridge {
     /// arrive; the loop then calls [`drain`](Self::drain).
     pub fn start(config: RedisConfig, waker: Arc<Waker>) -> Result<Bridge, String> {
         let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| format!("redis URL {:?}: {e}", config.url))?;
-        let shared = Arc::new(Shared::default());
+            .map_err(|e| format!("redis URL {:?}: {e}", config.redacted_url()))?;
+        let shared = Arc::new(Shared {
+            max_event: config.max_event,
+            ..Shared::default()
+        });
         let (interest_tx, interest_rx) = mpsc::channel();
         let (publish_tx, publish_rx) = mpsc::sync_channel(PUBLISH_QUEUE);
-        let (inbound_tx, inbound_rx) = mpsc::channel();
+        // Bounded: if the loop falls behind, the subscriber waits, and Redis cuts it off once
+        // its own output buffer limit is reached (then it reconnects).
+        let (inbound_tx, inbound_rx) = mpsc::sync_channel(INBOUND_QUEUE);
         {
             let (client, shared) = (client.clone(), Arc::clone(&shared));
             thread::Builder::new()
@@ -184,7 +193,7 @@ fn absorb(
 fn subscriber(
     client: redis::Client,
     interest: Receiver<Interest>,
-    inbound: Sender<Inbound>,
+    inbound: SyncSender<Inbound>,
     waker: Arc<Waker>,
     shared: Arc<Shared>,
 ) {
@@ -236,7 +245,7 @@ fn serve_subscriptions(
     pubsub: &mut redis::PubSub<'_>,
     interest: &Receiver<Interest>,
     wanted: &mut BTreeSet<String>,
-    inbound: &Sender<Inbound>,
+    inbound: &SyncSender<Inbound>,
     waker: &Waker,
     shared: &Shared,
     backoff: &mut Backoff,
@@ -271,6 +280,14 @@ fn serve_subscriptions(
             }
         }
         match pubsub.get_message() {
+            Ok(message) if message.get_payload_bytes().len() > shared.max_event => {
+                log!(
+                    Level::Warn,
+                    "redis: dropped a {}-byte publication on {} (larger than any event)",
+                    message.get_payload_bytes().len(),
+                    message.get_channel_name()
+                );
+            }
             Ok(message) => {
                 shared.received.fetch_add(1, Ordering::Relaxed);
                 let relayed = Inbound::Message {
