@@ -4,6 +4,7 @@
 //! Every peer binds 127.0.0.1 (port 0 unless `--port N` is given), prints
 //! `listening on 127.0.0.1:PORT` on stdout once it accepts connections, and runs on one thread.
 
+use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
 
@@ -62,4 +63,23 @@ pub fn announce(addr: SocketAddr) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "listening on {addr}");
     let _ = out.flush();
+}
+
+/// The start of every tokio peer: parses the command line (no modes), binds 127.0.0.1 on a
+/// current-thread runtime (each peer is single-threaded, as wsloop is), announces the address
+/// and runs `serve` on the listener.
+pub fn run_tokio<F, Fut>(name: &str, serve: F) -> std::io::Result<()>
+where
+    F: FnOnce(tokio::net::TcpListener) -> Fut,
+    Fut: Future<Output = std::io::Result<()>>,
+{
+    let args = Args::parse(name, &[]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.addr()).await?;
+        announce(listener.local_addr()?);
+        serve(listener).await
+    })
 }

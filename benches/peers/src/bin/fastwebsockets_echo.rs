@@ -16,22 +16,15 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use wsloop_peers::{announce, Args};
 
 /// Largest message; the same default as wsloop's `echo` (64 MiB).
 const MAX_MESSAGE: usize = 64 << 20;
 
 fn main() -> std::io::Result<()> {
-    let args = Args::parse("fastwebsockets-echo", &[]);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()?;
-    runtime.block_on(serve(args))
+    wsloop_peers::run_tokio("fastwebsockets-echo", serve)
 }
 
-async fn serve(args: Args) -> std::io::Result<()> {
-    let listener = TcpListener::bind(args.addr()).await?;
-    announce(listener.local_addr()?);
+async fn serve(listener: TcpListener) -> std::io::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
         // The same as wsloop: small frames go out at once.

@@ -21,7 +21,6 @@ use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
-use wsloop_peers::{announce, Args};
 
 /// Read and write buffer size, in bytes.
 const BUFFER: usize = 8 * 1024;
@@ -32,16 +31,10 @@ const MAX_MESSAGE: usize = 1 << 20;
 type Clients = Arc<Mutex<HashMap<u64, UnboundedSender<Message>>>>;
 
 fn main() -> std::io::Result<()> {
-    let args = Args::parse("tungstenite-broadcast", &[]);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()?;
-    runtime.block_on(serve(args))
+    wsloop_peers::run_tokio("tungstenite-broadcast", serve)
 }
 
-async fn serve(args: Args) -> std::io::Result<()> {
-    let listener = TcpListener::bind(args.addr()).await?;
-    announce(listener.local_addr()?);
+async fn serve(listener: TcpListener) -> std::io::Result<()> {
     let clients = Clients::default();
     let mut next_id = 0u64;
     loop {

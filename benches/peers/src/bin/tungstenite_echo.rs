@@ -10,7 +10,6 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
-use wsloop_peers::{announce, Args};
 
 /// Read and write buffer size, in bytes.
 const BUFFER: usize = 8 * 1024;
@@ -18,16 +17,10 @@ const BUFFER: usize = 8 * 1024;
 const MAX_MESSAGE: usize = 64 << 20;
 
 fn main() -> std::io::Result<()> {
-    let args = Args::parse("tungstenite-echo", &[]);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()?;
-    runtime.block_on(serve(args))
+    wsloop_peers::run_tokio("tungstenite-echo", serve)
 }
 
-async fn serve(args: Args) -> std::io::Result<()> {
-    let listener = TcpListener::bind(args.addr()).await?;
-    announce(listener.local_addr()?);
+async fn serve(listener: TcpListener) -> std::io::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
         tokio::spawn(echo(stream));
