@@ -1329,6 +1329,19 @@ fn heartbeat_closes_a_client_that_does_not_answer() {
 }
 
 #[test]
+fn the_client_refuses_a_ping_longer_than_a_control_frame_and_stays_usable() {
+    let server = Server::serve(&[]);
+    let mut peer = Peer::join(&server);
+    // §5.5: 125 bytes at most; nothing goes on the wire, the connection stays open.
+    assert!(peer.client.ping(&[1; 126]).is_err());
+    peer.client.ping(&[2; 125]).expect("send ping");
+    match peer.client.recv() {
+        Ok(Received::Pong(got)) => assert_eq!(got, vec![2; 125]),
+        other => panic!("expected the 125-byte pong, got {other:?}"),
+    }
+}
+
+#[test]
 fn client_protocol_ping_gets_pong_with_same_payload() {
     let server = Server::serve(&[]);
     let mut peer = Peer::join(&server);

@@ -451,7 +451,14 @@ impl<C> Client<C> {
                 Err(e) => return Err(End::Failed(format!("connect: {e}"))),
             }
         }
-        let eof = self.read(t, fin)?;
+        let eof = match self.read(t, fin) {
+            Ok(eof) => eof,
+            Err(end) => {
+                // The failing close frame (§7.1.7) the protocol core queued goes out first.
+                let _ = self.flush();
+                return Err(end);
+            }
+        };
         self.flush()?;
         if self.reflected && self.closing && self.ws.is_closed() {
             // The close came back as it went, and a reflecting server never closes TCP

@@ -249,9 +249,18 @@ impl Client {
         write_frame(&self.writer, kind.opcode(), self.conn.next_mask(), data)
     }
 
-    /// Sends a ping.
+    /// Sends a ping (at most 125 bytes of payload, RFC 6455 §5.5).
     pub fn ping(&mut self, payload: &[u8]) -> Result<(), ClientError> {
-        write_frame(&self.writer, OpCode::Ping, self.conn.next_mask(), payload)
+        if !self.conn.is_open() {
+            return Err(ClientError::Closed);
+        }
+        if !self.conn.ping(payload) {
+            return Err(ClientError::Io(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a ping payload is at most 125 bytes",
+            )));
+        }
+        self.flush_control()
     }
 
     /// A handle that sends data messages from another thread while this one receives.
