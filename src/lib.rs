@@ -19,5 +19,5 @@ pub mod bench;
 pub mod client;
 pub mod cluster;
 pub mod duration;
-pub mod proto;
+pub use wsloop_proto as proto;
 pub mod server;

@@ -21,7 +21,7 @@ use wsloop::cluster::{random_node_id, validate_node_id, Bridge, RedisConfig};
 use wsloop::duration::parse_duration;
 use wsloop::log::{self, Level};
 use wsloop::proto::Limits;
-use wsloop::server::address::AddressLimits;
+use wsloop::server::admission::AddressLimits;
 use wsloop::server::{Config, Handler, Server};
 
 #[derive(Parser, Debug)]

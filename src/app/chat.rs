@@ -284,11 +284,7 @@ impl Chat {
             Err(Some(true)) => {
                 self.counters.flood_disconnects += 1;
                 log!(crate::log::Level::Warn, "{id}: message flood, closing");
-                ctx.fail(
-                    id,
-                    crate::proto::close_code::POLICY_VIOLATION,
-                    "message rate exceeded",
-                );
+                ctx.fail_for(id, crate::proto::Policy::MessageFlood);
                 return;
             }
         }

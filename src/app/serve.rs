@@ -10,7 +10,9 @@ use super::metrics::{self, ClusterMetrics};
 use crate::cluster::{decode_envelope, encode_envelope, Bridge, Inbound, Topic};
 use crate::proto::handshake::Request;
 use crate::proto::Message;
-use crate::server::{CloseReason, ConnId, Ctx, Handler, HttpResponse, OpenInfo, Route, Stats};
+use crate::server::{
+    CloseReason, ConnId, Ctx, Handler, HttpResponse, OpenInfo, Rejection, Route, Stats,
+};
 
 /// The browser client, embedded so the binary serves it with no other files.
 const INDEX_HTML: &str = include_str!("../../web/index.html");
@@ -117,19 +119,19 @@ impl Serve {
     fn route_upgrade(&self, request: &Request) -> Route {
         if request.path() != self.config.ws_path {
             let body = format!("no WebSocket endpoint here; use {}", self.config.ws_path);
-            return Route::Reject(HttpResponse::text(404, &body), "not_found");
+            return Route::Reject(HttpResponse::text(404, &body), Rejection::NotFound);
         }
         if !origin_allowed(request, &self.config.allowed_origins) {
             return Route::Reject(
                 HttpResponse::text(403, "origin not allowed"),
-                "origin_not_allowed",
+                Rejection::OriginNotAllowed,
             );
         }
         if let Some(tokens) = &self.config.tokens {
             if tokens.user(request).is_none() {
                 let mut response = HttpResponse::text(401, "a valid token is required");
                 response.headers = "WWW-Authenticate: Bearer\r\n".into();
-                return Route::Reject(response, "unauthorized");
+                return Route::Reject(response, Rejection::Unauthorized);
             }
         }
         Route::Upgrade

@@ -554,7 +554,7 @@ impl<C> Client<C> {
         let mut pos = start;
         loop {
             let mark = self.out.buf.len();
-            let (used, action) = match self.ws.poll_event(&mut buf[pos..]) {
+            let (used, action) = match self.ws.poll_event(&mut buf[pos..], Instant::now()) {
                 Err(e) => {
                     self.queue_control();
                     return Err(End::Failed(format!("protocol error: {e}")));
@@ -597,7 +597,7 @@ impl<C> Client<C> {
     }
 
     fn start_close(&mut self, deadline: Instant) {
-        if self.ws.close(close_code::NORMAL, "") {
+        if self.ws.close(close_code::NORMAL, "", Instant::now()) {
             self.closing = true;
             self.deadline = Some(deadline);
         }

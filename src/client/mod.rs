@@ -11,7 +11,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::proto::client_handshake::{self, Response, MAX_RESPONSE_HEAD};
 use crate::proto::frame::{encode_frame, OpCode};
@@ -273,7 +273,7 @@ impl Client {
 
     /// Starts the closing handshake; [`recv`](Self::recv) then returns the server's close.
     pub fn close(&mut self, code: u16, reason: &str) -> Result<(), ClientError> {
-        self.conn.close(code, reason);
+        self.conn.close(code, reason, Instant::now());
         self.flush_control()
     }
 
@@ -287,7 +287,9 @@ impl Client {
     /// Waits for the next message, control frame or close. Pings are answered automatically.
     pub fn recv(&mut self) -> Result<Received, ClientError> {
         loop {
-            let result = self.conn.poll_event(&mut self.buf[self.start..self.end]);
+            let result = self
+                .conn
+                .poll_event(&mut self.buf[self.start..self.end], Instant::now());
             let (used, received) = match result {
                 Err(e) => {
                     self.flush_control()?;

@@ -1,34 +1,33 @@
-//! One TCP connection as the event loop sees it: socket, phase, read buffer, outbound queue.
+//! One connection as the event loop sees it: stream, phase, read buffer, outbound queue.
 
 use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use mio::net::TcpStream;
-use mio::Interest;
-
 use super::handler::ConnId;
 use super::outbound::OutQueue;
+use super::outbound::OutStorage;
 use super::pool::BufferPool;
 use crate::proto::handshake::HeadReader;
-use crate::proto::Connection;
+use crate::proto::{Connection, OpCode};
 
-/// What a connection's deadline is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Timer {
-    /// The upgrade request must be complete by then (slowloris).
-    Handshake,
-    /// Time to send the next heartbeat ping.
-    NextPing,
-    /// The heartbeat ping must have been answered by then.
-    PongDue,
-    /// The peer must have answered our close by then.
-    CloseReply,
-    /// The peer must have closed TCP by then (Closing phase).
-    Linger,
-    /// Check whether the connection has been silent for the idle timeout (kept in
-    /// `idle_check`, beside the protocol deadline).
-    Idle,
+/// Moves the control frames the protocol owes the peer into the outbound queue, in order;
+/// a pong replaces one still waiting at the end of the queue.
+pub(crate) fn queue_control_frames(
+    ws: &mut Connection,
+    out: &mut OutQueue,
+    storage: &mut OutStorage,
+) {
+    if !ws.wants_transmit() {
+        return;
+    }
+    out.borrow(storage, true);
+    while let Some(frame) = ws.poll_transmit() {
+        match frame.opcode() {
+            OpCode::Pong => out.push_pong(frame.as_bytes()),
+            _ => out.push_bytes(frame.as_bytes()),
+        }
+    }
 }
 
 /// A connection's share of its address's limits.
@@ -138,21 +137,21 @@ impl ReadBuf {
     }
 }
 
-/// A connection in the table.
+/// A connection in the table, over a stream of type `S` (a TCP socket, or an in-memory pipe
+/// in the simulation).
 #[derive(Debug)]
-pub(crate) struct Conn {
+pub(crate) struct Conn<S> {
     pub(crate) id: ConnId,
-    pub(crate) socket: TcpStream,
+    pub(crate) socket: S,
     pub(crate) peer: SocketAddr,
     pub(crate) phase: Phase,
     pub(crate) rbuf: ReadBuf,
     pub(crate) out: OutQueue,
-    /// The interest currently registered with the poll.
-    pub(crate) interest: Interest,
-    /// This connection's protocol timer (handshake, heartbeat, close) and when it fires.
-    pub(crate) deadline: Option<(Instant, Timer)>,
-    /// When to check next whether it has been silent for the idle timeout.
-    pub(crate) idle_check: Option<Instant>,
+    /// Writable interest is registered (only while output waits).
+    pub(crate) watching_writable: bool,
+    /// When the loop must look at this connection again: the handshake deadline, the
+    /// protocol core's next timeout while open, or the end of the linger while closing.
+    pub(crate) deadline: Option<Instant>,
     /// The application saw `on_open` and has not yet seen `on_close`.
     pub(crate) opened: bool,
     /// Reading stopped because the outbound queue is over its high-water mark.
@@ -165,10 +164,49 @@ pub(crate) struct Conn {
     pub(crate) read_ready: bool,
     /// What this connection counts for in the per-address table, given back once.
     pub(crate) counted: Option<Counted>,
-    /// When bytes last arrived (idle timeout).
-    pub(crate) last_read: Instant,
-    /// Start of the current one-second window of received pings, and their count.
-    pub(crate) ping_window: (Instant, u32),
+}
+
+impl<S> Conn<S> {
+    /// A connection just accepted: reading its request head until `deadline`.
+    pub(crate) fn accepted(
+        id: ConnId,
+        socket: S,
+        peer: SocketAddr,
+        deadline: Instant,
+        counted: Option<Counted>,
+    ) -> Self {
+        Conn {
+            id,
+            socket,
+            peer,
+            phase: Phase::Handshake(HeadReader::new()),
+            rbuf: ReadBuf::default(),
+            out: OutQueue::default(),
+            watching_writable: false,
+            deadline: Some(deadline),
+            opened: false,
+            read_paused: false,
+            write_shut: false,
+            dirty: false,
+            read_ready: false,
+            counted,
+        }
+    }
+
+    /// The deadline this connection's phase asks for now, if it differs from the one
+    /// scheduled (the caller schedules it). Only open connections' deadlines move by
+    /// themselves: the protocol core's heartbeat, idle and close timers.
+    pub(crate) fn moved_deadline(&mut self) -> Option<Instant> {
+        let Phase::Open(ws) = &self.phase else {
+            return None;
+        };
+        let wanted = ws.poll_timeout();
+        if wanted == self.deadline {
+            return None;
+        }
+        self.deadline = wanted;
+        wanted
+    }
 }
 
 #[cfg(test)]
@@ -178,7 +216,7 @@ mod tests {
     /// leaving room for the timer heap, the allocator's share and an application's state.
     #[test]
     fn an_idle_connection_fits_the_memory_budget() {
-        let entry = std::mem::size_of::<super::Conn>();
+        let entry = std::mem::size_of::<super::Conn<mio::net::TcpStream>>();
         let protocol = std::mem::size_of::<crate::proto::Connection>();
         assert!(
             entry + protocol <= 512,

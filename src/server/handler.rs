@@ -13,10 +13,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::Instant;
 
+use super::http::HttpResponse;
 use super::outbound::{OutQueue, OutStorage};
-use super::Stats;
+use super::stats::{Rejection, Stats};
 use crate::proto::handshake::Request;
-use crate::proto::{Message, MessageKind};
+use crate::proto::{Message, MessageKind, Policy};
 
 /// A connection's identity: its slot in the connection table plus a serial number, so that an
 /// id held by an application never names a later connection that reuses the slot.
@@ -80,31 +81,6 @@ impl CloseReason {
     }
 }
 
-/// A plain HTTP response (the connection is closed after it).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HttpResponse {
-    /// Status code.
-    pub status: u16,
-    /// `Content-Type` value.
-    pub content_type: &'static str,
-    /// Extra header lines, each ending in CRLF.
-    pub headers: String,
-    /// The body.
-    pub body: Vec<u8>,
-}
-
-impl HttpResponse {
-    /// A response with a plain-text body.
-    pub fn text(status: u16, body: &str) -> Self {
-        HttpResponse {
-            status,
-            content_type: "text/plain; charset=utf-8",
-            headers: String::new(),
-            body: format!("{body}\n").into_bytes(),
-        }
-    }
-}
-
 /// What to do with a complete request head.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
@@ -113,7 +89,7 @@ pub enum Route {
     /// Answer with plain HTTP.
     Respond(HttpResponse),
     /// Refuse an upgrade (counted in the stats under the reason).
-    Reject(HttpResponse, &'static str),
+    Reject(HttpResponse, Rejection),
 }
 
 /// An application on the event loop.
@@ -288,6 +264,16 @@ impl Ctx<'_> {
     /// without waiting for an answer. For peers that flood or break policy.
     pub fn fail(&mut self, to: ConnId, code: u16, reason: &str) {
         self.push_close(to, code, reason, false);
+    }
+
+    /// Starts the closing handshake for one of the server's policies (its code and reason).
+    pub fn close_for(&mut self, to: ConnId, policy: Policy) {
+        self.close(to, policy.code(), policy.wire_reason());
+    }
+
+    /// Fails the connection for one of the server's policies (its code and reason).
+    pub fn fail_for(&mut self, to: ConnId, policy: Policy) {
+        self.fail(to, policy.code(), policy.wire_reason());
     }
 
     fn push_close(&mut self, to: ConnId, code: u16, reason: &str, handshake: bool) {

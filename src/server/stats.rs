@@ -1,6 +1,122 @@
 //! Counters kept by the event loop, read by applications (health and metrics pages).
 
 use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::proto::handshake::HandshakeError;
+
+/// Why a request or a connection was refused before it opened: the loop's admission limits,
+/// the §4.2.1 upgrade checks, and the application's routing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Rejection {
+    /// The address sends request heads faster than its rate (429).
+    RequestRate,
+    /// The server holds its maximum of open connections (503).
+    ServerFull,
+    /// The address holds its maximum of open connections (429).
+    AddressConnections,
+    /// The address has its maximum of connections whose head is incomplete (closed at accept).
+    PendingHandshakes,
+    /// The request head was not complete within the handshake timeout (closed).
+    HandshakeTimeout,
+    /// The request head is larger than the limit (431).
+    HeadTooLarge,
+    /// The request head has more header fields than the limit (431).
+    TooManyHeaders,
+    /// The request head is not HTTP/1.x (400).
+    Malformed,
+    /// An upgrade with a method other than GET (400).
+    NotGet,
+    /// An upgrade over HTTP/1.0 (400).
+    HttpVersion,
+    /// An upgrade without `Host` (400).
+    MissingHost,
+    /// `Upgrade` does not name websocket (400).
+    NotWebSocket,
+    /// `Connection` does not name upgrade (400).
+    MissingConnectionUpgrade,
+    /// `Sec-WebSocket-Key` is not 16 bytes in base64 (400).
+    BadKey,
+    /// `Sec-WebSocket-Version` is not 13 (426).
+    UnsupportedVersion,
+    /// The application serves no WebSocket on this path (404).
+    NotFound,
+    /// The application does not allow this `Origin` (403).
+    OriginNotAllowed,
+    /// The application requires a token that was missing or unknown (401).
+    Unauthorized,
+}
+
+impl Rejection {
+    /// Every reason, so that metrics can show each one from the start.
+    pub const ALL: [Rejection; 18] = [
+        Rejection::RequestRate,
+        Rejection::ServerFull,
+        Rejection::AddressConnections,
+        Rejection::PendingHandshakes,
+        Rejection::HandshakeTimeout,
+        Rejection::HeadTooLarge,
+        Rejection::TooManyHeaders,
+        Rejection::Malformed,
+        Rejection::NotGet,
+        Rejection::HttpVersion,
+        Rejection::MissingHost,
+        Rejection::NotWebSocket,
+        Rejection::MissingConnectionUpgrade,
+        Rejection::BadKey,
+        Rejection::UnsupportedVersion,
+        Rejection::NotFound,
+        Rejection::OriginNotAllowed,
+        Rejection::Unauthorized,
+    ];
+
+    /// The metric label (`reason="..."`).
+    pub fn label(self) -> &'static str {
+        match self {
+            Rejection::RequestRate => "request_rate",
+            Rejection::ServerFull => "server_full",
+            Rejection::AddressConnections => "address_connections",
+            Rejection::PendingHandshakes => "pending_handshakes",
+            Rejection::HandshakeTimeout => "handshake_timeout",
+            Rejection::HeadTooLarge => "head_too_large",
+            Rejection::TooManyHeaders => "too_many_headers",
+            Rejection::Malformed => "malformed",
+            Rejection::NotGet => "not_get",
+            Rejection::HttpVersion => "http_version",
+            Rejection::MissingHost => "missing_host",
+            Rejection::NotWebSocket => "not_websocket",
+            Rejection::MissingConnectionUpgrade => "missing_connection_upgrade",
+            Rejection::BadKey => "bad_key",
+            Rejection::UnsupportedVersion => "unsupported_version",
+            Rejection::NotFound => "not_found",
+            Rejection::OriginNotAllowed => "origin_not_allowed",
+            Rejection::Unauthorized => "unauthorized",
+        }
+    }
+}
+
+impl From<&HandshakeError> for Rejection {
+    fn from(error: &HandshakeError) -> Self {
+        match error {
+            HandshakeError::HeadTooLarge => Rejection::HeadTooLarge,
+            HandshakeError::TooManyHeaders => Rejection::TooManyHeaders,
+            HandshakeError::Malformed(_) => Rejection::Malformed,
+            HandshakeError::NotGet => Rejection::NotGet,
+            HandshakeError::HttpVersion => Rejection::HttpVersion,
+            HandshakeError::MissingHost => Rejection::MissingHost,
+            HandshakeError::NotWebSocketUpgrade => Rejection::NotWebSocket,
+            HandshakeError::MissingConnectionUpgrade => Rejection::MissingConnectionUpgrade,
+            HandshakeError::BadKey => Rejection::BadKey,
+            HandshakeError::UnsupportedVersion => Rejection::UnsupportedVersion,
+        }
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
 
 /// What the loop has seen since it started.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -23,11 +139,11 @@ pub struct Stats {
     pub bytes_out: u64,
     /// Frames encoded for broadcasts (one per broadcast, whatever the receiver count).
     pub broadcast_encodes: u64,
-    /// Upgrades refused, by reason.
-    pub rejections: BTreeMap<&'static str, u64>,
+    /// Requests and connections refused, by reason.
+    pub rejections: BTreeMap<Rejection, u64>,
     /// WebSocket connections ended, by close code (1005: close without a code, 1006: no close).
     pub closes: BTreeMap<u16, u64>,
-    /// Connections failed for a protocol error.
+    /// Connections failed for a protocol error (other than a ping flood, counted apart).
     pub protocol_errors: u64,
     /// Connections closed because their outbound queue passed the cap.
     pub slow_consumers: u64,
@@ -37,4 +153,11 @@ pub struct Stats {
     pub idle_timeouts: u64,
     /// Connections failed for sending pings faster than allowed.
     pub ping_floods: u64,
+}
+
+impl Stats {
+    /// Counts one refusal.
+    pub(crate) fn reject(&mut self, reason: Rejection) {
+        *self.rejections.entry(reason).or_default() += 1;
+    }
 }

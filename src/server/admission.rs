@@ -1,11 +1,15 @@
-//! Client addresses and the limits kept per address: open WebSocket connections and the rate
-//! of request heads (a token bucket), so that one address cannot take the whole server.
+//! Admission: whether a request head may be served, decided from the request, the table of
+//! client addresses and the time. Kept per address: open WebSocket connections, connections
+//! whose head is incomplete, and the rate of request heads (a token bucket), so that one
+//! address cannot take the whole server.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use super::conn::Counted;
+use super::http::HttpResponse;
+use super::stats::Rejection;
 use crate::proto::handshake::Request;
 
 /// The client's address. Behind a trusted proxy: `X-Real-IP` (set by the proxy from the
@@ -28,6 +32,43 @@ pub fn client_addr(request: &Request, peer: SocketAddr, trust_proxy: bool) -> Ip
         }
     }
     peer.ip()
+}
+
+/// The loop's own limits, checked before the application sees a request: the request rate
+/// of the address, and for upgrades the total (`open` of `max_open`) and per-address
+/// connection counts.
+pub(crate) fn admit(
+    addresses: &mut AddressTable,
+    request: &Request,
+    client: IpAddr,
+    (open, max_open): (usize, usize),
+    now: Instant,
+) -> Result<(), Rejection> {
+    if !addresses.admit_request(client, now) {
+        return Err(Rejection::RequestRate);
+    }
+    if !request.wants_upgrade() {
+        return Ok(());
+    }
+    if open >= max_open {
+        return Err(Rejection::ServerFull);
+    }
+    if !addresses.may_open(client) {
+        return Err(Rejection::AddressConnections);
+    }
+    Ok(())
+}
+
+/// The response refusing a request that `admit` turned away; the client may retry soon.
+pub(crate) fn refusal(rejection: Rejection) -> HttpResponse {
+    let (status, body) = match rejection {
+        Rejection::ServerFull => (503, "server is full"),
+        Rejection::AddressConnections => (429, "too many connections from this address"),
+        _ => (429, "too many requests from this address"),
+    };
+    let mut response = HttpResponse::text(status, body);
+    response.headers = "Retry-After: 1\r\n".into();
+    response
 }
 
 /// Per-address limits.

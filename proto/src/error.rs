@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::code;
+
 /// A violation by the peer that fails the WebSocket connection (RFC 6455 §7.1.7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProtocolError {
@@ -37,12 +39,14 @@ pub enum ProtocolError {
     MessageTooLarge,
     /// §10.4: a fragmented message made of more frames than allowed.
     TooManyFragments,
+    /// §10.4: more pings per second than this endpoint answers; each one owes a pong, so a
+    /// flood of them would make the peer's input cost this end output without limit.
+    PingFlood,
 }
 
 impl ProtocolError {
     /// The status code sent in the close frame that fails the connection (§7.4.1).
     pub fn close_code(self) -> u16 {
-        use crate::proto::close::code;
         match self {
             ProtocolError::UnmaskedFrame
             | ProtocolError::MaskedFrame
@@ -59,33 +63,44 @@ impl ProtocolError {
             ProtocolError::FrameTooLarge
             | ProtocolError::MessageTooLarge
             | ProtocolError::TooManyFragments => code::MESSAGE_TOO_BIG,
+            ProtocolError::PingFlood => code::POLICY_VIOLATION,
+        }
+    }
+
+    /// The reason sent in that close frame: short and stable (the longer text of `Display`
+    /// is for logs and may carry details such as the offending code).
+    pub fn wire_reason(self) -> &'static str {
+        match self {
+            ProtocolError::UnmaskedFrame => "client frame is not masked",
+            ProtocolError::MaskedFrame => "server frame is masked",
+            ProtocolError::ReservedBits => "reserved bits set without an extension",
+            ProtocolError::ReservedOpcode(_) => "reserved opcode",
+            ProtocolError::ControlFrameTooLong => "control frame over 125 bytes",
+            ProtocolError::FragmentedControlFrame => "fragmented control frame",
+            ProtocolError::LengthTopBitSet => "64-bit length with the top bit set",
+            ProtocolError::UnexpectedContinuation => {
+                "continuation frame without a message in progress"
+            }
+            ProtocolError::ExpectedContinuation => "new data frame inside a fragmented message",
+            ProtocolError::InvalidUtf8 => "text message is not valid UTF-8",
+            ProtocolError::ClosePayloadTooShort => "close payload of 1 byte",
+            ProtocolError::InvalidCloseCode(_) => "invalid close code",
+            ProtocolError::InvalidCloseReason => "close reason is not valid UTF-8",
+            ProtocolError::FrameTooLarge => "frame larger than the limit",
+            ProtocolError::MessageTooLarge => "message larger than the limit",
+            ProtocolError::TooManyFragments => "message has too many fragments",
+            ProtocolError::PingFlood => "ping rate exceeded",
         }
     }
 }
 
 impl fmt::Display for ProtocolError {
+    /// The wire reason, with the offending value where there is one (for logs).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ProtocolError::UnmaskedFrame => f.write_str("client frame is not masked"),
-            ProtocolError::MaskedFrame => f.write_str("server frame is masked"),
-            ProtocolError::ReservedBits => f.write_str("reserved bits set without an extension"),
             ProtocolError::ReservedOpcode(op) => write!(f, "reserved opcode {op:#x}"),
-            ProtocolError::ControlFrameTooLong => f.write_str("control frame over 125 bytes"),
-            ProtocolError::FragmentedControlFrame => f.write_str("fragmented control frame"),
-            ProtocolError::LengthTopBitSet => f.write_str("64-bit length with the top bit set"),
-            ProtocolError::UnexpectedContinuation => {
-                f.write_str("continuation frame without a message in progress")
-            }
-            ProtocolError::ExpectedContinuation => {
-                f.write_str("new data frame inside a fragmented message")
-            }
-            ProtocolError::InvalidUtf8 => f.write_str("text message is not valid UTF-8"),
-            ProtocolError::ClosePayloadTooShort => f.write_str("close payload of 1 byte"),
             ProtocolError::InvalidCloseCode(c) => write!(f, "invalid close code {c}"),
-            ProtocolError::InvalidCloseReason => f.write_str("close reason is not valid UTF-8"),
-            ProtocolError::FrameTooLarge => f.write_str("frame larger than the limit"),
-            ProtocolError::MessageTooLarge => f.write_str("message larger than the limit"),
-            ProtocolError::TooManyFragments => f.write_str("message has too many fragments"),
+            _ => f.write_str(self.wire_reason()),
         }
     }
 }

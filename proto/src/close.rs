@@ -1,36 +1,7 @@
 //! Close frames: status codes (RFC 6455 §7.4) and the close payload (§5.5.1).
 
-use super::error::ProtocolError;
-
-/// Status codes of RFC 6455 §7.4.1 that this crate sends.
-pub mod code {
-    /// 1000: the purpose of the connection has been fulfilled.
-    pub const NORMAL: u16 = 1000;
-    /// 1001: the endpoint is going away (server shutdown).
-    pub const GOING_AWAY: u16 = 1001;
-    /// 1002: the peer broke the protocol.
-    pub const PROTOCOL_ERROR: u16 = 1002;
-    /// 1003: a kind of data the endpoint cannot accept.
-    pub const UNSUPPORTED_DATA: u16 = 1003;
-    /// 1007: data inconsistent with the message type (text that is not UTF-8).
-    pub const INVALID_PAYLOAD: u16 = 1007;
-    /// 1008: a message that violates the endpoint's policy.
-    pub const POLICY_VIOLATION: u16 = 1008;
-    /// 1009: a message too big to process.
-    pub const MESSAGE_TOO_BIG: u16 = 1009;
-    /// 1011: the server met an unexpected condition.
-    pub const INTERNAL_ERROR: u16 = 1011;
-    /// 1013: try again later (IANA registry), used for overload.
-    pub const TRY_AGAIN_LATER: u16 = 1013;
-}
-
-/// Whether `code` may appear in a close frame on the wire (§7.4.1, §7.4.2 and the IANA
-/// registry): 1000-1003, 1007-1014 and the 3000-4999 ranges for libraries and applications.
-/// 1004 is reserved, 1005, 1006 and 1015 "MUST NOT be set as a status code in a Close control
-/// frame", everything else below 3000 is unassigned and 5000+ is undefined.
-pub fn is_valid_wire_code(code: u16) -> bool {
-    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
-}
+use crate::code::is_valid_wire_code;
+use crate::error::ProtocolError;
 
 /// The contents of a received close frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,15 +39,6 @@ pub fn parse_close_payload(payload: &[u8]) -> Result<CloseFrame<'_>, ProtocolErr
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn autobahn_7_7_valid_codes_are_accepted() {
-        for c in [
-            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999,
-        ] {
-            assert!(is_valid_wire_code(c), "{c}");
-        }
-    }
 
     #[test]
     fn autobahn_7_9_invalid_codes_are_rejected() {

@@ -1,4 +1,4 @@
-//! Unit-level tests of the protocol state machine [`wsloop::proto::Connection`] through its public
+//! Unit-level tests of the protocol state machine [`wsloop_proto::Connection`] through its public
 //! API only: literal bytes in, exact events and exact control frames out.
 //!
 //! Frames from a client are built by `client_frame`, a small encoder written here and independent
@@ -8,7 +8,14 @@
 //! close frame with the code and a reason text: the expected bytes below are the literal header
 //! (`0x88`, length, code) followed by that reason.
 
-use wsloop::proto::{Connection, Event, Limits, MessageKind, OpCode, ProtocolError};
+use std::time::Instant;
+
+use wsloop_proto::{Connection, Event, Limits, MessageKind, OpCode, ProtocolError};
+
+/// The time passed to the connection: these connections arm no timers, so any instant works.
+fn now() -> Instant {
+    Instant::now()
+}
 
 /// RFC 6455 §5.7: the masking key of the examples.
 const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
@@ -126,7 +133,7 @@ impl Peer {
         self.buf.extend_from_slice(bytes);
         let mut events = Vec::new();
         loop {
-            let polled = self.conn.poll_event(&mut self.buf);
+            let polled = self.conn.poll_event(&mut self.buf, now());
             let (used, event) = match polled {
                 Ok((used, event)) => (used, event.map(own)),
                 Err(e) => return (events, Err(e)),
@@ -355,25 +362,25 @@ fn reserved_opcodes_fail_with_1002() {
         &[0x83, 0x80, 0x37, 0xfa, 0x21, 0x3d],
         &[],
         ProtocolError::ReservedOpcode(0x3),
-        &close_frame(&[0x88, 0x15, 0x03, 0xea], "reserved opcode 0x3"),
+        // The wire reason is static; the log line (Display) names the opcode.
+        &close_frame(&[0x88, 0x11, 0x03, 0xea], "reserved opcode"),
     );
     assert_fails(
         &[0x8b, 0x80, 0x37, 0xfa, 0x21, 0x3d],
         &[],
         ProtocolError::ReservedOpcode(0xb),
-        &close_frame(&[0x88, 0x15, 0x03, 0xea], "reserved opcode 0xb"),
+        &close_frame(&[0x88, 0x11, 0x03, 0xea], "reserved opcode"),
     );
     for op in (0x3..=0x7).chain(0xb..=0xf) {
         // With and without FIN, and after a valid message.
         for b0 in [0x80 | op, op] {
             let mut stream = client_frame(0x81, KEY, b"ok");
             stream.extend_from_slice(&client_frame(b0, KEY2, b"payload"));
-            let reason = format!("reserved opcode {op:#x}");
             assert_fails(
                 &stream,
                 &[text("ok")],
                 ProtocolError::ReservedOpcode(op),
-                &close_frame(&[0x88, 0x15, 0x03, 0xea], &reason),
+                &close_frame(&[0x88, 0x11, 0x03, 0xea], "reserved opcode"),
             );
         }
     }
@@ -824,29 +831,27 @@ fn close_payload_of_one_byte_fails_with_1002() {
 fn invalid_close_codes_fail_with_1002() {
     // §7.4.1/§7.4.2: 1004 reserved; 1005, 1006, 1015 MUST NOT be sent; 0-999 unused; 1016-2999
     // unassigned; 5000+ undefined (Autobahn 7.9.x).
-    let cases: [(u16, [u8; 2], u8); 10] = [
-        (0, [0x00, 0x00], 0x16),
-        (999, [0x03, 0xe7], 0x18),
-        (1004, [0x03, 0xec], 0x19),
-        (1005, [0x03, 0xed], 0x19),
-        (1006, [0x03, 0xee], 0x19),
-        (1015, [0x03, 0xf7], 0x19),
-        (1016, [0x03, 0xf8], 0x19),
-        (2999, [0x0b, 0xb7], 0x19),
-        (5000, [0x13, 0x88], 0x19),
-        (65535, [0xff, 0xff], 0x1a),
+    let cases: [(u16, [u8; 2]); 10] = [
+        (0, [0x00, 0x00]),
+        (999, [0x03, 0xe7]),
+        (1004, [0x03, 0xec]),
+        (1005, [0x03, 0xed]),
+        (1006, [0x03, 0xee]),
+        (1015, [0x03, 0xf7]),
+        (1016, [0x03, 0xf8]),
+        (2999, [0x0b, 0xb7]),
+        (5000, [0x13, 0x88]),
+        (65535, [0xff, 0xff]),
     ];
-    for (code, bytes, len) in cases {
+    for (code, bytes) in cases {
         let mut payload = bytes.to_vec();
         payload.extend_from_slice(b"why");
         assert_fails(
             &client_frame(0x88, KEY, &payload),
             &[],
             ProtocolError::InvalidCloseCode(code),
-            &close_frame(
-                &[0x88, len, 0x03, 0xea],
-                &format!("invalid close code {code}"),
-            ),
+            // The wire reason is static; the log line (Display) names the code.
+            &close_frame(&[0x88, 0x14, 0x03, 0xea], "invalid close code"),
         );
     }
 }
@@ -911,16 +916,16 @@ fn data_after_a_close_is_discarded() {
     buf.extend_from_slice(&client_frame(0x89, KEY, b"ping"));
     let total = buf.len();
     let mut conn = Connection::new_server(Limits::default());
-    let (used, event) = conn.poll_event(&mut buf).unwrap();
+    let (used, event) = conn.poll_event(&mut buf, now()).unwrap();
     assert_eq!(
         (used, event.map(own)),
         (close.len(), Some(Ev::Close(Some(1000), String::new())))
     );
-    let (used, event) = conn.poll_event(&mut buf[close.len()..]).unwrap();
+    let (used, event) = conn.poll_event(&mut buf[close.len()..], now()).unwrap();
     assert_eq!((used, event), (total - close.len(), None));
     // And anything that arrives later, even garbage.
     let mut garbage = [0xff; 9];
-    let (used, event) = conn.poll_event(&mut garbage).unwrap();
+    let (used, event) = conn.poll_event(&mut garbage, now()).unwrap();
     assert_eq!((used, event), (9, None));
     let echo = conn.poll_transmit().expect("the echo");
     assert_eq!(echo.as_bytes(), [0x88, 0x02, 0x03, 0xe8]);
@@ -937,9 +942,12 @@ fn server_initiated_close_completes_with_the_peers_reply() {
     // (only the sender of a close must stop sending data, §5.5.1); the peer's close completes
     // the handshake and is not echoed.
     let mut p = Peer::server();
-    assert!(p.conn.close(1001, "going away"));
+    assert!(p.conn.close(1001, "going away", now()));
     assert!(p.conn.is_close_sent() && !p.conn.is_open() && !p.conn.is_closed());
-    assert!(!p.conn.close(1000, "again"), "only one close is sent");
+    assert!(
+        !p.conn.close(1000, "again", now()),
+        "only one close is sent"
+    );
     assert_eq!(
         p.transmit(),
         vec![close_frame(&[0x88, 0x0c, 0x03, 0xe9], "going away")]
@@ -968,7 +976,7 @@ fn server_initiated_close_completes_with_the_peers_reply() {
     );
     assert!(p.conn.is_closed() && !p.conn.is_close_sent());
     assert_eq!(p.transmit(), no_frames());
-    assert!(!p.conn.close(1000, ""));
+    assert!(!p.conn.close(1000, "", now()));
 }
 
 #[test]
@@ -977,7 +985,7 @@ fn a_ping_after_this_ends_close_is_still_answered() {
     // unless it already received a Close frame." Having *sent* a close is no exception; only
     // data frames are forbidden after it (§5.5.1).
     let mut p = Peer::server();
-    assert!(p.conn.close(1000, ""));
+    assert!(p.conn.close(1000, "", now()));
     assert_eq!(p.transmit(), vec![vec![0x88, 0x02, 0x03, 0xe8]]);
     // RFC 6455 §5.7 ping "Hello", masked with the §5.7 key.
     let ping = [
@@ -1003,7 +1011,7 @@ fn close_reason_is_cut_at_a_character_boundary_to_fit_125_bytes() {
     // §5.5: a control payload is at most 125 bytes: code (2) + at most 123 bytes of reason.
     // 70 "é" are 140 bytes; 61 of them (122 bytes) fit.
     let mut p = Peer::server();
-    assert!(p.conn.close(1000, &"é".repeat(70)));
+    assert!(p.conn.close(1000, &"é".repeat(70), now()));
     assert_eq!(
         p.transmit(),
         vec![close_frame(&[0x88, 0x7c, 0x03, 0xe8], &"é".repeat(61))]
@@ -1014,7 +1022,7 @@ fn close_reason_is_cut_at_a_character_boundary_to_fit_125_bytes() {
 fn client_close_is_masked_and_the_servers_echo_completes_it() {
     let keys = client_keys(SEED, 2);
     let mut p = Peer::client();
-    assert!(p.conn.close(1000, "bye"));
+    assert!(p.conn.close(1000, "bye", now()));
     let mut close = vec![0x88, 0x85];
     close.extend_from_slice(&keys[0]);
     close.extend_from_slice(&xor(&[0x03, 0xe8, b'b', b'y', b'e'], keys[0]));
@@ -1066,7 +1074,7 @@ fn pong_then_ping_then_close_are_transmitted_in_that_order() {
         p.feed(&client_frame(0x89, KEY, b"x")),
         (vec![Ev::Ping(b"x".to_vec())], Ok(()))
     );
-    assert!(p.conn.close(1000, ""));
+    assert!(p.conn.close(1000, "", now()));
     assert!(!p.conn.ping(b"ignored after close"));
     assert_eq!(
         p.transmit(),
@@ -1136,12 +1144,12 @@ fn poll_event_uses_only_the_bytes_of_the_frame_it_reports() {
     ];
     let mut buf = [&hello[..], &hello[..], &[0x81]].concat();
     let mut conn = Connection::new_server(Limits::default());
-    let (used, event) = conn.poll_event(&mut buf).unwrap();
+    let (used, event) = conn.poll_event(&mut buf, now()).unwrap();
     assert_eq!((used, event.map(own)), (11, Some(text("Hello"))));
-    let (used, event) = conn.poll_event(&mut buf[11..]).unwrap();
+    let (used, event) = conn.poll_event(&mut buf[11..], now()).unwrap();
     assert_eq!((used, event.map(own)), (11, Some(text("Hello"))));
     // One byte of a header: nothing used, the byte stays with the caller.
-    let (used, event) = conn.poll_event(&mut buf[22..]).unwrap();
+    let (used, event) = conn.poll_event(&mut buf[22..], now()).unwrap();
     assert_eq!((used, event), (0, None));
 }
 
@@ -1152,17 +1160,21 @@ fn incomplete_headers_and_control_frames_use_nothing() {
     // Every cut of a header (2 bytes + 4 bytes of key), and of a ping's payload: 0 used.
     for cut in 0..ping.len() {
         let mut part = ping[..cut].to_vec();
-        assert_eq!(conn.poll_event(&mut part).unwrap(), (0, None), "cut {cut}");
+        assert_eq!(
+            conn.poll_event(&mut part, now()).unwrap(),
+            (0, None),
+            "cut {cut}"
+        );
     }
     let mut whole = ping.clone();
-    let (used, event) = conn.poll_event(&mut whole).unwrap();
+    let (used, event) = conn.poll_event(&mut whole, now()).unwrap();
     assert_eq!(
         (used, event.map(own)),
         (11, Some(Ev::Ping(b"Hello".to_vec())))
     );
     // A 64-bit length header cut before its mask key.
     let mut cut = [0x82, 0xff, 0, 0, 0, 0, 0, 0, 0x01, 0x00, 0x37, 0xfa];
-    assert_eq!(conn.poll_event(&mut cut).unwrap(), (0, None));
+    assert_eq!(conn.poll_event(&mut cut, now()).unwrap(), (0, None));
 }
 
 #[test]
@@ -1173,10 +1185,10 @@ fn a_data_frame_arriving_in_pieces_uses_each_piece() {
     ];
     let mut conn = Connection::new_server(Limits::default());
     let mut first = frame[..8].to_vec();
-    assert_eq!(conn.poll_event(&mut first).unwrap(), (8, None));
+    assert_eq!(conn.poll_event(&mut first, now()).unwrap(), (8, None));
     let mut rest = frame[8..].to_vec();
     rest.extend_from_slice(&[0x89, 0x80]); // the start of a ping: left for later
-    let (used, event) = conn.poll_event(&mut rest).unwrap();
+    let (used, event) = conn.poll_event(&mut rest, now()).unwrap();
     assert_eq!((used, event.map(own)), (3, Some(text("Hello"))));
 }
 
@@ -1187,7 +1199,7 @@ fn a_whole_frame_is_handed_out_in_place_and_a_piecewise_one_from_the_connection(
     let mut buf = frame.clone();
     let range = buf.as_ptr_range();
     let mut conn = Connection::new_server(Limits::default());
-    let (used, event) = conn.poll_event(&mut buf).unwrap();
+    let (used, event) = conn.poll_event(&mut buf, now()).unwrap();
     let Some(Event::Message(m)) = event else {
         panic!("expected a message, got {event:?}");
     };
@@ -1335,7 +1347,7 @@ fn an_error_after_good_frames_is_the_same_whatever_the_split() {
 fn a_close_code_forbidden_on_the_wire_becomes_1011() {
     // §7.4.1: 1005 "MUST NOT be set as a status code in a Close control frame by an endpoint".
     let mut p = Peer::server();
-    assert!(p.conn.close(1005, ""));
+    assert!(p.conn.close(1005, "", now()));
     assert_eq!(
         p.transmit(),
         vec![close_frame(&[0x88, 0x02, 0x03, 0xf3], "")]

@@ -10,13 +10,21 @@
 //! Replies the protocol owes the peer (a pong for a ping §5.5.2, the echo of a close §5.5.1, the
 //! close that fails the connection §7.1.7) are not written here: they wait in the connection
 //! until the caller takes them with [`Connection::poll_transmit`].
+//!
+//! Time is an input like bytes: every call that may start a timer takes `now`, and
+//! [`Connection::poll_timeout`] says when [`Connection::handle_timeout`] is next due
+//! (heartbeat, close deadline, idle timeout; see [`crate::timers`]).
 
-use super::close::{is_valid_wire_code, parse_close_payload, CloseFrame};
-use super::error::ProtocolError;
-use super::frame::{decode_header, encode_header, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD};
-use super::limits::Limits;
-use super::mask::{apply_mask, MaskKeys};
-use super::utf8::Utf8Validator;
+use std::time::Instant;
+
+use crate::close::{parse_close_payload, CloseFrame};
+use crate::code::{is_valid_wire_code, Policy, INTERNAL_ERROR};
+use crate::error::ProtocolError;
+use crate::frame::{decode_header, encode_header, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD};
+use crate::limits::Limits;
+use crate::mask::{apply_mask, MaskKeys};
+use crate::timers::{Clock, Due, Expired, Timeouts, HEARTBEAT_PAYLOAD};
+use crate::utf8::Utf8Validator;
 
 /// Which end of the connection this is; decides masking (§5.1, §5.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -237,12 +245,21 @@ pub struct Connection {
     owed: Option<Box<OwedControl>>,
     /// Masking keys; present in the client role only.
     mask_keys: Option<MaskKeys>,
+    /// Heartbeat, close deadline, idle timeout, ping rate; none until armed.
+    clock: Option<Box<Clock>>,
 }
 
 impl Connection {
-    /// A server-side connection.
+    /// A server-side connection without timers (see [`with_timeouts`](Self::with_timeouts)).
     pub fn new_server(limits: Limits) -> Self {
         Self::new(Role::Server, limits, None)
+    }
+
+    /// Arms the timed rules, counting from `now`: heartbeat, close deadline, idle timeout
+    /// and the ping rate. Without this a connection has no deadlines and no ping limit.
+    pub fn with_timeouts(mut self, timeouts: Timeouts, now: Instant) -> Self {
+        self.clock = Some(Box::new(Clock::new(timeouts, now)));
+        self
     }
 
     /// A client-side connection. `mask_seed` seeds the masking keys; §5.3 asks for keys an
@@ -261,6 +278,7 @@ impl Connection {
             assembly_delivered: false,
             owed: None,
             mask_keys,
+            clock: None,
         }
     }
 
@@ -290,21 +308,79 @@ impl Connection {
         self.assembly.capacity()
     }
 
-    /// Starts the closing handshake (§7.1.2). Returns false if a close was already sent or
-    /// received. A code that may not appear on the wire (§7.4.1: 1005, 1006, 1015, unassigned
-    /// ranges) is replaced by 1011: the application erred, not the peer.
-    pub fn close(&mut self, code: u16, reason: &str) -> bool {
+    /// Starts the closing handshake (§7.1.2) at `now`; the peer has the close timeout to
+    /// answer. Returns false if a close was already sent or received. A code that may not
+    /// appear on the wire (§7.4.1: 1005, 1006, 1015, unassigned ranges) is replaced by 1011:
+    /// the application erred, not the peer.
+    pub fn close(&mut self, code: u16, reason: &str, now: Instant) -> bool {
         if self.close != CloseState::Open {
             return false;
         }
         let code = if is_valid_wire_code(code) {
             code
         } else {
-            super::close::code::INTERNAL_ERROR
+            INTERNAL_ERROR
         };
         self.owed_mut().close = Some(ControlPayload::close(Some(code), reason));
         self.close = CloseState::CloseSent;
+        if let Some(clock) = &mut self.clock {
+            clock.close_sent(now);
+        }
         true
+    }
+
+    /// Starts the closing handshake for one of this end's policies (its code and wire
+    /// reason come from [`Policy`]).
+    pub fn close_for(&mut self, policy: Policy, now: Instant) -> bool {
+        self.close(policy.code(), policy.wire_reason(), now)
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next due: the heartbeat, the idle
+    /// check, or, once this end has sent a close, the close deadline. `None`: no timer runs.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let clock = self.clock.as_ref()?;
+        match self.close {
+            CloseState::Open => clock.next(true),
+            CloseState::CloseSent => clock.next(false),
+            CloseState::Closed => None,
+        }
+    }
+
+    /// Acts on the deadlines that have passed at `now`, one per call: call it until it
+    /// returns `None`, then take what [`poll_transmit`](Self::poll_transmit) has.
+    pub fn handle_timeout(&mut self, now: Instant) -> Option<Expired> {
+        let clock = self.clock.as_mut()?;
+        match self.close {
+            CloseState::Closed => None,
+            CloseState::CloseSent => {
+                if !clock.close_expired(now) {
+                    return None;
+                }
+                self.abandon();
+                Some(Expired::CloseReplyMissing)
+            }
+            CloseState::Open => match clock.expire_open(now)? {
+                Due::Ping => {
+                    self.ping(HEARTBEAT_PAYLOAD);
+                    Some(Expired::PingSent)
+                }
+                Due::PongMissing => {
+                    self.abandon();
+                    Some(Expired::PongMissing)
+                }
+                Due::Idle => {
+                    self.close_for(Policy::IdleTimeout, now);
+                    Some(Expired::Idle)
+                }
+            },
+        }
+    }
+
+    /// Gives up on a peer that stopped answering: nothing more is sent or read.
+    fn abandon(&mut self) {
+        self.close = CloseState::Closed;
+        self.read = ReadState::Idle;
+        self.owed = None;
     }
 
     /// Queues a ping (for heartbeats); a ping still queued is replaced. Returns false, and
@@ -372,11 +448,16 @@ impl Connection {
     /// Returns how many bytes of `buf` were used (the caller drops them once done with the
     /// event) and the event, if any. An error fails the connection: the close frame with the
     /// error's code is queued for [`poll_transmit`](Self::poll_transmit) and nothing more is
-    /// decoded. After the closing handshake, input is discarded (§5.5.1).
+    /// decoded. After the closing handshake, input is discarded (§5.5.1). `now` is when
+    /// the bytes arrived: input resets the idle timeout, and pings count against their rate.
     pub fn poll_event<'a>(
         &'a mut self,
         buf: &'a mut [u8],
+        now: Instant,
     ) -> Result<(usize, Option<Event<'a>>), ProtocolError> {
+        if let (Some(clock), false) = (&mut self.clock, buf.is_empty()) {
+            clock.input(now);
+        }
         if self.assembly_delivered {
             self.assembly_delivered = false;
             self.assembly.clear();
@@ -389,7 +470,7 @@ impl Connection {
             if self.close == CloseState::Closed {
                 return Ok((buf.len(), None));
             }
-            match self.step(&mut buf[pos..]) {
+            match self.step(&mut buf[pos..], now) {
                 Err(e) => return Err(self.fail(e)),
                 Ok((used, Step::Continue)) => pos += used,
                 Ok((used, Step::NeedMore)) => return Ok((pos + used, None)),
@@ -425,7 +506,7 @@ impl Connection {
         if self.close == CloseState::Open {
             self.owed_mut().close = Some(ControlPayload::close(
                 Some(error.close_code()),
-                &error.to_string(),
+                error.wire_reason(),
             ));
         }
         self.close = CloseState::Closed;
@@ -433,7 +514,7 @@ impl Connection {
         error
     }
 
-    fn step(&mut self, buf: &mut [u8]) -> Result<(usize, Step), ProtocolError> {
+    fn step(&mut self, buf: &mut [u8], now: Instant) -> Result<(usize, Step), ProtocolError> {
         if let ReadState::InPayload { .. } = self.read {
             return self.read_payload(buf);
         }
@@ -452,7 +533,7 @@ impl Connection {
             if let Some(key) = header.mask {
                 apply_mask(payload, key, 0);
             }
-            let found = self.on_control(header.opcode, payload)?;
+            let found = self.on_control(header.opcode, payload, now)?;
             return Ok((
                 total,
                 Step::InPlace {
@@ -600,16 +681,31 @@ impl Connection {
     }
 
     /// Handles a complete, unmasked control frame (§5.5).
-    fn on_control(&mut self, opcode: OpCode, payload: &[u8]) -> Result<Found, ProtocolError> {
+    fn on_control(
+        &mut self,
+        opcode: OpCode,
+        payload: &[u8],
+        now: Instant,
+    ) -> Result<Found, ProtocolError> {
         match opcode {
             OpCode::Ping => {
+                if let Some(clock) = &mut self.clock {
+                    if !clock.ping_allowed(now) {
+                        return Err(ProtocolError::PingFlood);
+                    }
+                }
                 // §5.5.2: "an endpoint MUST send a Pong frame in response, unless it already
                 // received a Close frame": also after sending one (only data is barred then).
                 // Once the peer's close is in, no frame is read at all, so this is always owed.
                 self.owed_mut().pong = Some(ControlPayload::new(payload));
                 Ok(Found::Ping)
             }
-            OpCode::Pong => Ok(Found::Pong),
+            OpCode::Pong => {
+                if let Some(clock) = &mut self.clock {
+                    clock.pong(now);
+                }
+                Ok(Found::Pong)
+            }
             OpCode::Close => {
                 let frame = parse_close_payload(payload)?;
                 if self.close == CloseState::Open {

@@ -1,5 +1,6 @@
 //! The opening handshake (RFC 6455 §4.2): reading an HTTP/1.1 request head, checking that it
-//! is a valid WebSocket upgrade, and writing the 101 answer or the HTTP error.
+//! is a valid WebSocket upgrade, and writing the 101 answer. (The HTTP error responses are the
+//! server's: a handshake error only says which status it earns.)
 //!
 //! Reading is incremental: [`HeadReader`] remembers how far it has looked for the blank line
 //! that ends the head, so a head arriving one byte at a time costs linear time in total, and
@@ -9,7 +10,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use sha1::{Digest, Sha1};
 
-use super::limits::Limits;
+use crate::limits::Limits;
 
 /// §1.3: the GUID appended to the key before hashing.
 const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -311,60 +312,6 @@ pub fn write_switching_protocols(out: &mut Vec<u8>, accept: &str, protocol: Opti
     out.extend_from_slice(b"\r\n");
 }
 
-/// Appends the HTTP response refusing a handshake: status line, the headers the error calls
-/// for, and the reason as a one-line plain-text body. The connection is closed afterwards.
-pub fn write_rejection(out: &mut Vec<u8>, error: &HandshakeError) {
-    let extra = match error {
-        HandshakeError::UnsupportedVersion => "Sec-WebSocket-Version: 13\r\n",
-        _ => "",
-    };
-    let body = format!("{}\n", error.reason());
-    write_response(
-        out,
-        error.status(),
-        "text/plain; charset=utf-8",
-        extra,
-        body.as_bytes(),
-    );
-}
-
-/// The reason phrase of the statuses this server sends.
-pub fn status_text(status: u16) -> &'static str {
-    match status {
-        101 => "Switching Protocols",
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        426 => "Upgrade Required",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
-        _ => "Error",
-    }
-}
-
-/// Appends a complete HTTP/1.1 response with `Connection: close`.
-pub fn write_response(
-    out: &mut Vec<u8>,
-    status: u16,
-    content_type: &str,
-    extra_headers: &str,
-    body: &[u8],
-) {
-    use std::io::Write as _;
-    // Writing into a Vec cannot fail.
-    let _ = write!(
-        out,
-        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n{extra_headers}\r\n",
-        status_text(status),
-        body.len()
-    );
-    out.extend_from_slice(body);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,19 +454,6 @@ Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: ch
         }
         assert_eq!(HandshakeError::UnsupportedVersion.status(), 426);
         assert_eq!(HandshakeError::BadKey.status(), 400);
-    }
-
-    #[test]
-    fn rejection_bytes_for_426() {
-        let mut out = Vec::new();
-        write_rejection(&mut out, &HandshakeError::UnsupportedVersion);
-        let body = "unsupported Sec-WebSocket-Version (want 13)\n";
-        let want = format!(
-            "HTTP/1.1 426 Upgrade Required\r\nContent-Type: text/plain; charset=utf-8\r\n\
-Content-Length: {}\r\nConnection: close\r\nSec-WebSocket-Version: 13\r\n\r\n{body}",
-            body.len()
-        );
-        assert_eq!(String::from_utf8(out).unwrap(), want);
     }
 
     #[test]

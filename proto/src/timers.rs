@@ -1,0 +1,186 @@
+//! The timed rules of a connection: heartbeat, close-handshake deadline, idle timeout and the
+//! ping rate, kept as state and driven by the time the caller passes in.
+//!
+//! Nothing here reads a clock. The caller hands the current time to every input
+//! ([`crate::Connection::poll_event`], [`crate::Connection::handle_timeout`], ...) and asks
+//! [`crate::Connection::poll_timeout`] when it next needs to be woken, the way quinn-proto and
+//! smoltcp do: so a test drives a connection through minutes of heartbeats on a virtual clock.
+
+use std::time::{Duration, Instant};
+
+/// How long a connection waits for what (all optional parts off by default).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Send a heartbeat ping after this long without one (`None`: no heartbeat).
+    pub ping_interval: Option<Duration>,
+    /// A heartbeat ping unanswered for this long means the peer is gone.
+    pub ping_timeout: Duration,
+    /// After this end sends a close, the peer has this long to answer it (§7.1.2, §7.1.3).
+    pub close_timeout: Duration,
+    /// A peer that sends nothing at all (not even a pong) for this long is closed with 1001
+    /// (`None`: no idle timeout).
+    pub idle_timeout: Option<Duration>,
+    /// Pings the peer may send per second; the next one fails the connection with 1008
+    /// (`None`: no limit).
+    pub max_pings_per_second: Option<u32>,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            ping_interval: None,
+            ping_timeout: Duration::from_secs(10),
+            close_timeout: Duration::from_secs(5),
+            idle_timeout: None,
+            max_pings_per_second: None,
+        }
+    }
+}
+
+/// What [`crate::Connection::handle_timeout`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expired {
+    /// A heartbeat ping is queued for [`crate::Connection::poll_transmit`].
+    PingSent,
+    /// The heartbeat ping was not answered in time: the peer is gone. The connection is
+    /// closed without a close frame (it would not be read); drop the transport.
+    PongMissing,
+    /// The peer did not answer this end's close in time: drop the transport (§7.1.1 lets
+    /// the server close TCP once it has waited long enough).
+    CloseReplyMissing,
+    /// The peer was silent for the idle timeout: a close with 1001 is queued and the close
+    /// deadline runs.
+    Idle,
+}
+
+/// Where the heartbeat stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Heartbeat {
+    Off,
+    /// The next ping goes out then.
+    NextPing(Instant),
+    /// A ping is out; it must be answered by then.
+    PongDue(Instant),
+}
+
+/// The payload of heartbeat pings, recognisable in a packet capture.
+pub const HEARTBEAT_PAYLOAD: &[u8] = b"wsloop-heartbeat";
+
+/// A connection's timers.
+#[derive(Clone, Debug)]
+pub(crate) struct Clock {
+    timeouts: Timeouts,
+    heartbeat: Heartbeat,
+    /// The peer must answer this end's close by then.
+    close_due: Option<Instant>,
+    /// When to look next whether the peer has been silent for the idle timeout. Moved only
+    /// when it passes, not on every input, so the caller's timer queue does not churn.
+    idle_check: Option<Instant>,
+    /// When input last arrived.
+    last_input: Instant,
+    /// Start of the current one-second window of received pings, and their count in it.
+    ping_window: (Instant, u32),
+}
+
+impl Clock {
+    pub(crate) fn new(timeouts: Timeouts, now: Instant) -> Self {
+        Clock {
+            timeouts,
+            heartbeat: match timeouts.ping_interval {
+                Some(interval) => Heartbeat::NextPing(now + interval),
+                None => Heartbeat::Off,
+            },
+            close_due: None,
+            idle_check: timeouts.idle_timeout.map(|idle| now + idle),
+            last_input: now,
+            ping_window: (now, 0),
+        }
+    }
+
+    /// The earliest deadline while data may flow (`open`), or once a close was sent.
+    pub(crate) fn next(&self, open: bool) -> Option<Instant> {
+        if !open {
+            return self.close_due;
+        }
+        let heartbeat = match self.heartbeat {
+            Heartbeat::Off => None,
+            Heartbeat::NextPing(t) | Heartbeat::PongDue(t) => Some(t),
+        };
+        [heartbeat, self.idle_check].into_iter().flatten().min()
+    }
+
+    pub(crate) fn input(&mut self, now: Instant) {
+        self.last_input = now;
+    }
+
+    /// Any pong answers the heartbeat (§5.5.3: the peer is alive); the next ping is due an
+    /// interval later.
+    pub(crate) fn pong(&mut self, now: Instant) {
+        if let (Heartbeat::PongDue(_), Some(interval)) =
+            (self.heartbeat, self.timeouts.ping_interval)
+        {
+            self.heartbeat = Heartbeat::NextPing(now + interval);
+        }
+    }
+
+    /// Counts a received ping; false once the peer is over its rate in this second.
+    pub(crate) fn ping_allowed(&mut self, now: Instant) -> bool {
+        let Some(max) = self.timeouts.max_pings_per_second else {
+            return true;
+        };
+        let (start, count) = &mut self.ping_window;
+        if now.saturating_duration_since(*start) >= Duration::from_secs(1) {
+            *start = now;
+            *count = 0;
+        }
+        *count = count.saturating_add(1);
+        *count <= max
+    }
+
+    /// This end sent its close: only the close deadline counts from now on.
+    pub(crate) fn close_sent(&mut self, now: Instant) {
+        self.close_due = Some(now + self.timeouts.close_timeout);
+    }
+
+    /// The deadline of a data-flowing connection that has passed at `now`, with what to do.
+    /// Called until it returns `None`; each answer moves or clears the deadline it reports.
+    pub(crate) fn expire_open(&mut self, now: Instant) -> Option<Due> {
+        match self.heartbeat {
+            Heartbeat::PongDue(t) if t <= now => {
+                self.heartbeat = Heartbeat::Off;
+                return Some(Due::PongMissing);
+            }
+            Heartbeat::NextPing(t) if t <= now => {
+                self.heartbeat = Heartbeat::PongDue(now + self.timeouts.ping_timeout);
+                return Some(Due::Ping);
+            }
+            _ => {}
+        }
+        let (Some(check), Some(idle)) = (self.idle_check, self.timeouts.idle_timeout) else {
+            return None;
+        };
+        if check > now {
+            return None;
+        }
+        let silent_until = self.last_input + idle;
+        if silent_until > now {
+            self.idle_check = Some(silent_until);
+            return None;
+        }
+        self.idle_check = None;
+        Some(Due::Idle)
+    }
+
+    /// Whether the close deadline has passed at `now`.
+    pub(crate) fn close_expired(&mut self, now: Instant) -> bool {
+        self.close_due.take_if(|due| *due <= now).is_some()
+    }
+}
+
+/// A deadline that passed, before the connection acts on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Due {
+    Ping,
+    PongMissing,
+    Idle,
+}

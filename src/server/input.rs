@@ -1,0 +1,243 @@
+//! Input: a connection's bytes as they are decoded, first the HTTP request head (routed by
+//! the handler, admitted, upgraded or answered), then WebSocket frames (handed to the
+//! handler as messages; what the protocol owes the peer queued in order).
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use super::admission::{admit, client_addr, refusal};
+use super::conn::{queue_control_frames, Counted, Phase};
+use super::handler::{CloseReason, Ctx, OpenInfo, Requester, Route};
+use super::http::HttpResponse;
+use super::net::Net;
+use super::stats::Rejection;
+use super::{Handler, Server};
+use crate::log::Level;
+use crate::proto::handshake::{
+    select_protocol, validate_upgrade, write_switching_protocols, HandshakeError, Request,
+};
+use crate::proto::{Connection, Event, ProtocolError};
+
+impl<H: Handler, N: Net> Server<H, N> {
+    /// Decodes everything pending in the connection's read buffer.
+    pub(super) fn process_input(&mut self, slot: usize, now: Instant) {
+        loop {
+            let Some(conn) = self.conns.get_mut(slot) else {
+                return;
+            };
+            let more = match &mut conn.phase {
+                Phase::Closing => {
+                    conn.rbuf.clear();
+                    false
+                }
+                Phase::Handshake(reader) => {
+                    match reader.read(conn.rbuf.pending(), &self.config.limits) {
+                        Ok(None) => false,
+                        Ok(Some((request, head_len))) => {
+                            // Bytes after the head are WebSocket frames: keep them.
+                            conn.rbuf.consume(head_len);
+                            if let Some(counted) = conn.counted.take() {
+                                self.addresses.release(counted);
+                            }
+                            self.on_request(slot, &request, now)
+                        }
+                        Err(e) => {
+                            self.reject_handshake(slot, &e, now);
+                            false
+                        }
+                    }
+                }
+                Phase::Open(_) => self.next_frame(slot, now),
+            };
+            if !more {
+                return;
+            }
+        }
+    }
+
+    /// Decodes one event from an open connection's buffer and hands it to the handler.
+    /// Returns whether more may be decoded.
+    fn next_frame(&mut self, slot: usize, now: Instant) -> bool {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return false;
+        };
+        let Phase::Open(ws) = &mut conn.phase else {
+            return false;
+        };
+        let id = conn.id;
+        // §5.5.1: data may be sent until our close goes out; after it, a reply is dropped as
+        // any send to a closing connection is.
+        let requester = ws.is_open().then_some(Requester {
+            id,
+            out: &mut conn.out,
+            storage: &mut self.out_storage,
+            replies: 0,
+        });
+        let mut ctx = match requester {
+            Some(r) => Ctx::for_message(&mut self.commands, now, r),
+            None => Ctx::new(&mut self.commands, now),
+        };
+        let mut close_reason = None;
+        let (used, more) = match ws.poll_event(conn.rbuf.pending_mut(), now) {
+            Err(e) => {
+                log_violation(conn.peer, e);
+                // A flood has its own counter; the others are the peer's bugs.
+                match e {
+                    ProtocolError::PingFlood => self.stats.ping_floods += 1,
+                    _ => self.stats.protocol_errors += 1,
+                }
+                close_reason = Some(CloseReason::Failed(e.close_code()));
+                // Nothing after the violation is read (§7.1.7).
+                (conn.rbuf.pending().len(), false)
+            }
+            Ok((used, None)) => (used, false),
+            Ok((used, Some(event))) => {
+                match event {
+                    Event::Message(message) => {
+                        self.stats.messages_in += 1;
+                        self.handler.on_message(&mut ctx, id, message);
+                    }
+                    Event::Pong(payload) => self.handler.on_pong(&mut ctx, id, payload),
+                    Event::Close(frame) => close_reason = Some(CloseReason::Handshake(frame.code)),
+                    Event::Ping(_) => {}
+                }
+                (used, true)
+            }
+        };
+        self.stats.messages_out += ctx.direct_replies();
+        conn.rbuf.consume(used);
+        // Re-borrow: the handler call above ended the borrow of `ws`'s event.
+        let Phase::Open(ws) = &mut conn.phase else {
+            return false;
+        };
+        queue_control_frames(ws, &mut conn.out, &mut self.out_storage);
+        let closed = ws.is_closed();
+        self.conns.mark_dirty(slot);
+        self.sync_deadline(slot);
+        self.apply_commands(Some(id), now);
+        if closed {
+            let reason = close_reason.unwrap_or(CloseReason::Abnormal);
+            self.begin_closing(slot, reason, now);
+            return false;
+        }
+        more
+    }
+
+    /// Answers a complete request head as the handler routes it: an upgrade (101 and the
+    /// WebSocket phase, or the handshake error), or a plain HTTP response.
+    /// Returns whether the connection is now open.
+    fn on_request(&mut self, slot: usize, request: &Request, now: Instant) -> bool {
+        let Some(conn) = self.conns.get(slot) else {
+            return false;
+        };
+        let peer = conn.peer;
+        let client = client_addr(request, peer, self.config.trust_proxy);
+        let counts = (self.stats.open, self.config.max_connections);
+        if let Err(rejection) = admit(&mut self.addresses, request, client, counts, now) {
+            let response = refusal(rejection);
+            log!(
+                Level::Info,
+                "{peer}: refused ({client}): {} {rejection}",
+                response.status
+            );
+            self.stats.reject(rejection);
+            self.respond(slot, &response, now);
+            return false;
+        }
+        match self.handler.on_request(request, peer, &self.stats) {
+            Route::Upgrade => self.upgrade(slot, request, client, now),
+            Route::Respond(response) => {
+                self.respond(slot, &response, now);
+                false
+            }
+            Route::Reject(response, rejection) => {
+                log!(
+                    Level::Info,
+                    "{peer}: upgrade refused: {} {rejection}",
+                    response.status
+                );
+                self.stats.reject(rejection);
+                self.respond(slot, &response, now);
+                false
+            }
+        }
+    }
+
+    fn upgrade(&mut self, slot: usize, request: &Request, client: IpAddr, now: Instant) -> bool {
+        let upgrade = match validate_upgrade(request) {
+            Ok(u) => u,
+            Err(e) => {
+                self.reject_handshake(slot, &e, now);
+                return false;
+            }
+        };
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return false;
+        };
+        let protocol = select_protocol(&self.config.protocols, &upgrade.offered_protocols);
+        let mut head = Vec::with_capacity(160);
+        write_switching_protocols(&mut head, &upgrade.accept, protocol);
+        conn.out.push_bytes(&head);
+        let ws = Connection::new_server(self.config.limits.clone())
+            .with_timeouts(self.config.timeouts(), now);
+        conn.deadline = ws.poll_timeout();
+        if let Some(when) = conn.deadline {
+            self.timers.schedule(when, conn.id);
+        }
+        conn.phase = Phase::Open(Box::new(ws));
+        conn.opened = true;
+        conn.counted = Some(Counted::Open(client));
+        self.addresses.opened(client, now);
+        self.stats.upgraded += 1;
+        self.stats.open += 1;
+        let (id, peer) = (conn.id, conn.peer);
+        // The path only: a query string may carry a token.
+        log!(Level::Debug, "{peer}: upgraded {} as {id}", request.path());
+        let info = OpenInfo {
+            peer,
+            client,
+            request,
+            protocol,
+        };
+        let mut ctx = Ctx::new(&mut self.commands, now);
+        self.handler.on_open(&mut ctx, id, &info);
+        self.conns.mark_dirty(slot);
+        self.apply_commands(Some(id), now);
+        true
+    }
+
+    /// Refuses a handshake with its HTTP status and closes.
+    fn reject_handshake(&mut self, slot: usize, error: &HandshakeError, now: Instant) {
+        let Some(conn) = self.conns.get(slot) else {
+            return;
+        };
+        log!(
+            Level::Info,
+            "{}: handshake refused: {} {}",
+            conn.peer,
+            error.status(),
+            error.reason()
+        );
+        self.stats.reject(Rejection::from(error));
+        self.respond(slot, &HttpResponse::refusing(error), now);
+    }
+
+    /// Sends an HTTP response and closes.
+    fn respond(&mut self, slot: usize, response: &HttpResponse, now: Instant) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let mut bytes = Vec::with_capacity(response.body.len() + 256);
+        response.write_to(&mut bytes);
+        conn.out.push_bytes(&bytes);
+        self.begin_closing(slot, CloseReason::Abnormal, now);
+    }
+}
+
+/// Logs a violation: a flood is worth a warning, the rest are the peer's bugs.
+fn log_violation(peer: std::net::SocketAddr, error: ProtocolError) {
+    match error {
+        ProtocolError::PingFlood => log!(Level::Warn, "{peer}: {error}, closing"),
+        _ => log!(Level::Debug, "{peer}: protocol error: {error}"),
+    }
+}
