@@ -7,7 +7,8 @@
 //! - [`server`]: the event loop: listeners, connections, buffers, timers, broadcast.
 //! - [`app`]: applications on top of the loop: the echo testee and `serve` (JSON chat,
 //!   HTTP routes, access control, metrics).
-//! - [`cluster`]: the Redis Pub/Sub bridge between nodes.
+//! - `cluster` (feature `redis`): the Redis Pub/Sub bridge between nodes: topic names and
+//!   bytes.
 //! - [`client`]: a small blocking client for the CLI and tests.
 //!
 //! The load generator is the separate `wsloop-bench` crate (`benches/load`).
