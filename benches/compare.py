@@ -3,7 +3,7 @@
 
 Builds everything, then for each scenario runs every server in alternation for --rounds
 rounds, each run on a fresh server process bound to 127.0.0.1 port 0 (the port is taken from
-its `listening on` line), driven by `wsloop bench ... --json --server-pid PID`, then killed.
+its `listening on` line), driven by `wsloop-bench ... --json --server-pid PID`, then killed.
 Reports the median per server and scenario.
 
     python3 benches/compare.py                  # everything, 3 rounds (about 30 minutes)
@@ -45,6 +45,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PEERS = ROOT / "benches" / "peers"
 NODE_DIR = PEERS / "node"
 WSLOOP = ROOT / "target" / "release" / "wsloop"
+# The load generator (benches/load), built by the same `cargo build --release`.
+WSLOOP_BENCH = ROOT / "target" / "release" / "wsloop-bench"
 PEER_BIN = PEERS / "target" / "release"
 RESULTS = ROOT / "benches" / "results"
 
@@ -143,6 +145,7 @@ def machine() -> dict:
 
 def build(node_ok: bool) -> None:
     log("== build")
+    # The workspace's default members: the server and the load generator.
     subprocess.run(["cargo", "build", "--release"], cwd=ROOT, check=True)
     subprocess.run(["cargo", "build", "--release"], cwd=PEERS, check=True)
     subprocess.run(["cargo", "bench", "--bench", "codec", "--bench", "alloc", "--no-run"],
@@ -335,7 +338,7 @@ def scenarios(args, node_ok: bool, heartbeat_n: int) -> list[dict]:
 
 
 def run_bench(bench_args: list[str], client_prefix: list[str], timeout: float) -> dict:
-    cmd = client_prefix + [str(WSLOOP), "bench"] + bench_args + ["--json"]
+    cmd = client_prefix + [str(WSLOOP_BENCH)] + bench_args + ["--json"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             cwd=ROOT, start_new_session=True)
     LIVE[proc.pid] = proc

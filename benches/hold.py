@@ -4,7 +4,7 @@
 One process may not have that many descriptors where the hard RLIMIT_NOFILE is lower and
 cannot be raised (20,000 on the machine of BENCHMARKS.md). So this runs as many `wsloop serve`
 processes as the limit needs, all on one port with --reuse-port (the kernel spreads the
-connections among them, as in deploy/wsloop.service), and as many `wsloop bench idle`
+connections among them, as in deploy/wsloop.service), and as many `wsloop-bench idle`
 processes, each from its own four 127.0.x.y source addresses. Each server also listens on a
 port of its own, on which its /metrics is scraped every 2 s: the connections held, summed over
 the servers, and heartbeat timeouts. RSS per connection is read from /proc/PID/status.

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Profiles one echo server under `wsloop bench echo` load (the profiles of BENCHMARKS.md).
+# Profiles one echo server under `wsloop-bench echo` load (the profiles of BENCHMARKS.md).
 #
 #   benches/profile.sh MODE SERVER [SIZE] [IN_FLIGHT]
 #
@@ -11,8 +11,10 @@
 # SERVER    wsloop | raw-echo | fastwebsockets | tokio-tungstenite
 # SIZE      payload bytes (default 16); IN_FLIGHT per connection (default 1); 100 connections.
 #
-# Build first (cargo build --release, here and in benches/peers). The server runs on CPU 1 and
-# the client on CPU 0 when taskset exists. Output goes to target/profile/. Only 127.0.0.1.
+# Build first: `cargo build --profile profiling` here (release code with debug info, into
+# target/profiling/; the server and the load generator) and `cargo build --release` in
+# benches/peers. The server runs on CPU 1 and the client on CPU 0 when taskset exists.
+# Output goes to target/profile/. Only 127.0.0.1.
 set -eu
 
 mode=${1:?usage: profile.sh syscalls|perf|callgrind SERVER [SIZE] [IN_FLIGHT]}
@@ -21,7 +23,8 @@ size=${3:-16}
 in_flight=${4:-1}
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-wsloop=$root/target/release/wsloop
+wsloop=$root/target/profiling/wsloop
+wsloop_bench=$root/target/profiling/wsloop-bench
 peers=$root/benches/peers/target/release
 out=$root/target/profile
 mkdir -p "$out"
@@ -63,7 +66,7 @@ done
 [ -n "$port" ] || { echo "the server did not start: $(cat "$out/$tag.server.err")" >&2; exit 1; }
 
 # shellcheck disable=SC2086
-$pin_client "$wsloop" bench echo --url "ws://127.0.0.1:$port/" --server-pid "$pid" \
+$pin_client "$wsloop_bench" echo --url "ws://127.0.0.1:$port/" --server-pid "$pid" \
     --connections 100 --in-flight "$in_flight" --size "$size" --duration "$duration" \
     --json >"$out/$tag.bench.json" 2>/dev/null &
 bench=$!

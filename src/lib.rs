@@ -7,16 +7,34 @@
 //! - [`server`]: the event loop: listeners, connections, buffers, timers, broadcast.
 //! - [`app`]: applications on top of the loop: the echo testee and `serve` (JSON chat,
 //!   HTTP routes, access control, metrics).
-//! - [`cluster`]: the Redis Pub/Sub bridge between nodes.
+//! - `cluster` (feature `redis`): the Redis Pub/Sub bridge between nodes: topic names and
+//!   bytes.
 //! - [`client`]: a small blocking client for the CLI and tests.
-//! - [`bench`]: the load generator (`wsloop bench`).
+//!
+//! The load generator is the separate `wsloop-bench` crate (`benches/load`).
+//!
+//! ## Cargo features
+//!
+//! - `cli` (default): the `wsloop` binary (clap, signal handling) and `client::cli`.
+//! - `redis` (default): the Redis Pub/Sub bridge, `cluster::Bridge`.
+//! - `reuse-port` (default): `Config::reuse_port` (`SO_REUSEPORT`) through socket2.
+//!
+//! With no features the library needs only mio, slab, httparse, sha1, base64, serde_json
+//! and the `log` facade.
+//!
+//! ## Logging
+//!
+//! The library logs through the [`log`](https://docs.rs/log) facade (targets `wsloop::...`)
+//! and installs no logger: an embedder routes the records with its own.
+
+#![forbid(unsafe_code)]
 
 #[macro_use]
 pub mod log;
 pub mod app;
 pub mod backoff;
-pub mod bench;
 pub mod client;
+#[cfg(feature = "redis")]
 pub mod cluster;
 pub mod duration;
 pub use wsloop_proto as proto;

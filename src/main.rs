@@ -1,4 +1,7 @@
-//! The `wsloop` command line: `echo`, `serve`, `client`, `bench`.
+//! The `wsloop` command line: `echo`, `serve`, `client` (feature `cli`). The load generator
+//! is the separate `wsloop-bench` binary (benches/load).
+
+mod stderr_log;
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -9,17 +12,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use log::Level;
 use mio::Waker;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use wsloop::app::access::Tokens;
 use wsloop::app::chat::ChatLimits;
 use wsloop::app::echo::Echo;
+#[cfg(feature = "redis")]
+use wsloop::app::node::ClusterNode;
 use wsloop::app::serve::{Serve, ServeConfig};
+#[cfg(feature = "redis")]
+use wsloop::app::topics;
 use wsloop::client::ClientOptions;
-use wsloop::cluster::{random_node_id, validate_node_id, Bridge, RedisConfig};
+#[cfg(feature = "redis")]
+use wsloop::cluster::{Bridge, RedisConfig};
 use wsloop::duration::parse_duration;
-use wsloop::log::{self, Level};
 use wsloop::proto::Limits;
 use wsloop::server::admission::AddressLimits;
 use wsloop::server::{Config, Handler, Server};
@@ -45,10 +53,6 @@ enum Command {
     /// Connect to a WebSocket server: send each line of stdin as a text message, print what
     /// arrives.
     Client(ClientArgs),
-    /// Load generator for a wsloop server on this machine (127.0.0.0/8 only): echo round
-    /// trips, broadcast fan-out, connection storms, memory per idle connection; prints
-    /// rates, latency percentiles and the server's CPU time per message.
-    Bench(wsloop::bench::BenchArgs),
 }
 
 /// Flags every server command shares.
@@ -83,7 +87,7 @@ struct LoopArgs {
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     drain_timeout: Duration,
     /// Most verbose log level printed to stderr: error, warn, info, debug, trace.
-    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = stderr_log::parse_level)]
     log_level: Level,
     /// Share the listening port with other wsloop processes (SO_REUSEPORT): run one per core.
     #[arg(long)]
@@ -154,7 +158,8 @@ struct ServeArgs {
     /// message gets a `rate_limited` error, and a client that keeps on is closed with 1008.
     #[arg(long, value_name = "N", default_value_t = ChatLimits::default().max_messages_per_second)]
     max_messages_per_second: f64,
-    /// Join other nodes through Redis Pub/Sub: redis://HOST:PORT[/DB].
+    /// Join other nodes through Redis Pub/Sub: redis://HOST:PORT[/DB] (needs the `redis`
+    /// feature).
     #[arg(long, value_name = "URL")]
     redis: Option<String>,
     /// This node's id in the cluster (default: random). [A-Za-z0-9_-], at most 64.
@@ -325,21 +330,29 @@ fn serve(args: Box<ServeArgs>) -> ExitCode {
         },
         None => None,
     };
+    #[cfg(not(feature = "redis"))]
+    if args.redis.is_some() {
+        wsloop::log!(
+            Level::Error,
+            "--redis: this wsloop was built without the `redis` feature (no cluster support)"
+        );
+        return ExitCode::from(2);
+    }
+    #[cfg(feature = "redis")]
     let redis = match args.redis {
         Some(url) => {
-            let node_id = args.node_id.unwrap_or_else(random_node_id);
-            if let Err(e) = validate_node_id(&node_id) {
+            let node_id = args.node_id.unwrap_or_else(topics::random_node_id);
+            if let Err(e) = topics::validate_node_id(&node_id) {
                 wsloop::log!(Level::Error, "{e}");
                 return ExitCode::FAILURE;
             }
-            Some(RedisConfig {
+            let config = RedisConfig {
                 url,
-                node_id,
-                prefix: args.redis_prefix,
                 // An event quotes at most `max_content` bytes, which JSON escaping can grow
                 // six times (`\u0001`), plus names, ids and the envelope.
-                max_event: args.max_content.saturating_mul(6).saturating_add(4096),
-            })
+                max_payload: args.max_content.saturating_mul(6).saturating_add(4096),
+            };
+            Some((config, node_id, args.redis_prefix))
         }
         None => None,
     };
@@ -360,16 +373,16 @@ fn serve(args: Box<ServeArgs>) -> ExitCode {
         args.common.drain_timeout,
         serve,
         "http",
-        |serve, waker| {
-            if let Some(redis) = redis {
+        |_serve, _waker| {
+            #[cfg(feature = "redis")]
+            if let Some((redis, node_id, prefix)) = redis {
                 wsloop::log!(
                     Level::Info,
-                    "cluster node {} via {} (topics {}*)",
-                    redis.node_id,
+                    "cluster node {node_id} via {} (topics {prefix}*)",
                     redis.redacted_url(),
-                    redis.prefix
                 );
-                serve.attach_cluster(Bridge::start(redis, waker)?);
+                let bridge = Bridge::start(redis, _waker)?;
+                _serve.attach_cluster(ClusterNode::new(bridge, node_id, prefix));
             }
             Ok(())
         },
@@ -378,9 +391,10 @@ fn serve(args: Box<ServeArgs>) -> ExitCode {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    stderr_log::install(Level::Info);
     match cli.command {
         Command::Echo(args) => {
-            log::set_level(args.common.log_level);
+            stderr_log::set_level(args.common.log_level);
             let config = args.common.config(
                 SocketAddr::from(([127, 0, 0, 1], 9001)),
                 Limits::default().max_message,
@@ -389,7 +403,7 @@ fn main() -> ExitCode {
             run_server(config, args.common.drain_timeout, Echo, "ws", |_, _| Ok(()))
         }
         Command::Serve(args) => {
-            log::set_level(args.common.log_level);
+            stderr_log::set_level(args.common.log_level);
             serve(args)
         }
         Command::Client(args) => {
@@ -402,7 +416,6 @@ fn main() -> ExitCode {
             let code = wsloop::client::cli::run(&args.url, &options, args.reconnect);
             ExitCode::from(code as u8)
         }
-        Command::Bench(args) => wsloop::bench::main(&args),
     }
 }
 

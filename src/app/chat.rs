@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Map, Value};
 
 use super::metrics::ChatCounters;
-use crate::cluster::Topic;
+use super::topics::Topic;
 use crate::proto::{Message, MessageKind};
 use crate::server::{ConnId, Ctx};
 

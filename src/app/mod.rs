@@ -4,4 +4,7 @@ pub mod access;
 pub mod chat;
 pub mod echo;
 pub mod metrics;
+#[cfg(feature = "redis")]
+pub mod node;
 pub mod serve;
+pub mod topics;

@@ -5,9 +5,10 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use super::access::{origin_allowed, Tokens};
-use super::chat::{Chat, ChatLimits, ClusterOp};
+use super::chat::{Chat, ChatLimits};
 use super::metrics::{self, ClusterMetrics};
-use crate::cluster::{decode_envelope, encode_envelope, Bridge, Inbound, Topic};
+#[cfg(feature = "redis")]
+use super::node::ClusterNode;
 use crate::proto::handshake::Request;
 use crate::proto::Message;
 use crate::server::{
@@ -50,7 +51,8 @@ pub struct Serve {
     index_html: String,
     chat: Chat,
     started: Instant,
-    cluster: Option<Bridge>,
+    #[cfg(feature = "redis")]
+    cluster: Option<ClusterNode>,
 }
 
 impl Serve {
@@ -72,48 +74,33 @@ impl Serve {
             chat: Chat::new(config.chat.clone()),
             config,
             started: Instant::now(),
+            #[cfg(feature = "redis")]
             cluster: None,
         }
     }
 
-    /// Makes this server a node of a cluster joined through the Redis bridge (before any
-    /// client connects).
-    pub fn attach_cluster(&mut self, bridge: Bridge) {
-        let node = bridge.config().node_id.clone();
-        bridge.subscribe(Topic::All.redis_name(&bridge.config().prefix));
-        self.chat = Chat::clustered(self.config.chat.clone(), node);
-        self.cluster = Some(bridge);
+    /// Makes this server a node of a cluster (before any client connects).
+    #[cfg(feature = "redis")]
+    pub fn attach_cluster(&mut self, node: ClusterNode) {
+        self.chat = Chat::clustered(self.config.chat.clone(), node.id().to_owned());
+        self.cluster = Some(node);
     }
 
-    /// Hands what the chat wants the other nodes to know to the bridge.
+    /// Hands what the chat wants the other nodes to know to the cluster (nothing when this
+    /// server is a single node: the chat then records nothing).
     fn forward_cluster_ops(&mut self) {
-        let Some(bridge) = &self.cluster else {
-            return;
-        };
-        let prefix = &bridge.config().prefix;
-        for op in self.chat.take_cluster_ops() {
-            match op {
-                ClusterOp::Publish(topic, event) => bridge.publish(
-                    topic.redis_name(prefix),
-                    encode_envelope(&bridge.config().node_id, &event),
-                ),
-                ClusterOp::Subscribe(channel) => {
-                    bridge.subscribe(Topic::Channel(channel).redis_name(prefix))
-                }
-                ClusterOp::Unsubscribe(channel) => {
-                    bridge.unsubscribe(Topic::Channel(channel).redis_name(prefix))
-                }
-            }
+        #[cfg(feature = "redis")]
+        if let Some(node) = &self.cluster {
+            node.forward(self.chat.take_cluster_ops());
         }
     }
 
+    /// The cluster's counters; `None` for a single node.
     fn cluster_metrics(&self) -> Option<ClusterMetrics> {
-        self.cluster.as_ref().map(|b| ClusterMetrics {
-            up: b.is_up(),
-            published: b.published(),
-            publish_failures: b.publish_failures(),
-            received: b.received(),
-        })
+        #[cfg(feature = "redis")]
+        return self.cluster.as_ref().map(ClusterNode::metrics);
+        #[cfg(not(feature = "redis"))]
+        None
     }
 
     fn route_upgrade(&self, request: &Request) -> Route {
@@ -158,7 +145,7 @@ impl Serve {
                 content_type: "application/json",
                 headers: String::new(),
                 body: {
-                    let degraded = self.cluster.as_ref().is_some_and(|b| !b.is_up());
+                    let degraded = self.cluster_metrics().is_some_and(|c| !c.up);
                     let status = if degraded { "degraded" } else { "ok" };
                     metrics::health(status, stats, self.started.elapsed()).into_bytes()
                 },
@@ -215,42 +202,11 @@ impl Handler for Serve {
         self.forward_cluster_ops();
     }
 
-    /// Delivers what other nodes published; this node's own publications come back from
-    /// Redis too and are dropped (they were delivered locally when sent).
-    fn on_wake(&mut self, ctx: &mut Ctx<'_>) {
-        let Some(bridge) = &self.cluster else {
-            return;
-        };
-        let config = bridge.config();
-        for inbound in bridge.drain() {
-            let (topic, payload) = match inbound {
-                Inbound::Message { topic, payload } => (topic, payload),
-                Inbound::Subscribed(topic) => {
-                    if let Some(Topic::Channel(channel)) =
-                        Topic::from_redis_name(&topic, &config.prefix)
-                    {
-                        self.chat.confirm_subscription(ctx, &channel);
-                    }
-                    continue;
-                }
-                Inbound::Status(up) => {
-                    self.chat.set_subscriber_up(ctx, up);
-                    continue;
-                }
-            };
-            let Some((node, event)) = decode_envelope(&payload) else {
-                log!(
-                    crate::log::Level::Warn,
-                    "redis: malformed publication on {topic}"
-                );
-                continue;
-            };
-            if node == config.node_id {
-                continue;
-            }
-            if let Some(topic) = Topic::from_redis_name(&topic, &config.prefix) {
-                self.chat.deliver(ctx, &topic, event);
-            }
+    /// Delivers what other nodes published.
+    fn on_wake(&mut self, _ctx: &mut Ctx<'_>) {
+        #[cfg(feature = "redis")]
+        if let Some(node) = &self.cluster {
+            node.deliver(&mut self.chat, _ctx);
         }
     }
 }

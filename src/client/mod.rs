@@ -3,6 +3,7 @@
 //!
 //! Used by `wsloop client`, the load generator and tests.
 
+#[cfg(feature = "cli")]
 pub mod cli;
 
 use std::collections::hash_map::RandomState;

@@ -55,8 +55,8 @@ struct Shared {
     published: AtomicU64,
     publish_failures: AtomicU64,
     received: AtomicU64,
-    /// Publications larger than this are not relayed ([`RedisConfig::max_event`]).
-    max_event: usize,
+    /// Publications larger than this are not relayed ([`RedisConfig::max_payload`]).
+    max_payload: usize,
 }
 
 /// The loop's handle on the Redis threads.
@@ -85,7 +85,7 @@ impl Bridge {
         let client = redis::Client::open(config.url.as_str())
             .map_err(|e| format!("redis URL {:?}: {e}", config.redacted_url()))?;
         let shared = Arc::new(Shared {
-            max_event: config.max_event,
+            max_payload: config.max_payload,
             ..Shared::default()
         });
         let (interest_tx, interest_rx) = mpsc::channel();
@@ -280,10 +280,10 @@ fn serve_subscriptions(
             }
         }
         match pubsub.get_message() {
-            Ok(message) if message.get_payload_bytes().len() > shared.max_event => {
+            Ok(message) if message.get_payload_bytes().len() > shared.max_payload => {
                 log!(
                     Level::Warn,
-                    "redis: dropped a {}-byte publication on {} (larger than any event)",
+                    "redis: dropped a {}-byte publication on {} (over the size limit)",
                     message.get_payload_bytes().len(),
                     message.get_channel_name()
                 );

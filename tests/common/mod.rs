@@ -15,6 +15,50 @@ use std::time::Duration;
 /// How long a server may take to print its listening address.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The `wsloop` server binary. In this package's tests Cargo built it and says where; the
+/// load generator's tests (benches/load, another package of the workspace, which include this
+/// file) build it on first use with the same cargo, profile and target directory, which is a
+/// no-op after a workspace-wide `cargo test`.
+pub fn wsloop_binary() -> PathBuf {
+    if let Some(path) = option_env!("CARGO_BIN_EXE_wsloop") {
+        return path.into();
+    }
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(build_wsloop).clone()
+}
+
+/// Builds the `wsloop` binary next to the running test executable
+/// (`TARGET/PROFILE/deps/TEST-HASH`) and returns its path.
+fn build_wsloop() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executable under TARGET/PROFILE/deps");
+    let target_dir = profile_dir.parent().expect("target directory");
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev",
+        Some(name) => name,
+    };
+    let status = Command::new(option_env!("CARGO").unwrap_or("cargo"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "wsloop",
+            "--bin",
+            "wsloop",
+            "--profile",
+            profile,
+        ])
+        .env("CARGO_TARGET_DIR", target_dir)
+        .status()
+        .expect("run cargo build for the wsloop binary");
+    assert!(status.success(), "cargo build --bin wsloop failed");
+    profile_dir.join("wsloop")
+}
+
 /// A running `wsloop` process, killed when dropped.
 pub struct Server {
     child: Child,
@@ -31,7 +75,7 @@ impl Server {
 
     /// Like [`Server::start`] on a given listen address (e.g. to restart on the same port).
     pub fn start_on(subcommand: &str, listen: &str, args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wsloop"))
+        let mut child = Command::new(wsloop_binary())
             .arg(subcommand)
             .args(["--listen", listen])
             .args(args)

@@ -1,4 +1,4 @@
-//! `wsloop bench echo`: N connections each keeping K messages in flight against an echo
+//! `wsloop-bench echo`: N connections each keeping K messages in flight against an echo
 //! server. Each echo is compared byte for byte with what was sent: the payload is a
 //! per-thread template whose first 16 bytes are overwritten with the connection's id and the
 //! message's sequence number (in hex), so a lost, repeated, reordered or crossed echo is a
@@ -11,9 +11,9 @@ use super::driver::{Action, Event, Handler, Opener, Outbox};
 use super::report::{Report, Tally};
 use super::run::{self, Scenario, Window};
 use super::{share, EchoArgs};
-use crate::bench::driver::Driver;
-use crate::proto::mask::MaskKeys;
-use crate::proto::{Message, MessageKind};
+use crate::driver::Driver;
+use wsloop::proto::mask::MaskKeys;
+use wsloop::proto::{Message, MessageKind};
 
 /// Bytes of the id-and-sequence stamp at the start of each payload (16 hex digits).
 const STAMP: usize = 16;

@@ -1,4 +1,4 @@
-//! `wsloop bench connect` and `wsloop bench idle`: the cost of connections rather than of
+//! `wsloop-bench connect` and `wsloop-bench idle`: the cost of connections rather than of
 //! messages.
 //!
 //! - **connect**: a storm of short connections, `--concurrency` at a time per thread: TCP

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use crate::client::WsUrl;
+use wsloop::client::WsUrl;
 
 /// `connect(2)` on a non-blocking socket answers EINPROGRESS (115 on Linux, which is the
 /// only system this tool runs on: it reads /proc). `io::ErrorKind::InProgress` is not stable.
@@ -56,7 +56,7 @@ impl Target {
 
 fn refusal(url: &str) -> String {
     format!(
-        "refusing {url:?}: wsloop bench only targets this machine \
+        "refusing {url:?}: wsloop-bench only targets this machine \
          (an IPv4 address in 127.0.0.0/8, or localhost)"
     )
 }

@@ -1,7 +1,10 @@
-//! `wsloop bench`: each scenario runs for about a second against a real `wsloop echo` or
+//! `wsloop-bench`: each scenario runs for about a second against a real `wsloop echo` or
 //! `wsloop serve` with a few connections, and its JSON report must show load that went
 //! through with nothing wrong (no errors, no mismatches, every delivery made).
 
+// The server helpers of the main package's tests; they build the `wsloop` binary when run
+// from this package (see `common::wsloop_binary`).
+#[path = "../../../tests/common/mod.rs"]
 mod common;
 
 use std::process::Command;
@@ -12,14 +15,13 @@ use serde_json::Value;
 /// Flags that keep every run short.
 const SHORT: &[&str] = &["--duration", "1s", "--warmup", "300ms", "--json"];
 
-/// Runs `wsloop bench ARGS` and returns its exit code, its JSON report (if it printed one)
+/// Runs `wsloop-bench ARGS` and returns its exit code, its JSON report (if it printed one)
 /// and its standard error.
 fn bench(args: &[&str]) -> (Option<i32>, Option<Value>, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_wsloop"))
-        .arg("bench")
+    let output = Command::new(env!("CARGO_BIN_EXE_wsloop-bench"))
         .args(args)
         .output()
-        .expect("run wsloop bench");
+        .expect("run wsloop-bench");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     let json = stdout
@@ -96,7 +98,7 @@ fn echo_checks_every_payload() {
     }
 }
 
-/// The limits `wsloop serve` must lift for a benchmark (see `wsloop bench broadcast --help`).
+/// The limits `wsloop serve` must lift for a benchmark (see `wsloop-bench broadcast --help`).
 const UNLIMITED: &[&str] = &[
     "--max-pending-handshakes-per-address",
     "100000",

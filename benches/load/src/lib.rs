@@ -1,5 +1,7 @@
-//! `wsloop bench`: a load generator for wsloop servers on this machine, built on the same
-//! protocol core as the server (client frames masked, every frame decoded and checked).
+//! `wsloop-bench`: a load generator for wsloop servers on this machine, built on the same
+//! protocol core as the server (client frames masked, every frame decoded and checked). It is
+//! a crate of its own, on the `wsloop` library's `proto` and `client` modules, so that its
+//! dependencies (clap, an HDR histogram, rlimit) never enter the server's build.
 //!
 //! Scenarios, one module each: [`echo`] (round trips, every echo compared byte for byte),
 //! [`broadcast`] (chat-protocol fan-out, every subscriber must get every message once),
@@ -21,13 +23,13 @@ use std::net::Ipv4Addr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::duration::parse_duration;
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use wsloop::duration::parse_duration;
 
 use self::driver::Timeouts;
 use self::report::Report;
 use self::run::Plan;
-use crate::proto::Limits;
+use wsloop::proto::Limits;
 
 /// Longest duration any flag accepts (keeps every deadline computation in range).
 const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
@@ -35,8 +37,15 @@ const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 /// Descriptors kept free beyond one per connection (poll, stdio, /proc reads).
 const SPARE_DESCRIPTORS: u64 = 64;
 
-/// `wsloop bench` and its scenarios.
-#[derive(Args, Debug)]
+/// `wsloop-bench` and its scenarios.
+#[derive(Parser, Debug)]
+#[command(
+    name = "wsloop-bench",
+    version,
+    about = "Load generator for a wsloop server on this machine (127.0.0.0/8 only): echo round \
+             trips, broadcast fan-out, connection storms, memory per idle connection; prints \
+             rates, latency percentiles and the server's CPU time per message."
+)]
 #[command(after_help = "\
 Exit status: 0 for a clean run; 1 when the run could not be made (bad arguments, a host \
 outside 127.0.0.0/8, connections that could not be opened); 2 when it ran but saw errors, \
@@ -56,7 +65,7 @@ pub enum Scenario {
     #[command(after_help = "\
 Example (the server's per-address connection limit is 1000 by default):
   wsloop echo --listen 127.0.0.1:9001 --max-connections-per-address 100000 &
-  wsloop bench echo --url ws://127.0.0.1:9001/ --server-pid $! --connections 100 --in-flight 16")]
+  wsloop-bench echo --url ws://127.0.0.1:9001/ --server-pid $! --connections 100 --in-flight 16")]
     Echo(EchoArgs),
     /// Publishers and subscribers on `wsloop serve` (the JSON chat protocol): delivered
     /// frames/s, publish-to-receive latency and server CPU per delivered frame. Every
@@ -66,7 +75,7 @@ The server's default limits (50 messages/s per connection, 50 handshakes/s and 1
 connections per address) would show up as errors; lift them for a run:
   wsloop serve --listen 127.0.0.1:8080 --max-messages-per-second 1000000 \\
       --handshakes-per-second 1000000 --max-connections-per-address 100000 &
-  wsloop bench broadcast --url ws://127.0.0.1:8080/ws --server-pid $! --subscribers 100
+  wsloop-bench broadcast --url ws://127.0.0.1:8080/ws --server-pid $! --subscribers 100
 
 Publishers send {\"type\":\"publish\",\"channel\":C,\"content\":\"P:SEQ:MICROS:xxx\"} (or \
 `chat` with --via chat) and keep --in-flight of them unacknowledged (the `published` reply, \
@@ -151,7 +160,7 @@ pub struct CommonArgs {
     pub json: bool,
 }
 
-/// `wsloop bench echo`.
+/// `wsloop-bench echo`.
 #[derive(Args, Debug)]
 pub struct EchoArgs {
     #[command(flatten)]
@@ -190,7 +199,7 @@ pub enum Protocol {
     Raw,
 }
 
-/// `wsloop bench broadcast`.
+/// `wsloop-bench broadcast`.
 #[derive(Args, Debug)]
 pub struct BroadcastArgs {
     #[command(flatten)]
@@ -222,14 +231,14 @@ pub struct BroadcastArgs {
     pub protocol: Protocol,
 }
 
-/// `wsloop bench connect`.
+/// `wsloop-bench connect`.
 #[derive(Args, Debug)]
 pub struct ConnectArgs {
     #[command(flatten)]
     pub common: CommonArgs,
 }
 
-/// `wsloop bench idle`.
+/// `wsloop-bench idle`.
 #[derive(Args, Debug)]
 pub struct IdleArgs {
     #[command(flatten)]
@@ -240,7 +249,7 @@ pub struct IdleArgs {
 }
 
 /// Runs a scenario and prints its report. See [`BenchArgs`] for the exit status.
-pub fn main(args: &BenchArgs) -> ExitCode {
+pub fn run(args: &BenchArgs) -> ExitCode {
     let (common, result) = match &args.scenario {
         Scenario::Echo(a) => (&a.common, echo::run(a)),
         Scenario::Broadcast(a) => (&a.common, broadcast::run(a)),
@@ -257,7 +266,7 @@ pub fn main(args: &BenchArgs) -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("wsloop bench: {e}");
+            eprintln!("wsloop-bench: {e}");
             ExitCode::FAILURE
         }
     }

@@ -1,6 +1,6 @@
 //! A non-blocking WebSocket client on mio for the load generator: many connections on one
 //! thread, frames masked and decoded by the protocol core in the client role
-//! ([`crate::proto::Connection`]), and everything a turn queued for a connection written with
+//! ([`wsloop::proto::Connection`]), and everything a turn queued for a connection written with
 //! one `write`.
 //!
 //! A scenario is a [`Handler`]: it owns per-connection state (`Handler::Conn`) and gets each
@@ -19,10 +19,10 @@ use slab::Slab;
 
 use super::net::{self, Target};
 use super::report::Errors;
-use crate::proto::client_handshake::{self as handshake, Response};
-use crate::proto::frame::{decode_header, encode_header};
-use crate::proto::mask::{apply_mask, MaskKeys};
-use crate::proto::{close_code, Connection, Event as WsEvent, Limits, Message, MessageKind};
+use wsloop::proto::client_handshake::{self as handshake, Response};
+use wsloop::proto::frame::{decode_header, encode_header};
+use wsloop::proto::mask::{apply_mask, MaskKeys};
+use wsloop::proto::{close_code, Connection, Event as WsEvent, Limits, Message, MessageKind};
 
 /// The per-thread read buffer. Whole messages up to this size are handed out in place; a
 /// larger one is gathered by the protocol core as it arrives, so only a partial frame
@@ -727,8 +727,8 @@ impl<C> Opener<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::frame::encode_frame;
-    use crate::proto::OpCode;
+    use wsloop::proto::frame::encode_frame;
+    use wsloop::proto::OpCode;
 
     #[test]
     fn reflected_frames_lose_their_masks_and_a_partial_one_waits() {

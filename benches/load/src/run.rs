@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use super::driver::{Driver, Handler, Timeouts};
 use super::net::Target;
 use super::report::{sample, ProcSample, ProcWindow};
-use crate::proto::Limits;
+use wsloop::proto::Limits;
 
 /// Turns wait at most this long, so that phase changes are noticed promptly.
 const MAX_TURN: Duration = Duration::from_millis(100);

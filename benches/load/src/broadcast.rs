@@ -1,4 +1,4 @@
-//! `wsloop bench broadcast`: publishers and subscribers on `wsloop serve` speaking the chat
+//! `wsloop-bench broadcast`: publishers and subscribers on `wsloop serve` speaking the chat
 //! protocol of PROTOCOL.md.
 //!
 //! A publisher's `content` is `P:SEQ:MICROS:` padded with `x`: its index, a sequence number
@@ -21,7 +21,7 @@ use super::driver::{Action, Driver, End, Event, Handler, Opener, Outbox};
 use super::report::{Report, Tally};
 use super::run::{self, Scenario, Window};
 use super::{share, BroadcastArgs, Protocol, Via};
-use crate::proto::{Message, MessageKind};
+use wsloop::proto::{Message, MessageKind};
 
 /// The most a publisher catches up after falling behind its rate.
 const MAX_CATCH_UP: Duration = Duration::from_secs(1);
