@@ -49,7 +49,7 @@ fn server(timeouts: Timeouts, now: Instant) -> Connection {
     Connection::new_server(Limits::default()).with_timeouts(timeouts, now)
 }
 
-fn heartbeat(interval: u64, timeout: u64) -> Timeouts {
+fn heartbeat(interval: u32, timeout: u32) -> Timeouts {
     Timeouts {
         ping_interval: Some(interval * SECOND),
         ping_timeout: timeout * SECOND,
