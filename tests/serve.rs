@@ -1,6 +1,7 @@
-//! `wsloop serve` over real loopback sockets, against PROTOCOL.md: the JSON messages and every
-//! error code, channels, the broadcast pass, the HTTP routes, heartbeats, tokens, origins,
-//! graceful shutdown, and the `wsloop client` command line.
+//! `wsloop serve` over real loopback sockets, against PROTOCOL.md: the JSON messages, the
+//! wiring of error replies (which request gets which error code is the in-process table of
+//! `src/app/chat/tests.rs`), channels, the broadcast pass, the HTTP routes, heartbeats, tokens,
+//! origins, graceful shutdown, and the `wsloop client` command line.
 //!
 //! Every test starts its own server on 127.0.0.1:0 (killed when its handle drops) and bounds
 //! every wait. "Nobody else received anything" is checked with a short quiet wait followed by
@@ -674,43 +675,6 @@ fn unsubscribe_stops_deliveries() {
 }
 
 #[test]
-fn unsubscribe_when_not_subscribed_is_not_subscribed_error() {
-    let server = Server::serve(&[]);
-    let (mut a, mut b) = (Peer::join(&server), Peer::join(&server));
-    subscribe(&mut b, "news");
-    // Never subscribed (the channel exists through b).
-    rejects(
-        &mut a,
-        &mut [&mut b],
-        r#"{"type":"unsubscribe","channel":"news"}"#,
-        "not_subscribed",
-        &["news"],
-    );
-    // A channel nobody is in.
-    rejects(
-        &mut a,
-        &mut [&mut b],
-        r#"{"type":"unsubscribe","channel":"ghost"}"#,
-        "not_subscribed",
-        &["ghost"],
-    );
-    // Subscribed, unsubscribed, unsubscribed again.
-    subscribe(&mut a, "news");
-    unsubscribe(&mut a, "news");
-    rejects(
-        &mut a,
-        &mut [&mut b],
-        r#"{"type":"unsubscribe","channel":"news"}"#,
-        "not_subscribed",
-        &["news"],
-    );
-    // b is still subscribed: the failed unsubscribes did not touch it.
-    publish(&mut a, "news", "still there?");
-    assert_eq!(expect_published(&mut a, "news"), 1);
-    expect_message_from(&mut b, "news", &sender_of(&a), "still there?");
-}
-
-#[test]
 fn subscribing_twice_is_not_an_error_and_delivers_once() {
     let server = Server::serve(&[]);
     let (mut a, mut b) = (Peer::join(&server), Peer::join(&server));
@@ -775,219 +739,48 @@ fn error_pair(server: &Server, channels: &[&str]) -> (Peer, Peer) {
     (sender, observer)
 }
 
+/// The wiring of chat errors over a socket: the limit flags reach the chat (each reply names
+/// the flag's value), a refused text or binary request gets its error, the connection stays
+/// open and nobody else receives anything. Which request gets which error, and the limits'
+/// edges, are the in-process tables of `src/app/chat/tests.rs`.
 #[test]
-fn error_invalid_json() {
-    let server = Server::serve(&[]);
+fn error_replies_reach_only_the_sender_with_the_limits_set_by_flags() {
+    let server = Server::serve(&[
+        "--max-content",
+        "10",
+        "--max-channel-name",
+        "8",
+        "--max-channels",
+        "2",
+    ]);
     let (mut a, mut b) = error_pair(&server, &["news"]);
-    for request in [
-        "hello",
-        "",
-        r#"{"type":"chat","content":"x""#,
-        r#"{'type':'chat'}"#,
-        r#"[{"type":"chat","content":"x"}]"#,
-        r#""chat""#,
-        "42",
-        "null",
-        "true",
-    ] {
-        rejects(&mut a, &mut [&mut b], request, "invalid_json", &[]);
-    }
-}
-
-#[test]
-fn error_missing_type() {
-    let server = Server::serve(&[]);
-    let (mut a, mut b) = error_pair(&server, &["news"]);
-    for request in [
-        r#"{}"#,
-        r#"{"content":"x"}"#,
-        r#"{"channel":"news","content":"x"}"#,
-        r#"{"type":5,"content":"x"}"#,
-        r#"{"type":null,"content":"x"}"#,
-        r#"{"type":true,"content":"x"}"#,
-        r#"{"type":["chat"],"content":"x"}"#,
-        r#"{"type":{"name":"chat"},"content":"x"}"#,
-    ] {
-        rejects(&mut a, &mut [&mut b], request, "missing_type", &["type"]);
-    }
-}
-
-#[test]
-fn error_unknown_type() {
-    let server = Server::serve(&[]);
-    let (mut a, mut b) = error_pair(&server, &["news"]);
-    rejects(
-        &mut a,
-        &mut [&mut b],
-        r#"{"type":"shout","content":"x"}"#,
-        "unknown_type",
-        &["shout"],
-    );
-    // Types are case-sensitive.
-    rejects(
-        &mut a,
-        &mut [&mut b],
-        r#"{"type":"Chat","content":"x"}"#,
-        "unknown_type",
-        &["Chat"],
-    );
-    // Server-to-client types are not requests.
-    rejects(
-        &mut a,
-        &mut [&mut b],
-        r#"{"type":"message","channel":"news","content":"x"}"#,
-        "unknown_type",
-        &["message"],
-    );
-    rejects(&mut a, &mut [&mut b], r#"{"type":""}"#, "unknown_type", &[]);
-}
-
-#[test]
-fn error_missing_field() {
-    let server = Server::serve(&[]);
-    let (mut a, mut b) = error_pair(&server, &["news"]);
-    for (request, field) in [
-        (r#"{"type":"chat"}"#, "content"),
-        (r#"{"type":"chat","text":"x"}"#, "content"),
-        (r#"{"type":"publish","content":"x"}"#, "channel"),
-        (r#"{"type":"publish","channel":"news"}"#, "content"),
-        (r#"{"type":"ping"}"#, "ts"),
-        (r#"{"type":"subscribe"}"#, "channel"),
-        (r#"{"type":"unsubscribe"}"#, "channel"),
-    ] {
-        rejects(&mut a, &mut [&mut b], request, "missing_field", &[field]);
-    }
-}
-
-#[test]
-fn error_wrong_type() {
-    let server = Server::serve(&[]);
-    let (mut a, mut b) = error_pair(&server, &["news", "5"]);
-    for (request, field) in [
-        (r#"{"type":"chat","content":5}"#, "content"),
-        (r#"{"type":"chat","content":null}"#, "content"),
-        (r#"{"type":"chat","content":["x"]}"#, "content"),
-        (
-            r#"{"type":"publish","channel":{"name":"news"},"content":"x"}"#,
-            "channel",
-        ),
-        (r#"{"type":"publish","channel":5,"content":"x"}"#, "channel"),
-        (
-            r#"{"type":"publish","channel":"news","content":true}"#,
-            "content",
-        ),
-        (r#"{"type":"subscribe","channel":["news"]}"#, "channel"),
-        (r#"{"type":"unsubscribe","channel":null}"#, "channel"),
-        (r#"{"type":"ping","ts":"1795000000000"}"#, "ts"),
-        (r#"{"type":"ping","ts":null}"#, "ts"),
-        (r#"{"type":"ping","ts":[1]}"#, "ts"),
-    ] {
-        rejects(&mut a, &mut [&mut b], request, "wrong_type", &[field]);
-    }
-}
-
-#[test]
-fn error_content_too_long() {
-    let server = Server::serve(&["--max-content", "10"]);
-    let (mut a, mut b) = error_pair(&server, &["news"]);
-    // Exactly 10 bytes (ASCII, then 5 two-byte characters): delivered.
-    for content in ["0123456789", "ééééé"] {
-        a.send(&json!({"type": "chat", "content": content}));
-        let sender = sender_of(&a);
-        for peer in [&mut a, &mut b] {
-            let chat = peer.recv_type("chat");
-            assert_eq!(chat["content"], content, "{chat}");
-            assert_eq!(chat["id"], sender.id.as_str(), "{chat}");
-        }
-        publish(&mut a, "news", content);
-        assert_eq!(expect_published(&mut a, "news"), 1);
-        expect_message_from(&mut b, "news", &sender, content);
-    }
-    // 11 bytes, and 6 characters that are 12 bytes: the limit counts bytes.
-    for content in ["0123456789a", "éééééa", "éééééé"] {
-        let chat = json!({"type": "chat", "content": content}).to_string();
-        rejects(
-            &mut a,
-            &mut [&mut b],
-            &chat,
-            "content_too_long",
-            &["content"],
-        );
-        let publish = json!({"type": "publish", "channel": "news", "content": content});
-        rejects(
-            &mut a,
-            &mut [&mut b],
-            &publish.to_string(),
-            "content_too_long",
-            &["content"],
-        );
-    }
-}
-
-#[test]
-fn error_invalid_channel() {
-    let server = Server::serve(&["--max-channel-name", "8"]);
-    let (mut a, mut b) = error_pair(&server, &["12345678"]);
-    // 8 bytes is fine (ASCII, and 4 two-byte characters).
-    subscribe(&mut a, "12345678");
-    subscribe(&mut a, "éééé");
-    for channel in ["", "123456789", "éééé1"] {
-        for request in [
-            json!({"type": "subscribe", "channel": channel}),
-            json!({"type": "unsubscribe", "channel": channel}),
-            json!({"type": "publish", "channel": channel, "content": "x"}),
-        ] {
-            rejects(
-                &mut a,
-                &mut [&mut b],
-                &request.to_string(),
-                "invalid_channel",
-                &["channel"],
-            );
-        }
-    }
-}
-
-#[test]
-fn error_too_many_channels() {
-    let server = Server::serve(&["--max-channels", "2"]);
-    let (mut a, mut b) = error_pair(&server, &["one", "three"]);
     subscribe(&mut a, "one");
     subscribe(&mut a, "two");
-    rejects(
-        &mut a,
-        &mut [&mut b],
-        r#"{"type":"subscribe","channel":"three"}"#,
-        "too_many_channels",
-        &["2"],
-    );
-    // Subscribing again to a channel it is in is not a new subscription.
-    subscribe(&mut a, "one");
-    // The refused subscription was not recorded: a publish on it reaches only b.
-    let sender = sender_of(&b);
-    publish(&mut b, "three", "x");
-    expect_message_from(&mut b, "three", &sender, "x");
-    assert_eq!(expect_published(&mut b, "three"), 1);
-    a.expect_nothing();
-    // Leaving one makes room.
-    unsubscribe(&mut a, "two");
-    subscribe(&mut a, "three");
-}
-
-#[test]
-fn error_binary_not_supported() {
-    let server = Server::serve(&[]);
-    let (mut a, mut b) = error_pair(&server, &["news"]);
-    for payload in [
-        &br#"{"type":"chat","content":"x"}"#[..],
-        &br#"{"type":"publish","channel":"news","content":"x"}"#[..],
-        &[0xff, 0x00][..],
+    for (request, code, word) in [
+        (
+            json!({"type": "publish", "channel": "news", "content": "0123456789a"}),
+            "content_too_long",
+            "10",
+        ),
+        (
+            json!({"type": "publish", "channel": "123456789", "content": "x"}),
+            "invalid_channel",
+            "8",
+        ),
+        (
+            json!({"type": "subscribe", "channel": "news"}),
+            "too_many_channels",
+            "2",
+        ),
     ] {
-        a.client.send_binary(payload).expect("send binary");
-        a.expect_error("binary_not_supported");
-        a.barrier();
-        b.expect_nothing();
+        rejects(&mut a, &mut [&mut b], &request.to_string(), code, &[word]);
     }
+    a.client
+        .send_binary(br#"{"type":"publish","channel":"news","content":"x"}"#)
+        .expect("send binary");
+    a.expect_error("binary_not_supported");
+    a.barrier();
+    b.expect_nothing();
 }
 
 // ---------------------------------------------------------------------------------------------

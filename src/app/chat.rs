@@ -512,3 +512,6 @@ fn broadcast_to(
     }
     count
 }
+
+#[cfg(test)]
+mod tests;
