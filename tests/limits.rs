@@ -22,34 +22,19 @@ use std::time::{Duration, Instant};
 
 use common::raw::{encode_all, opcode, OutFrame, RawClient, ReadError};
 use common::{
-    fetch_metrics, http_exchange, read_until_close, rss_kib, upgrade_request, Bystander,
-    FrameReader, Server, SAMPLE_ACCEPT,
+    closes, fetch_metrics, header, http_exchange, read_until_close, rejections, rss_kib, sample,
+    sample_with, status_line, upgrade_request, Bystander, FrameReader, Server, MANY_REQUESTS,
+    SAMPLE_ACCEPT,
 };
 use serde_json::Value;
 use wsloop::client::{Client, ClientOptions, Received};
 
 /// Bound on an answer that must come "at once".
 const PROMPT: Duration = Duration::from_secs(2);
-/// Lifts serve's per-address request budget (50 a second) in tests of other limits.
-const MANY_REQUESTS: [&str; 2] = ["--handshakes-per-second", "100000"];
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-/// The status line of an HTTP head.
-fn status_line(head: &str) -> &str {
-    head.split("\r\n").next().unwrap_or_default()
-}
-
-/// The first value of header `name` in an HTTP head.
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.split("\r\n")
-        .skip(1)
-        .filter_map(|l| l.split_once(':'))
-        .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.trim())
-}
 
 /// Sends an upgrade request for `path` with `extra` header lines; returns the answer head and
 /// the connection (open when the answer is 101, whose accept key is checked).
@@ -93,29 +78,6 @@ fn refused(server: &Server, extra: &str, status: &str) {
         Some("1"),
         "refusal without Retry-After: {head}"
     );
-}
-
-/// A metric series that must be present, read with `extra` request headers.
-fn sample_with(server: &Server, extra: &str, series: &str) -> u64 {
-    let metrics = fetch_metrics(server.addr, extra);
-    *metrics
-        .get(series)
-        .unwrap_or_else(|| panic!("no series {series} in /metrics: {metrics:?}"))
-}
-
-/// [`sample_with`] without extra headers.
-fn sample(server: &Server, series: &str) -> u64 {
-    sample_with(server, "", series)
-}
-
-/// The series of a handshake rejection reason.
-fn rejections(reason: &str) -> String {
-    format!("wsloop_handshake_rejections_total{{reason=\"{reason}\"}}")
-}
-
-/// The series of a close code.
-fn closes(code: u16) -> String {
-    format!("wsloop_closes_total{{code=\"{code}\"}}")
 }
 
 /// Polls `condition` every 20 ms for up to 5 s.

@@ -159,6 +159,47 @@ pub fn upgrade_request(path: &str, extra: &str) -> String {
     )
 }
 
+/// Lifts serve's per-address request budget (50 a second) so that tests opening many
+/// connections from 127.0.0.1 test what they mean to.
+pub const MANY_REQUESTS: [&str; 2] = ["--handshakes-per-second", "100000"];
+
+/// The status line of an HTTP head.
+pub fn status_line(head: &str) -> &str {
+    head.split("\r\n").next().unwrap_or_default()
+}
+
+/// The first value of header `name` (case-insensitive) in an HTTP head.
+pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.split("\r\n")
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+}
+
+/// The `/metrics` series of a handshake rejection reason.
+pub fn rejections(reason: &str) -> String {
+    format!("wsloop_handshake_rejections_total{{reason=\"{reason}\"}}")
+}
+
+/// The `/metrics` series of a close code.
+pub fn closes(code: u16) -> String {
+    format!("wsloop_closes_total{{code=\"{code}\"}}")
+}
+
+/// A metric series of a serve that must be present, read with `extra` request headers.
+pub fn sample_with(server: &Server, extra: &str, series: &str) -> u64 {
+    let metrics = fetch_metrics(server.addr, extra);
+    *metrics
+        .get(series)
+        .unwrap_or_else(|| panic!("no series {series} in /metrics: {metrics:?}"))
+}
+
+/// [`sample_with`] without extra headers.
+pub fn sample(server: &Server, series: &str) -> u64 {
+    sample_with(server, "", series)
+}
+
 /// The resident set size of process `pid` in KiB (`VmRSS` of `/proc/PID/status`).
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
