@@ -11,16 +11,16 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use common::raw::{opcode, OutFrame, RawClient, ReadError};
-use common::Server;
+use common::raw::{is_timeout, opcode, OutFrame, RawClient, ReadError};
+use common::{assert_keys, assert_recent_ts, Server};
 use serde_json::{json, Value};
 use wsloop::client::{Client, ClientError, ClientOptions, Received};
 
@@ -39,46 +39,10 @@ const STYLE_CSS: &str = include_str!("../web/style.css");
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis() as u64
-}
-
-/// Asserts that `value` is an integer number of ms within a few seconds of now.
-fn assert_recent_ts(value: &Value, what: &str) {
-    let ts = value
-        .as_u64()
-        .unwrap_or_else(|| panic!("{what}: ts {value} is not a non-negative integer"));
-    let now = now_ms();
-    assert!(
-        ts.abs_diff(now) <= TS_SLACK_MS,
-        "{what}: ts {ts} is not within {TS_SLACK_MS} ms of now ({now})"
-    );
-}
-
-/// Asserts that `value` is an object with exactly these keys.
-fn assert_keys(value: &Value, keys: &[&str]) {
-    let object = value
-        .as_object()
-        .unwrap_or_else(|| panic!("not a JSON object: {value}"));
-    let got: BTreeSet<&str> = object.keys().map(String::as_str).collect();
-    let want: BTreeSet<&str> = keys.iter().copied().collect();
-    assert_eq!(got, want, "fields of {value}");
-}
-
 /// Whether `text` contains `word` as a whole word (split on anything not alphanumeric or `_`).
 fn mentions_word(text: &str, word: &str) -> bool {
     text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
         .any(|w| w == word)
-}
-
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
 }
 
 /// Polls `condition` every 20 ms for up to [`WAIT`].
@@ -131,7 +95,7 @@ impl Peer {
         let id = welcome["id"].as_str().expect("welcome.id is a string");
         assert!(!id.is_empty(), "empty welcome.id: {welcome}");
         let name = welcome["name"].as_str().expect("welcome.name is a string");
-        assert_recent_ts(&welcome["ts"], "welcome");
+        assert_recent_ts(&welcome["ts"], TS_SLACK_MS, "welcome");
         peer.id = id.to_owned();
         peer.name = name.to_owned();
         peer
@@ -515,7 +479,7 @@ fn ping_gets_pong_echoing_an_integer_ts() {
         assert_keys(&pong, &["type", "ts", "echo"]);
         assert_eq!(pong["echo"], json!(ts), "{pong}");
         assert!(pong["echo"].is_u64(), "echo kept as an integer: {pong}");
-        assert_recent_ts(&pong["ts"], "pong");
+        assert_recent_ts(&pong["ts"], TS_SLACK_MS, "pong");
     }
 }
 
@@ -528,7 +492,7 @@ fn ping_gets_pong_echoing_a_float_ts() {
         let pong = peer.recv_type("pong");
         assert_keys(&pong, &["type", "ts", "echo"]);
         assert_eq!(pong["echo"].as_f64(), Some(ts), "{pong}");
-        assert_recent_ts(&pong["ts"], "pong");
+        assert_recent_ts(&pong["ts"], TS_SLACK_MS, "pong");
     }
 }
 
@@ -549,7 +513,7 @@ fn chat_reaches_every_client_including_the_sender() {
             assert_eq!(chat["from"], from.as_str(), "{chat}");
             assert_eq!(chat["id"], id.as_str(), "{chat}");
             assert_eq!(chat["content"], content, "{chat}");
-            assert_recent_ts(&chat["ts"], "chat");
+            assert_recent_ts(&chat["ts"], TS_SLACK_MS, "chat");
         }
     }
     // Each got each chat exactly once.
@@ -612,7 +576,7 @@ fn expect_message_from(peer: &mut Peer, channel: &str, from: &Sender, content: &
     assert_eq!(message["from"], from.name.as_str(), "{message}");
     assert_eq!(message["id"], from.id.as_str(), "{message}");
     assert_eq!(message["content"], content, "{message}");
-    assert_recent_ts(&message["ts"], "message");
+    assert_recent_ts(&message["ts"], TS_SLACK_MS, "message");
 }
 
 #[test]

@@ -114,6 +114,40 @@ impl Drop for Server {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Helpers of the chat tests (tests/serve.rs, tests/cluster.rs).
+// ---------------------------------------------------------------------------------------------
+
+/// Milliseconds since the Unix epoch, as the server stamps `ts`.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
+}
+
+/// Asserts that `value` is an object with exactly these keys.
+pub fn assert_keys(value: &serde_json::Value, keys: &[&str]) {
+    let object = value
+        .as_object()
+        .unwrap_or_else(|| panic!("not a JSON object: {value}"));
+    let got: std::collections::BTreeSet<&str> = object.keys().map(String::as_str).collect();
+    let want: std::collections::BTreeSet<&str> = keys.iter().copied().collect();
+    assert_eq!(got, want, "fields of {value}");
+}
+
+/// Asserts that `value` is an integer number of ms within `slack_ms` of now; `what` names it.
+pub fn assert_recent_ts(value: &serde_json::Value, slack_ms: u64, what: impl std::fmt::Display) {
+    let ts = value
+        .as_u64()
+        .unwrap_or_else(|| panic!("{what}: ts {value} is not a non-negative integer"));
+    let now = now_ms();
+    assert!(
+        ts.abs_diff(now) <= slack_ms,
+        "{what}: ts {ts} is not within {slack_ms} ms of now ({now})"
+    );
+}
+
 /// Whether external test dependencies are required (CI) rather than optional.
 pub fn external_required() -> bool {
     std::env::var("WSLOOP_REQUIRE_EXTERNAL").is_ok_and(|v| v == "1")
@@ -210,6 +244,32 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
 }
+
+/// User plus system CPU time of process `pid`, in clock ticks (`/proc/PID/stat`).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/stat: {e}"));
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Serve's per-address limits out of the way, for tests whose many clients are all
+/// 127.0.0.1.
+pub const NO_ADDRESS_LIMITS: [&str; 8] = [
+    "--handshakes-per-second",
+    "100000",
+    "--max-pending-handshakes-per-address",
+    "100000",
+    "--max-connections-per-address",
+    "100000",
+    "--max-messages-per-second",
+    "100000",
+];
 
 /// Writes `request` over a fresh connection and reads until the server closes (at most 5 s);
 /// returns the response head (status line and headers, without the blank line) and the body.
