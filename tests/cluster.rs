@@ -221,12 +221,7 @@ struct HttpReply {
 
 impl HttpReply {
     fn header(&self, name: &str) -> Option<&str> {
-        self.head
-            .split("\r\n")
-            .skip(1)
-            .filter_map(|l| l.split_once(':'))
-            .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.trim())
+        common::header(&self.head, name)
     }
 }
 

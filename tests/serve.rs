@@ -234,17 +234,12 @@ struct HttpReply {
 impl HttpReply {
     /// The status line.
     fn status(&self) -> &str {
-        self.head.split("\r\n").next().unwrap_or_default()
+        common::status_line(&self.head)
     }
 
     /// The first value of header `name` (case-insensitive).
     fn header(&self, name: &str) -> Option<&str> {
-        self.head
-            .split("\r\n")
-            .skip(1)
-            .filter_map(|l| l.split_once(':'))
-            .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.trim())
+        common::header(&self.head, name)
     }
 
     /// The media type of `Content-Type`, without parameters.
