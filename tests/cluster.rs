@@ -839,7 +839,7 @@ fn canonical(message: &Value) -> String {
     assert_keys(&message, keys);
     if let Some(object) = message.as_object_mut() {
         if let Some(ts) = object.remove("ts") {
-            assert_recent_ts(&ts, TS_SLACK_MS, &Value::Object(object.clone()));
+            assert_recent_ts(&ts, TS_SLACK_MS, Value::Object(object.clone()));
         }
     }
     message.to_string()
