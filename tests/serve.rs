@@ -527,12 +527,6 @@ fn subscribe(peer: &mut Peer, channel: &str) {
     assert_eq!(reply, json!({"type": "subscribed", "channel": channel}));
 }
 
-fn unsubscribe(peer: &mut Peer, channel: &str) {
-    peer.send(&json!({"type": "unsubscribe", "channel": channel}));
-    let reply = peer.recv_type("unsubscribed");
-    assert_eq!(reply, json!({"type": "unsubscribed", "channel": channel}));
-}
-
 fn publish(peer: &mut Peer, channel: &str, content: &str) {
     peer.send(&json!({"type": "publish", "channel": channel, "content": content}));
 }
@@ -590,64 +584,6 @@ fn publish_reaches_only_subscribers() {
     c.expect_nothing();
     a.expect_nothing();
     b.expect_nothing();
-}
-
-#[test]
-fn publisher_not_subscribed_gets_only_published() {
-    let server = Server::serve(&[]);
-    let [mut a, mut b, mut c] = Peer::join_many(&server);
-    subscribe(&mut a, "news");
-    subscribe(&mut b, "news");
-    publish(&mut c, "news", "from outside");
-    assert_eq!(expect_published(&mut c, "news"), 2);
-    c.expect_nothing();
-    let sender = sender_of(&c);
-    expect_message_from(&mut a, "news", &sender, "from outside");
-    expect_message_from(&mut b, "news", &sender, "from outside");
-    a.expect_nothing();
-    b.expect_nothing();
-}
-
-#[test]
-fn publish_to_a_channel_without_subscribers_has_zero_receivers() {
-    let server = Server::serve(&[]);
-    let (mut a, mut b) = (Peer::join(&server), Peer::join(&server));
-    subscribe(&mut b, "other");
-    publish(&mut a, "empty", "anyone?");
-    assert_eq!(expect_published(&mut a, "empty"), 0);
-    a.expect_nothing();
-    b.expect_nothing();
-}
-
-#[test]
-fn unsubscribe_stops_deliveries() {
-    let server = Server::serve(&[]);
-    let [mut a, mut b, mut c] = Peer::join_many(&server);
-    subscribe(&mut a, "news");
-    subscribe(&mut b, "news");
-    unsubscribe(&mut a, "news");
-    publish(&mut c, "news", "after");
-    assert_eq!(expect_published(&mut c, "news"), 1);
-    expect_message_from(&mut b, "news", &sender_of(&c), "after");
-    a.expect_nothing();
-    b.expect_nothing();
-}
-
-#[test]
-fn subscribing_twice_is_not_an_error_and_delivers_once() {
-    let server = Server::serve(&[]);
-    let (mut a, mut b) = (Peer::join(&server), Peer::join(&server));
-    subscribe(&mut a, "news");
-    subscribe(&mut a, "news");
-    publish(&mut b, "news", "once");
-    assert_eq!(expect_published(&mut b, "news"), 1);
-    expect_message_from(&mut a, "news", &sender_of(&b), "once");
-    a.expect_nothing();
-    // One unsubscribe undoes both subscribes.
-    unsubscribe(&mut a, "news");
-    publish(&mut b, "news", "gone");
-    assert_eq!(expect_published(&mut b, "news"), 0);
-    a.expect_nothing();
 }
 
 #[test]
