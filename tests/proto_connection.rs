@@ -152,6 +152,13 @@ impl Peer {
     }
 }
 
+/// `bytes` after the first fragment ("a") of a text message.
+fn inside_a_message(bytes: &[u8]) -> Vec<u8> {
+    let mut stream = client_frame(0x01, KEY, b"a");
+    stream.extend_from_slice(bytes);
+    stream
+}
+
 /// A server fed `stream` (in one piece, then byte by byte) fails with `error` after `events`,
 /// queues exactly `close`, and reads nothing more.
 fn assert_fails(stream: &[u8], events: &[Ev], error: ProtocolError, close: &[u8]) {
@@ -359,8 +366,7 @@ fn reserved_bits_fail_with_1002() {
         assert_fails(&frame, &[], ProtocolError::ReservedBits, &close);
     }
     // RSV2 on a continuation of a fragmented message.
-    let mut stream = client_frame(0x01, KEY, b"a");
-    stream.extend_from_slice(&client_frame(0xa0, KEY2, b"b"));
+    let stream = inside_a_message(&client_frame(0xa0, KEY2, b"b"));
     assert_fails(&stream, &[], ProtocolError::ReservedBits, &close);
 }
 
@@ -394,8 +400,7 @@ fn reserved_opcodes_fail_with_1002() {
         }
     }
     // Inside a fragmented message.
-    let mut stream = client_frame(0x01, KEY, b"a");
-    stream.extend_from_slice(&client_frame(0x83, KEY2, b"b"));
+    let stream = inside_a_message(&client_frame(0x83, KEY2, b"b"));
     assert_fails(
         &stream,
         &[],
@@ -444,8 +449,7 @@ fn fragmented_control_frames_fail_with_1002() {
         );
     }
     // A fragmented ping inside a fragmented message.
-    let mut stream = client_frame(0x01, KEY, b"a");
-    stream.extend_from_slice(&client_frame(0x09, KEY2, b"p"));
+    let stream = inside_a_message(&client_frame(0x09, KEY2, b"p"));
     assert_fails(&stream, &[], ProtocolError::FragmentedControlFrame, &close);
 }
 
@@ -560,8 +564,7 @@ fn length_with_the_top_bit_set_fails_with_1002_from_the_length_alone() {
     let header = [0x82, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
     assert_fails(&header, &[], ProtocolError::LengthTopBitSet, &close);
     // A continuation's length too.
-    let mut stream = client_frame(0x01, KEY, b"a");
-    stream.extend_from_slice(&[0x80, 0xff, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00]);
+    let stream = inside_a_message(&[0x80, 0xff, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00]);
     assert_fails(&stream, &[], ProtocolError::LengthTopBitSet, &close);
 }
 
@@ -669,8 +672,7 @@ fn fragment_count_is_limited() {
     let mut p = Peer::server_with(limits.clone());
     assert_eq!(p.feed(&stream), (vec![Ev::Binary(b"abc".to_vec())], Ok(())));
     // A fourth frame fails at its header, even an empty continuation.
-    let mut stream = client_frame(0x01, KEY, b"a");
-    stream.extend_from_slice(&client_frame(0x00, KEY2, b""));
+    let mut stream = inside_a_message(&client_frame(0x00, KEY2, b""));
     stream.extend_from_slice(&client_frame(0x00, KEY, b""));
     stream.extend_from_slice(&[0x80, 0x80, 0x37, 0xfa, 0x21, 0x3d]);
     let mut p = Peer::server_with(limits.clone());

@@ -20,7 +20,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::raw::{is_timeout, opcode, OutFrame, RawClient, ReadError};
-use common::{assert_keys, assert_recent_ts, Server};
+use common::{assert_keys, assert_recent_ts, rejections, Server};
 use serde_json::{json, Value};
 use wsloop::client::{Client, ClientError, ClientOptions, Received};
 
@@ -814,13 +814,7 @@ fn http_metrics_exposes_the_counters() {
     let reply = http(server.addr, &upgrade_request("/other", ""));
     assert_eq!(reply.status(), "HTTP/1.1 404 Not Found", "{}", reply.head);
     let rejected = metrics(&server);
-    assert_eq!(
-        sample(
-            &rejected,
-            "wsloop_handshake_rejections_total{reason=\"not_found\"}"
-        ),
-        1
-    );
+    assert_eq!(sample(&rejected, &rejections("not_found")), 1);
     assert_eq!(sample(&rejected, "wsloop_connections_total"), 2);
     assert_eq!(sample(&rejected, "wsloop_protocol_errors_total"), 0);
     assert_eq!(sample(&rejected, "wsloop_heartbeat_timeouts_total"), 0);
@@ -1088,13 +1082,7 @@ fn token_missing_or_wrong_gets_401() {
         );
     }
     let m = metrics(&server);
-    assert_eq!(
-        sample(
-            &m,
-            "wsloop_handshake_rejections_total{reason=\"unauthorized\"}"
-        ),
-        9
-    );
+    assert_eq!(sample(&m, &rejections("unauthorized")), 9);
     assert_eq!(sample(&m, "wsloop_connections_total"), 0);
 }
 
@@ -1163,13 +1151,7 @@ fn allow_origin_refuses_other_origins() {
         );
     }
     let m = metrics(&server);
-    assert_eq!(
-        sample(
-            &m,
-            "wsloop_handshake_rejections_total{reason=\"origin_not_allowed\"}"
-        ),
-        3
-    );
+    assert_eq!(sample(&m, &rejections("origin_not_allowed")), 3);
     assert_eq!(sample(&m, "wsloop_connections"), 2);
 }
 
