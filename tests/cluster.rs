@@ -25,9 +25,10 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use common::raw::{opcode, RawClient, ReadError};
+use common::raw::{is_timeout, opcode, RawClient, ReadError};
+use common::{assert_keys, assert_recent_ts};
 use serde_json::{json, Value};
 use wsloop::client::{Client, ClientError, ClientOptions, Received};
 
@@ -48,41 +49,6 @@ const PREFIX: &str = "wsloop-test:";
 // ---------------------------------------------------------------------------------------------
 // Small helpers
 // ---------------------------------------------------------------------------------------------
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis() as u64
-}
-
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
-}
-
-/// Asserts that `value` is an object with exactly these keys.
-fn assert_keys(value: &Value, keys: &[&str]) {
-    let object = value
-        .as_object()
-        .unwrap_or_else(|| panic!("not a JSON object: {value}"));
-    let got: BTreeSet<&str> = object.keys().map(String::as_str).collect();
-    let want: BTreeSet<&str> = keys.iter().copied().collect();
-    assert_eq!(got, want, "fields of {value}");
-}
-
-fn assert_recent_ts(value: &Value, what: &Value) {
-    let ts = value
-        .as_u64()
-        .unwrap_or_else(|| panic!("ts {value} is not a non-negative integer in {what}"));
-    let now = now_ms();
-    assert!(
-        ts.abs_diff(now) <= TS_SLACK_MS,
-        "ts {ts} is not within {TS_SLACK_MS} ms of now ({now}) in {what}"
-    );
-}
 
 /// Polls `condition` every 25 ms until it holds; panics with `what` (and the last state it
 /// describes) after `limit`.
@@ -255,12 +221,7 @@ struct HttpReply {
 
 impl HttpReply {
     fn header(&self, name: &str) -> Option<&str> {
-        self.head
-            .split("\r\n")
-            .skip(1)
-            .filter_map(|l| l.split_once(':'))
-            .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.trim())
+        common::header(&self.head, name)
     }
 }
 
@@ -724,7 +685,7 @@ impl Peer {
         let welcome = peer.recv();
         assert_keys(&welcome, &["type", "id", "name", "ts"]);
         assert_eq!(welcome["type"], "welcome", "first message: {welcome}");
-        assert_recent_ts(&welcome["ts"], &welcome);
+        assert_recent_ts(&welcome["ts"], TS_SLACK_MS, &welcome);
         let id = welcome["id"].as_str().expect("welcome.id is a string");
         assert_eq!(welcome["name"], id, "name without a token is the id");
         peer.id = id.to_owned();
@@ -878,7 +839,7 @@ fn canonical(message: &Value) -> String {
     assert_keys(&message, keys);
     if let Some(object) = message.as_object_mut() {
         if let Some(ts) = object.remove("ts") {
-            assert_recent_ts(&ts, &Value::Object(object.clone()));
+            assert_recent_ts(&ts, TS_SLACK_MS, Value::Object(object.clone()));
         }
     }
     message.to_string()
@@ -1727,7 +1688,7 @@ fn nginx_proxies_websocket_heartbeat_close_and_real_ip() {
         [&mut p1, &mut p2][from].send(&json!({"type": "chat", "content": content}));
         for peer in [&mut p1, &mut p2] {
             let mut message = peer.recv();
-            assert_recent_ts(&message["ts"], &message);
+            assert_recent_ts(&message["ts"], TS_SLACK_MS, &message);
             message.as_object_mut().expect("object").remove("ts");
             assert_eq!(
                 message,

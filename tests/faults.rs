@@ -21,25 +21,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::raw::{opcode, OutFrame, RawClient, TcpEnd};
-use common::Server;
+use common::{Server, NO_ADDRESS_LIMITS};
 use observe::{
     assert_back_to, baseline, cpu_ticks, held_connections, metrics, reset, series, vanish,
     wait_until, welcomed, ShellServer, CLEANUP, RSS_MARGIN_KIB,
 };
 use serde_json::Value;
 use wsloop::client::{Client, ClientOptions, Received};
-
-/// Per-address limits out of the way: every client of these tests is 127.0.0.1.
-const NO_ADDRESS_LIMITS: [&str; 8] = [
-    "--handshakes-per-second",
-    "100000",
-    "--max-pending-handshakes-per-address",
-    "100000",
-    "--max-connections-per-address",
-    "100000",
-    "--max-messages-per-second",
-    "100000",
-];
 
 fn serve(extra: &[&str]) -> Server {
     let mut args = NO_ADDRESS_LIMITS.to_vec();

@@ -22,34 +22,19 @@ use std::time::{Duration, Instant};
 
 use common::raw::{encode_all, opcode, OutFrame, RawClient, ReadError};
 use common::{
-    fetch_metrics, http_exchange, read_until_close, rss_kib, upgrade_request, Bystander,
-    FrameReader, Server, SAMPLE_ACCEPT,
+    closes, fetch_metrics, header, http_exchange, read_until_close, rejections, rss_kib, sample,
+    sample_with, status_line, upgrade_request, Bystander, FrameReader, Server, MANY_REQUESTS,
+    SAMPLE_ACCEPT,
 };
 use serde_json::Value;
 use wsloop::client::{Client, ClientOptions, Received};
 
 /// Bound on an answer that must come "at once".
 const PROMPT: Duration = Duration::from_secs(2);
-/// Lifts serve's per-address request budget (50 a second) in tests of other limits.
-const MANY_REQUESTS: [&str; 2] = ["--handshakes-per-second", "100000"];
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-/// The status line of an HTTP head.
-fn status_line(head: &str) -> &str {
-    head.split("\r\n").next().unwrap_or_default()
-}
-
-/// The first value of header `name` in an HTTP head.
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.split("\r\n")
-        .skip(1)
-        .filter_map(|l| l.split_once(':'))
-        .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.trim())
-}
 
 /// Sends an upgrade request for `path` with `extra` header lines; returns the answer head and
 /// the connection (open when the answer is 101, whose accept key is checked).
@@ -95,27 +80,14 @@ fn refused(server: &Server, extra: &str, status: &str) {
     );
 }
 
-/// A metric series that must be present, read with `extra` request headers.
-fn sample_with(server: &Server, extra: &str, series: &str) -> u64 {
-    let metrics = fetch_metrics(server.addr, extra);
-    *metrics
-        .get(series)
-        .unwrap_or_else(|| panic!("no series {series} in /metrics: {metrics:?}"))
-}
-
-/// [`sample_with`] without extra headers.
-fn sample(server: &Server, series: &str) -> u64 {
-    sample_with(server, "", series)
-}
-
-/// The series of a handshake rejection reason.
-fn rejections(reason: &str) -> String {
-    format!("wsloop_handshake_rejections_total{{reason=\"{reason}\"}}")
-}
-
-/// The series of a close code.
-fn closes(code: u16) -> String {
-    format!("wsloop_closes_total{{code=\"{code}\"}}")
+/// Serve with `flags` (the request budget lifted) and a bystander, welcomed, that sends
+/// `headers` with its upgrade.
+fn serve_limited(flags: &[&str], headers: &[&str]) -> (Server, Bystander) {
+    let mut args = flags.to_vec();
+    args.extend(MANY_REQUESTS);
+    let server = Server::serve(&args);
+    let by = Bystander::chat(&server, headers);
+    (server, by)
 }
 
 /// Polls `condition` every 20 ms for up to 5 s.
@@ -145,8 +117,7 @@ fn real_ip(ip: &str) -> String {
 
 #[test]
 fn max_connections_is_503_and_counted_as_server_full() {
-    let mut server = Server::serve(&["--max-connections", "3", MANY_REQUESTS[0], MANY_REQUESTS[1]]);
-    let mut by = Bystander::chat(&server, &[]);
+    let (mut server, mut by) = serve_limited(&["--max-connections", "3"], &[]);
     let a = open_chat(&server, "");
     let _b = open_chat(&server, "");
     // Full: further upgrades get 503, plain HTTP is still served.
@@ -177,14 +148,10 @@ fn max_connections_is_503_and_counted_as_server_full() {
 
 #[test]
 fn max_connections_per_address_applies_per_proxy_address_with_trust_proxy() {
-    let mut server = Server::serve(&[
-        "--trust-proxy",
-        "--max-connections-per-address",
-        "2",
-        MANY_REQUESTS[0],
-        MANY_REQUESTS[1],
-    ]);
-    let mut by = Bystander::chat(&server, &["X-Real-IP: 10.0.0.2"]);
+    let (mut server, mut by) = serve_limited(
+        &["--trust-proxy", "--max-connections-per-address", "2"],
+        &["X-Real-IP: 10.0.0.2"],
+    );
     let a1 = open_chat(&server, &real_ip("10.0.0.1"));
     let _a2 = open_chat(&server, &real_ip("10.0.0.1"));
     // 10.0.0.1 is at its limit: X-Real-IP, or the last X-Forwarded-For entry (the one the
@@ -222,13 +189,10 @@ fn max_connections_per_address_applies_per_proxy_address_with_trust_proxy() {
 
 #[test]
 fn max_connections_per_address_ignores_proxy_headers_without_trust_proxy() {
-    let mut server = Server::serve(&[
-        "--max-connections-per-address",
-        "2",
-        MANY_REQUESTS[0],
-        MANY_REQUESTS[1],
-    ]);
-    let mut by = Bystander::chat(&server, &["X-Real-IP: 10.0.0.1"]);
+    let (mut server, mut by) = serve_limited(
+        &["--max-connections-per-address", "2"],
+        &["X-Real-IP: 10.0.0.1"],
+    );
     let _b = open_chat(&server, &real_ip("10.0.0.2"));
     // Both count for 127.0.0.1, the TCP peer: the claimed addresses change nothing.
     refused(
@@ -329,13 +293,7 @@ fn upgrade_of_size(size: usize) -> String {
 
 #[test]
 fn max_head_bytes_is_431_and_counted() {
-    let mut server = Server::serve(&[
-        "--max-head-bytes",
-        "1024",
-        MANY_REQUESTS[0],
-        MANY_REQUESTS[1],
-    ]);
-    let mut by = Bystander::chat(&server, &[]);
+    let (mut server, mut by) = serve_limited(&["--max-head-bytes", "1024"], &[]);
     // Exactly at the limit: accepted.
     let mut raw = RawClient::connect_tcp(server.addr);
     raw.send_raw(upgrade_of_size(1024).as_bytes()).unwrap();
@@ -369,8 +327,7 @@ fn max_head_bytes_is_431_and_counted() {
 
 #[test]
 fn max_headers_is_431_and_counted() {
-    let mut server = Server::serve(&["--max-headers", "8", MANY_REQUESTS[0], MANY_REQUESTS[1]]);
-    let mut by = Bystander::chat(&server, &[]);
+    let (mut server, mut by) = serve_limited(&["--max-headers", "8"], &[]);
     // The upgrade request has 5 headers: 3 more make 8, the limit.
     let (head, _raw) = upgrade(&server, "/ws", "X-A: 1\r\nX-B: 2\r\nX-C: 3\r\n");
     assert_eq!(status_line(&head), "HTTP/1.1 101 Switching Protocols");
@@ -493,8 +450,7 @@ fn expect_failed(raw: &mut RawClient, code: u16, what: &str) {
 
 #[test]
 fn max_message_is_1009_per_frame_and_per_message_before_the_body() {
-    let mut server = Server::serve(&["--max-message", "4096", MANY_REQUESTS[0], MANY_REQUESTS[1]]);
-    let mut by = Bystander::chat(&server, &[]);
+    let (mut server, mut by) = serve_limited(&["--max-message", "4096"], &[]);
     // At the limit, in one frame and in two: accepted.
     let mut raw = open_chat(&server, "");
     raw.send(&OutFrame::text(json_ping_of_size(1, 4096)))
@@ -538,8 +494,7 @@ fn max_message_is_1009_per_frame_and_per_message_before_the_body() {
 
 #[test]
 fn max_fragments_is_1009_and_counted() {
-    let mut server = Server::serve(&["--max-fragments", "100", MANY_REQUESTS[0], MANY_REQUESTS[1]]);
-    let mut by = Bystander::chat(&server, &[]);
+    let (mut server, mut by) = serve_limited(&["--max-fragments", "100"], &[]);
     let fragmented = |text: &str, count: usize| -> Vec<OutFrame> {
         let bytes = text.as_bytes();
         let size = bytes.len().div_ceil(count);
@@ -863,13 +818,7 @@ fn pongs_owed_to_a_peer_that_does_not_read_stay_within_the_outbound_cap() {
 #[test]
 fn max_messages_per_second_gets_rate_limited_errors_then_1008() {
     // 10 a second, bursts of 20; a client that goes on through another 20 refusals is closed.
-    let mut server = Server::serve(&[
-        "--max-messages-per-second",
-        "10",
-        MANY_REQUESTS[0],
-        MANY_REQUESTS[1],
-    ]);
-    let mut by = Bystander::chat(&server, &[]);
+    let (mut server, mut by) = serve_limited(&["--max-messages-per-second", "10"], &[]);
     let mut raw = open_chat(&server, "");
     let frames: Vec<OutFrame> = (0..100)
         .map(|i| OutFrame::text(format!(r#"{{"type":"ping","ts":{i}}}"#)))

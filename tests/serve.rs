@@ -1,6 +1,7 @@
-//! `wsloop serve` over real loopback sockets, against PROTOCOL.md: the JSON messages and every
-//! error code, channels, the broadcast pass, the HTTP routes, heartbeats, tokens, origins,
-//! graceful shutdown, and the `wsloop client` command line.
+//! `wsloop serve` over real loopback sockets, against PROTOCOL.md: the JSON messages, the
+//! wiring of error replies (which request gets which error code is the in-process table of
+//! `src/app/chat/tests.rs`), channels, the broadcast pass, the HTTP routes, heartbeats, tokens,
+//! origins, graceful shutdown, and the `wsloop client` command line.
 //!
 //! Every test starts its own server on 127.0.0.1:0 (killed when its handle drops) and bounds
 //! every wait. "Nobody else received anything" is checked with a short quiet wait followed by
@@ -10,16 +11,16 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{self, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use common::raw::{opcode, OutFrame, RawClient, ReadError};
-use common::Server;
+use common::raw::{is_timeout, opcode, OutFrame, RawClient, ReadError};
+use common::{assert_keys, assert_recent_ts, rejections, Server};
 use serde_json::{json, Value};
 use wsloop::client::{Client, ClientError, ClientOptions, Received};
 
@@ -38,46 +39,10 @@ const STYLE_CSS: &str = include_str!("../web/style.css");
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_millis() as u64
-}
-
-/// Asserts that `value` is an integer number of ms within a few seconds of now.
-fn assert_recent_ts(value: &Value, what: &str) {
-    let ts = value
-        .as_u64()
-        .unwrap_or_else(|| panic!("{what}: ts {value} is not a non-negative integer"));
-    let now = now_ms();
-    assert!(
-        ts.abs_diff(now) <= TS_SLACK_MS,
-        "{what}: ts {ts} is not within {TS_SLACK_MS} ms of now ({now})"
-    );
-}
-
-/// Asserts that `value` is an object with exactly these keys.
-fn assert_keys(value: &Value, keys: &[&str]) {
-    let object = value
-        .as_object()
-        .unwrap_or_else(|| panic!("not a JSON object: {value}"));
-    let got: BTreeSet<&str> = object.keys().map(String::as_str).collect();
-    let want: BTreeSet<&str> = keys.iter().copied().collect();
-    assert_eq!(got, want, "fields of {value}");
-}
-
 /// Whether `text` contains `word` as a whole word (split on anything not alphanumeric or `_`).
 fn mentions_word(text: &str, word: &str) -> bool {
     text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
         .any(|w| w == word)
-}
-
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
 }
 
 /// Polls `condition` every 20 ms for up to [`WAIT`].
@@ -130,7 +95,7 @@ impl Peer {
         let id = welcome["id"].as_str().expect("welcome.id is a string");
         assert!(!id.is_empty(), "empty welcome.id: {welcome}");
         let name = welcome["name"].as_str().expect("welcome.name is a string");
-        assert_recent_ts(&welcome["ts"], "welcome");
+        assert_recent_ts(&welcome["ts"], TS_SLACK_MS, "welcome");
         peer.id = id.to_owned();
         peer.name = name.to_owned();
         peer
@@ -269,17 +234,12 @@ struct HttpReply {
 impl HttpReply {
     /// The status line.
     fn status(&self) -> &str {
-        self.head.split("\r\n").next().unwrap_or_default()
+        common::status_line(&self.head)
     }
 
     /// The first value of header `name` (case-insensitive).
     fn header(&self, name: &str) -> Option<&str> {
-        self.head
-            .split("\r\n")
-            .skip(1)
-            .filter_map(|l| l.split_once(':'))
-            .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.trim())
+        common::header(&self.head, name)
     }
 
     /// The media type of `Content-Type`, without parameters.
@@ -514,7 +474,7 @@ fn ping_gets_pong_echoing_an_integer_ts() {
         assert_keys(&pong, &["type", "ts", "echo"]);
         assert_eq!(pong["echo"], json!(ts), "{pong}");
         assert!(pong["echo"].is_u64(), "echo kept as an integer: {pong}");
-        assert_recent_ts(&pong["ts"], "pong");
+        assert_recent_ts(&pong["ts"], TS_SLACK_MS, "pong");
     }
 }
 
@@ -527,7 +487,7 @@ fn ping_gets_pong_echoing_a_float_ts() {
         let pong = peer.recv_type("pong");
         assert_keys(&pong, &["type", "ts", "echo"]);
         assert_eq!(pong["echo"].as_f64(), Some(ts), "{pong}");
-        assert_recent_ts(&pong["ts"], "pong");
+        assert_recent_ts(&pong["ts"], TS_SLACK_MS, "pong");
     }
 }
 
@@ -548,7 +508,7 @@ fn chat_reaches_every_client_including_the_sender() {
             assert_eq!(chat["from"], from.as_str(), "{chat}");
             assert_eq!(chat["id"], id.as_str(), "{chat}");
             assert_eq!(chat["content"], content, "{chat}");
-            assert_recent_ts(&chat["ts"], "chat");
+            assert_recent_ts(&chat["ts"], TS_SLACK_MS, "chat");
         }
     }
     // Each got each chat exactly once.
@@ -565,12 +525,6 @@ fn subscribe(peer: &mut Peer, channel: &str) {
     peer.send(&json!({"type": "subscribe", "channel": channel}));
     let reply = peer.recv_type("subscribed");
     assert_eq!(reply, json!({"type": "subscribed", "channel": channel}));
-}
-
-fn unsubscribe(peer: &mut Peer, channel: &str) {
-    peer.send(&json!({"type": "unsubscribe", "channel": channel}));
-    let reply = peer.recv_type("unsubscribed");
-    assert_eq!(reply, json!({"type": "unsubscribed", "channel": channel}));
 }
 
 fn publish(peer: &mut Peer, channel: &str, content: &str) {
@@ -611,7 +565,7 @@ fn expect_message_from(peer: &mut Peer, channel: &str, from: &Sender, content: &
     assert_eq!(message["from"], from.name.as_str(), "{message}");
     assert_eq!(message["id"], from.id.as_str(), "{message}");
     assert_eq!(message["content"], content, "{message}");
-    assert_recent_ts(&message["ts"], "message");
+    assert_recent_ts(&message["ts"], TS_SLACK_MS, "message");
 }
 
 #[test]
@@ -630,101 +584,6 @@ fn publish_reaches_only_subscribers() {
     c.expect_nothing();
     a.expect_nothing();
     b.expect_nothing();
-}
-
-#[test]
-fn publisher_not_subscribed_gets_only_published() {
-    let server = Server::serve(&[]);
-    let [mut a, mut b, mut c] = Peer::join_many(&server);
-    subscribe(&mut a, "news");
-    subscribe(&mut b, "news");
-    publish(&mut c, "news", "from outside");
-    assert_eq!(expect_published(&mut c, "news"), 2);
-    c.expect_nothing();
-    let sender = sender_of(&c);
-    expect_message_from(&mut a, "news", &sender, "from outside");
-    expect_message_from(&mut b, "news", &sender, "from outside");
-    a.expect_nothing();
-    b.expect_nothing();
-}
-
-#[test]
-fn publish_to_a_channel_without_subscribers_has_zero_receivers() {
-    let server = Server::serve(&[]);
-    let (mut a, mut b) = (Peer::join(&server), Peer::join(&server));
-    subscribe(&mut b, "other");
-    publish(&mut a, "empty", "anyone?");
-    assert_eq!(expect_published(&mut a, "empty"), 0);
-    a.expect_nothing();
-    b.expect_nothing();
-}
-
-#[test]
-fn unsubscribe_stops_deliveries() {
-    let server = Server::serve(&[]);
-    let [mut a, mut b, mut c] = Peer::join_many(&server);
-    subscribe(&mut a, "news");
-    subscribe(&mut b, "news");
-    unsubscribe(&mut a, "news");
-    publish(&mut c, "news", "after");
-    assert_eq!(expect_published(&mut c, "news"), 1);
-    expect_message_from(&mut b, "news", &sender_of(&c), "after");
-    a.expect_nothing();
-    b.expect_nothing();
-}
-
-#[test]
-fn unsubscribe_when_not_subscribed_is_not_subscribed_error() {
-    let server = Server::serve(&[]);
-    let (mut a, mut b) = (Peer::join(&server), Peer::join(&server));
-    subscribe(&mut b, "news");
-    // Never subscribed (the channel exists through b).
-    rejects(
-        &mut a,
-        &mut [&mut b],
-        r#"{"type":"unsubscribe","channel":"news"}"#,
-        "not_subscribed",
-        &["news"],
-    );
-    // A channel nobody is in.
-    rejects(
-        &mut a,
-        &mut [&mut b],
-        r#"{"type":"unsubscribe","channel":"ghost"}"#,
-        "not_subscribed",
-        &["ghost"],
-    );
-    // Subscribed, unsubscribed, unsubscribed again.
-    subscribe(&mut a, "news");
-    unsubscribe(&mut a, "news");
-    rejects(
-        &mut a,
-        &mut [&mut b],
-        r#"{"type":"unsubscribe","channel":"news"}"#,
-        "not_subscribed",
-        &["news"],
-    );
-    // b is still subscribed: the failed unsubscribes did not touch it.
-    publish(&mut a, "news", "still there?");
-    assert_eq!(expect_published(&mut a, "news"), 1);
-    expect_message_from(&mut b, "news", &sender_of(&a), "still there?");
-}
-
-#[test]
-fn subscribing_twice_is_not_an_error_and_delivers_once() {
-    let server = Server::serve(&[]);
-    let (mut a, mut b) = (Peer::join(&server), Peer::join(&server));
-    subscribe(&mut a, "news");
-    subscribe(&mut a, "news");
-    publish(&mut b, "news", "once");
-    assert_eq!(expect_published(&mut b, "news"), 1);
-    expect_message_from(&mut a, "news", &sender_of(&b), "once");
-    a.expect_nothing();
-    // One unsubscribe undoes both subscribes.
-    unsubscribe(&mut a, "news");
-    publish(&mut b, "news", "gone");
-    assert_eq!(expect_published(&mut b, "news"), 0);
-    a.expect_nothing();
 }
 
 #[test]
@@ -775,219 +634,48 @@ fn error_pair(server: &Server, channels: &[&str]) -> (Peer, Peer) {
     (sender, observer)
 }
 
+/// The wiring of chat errors over a socket: the limit flags reach the chat (each reply names
+/// the flag's value), a refused text or binary request gets its error, the connection stays
+/// open and nobody else receives anything. Which request gets which error, and the limits'
+/// edges, are the in-process tables of `src/app/chat/tests.rs`.
 #[test]
-fn error_invalid_json() {
-    let server = Server::serve(&[]);
+fn error_replies_reach_only_the_sender_with_the_limits_set_by_flags() {
+    let server = Server::serve(&[
+        "--max-content",
+        "10",
+        "--max-channel-name",
+        "8",
+        "--max-channels",
+        "2",
+    ]);
     let (mut a, mut b) = error_pair(&server, &["news"]);
-    for request in [
-        "hello",
-        "",
-        r#"{"type":"chat","content":"x""#,
-        r#"{'type':'chat'}"#,
-        r#"[{"type":"chat","content":"x"}]"#,
-        r#""chat""#,
-        "42",
-        "null",
-        "true",
-    ] {
-        rejects(&mut a, &mut [&mut b], request, "invalid_json", &[]);
-    }
-}
-
-#[test]
-fn error_missing_type() {
-    let server = Server::serve(&[]);
-    let (mut a, mut b) = error_pair(&server, &["news"]);
-    for request in [
-        r#"{}"#,
-        r#"{"content":"x"}"#,
-        r#"{"channel":"news","content":"x"}"#,
-        r#"{"type":5,"content":"x"}"#,
-        r#"{"type":null,"content":"x"}"#,
-        r#"{"type":true,"content":"x"}"#,
-        r#"{"type":["chat"],"content":"x"}"#,
-        r#"{"type":{"name":"chat"},"content":"x"}"#,
-    ] {
-        rejects(&mut a, &mut [&mut b], request, "missing_type", &["type"]);
-    }
-}
-
-#[test]
-fn error_unknown_type() {
-    let server = Server::serve(&[]);
-    let (mut a, mut b) = error_pair(&server, &["news"]);
-    rejects(
-        &mut a,
-        &mut [&mut b],
-        r#"{"type":"shout","content":"x"}"#,
-        "unknown_type",
-        &["shout"],
-    );
-    // Types are case-sensitive.
-    rejects(
-        &mut a,
-        &mut [&mut b],
-        r#"{"type":"Chat","content":"x"}"#,
-        "unknown_type",
-        &["Chat"],
-    );
-    // Server-to-client types are not requests.
-    rejects(
-        &mut a,
-        &mut [&mut b],
-        r#"{"type":"message","channel":"news","content":"x"}"#,
-        "unknown_type",
-        &["message"],
-    );
-    rejects(&mut a, &mut [&mut b], r#"{"type":""}"#, "unknown_type", &[]);
-}
-
-#[test]
-fn error_missing_field() {
-    let server = Server::serve(&[]);
-    let (mut a, mut b) = error_pair(&server, &["news"]);
-    for (request, field) in [
-        (r#"{"type":"chat"}"#, "content"),
-        (r#"{"type":"chat","text":"x"}"#, "content"),
-        (r#"{"type":"publish","content":"x"}"#, "channel"),
-        (r#"{"type":"publish","channel":"news"}"#, "content"),
-        (r#"{"type":"ping"}"#, "ts"),
-        (r#"{"type":"subscribe"}"#, "channel"),
-        (r#"{"type":"unsubscribe"}"#, "channel"),
-    ] {
-        rejects(&mut a, &mut [&mut b], request, "missing_field", &[field]);
-    }
-}
-
-#[test]
-fn error_wrong_type() {
-    let server = Server::serve(&[]);
-    let (mut a, mut b) = error_pair(&server, &["news", "5"]);
-    for (request, field) in [
-        (r#"{"type":"chat","content":5}"#, "content"),
-        (r#"{"type":"chat","content":null}"#, "content"),
-        (r#"{"type":"chat","content":["x"]}"#, "content"),
-        (
-            r#"{"type":"publish","channel":{"name":"news"},"content":"x"}"#,
-            "channel",
-        ),
-        (r#"{"type":"publish","channel":5,"content":"x"}"#, "channel"),
-        (
-            r#"{"type":"publish","channel":"news","content":true}"#,
-            "content",
-        ),
-        (r#"{"type":"subscribe","channel":["news"]}"#, "channel"),
-        (r#"{"type":"unsubscribe","channel":null}"#, "channel"),
-        (r#"{"type":"ping","ts":"1795000000000"}"#, "ts"),
-        (r#"{"type":"ping","ts":null}"#, "ts"),
-        (r#"{"type":"ping","ts":[1]}"#, "ts"),
-    ] {
-        rejects(&mut a, &mut [&mut b], request, "wrong_type", &[field]);
-    }
-}
-
-#[test]
-fn error_content_too_long() {
-    let server = Server::serve(&["--max-content", "10"]);
-    let (mut a, mut b) = error_pair(&server, &["news"]);
-    // Exactly 10 bytes (ASCII, then 5 two-byte characters): delivered.
-    for content in ["0123456789", "ééééé"] {
-        a.send(&json!({"type": "chat", "content": content}));
-        let sender = sender_of(&a);
-        for peer in [&mut a, &mut b] {
-            let chat = peer.recv_type("chat");
-            assert_eq!(chat["content"], content, "{chat}");
-            assert_eq!(chat["id"], sender.id.as_str(), "{chat}");
-        }
-        publish(&mut a, "news", content);
-        assert_eq!(expect_published(&mut a, "news"), 1);
-        expect_message_from(&mut b, "news", &sender, content);
-    }
-    // 11 bytes, and 6 characters that are 12 bytes: the limit counts bytes.
-    for content in ["0123456789a", "éééééa", "éééééé"] {
-        let chat = json!({"type": "chat", "content": content}).to_string();
-        rejects(
-            &mut a,
-            &mut [&mut b],
-            &chat,
-            "content_too_long",
-            &["content"],
-        );
-        let publish = json!({"type": "publish", "channel": "news", "content": content});
-        rejects(
-            &mut a,
-            &mut [&mut b],
-            &publish.to_string(),
-            "content_too_long",
-            &["content"],
-        );
-    }
-}
-
-#[test]
-fn error_invalid_channel() {
-    let server = Server::serve(&["--max-channel-name", "8"]);
-    let (mut a, mut b) = error_pair(&server, &["12345678"]);
-    // 8 bytes is fine (ASCII, and 4 two-byte characters).
-    subscribe(&mut a, "12345678");
-    subscribe(&mut a, "éééé");
-    for channel in ["", "123456789", "éééé1"] {
-        for request in [
-            json!({"type": "subscribe", "channel": channel}),
-            json!({"type": "unsubscribe", "channel": channel}),
-            json!({"type": "publish", "channel": channel, "content": "x"}),
-        ] {
-            rejects(
-                &mut a,
-                &mut [&mut b],
-                &request.to_string(),
-                "invalid_channel",
-                &["channel"],
-            );
-        }
-    }
-}
-
-#[test]
-fn error_too_many_channels() {
-    let server = Server::serve(&["--max-channels", "2"]);
-    let (mut a, mut b) = error_pair(&server, &["one", "three"]);
     subscribe(&mut a, "one");
     subscribe(&mut a, "two");
-    rejects(
-        &mut a,
-        &mut [&mut b],
-        r#"{"type":"subscribe","channel":"three"}"#,
-        "too_many_channels",
-        &["2"],
-    );
-    // Subscribing again to a channel it is in is not a new subscription.
-    subscribe(&mut a, "one");
-    // The refused subscription was not recorded: a publish on it reaches only b.
-    let sender = sender_of(&b);
-    publish(&mut b, "three", "x");
-    expect_message_from(&mut b, "three", &sender, "x");
-    assert_eq!(expect_published(&mut b, "three"), 1);
-    a.expect_nothing();
-    // Leaving one makes room.
-    unsubscribe(&mut a, "two");
-    subscribe(&mut a, "three");
-}
-
-#[test]
-fn error_binary_not_supported() {
-    let server = Server::serve(&[]);
-    let (mut a, mut b) = error_pair(&server, &["news"]);
-    for payload in [
-        &br#"{"type":"chat","content":"x"}"#[..],
-        &br#"{"type":"publish","channel":"news","content":"x"}"#[..],
-        &[0xff, 0x00][..],
+    for (request, code, word) in [
+        (
+            json!({"type": "publish", "channel": "news", "content": "0123456789a"}),
+            "content_too_long",
+            "10",
+        ),
+        (
+            json!({"type": "publish", "channel": "123456789", "content": "x"}),
+            "invalid_channel",
+            "8",
+        ),
+        (
+            json!({"type": "subscribe", "channel": "news"}),
+            "too_many_channels",
+            "2",
+        ),
     ] {
-        a.client.send_binary(payload).expect("send binary");
-        a.expect_error("binary_not_supported");
-        a.barrier();
-        b.expect_nothing();
+        rejects(&mut a, &mut [&mut b], &request.to_string(), code, &[word]);
     }
+    a.client
+        .send_binary(br#"{"type":"publish","channel":"news","content":"x"}"#)
+        .expect("send binary");
+    a.expect_error("binary_not_supported");
+    a.barrier();
+    b.expect_nothing();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1126,13 +814,7 @@ fn http_metrics_exposes_the_counters() {
     let reply = http(server.addr, &upgrade_request("/other", ""));
     assert_eq!(reply.status(), "HTTP/1.1 404 Not Found", "{}", reply.head);
     let rejected = metrics(&server);
-    assert_eq!(
-        sample(
-            &rejected,
-            "wsloop_handshake_rejections_total{reason=\"not_found\"}"
-        ),
-        1
-    );
+    assert_eq!(sample(&rejected, &rejections("not_found")), 1);
     assert_eq!(sample(&rejected, "wsloop_connections_total"), 2);
     assert_eq!(sample(&rejected, "wsloop_protocol_errors_total"), 0);
     assert_eq!(sample(&rejected, "wsloop_heartbeat_timeouts_total"), 0);
@@ -1400,13 +1082,7 @@ fn token_missing_or_wrong_gets_401() {
         );
     }
     let m = metrics(&server);
-    assert_eq!(
-        sample(
-            &m,
-            "wsloop_handshake_rejections_total{reason=\"unauthorized\"}"
-        ),
-        9
-    );
+    assert_eq!(sample(&m, &rejections("unauthorized")), 9);
     assert_eq!(sample(&m, "wsloop_connections_total"), 0);
 }
 
@@ -1475,13 +1151,7 @@ fn allow_origin_refuses_other_origins() {
         );
     }
     let m = metrics(&server);
-    assert_eq!(
-        sample(
-            &m,
-            "wsloop_handshake_rejections_total{reason=\"origin_not_allowed\"}"
-        ),
-        3
-    );
+    assert_eq!(sample(&m, &rejections("origin_not_allowed")), 3);
     assert_eq!(sample(&m, "wsloop_connections"), 2);
 }
 

@@ -265,16 +265,7 @@ fn accept_pauses_without_spinning_when_descriptors_run_out_and_resumes() {
     assert!(refused_at.is_some(), "descriptor limit was never reached");
     // The server is out of descriptors with connections waiting in the backlog: it must not
     // spin. Measure its CPU time over one second.
-    let cpu = || {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap()
-            .split_whitespace()
-            .collect();
-        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
-    };
+    let cpu = || common::cpu_ticks(pid);
     let waiting: Vec<TcpStream> = (0..3).map(|_| connect(addr)).collect();
     let before = cpu();
     std::thread::sleep(Duration::from_secs(1));

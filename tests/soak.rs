@@ -31,7 +31,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::raw::{opcode, OutFrame, RawClient, TcpEnd};
-use common::Server;
+use common::{Server, NO_ADDRESS_LIMITS};
 use observe::{
     assert_back_to, baseline, fd_count, held_connections, metrics, reset, rss_kib, series, vanish,
     welcomed, RSS_MARGIN_KIB,
@@ -321,15 +321,8 @@ fn listen(
 #[test]
 fn churn_soak() {
     let duration = soak_duration();
-    let server = Server::serve(&[
-        "--handshakes-per-second",
-        "100000",
-        "--max-pending-handshakes-per-address",
-        "100000",
-        "--max-connections-per-address",
-        "100000",
-        "--max-messages-per-second",
-        "100000",
+    let mut args = NO_ADDRESS_LIMITS.to_vec();
+    args.extend([
         "--ping-interval",
         "2s",
         "--ping-timeout",
@@ -337,6 +330,7 @@ fn churn_soak() {
         "--log-level",
         "warn",
     ]);
+    let server = Server::serve(&args);
     let (addr, pid) = (server.addr, server.pid());
 
     // Warm-up: a few of every cycle kind, so that allocator pools and tables exist.

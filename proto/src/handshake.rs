@@ -449,8 +449,49 @@ Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: ch
                 HandshakeError::BadKey,
             ),
         ];
+        // Hostile variants: keys that do not decode to 16 bytes, versions other than 13.
+        let long_key = format!("Sec-WebSocket-Key: {}", "QUFB".repeat(1_000));
+        let keys = [
+            "Sec-WebSocket-Key: ",
+            "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAA",
+            "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAAA=",
+            "Sec-WebSocket-Key: !!!!!!!!!!!!!!!!!!!!!!==",
+            &long_key,
+        ];
+        let versions = ["12", "14", "1300", "13, 8", ""];
+        let good = std::str::from_utf8(GOOD).unwrap();
+        let cases = cases
+            .into_iter()
+            .chain(keys.iter().map(|line| {
+                (
+                    with_header_replaced("Sec-WebSocket-Key", line),
+                    HandshakeError::BadKey,
+                )
+            }))
+            .chain(versions.iter().map(|v| {
+                let line = format!("Sec-WebSocket-Version: {v}");
+                (
+                    with_header_replaced("Sec-WebSocket-Version", &line),
+                    HandshakeError::UnsupportedVersion,
+                )
+            }))
+            .chain([
+                (
+                    with_header_replaced("Sec-WebSocket-Version", "X-Version: 13"),
+                    HandshakeError::UnsupportedVersion,
+                ),
+                (
+                    good.replacen("GET", "PUT", 1).into_bytes(),
+                    HandshakeError::NotGet,
+                ),
+                (
+                    good.replacen("HTTP/1.1", "HTTP/2.0", 1).into_bytes(),
+                    HandshakeError::HttpVersion,
+                ),
+            ]);
         for (bytes, want) in cases {
-            assert_eq!(upgrade(&bytes), Err(want.clone()), "{want:?}");
+            let what = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned();
+            assert_eq!(upgrade(&bytes), Err(want.clone()), "{want:?}: {what}");
         }
         assert_eq!(HandshakeError::UnsupportedVersion.status(), 426);
         assert_eq!(HandshakeError::BadKey.status(), 400);

@@ -159,6 +159,13 @@ impl Peer {
     }
 }
 
+/// `bytes` after the first fragment ("a") of a text message.
+fn inside_a_message(bytes: &[u8]) -> Vec<u8> {
+    let mut stream = client_frame(0x01, KEY, b"a");
+    stream.extend_from_slice(bytes);
+    stream
+}
+
 /// A server fed `stream` (in one piece, then byte by byte) fails with `error` after `events`,
 /// queues exactly `close`, and reads nothing more.
 fn assert_fails(stream: &[u8], events: &[Ev], error: ProtocolError, close: &[u8]) {
@@ -315,6 +322,17 @@ fn server_fails_on_an_unmasked_frame_with_1002() {
     assert_fails(&frame, &[], ProtocolError::UnmaskedFrame, &close);
     // Control frames too: an unmasked empty ping, judged from its 2-byte header.
     assert_fails(&[0x89, 0x00], &[], ProtocolError::UnmaskedFrame, &close);
+    // Every other kind: empty text, binary, close, and a continuation after a masked start.
+    let mut continuation = client_frame(0x01, KEY, b"one");
+    continuation.extend_from_slice(&[0x80, 0x03, b't', b'w', b'o']);
+    for stream in [
+        vec![0x81, 0x00],
+        vec![0x82, 0x03, 1, 2, 3],
+        vec![0x88, 0x02, 0x03, 0xe8],
+        continuation,
+    ] {
+        assert_fails(&stream, &[], ProtocolError::UnmaskedFrame, &close);
+    }
 }
 
 #[test]
@@ -349,10 +367,14 @@ fn reserved_bits_fail_with_1002() {
         &[0x88, 0x28, 0x03, 0xea],
         "reserved bits set without an extension",
     );
-    for b0 in [0xc1, 0xa1, 0x91, 0xf1, 0xc9, 0xc0] {
+    // Each of the seven combinations on a text, RSV1 on a ping and on a continuation.
+    for b0 in [0x91, 0xa1, 0xb1, 0xc1, 0xd1, 0xe1, 0xf1, 0xc9, 0xc0] {
         let frame = client_frame(b0, KEY, b"x");
         assert_fails(&frame, &[], ProtocolError::ReservedBits, &close);
     }
+    // RSV2 on a continuation of a fragmented message.
+    let stream = inside_a_message(&client_frame(0xa0, KEY2, b"b"));
+    assert_fails(&stream, &[], ProtocolError::ReservedBits, &close);
 }
 
 #[test]
@@ -384,6 +406,14 @@ fn reserved_opcodes_fail_with_1002() {
             );
         }
     }
+    // Inside a fragmented message.
+    let stream = inside_a_message(&client_frame(0x83, KEY2, b"b"));
+    assert_fails(
+        &stream,
+        &[],
+        ProtocolError::ReservedOpcode(0x3),
+        &close_frame(&[0x88, 0x15, 0x03, 0xea], "reserved opcode 0x3"),
+    );
 }
 
 #[test]
@@ -425,6 +455,9 @@ fn fragmented_control_frames_fail_with_1002() {
             &close,
         );
     }
+    // A fragmented ping inside a fragmented message.
+    let stream = inside_a_message(&client_frame(0x09, KEY2, b"p"));
+    assert_fails(&stream, &[], ProtocolError::FragmentedControlFrame, &close);
 }
 
 #[test]
@@ -461,8 +494,14 @@ fn new_data_frame_inside_a_fragmented_message_fails_with_1002() {
         &[0x88, 0x2c, 0x03, 0xea],
         "new data frame inside a fragmented message",
     );
-    for b0 in [0x81, 0x01, 0x82, 0x02] {
-        let mut stream = client_frame(0x01, KEY, b"He");
+    for (start, b0) in [
+        (0x01, 0x81),
+        (0x01, 0x01),
+        (0x01, 0x82),
+        (0x01, 0x02),
+        (0x02, 0x01),
+    ] {
+        let mut stream = client_frame(start, KEY, b"He");
         stream.extend_from_slice(&client_frame(b0, KEY2, b"llo"));
         assert_fails(&stream, &[], ProtocolError::ExpectedContinuation, &close);
     }
@@ -531,6 +570,9 @@ fn length_with_the_top_bit_set_fails_with_1002_from_the_length_alone() {
     assert_fails(&header, &[], ProtocolError::LengthTopBitSet, &close);
     let header = [0x82, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
     assert_fails(&header, &[], ProtocolError::LengthTopBitSet, &close);
+    // A continuation's length too.
+    let stream = inside_a_message(&[0x80, 0xff, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00]);
+    assert_fails(&stream, &[], ProtocolError::LengthTopBitSet, &close);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -553,6 +595,11 @@ fn a_header_declaring_2_pow_40_bytes_fails_with_1009_at_once() {
     cont[0] = 0x80;
     stream.extend_from_slice(&cont);
     assert_fails(&stream, &[], ProtocolError::FrameTooLarge, &close);
+    // The largest length the 64-bit form allows, 2^63 - 1.
+    let header = [
+        0x82, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x37, 0xfa, 0x21, 0x3d,
+    ];
+    assert_fails(&header, &[], ProtocolError::FrameTooLarge, &close);
 }
 
 #[test]
@@ -632,8 +679,7 @@ fn fragment_count_is_limited() {
     let mut p = Peer::server_with(limits.clone());
     assert_eq!(p.feed(&stream), (vec![Ev::Binary(b"abc".to_vec())], Ok(())));
     // A fourth frame fails at its header, even an empty continuation.
-    let mut stream = client_frame(0x01, KEY, b"a");
-    stream.extend_from_slice(&client_frame(0x00, KEY2, b""));
+    let mut stream = inside_a_message(&client_frame(0x00, KEY2, b""));
     stream.extend_from_slice(&client_frame(0x00, KEY, b""));
     stream.extend_from_slice(&[0x80, 0x80, 0x37, 0xfa, 0x21, 0x3d]);
     let mut p = Peer::server_with(limits.clone());
@@ -726,6 +772,26 @@ fn invalid_utf8_across_fragments_fails_before_the_message_ends() {
         (no_events(), Err(ProtocolError::InvalidUtf8))
     );
     assert_eq!(p.transmit(), vec![utf8_close()]);
+
+    // Messages that never end, so each failure comes from the bad byte alone: a lead byte
+    // then ASCII, past U+10FFFF across fragments, a surrogate over three fragments, an
+    // overlong encoding in the second fragment, 0xFF in the first.
+    let kosme_text: &[u8] = KOSME;
+    let cases: [&[&[u8]]; 5] = [
+        &[b"hello\xce", b"A and more"],
+        &[b"ok\xf4", b"\x90"],
+        &[kosme_text, b"\xed", b"\xa0"],
+        &[b"valid", b"\xc0\xaf"],
+        &[b"ab\xffcd"],
+    ];
+    for fragments in cases {
+        let mut stream = Vec::new();
+        for (i, fragment) in fragments.iter().enumerate() {
+            let (b0, key) = if i == 0 { (0x01, KEY) } else { (0x00, KEY2) };
+            stream.extend_from_slice(&client_frame(b0, key, fragment));
+        }
+        assert_fails(&stream, &[], ProtocolError::InvalidUtf8, &utf8_close());
+    }
 }
 
 #[test]
@@ -831,7 +897,7 @@ fn close_payload_of_one_byte_fails_with_1002() {
 fn invalid_close_codes_fail_with_1002() {
     // §7.4.1/§7.4.2: 1004 reserved; 1005, 1006, 1015 MUST NOT be sent; 0-999 unused; 1016-2999
     // unassigned; 5000+ undefined (Autobahn 7.9.x).
-    let cases: [(u16, [u8; 2]); 10] = [
+    let cases: [(u16, [u8; 2]); 12] = [
         (0, [0x00, 0x00]),
         (999, [0x03, 0xe7]),
         (1004, [0x03, 0xec]),
@@ -839,6 +905,8 @@ fn invalid_close_codes_fail_with_1002() {
         (1006, [0x03, 0xee]),
         (1015, [0x03, 0xf7]),
         (1016, [0x03, 0xf8]),
+        (1100, [0x04, 0x4c]),
+        (2000, [0x07, 0xd0]),
         (2999, [0x0b, 0xb7]),
         (5000, [0x13, 0x88]),
         (65535, [0xff, 0xff]),
@@ -858,13 +926,18 @@ fn invalid_close_codes_fail_with_1002() {
 
 #[test]
 fn close_reason_that_is_not_utf8_fails_with_1007() {
-    // Autobahn 7.5.1: code 1000, reason ce ba ed a0 80 (a surrogate).
-    assert_fails(
-        &client_frame(0x88, KEY, &[0x03, 0xe8, 0xce, 0xba, 0xed, 0xa0, 0x80]),
-        &[],
-        ProtocolError::InvalidCloseReason,
-        &close_frame(&[0x88, 0x21, 0x03, 0xef], "close reason is not valid UTF-8"),
-    );
+    // Autobahn 7.5.1: code 1000, reason ce ba ed a0 80 (a surrogate); then 0xFF, and a
+    // reason ending inside a code point.
+    for reason in [&[0xce, 0xba, 0xed, 0xa0, 0x80][..], b"ok\xff", b"\xe2\x82"] {
+        let mut payload = vec![0x03, 0xe8];
+        payload.extend_from_slice(reason);
+        assert_fails(
+            &client_frame(0x88, KEY, &payload),
+            &[],
+            ProtocolError::InvalidCloseReason,
+            &close_frame(&[0x88, 0x21, 0x03, 0xef], "close reason is not valid UTF-8"),
+        );
+    }
 }
 
 #[test]

@@ -508,3 +508,6 @@ fn broadcast_to(
     }
     count
 }
+
+#[cfg(test)]
+mod tests;

@@ -286,3 +286,64 @@ impl Ctx<'_> {
         });
     }
 }
+
+/// A recorded command as a test reads it back, its payload copied out of the arena.
+#[cfg(test)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Recorded {
+    Send {
+        to: ConnId,
+        kind: MessageKind,
+        payload: Vec<u8>,
+    },
+    Broadcast {
+        targets: Vec<ConnId>,
+        kind: MessageKind,
+        payload: Vec<u8>,
+    },
+    Close {
+        to: ConnId,
+        code: u16,
+        reason: Vec<u8>,
+        handshake: bool,
+    },
+}
+
+#[cfg(test)]
+impl Commands {
+    /// What the callbacks recorded, in order: lets an application be tested in process,
+    /// with a `Ctx` from [`Ctx::new`] (no requester, so every send is recorded).
+    pub(crate) fn recorded(&self) -> Vec<Recorded> {
+        let bytes = |range: &Range<usize>| self.arena[range.clone()].to_vec();
+        self.list
+            .iter()
+            .map(|command| match command {
+                Command::Send { to, kind, payload } => Recorded::Send {
+                    to: *to,
+                    kind: *kind,
+                    payload: bytes(payload),
+                },
+                Command::Broadcast {
+                    targets,
+                    kind,
+                    payload,
+                } => Recorded::Broadcast {
+                    targets: self.targets[targets.clone()].to_vec(),
+                    kind: *kind,
+                    payload: bytes(payload),
+                },
+                Command::Close {
+                    to,
+                    code,
+                    reason,
+                    handshake,
+                } => Recorded::Close {
+                    to: *to,
+                    code: *code,
+                    reason: bytes(reason),
+                    handshake: *handshake,
+                },
+            })
+            .collect()
+    }
+}

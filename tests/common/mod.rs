@@ -158,6 +158,40 @@ impl Drop for Server {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Helpers of the chat tests (tests/serve.rs, tests/cluster.rs).
+// ---------------------------------------------------------------------------------------------
+
+/// Milliseconds since the Unix epoch, as the server stamps `ts`.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_millis() as u64
+}
+
+/// Asserts that `value` is an object with exactly these keys.
+pub fn assert_keys(value: &serde_json::Value, keys: &[&str]) {
+    let object = value
+        .as_object()
+        .unwrap_or_else(|| panic!("not a JSON object: {value}"));
+    let got: std::collections::BTreeSet<&str> = object.keys().map(String::as_str).collect();
+    let want: std::collections::BTreeSet<&str> = keys.iter().copied().collect();
+    assert_eq!(got, want, "fields of {value}");
+}
+
+/// Asserts that `value` is an integer number of ms within `slack_ms` of now; `what` names it.
+pub fn assert_recent_ts(value: &serde_json::Value, slack_ms: u64, what: impl std::fmt::Display) {
+    let ts = value
+        .as_u64()
+        .unwrap_or_else(|| panic!("{what}: ts {value} is not a non-negative integer"));
+    let now = now_ms();
+    assert!(
+        ts.abs_diff(now) <= slack_ms,
+        "{what}: ts {ts} is not within {slack_ms} ms of now ({now})"
+    );
+}
+
 /// Whether external test dependencies are required (CI) rather than optional.
 pub fn external_required() -> bool {
     std::env::var("WSLOOP_REQUIRE_EXTERNAL").is_ok_and(|v| v == "1")
@@ -203,6 +237,47 @@ pub fn upgrade_request(path: &str, extra: &str) -> String {
     )
 }
 
+/// Lifts serve's per-address request budget (50 a second) so that tests opening many
+/// connections from 127.0.0.1 test what they mean to.
+pub const MANY_REQUESTS: [&str; 2] = ["--handshakes-per-second", "100000"];
+
+/// The status line of an HTTP head.
+pub fn status_line(head: &str) -> &str {
+    head.split("\r\n").next().unwrap_or_default()
+}
+
+/// The first value of header `name` (case-insensitive) in an HTTP head.
+pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.split("\r\n")
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+}
+
+/// The `/metrics` series of a handshake rejection reason.
+pub fn rejections(reason: &str) -> String {
+    format!("wsloop_handshake_rejections_total{{reason=\"{reason}\"}}")
+}
+
+/// The `/metrics` series of a close code.
+pub fn closes(code: u16) -> String {
+    format!("wsloop_closes_total{{code=\"{code}\"}}")
+}
+
+/// A metric series of a serve that must be present, read with `extra` request headers.
+pub fn sample_with(server: &Server, extra: &str, series: &str) -> u64 {
+    let metrics = fetch_metrics(server.addr, extra);
+    *metrics
+        .get(series)
+        .unwrap_or_else(|| panic!("no series {series} in /metrics: {metrics:?}"))
+}
+
+/// [`sample_with`] without extra headers.
+pub fn sample(server: &Server, series: &str) -> u64 {
+    sample_with(server, "", series)
+}
+
 /// The resident set size of process `pid` in KiB (`VmRSS` of `/proc/PID/status`).
 pub fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -213,6 +288,32 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
 }
+
+/// User plus system CPU time of process `pid`, in clock ticks (`/proc/PID/stat`).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/stat: {e}"));
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// Serve's per-address limits out of the way, for tests whose many clients are all
+/// 127.0.0.1.
+pub const NO_ADDRESS_LIMITS: [&str; 8] = [
+    "--handshakes-per-second",
+    "100000",
+    "--max-pending-handshakes-per-address",
+    "100000",
+    "--max-connections-per-address",
+    "100000",
+    "--max-messages-per-second",
+    "100000",
+];
 
 /// Writes `request` over a fresh connection and reads until the server closes (at most 5 s);
 /// returns the response head (status line and headers, without the blank line) and the body.

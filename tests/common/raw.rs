@@ -422,7 +422,8 @@ fn is_reset(e: &io::Error) -> bool {
 }
 
 /// Whether an I/O error is a read timeout.
-fn is_timeout(e: &io::Error) -> bool {
+/// Whether a read or write failed only because its wait ran out.
+pub fn is_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
