@@ -412,7 +412,7 @@ fn reserved_opcodes_fail_with_1002() {
         &stream,
         &[],
         ProtocolError::ReservedOpcode(0x3),
-        &close_frame(&[0x88, 0x15, 0x03, 0xea], "reserved opcode 0x3"),
+        &close_frame(&[0x88, 0x11, 0x03, 0xea], "reserved opcode"),
     );
 }
 

@@ -1,0 +1,362 @@
+//! The server's timed and flow-control behaviour on the deterministic simulation
+//! (`wsloop::server::sim`): in-memory pipes and a virtual clock, no sockets, no sleeps.
+//!
+//! Each test drives the real loop (handshake, frames, handler, fan-out, deadlines) and checks
+//! the exact bytes the server writes. Server frames are unmasked (RFC 6455 §5.1): `0x89` ping,
+//! `0x88` close with the code in network order (1001 = 0x03e9, 1008 = 0x03f0).
+
+use std::time::Duration;
+
+use wsloop::app::echo::Echo;
+use wsloop::proto::{Message, Policy};
+use wsloop::server::sim::{Sim, SimPeer};
+use wsloop::server::{CloseReason, Config, ConnId, Ctx, Handler, OpenInfo};
+
+const SECOND: Duration = Duration::from_secs(1);
+/// RFC 6455 §1.3: the sample key and the accept value it must produce.
+const UPGRADE: &[u8] = b"GET /ws HTTP/1.1\r\nHost: sim\r\nUpgrade: websocket\r\n\
+Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+Sec-WebSocket-Version: 13\r\n\r\n";
+const SWITCHING: &[u8] = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+/// A masked client frame with FIN set (payload under 126 bytes).
+fn client_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0x80 | opcode, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&KEY);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ KEY[i % 4]));
+    frame
+}
+
+/// An unmasked server frame with FIN set (payload under 126 bytes).
+fn server_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0x80 | opcode, payload.len() as u8];
+    frame.extend_from_slice(payload);
+    frame
+}
+
+fn close_frame(code: u16, reason: &str) -> Vec<u8> {
+    let mut payload = code.to_be_bytes().to_vec();
+    payload.extend_from_slice(reason.as_bytes());
+    server_frame(0x8, &payload)
+}
+
+/// Connects a peer and completes the opening handshake.
+fn open<H: Handler>(sim: &mut Sim<H>) -> SimPeer {
+    let peer = sim.connect();
+    sim.send(&peer, UPGRADE);
+    assert_eq!(sim.take(&peer), SWITCHING);
+    peer
+}
+
+fn heartbeat_config() -> Config {
+    Config {
+        ping_interval: Some(20 * SECOND),
+        ping_timeout: 10 * SECOND,
+        ..Config::default()
+    }
+}
+
+#[test]
+fn heartbeat_pings_each_interval_while_the_peer_answers() {
+    let mut sim = Sim::new(heartbeat_config(), Echo);
+    let peer = open(&mut sim);
+    let ping = server_frame(0x9, b"wsloop-heartbeat");
+    for round in 0..30 {
+        sim.advance(20 * SECOND - Duration::from_millis(1));
+        assert!(
+            sim.take(&peer).is_empty(),
+            "round {round}: no ping before the interval"
+        );
+        sim.advance(Duration::from_millis(1));
+        assert_eq!(sim.take(&peer), ping, "round {round}");
+        sim.send(&peer, &client_frame(0xA, b"wsloop-heartbeat"));
+    }
+    // Ten minutes of heartbeats; the peer is still served.
+    sim.send(&peer, &client_frame(0x1, b"alive"));
+    assert_eq!(sim.take(&peer), server_frame(0x1, b"alive"));
+    assert_eq!(sim.server().stats().heartbeat_timeouts, 0);
+}
+
+#[test]
+fn heartbeat_drops_a_peer_that_does_not_answer_and_counts_it() {
+    let mut sim = Sim::new(heartbeat_config(), Echo);
+    let silent = open(&mut sim);
+    let answering = open(&mut sim);
+    sim.advance(20 * SECOND);
+    assert_eq!(sim.take(&silent), server_frame(0x9, b"wsloop-heartbeat"));
+    assert_eq!(sim.take(&answering), server_frame(0x9, b"wsloop-heartbeat"));
+    sim.send(&answering, &client_frame(0xA, b""));
+    sim.advance(10 * SECOND - Duration::from_millis(1));
+    assert!(sim.is_connected(&silent), "the pong is not due yet");
+    sim.advance(Duration::from_millis(1));
+    // Dead: dropped without a close frame (it would not be read), counted, freed.
+    assert!(!sim.is_connected(&silent));
+    assert!(sim.take(&silent).is_empty());
+    assert!(sim.is_connected(&answering));
+    let stats = sim.server().stats();
+    assert_eq!(stats.heartbeat_timeouts, 1);
+    assert_eq!(stats.open, 1);
+    assert_eq!(stats.closes.get(&1006), Some(&1));
+}
+
+#[test]
+fn a_peer_that_never_answers_our_close_is_dropped_after_the_close_timeout() {
+    let config = Config {
+        close_timeout: 5 * SECOND,
+        ..Config::default()
+    };
+    let mut sim = Sim::new(config, CloseOnMessage::default());
+    let peer = open(&mut sim);
+    sim.send(&peer, &client_frame(0x1, b"close me"));
+    assert_eq!(sim.take(&peer), close_frame(4000, "asked to"));
+    sim.advance(5 * SECOND - Duration::from_millis(1));
+    assert!(sim.is_connected(&peer));
+    assert!(
+        !sim.is_closed_by_server(&peer),
+        "TCP stays open for the reply"
+    );
+    sim.advance(Duration::from_millis(1));
+    assert!(!sim.is_connected(&peer));
+    assert_eq!(sim.server().handler().closed, vec![CloseReason::Abnormal]);
+}
+
+#[test]
+fn a_close_reply_in_time_completes_the_handshake_and_the_server_closes_tcp_first() {
+    let mut sim = Sim::new(Config::default(), CloseOnMessage::default());
+    let peer = open(&mut sim);
+    sim.send(&peer, &client_frame(0x1, b"close me"));
+    assert_eq!(sim.take(&peer), close_frame(4000, "asked to"));
+    sim.send(&peer, &client_frame(0x8, &4000u16.to_be_bytes()));
+    // §7.1.1: the server closes TCP first; it lingers for the peer's FIN.
+    assert!(sim.is_closed_by_server(&peer));
+    assert!(sim.is_connected(&peer));
+    sim.hang_up(&peer);
+    assert!(!sim.is_connected(&peer));
+    let handler = sim.server().handler();
+    assert_eq!(handler.closed, vec![CloseReason::Handshake(Some(4000))]);
+}
+
+#[test]
+fn idle_timeout_closes_a_silent_peer_with_1001_and_input_postpones_it() {
+    let config = Config {
+        idle_timeout: Some(30 * SECOND),
+        close_timeout: 5 * SECOND,
+        ..Config::default()
+    };
+    let mut sim = Sim::new(config, Echo);
+    let peer = open(&mut sim);
+    sim.advance(25 * SECOND);
+    sim.send(&peer, &client_frame(0x1, b"still here"));
+    assert_eq!(sim.take(&peer), server_frame(0x1, b"still here"));
+    sim.advance(30 * SECOND - Duration::from_millis(1));
+    assert!(
+        sim.take(&peer).is_empty(),
+        "30 s counted from the last input"
+    );
+    sim.advance(Duration::from_millis(1));
+    assert_eq!(sim.take(&peer), close_frame(1001, "idle timeout"));
+    assert_eq!(sim.server().stats().idle_timeouts, 1);
+    // A peer that does not answer that close either is dropped after the close timeout.
+    sim.advance(5 * SECOND);
+    assert!(!sim.is_connected(&peer));
+}
+
+#[test]
+fn a_ping_flood_is_answered_up_to_the_rate_then_failed_with_1008() {
+    let config = Config {
+        max_pings_per_second: 5,
+        ..Config::default()
+    };
+    let mut sim = Sim::new(config, Echo);
+    let peer = open(&mut sim);
+    let bystander = open(&mut sim);
+    // Five a second, for ten seconds: each answered.
+    for second in 0..10 {
+        for i in 0..5 {
+            sim.send(&peer, &client_frame(0x9, &[i]));
+            assert_eq!(sim.take(&peer), server_frame(0xA, &[i]), "second {second}");
+        }
+        sim.advance(SECOND);
+    }
+    // Six within one second: the sixth fails the connection.
+    let six: Vec<u8> = (0..6).flat_map(|i| client_frame(0x9, &[i])).collect();
+    sim.send(&peer, &six);
+    let mut want: Vec<u8> = (0..5).flat_map(|i| server_frame(0xA, &[i])).collect();
+    want.extend(close_frame(1008, "ping rate exceeded"));
+    assert_eq!(sim.take(&peer), want, "five pongs in the rate, then 1008");
+    assert!(sim.is_closed_by_server(&peer));
+    let stats = sim.server().stats();
+    assert_eq!((stats.ping_floods, stats.protocol_errors), (1, 0));
+    // Everyone else is served.
+    sim.send(&bystander, &client_frame(0x1, b"ok"));
+    assert_eq!(sim.take(&bystander), server_frame(0x1, b"ok"));
+}
+
+#[test]
+fn a_slow_consumer_of_broadcasts_is_failed_with_1008_and_the_others_get_everything() {
+    let config = Config {
+        max_backpressure: 64 * 1024,
+        ..Config::default()
+    };
+    let mut sim = Sim::new(config, Broadcast::default());
+    let publisher = open(&mut sim);
+    let reader = open(&mut sim);
+    let slow = open(&mut sim);
+    // The slow peer's socket takes 4 KiB and it never reads.
+    sim.set_window(&slow, 4096);
+    let message = [b'x'; 100];
+    let frame = server_frame(0x2, &message);
+    let mut received = 0;
+    let mut slow_closed_after = None;
+    for i in 0..2000 {
+        sim.send(&publisher, &client_frame(0x2, &message));
+        let got = sim.take(&reader);
+        assert_eq!(got, frame, "message {i}");
+        received += 1;
+        sim.take(&publisher);
+        if slow_closed_after.is_none() && sim.is_closed_by_server(&slow) {
+            slow_closed_after = Some(i);
+        }
+        if sim.server().stats().slow_consumers > 0 && slow_closed_after.is_none() {
+            slow_closed_after = Some(i);
+        }
+    }
+    assert_eq!(received, 2000);
+    let after = slow_closed_after.expect("the slow consumer was failed");
+    // Failed once its queue passed 64 KiB: about 690 frames of 102 bytes, not before.
+    assert!((600..800).contains(&after), "failed after {after} messages");
+    assert_eq!(sim.server().stats().slow_consumers, 1);
+    // What it finally reads: the frames its window held, then (queue cut) the close.
+    sim.set_window(&slow, usize::MAX);
+    let bytes = sim.take(&slow);
+    let bytes = [bytes, sim.take(&slow)].concat();
+    let close = close_frame(1008, Policy::SlowConsumer.wire_reason());
+    assert!(bytes.ends_with(&close), "ends with the 1008 close");
+    let frames_before = (bytes.len() - close.len()) / frame.len();
+    assert!(
+        frames_before <= 4096 / frame.len() + 1,
+        "{frames_before} frames"
+    );
+    assert!(
+        !sim.is_watching_writable(&reader),
+        "writable interest only while queued"
+    );
+}
+
+#[test]
+fn a_reader_whose_replies_pile_up_is_paused_not_failed() {
+    let config = Config {
+        max_backpressure: 16 * 1024,
+        ..Config::default()
+    };
+    let mut sim = Sim::new(config, Echo);
+    let peer = open(&mut sim);
+    sim.set_window(&peer, 1024);
+    let burst: Vec<u8> = (0..500)
+        .flat_map(|_| client_frame(0x2, &[7; 100]))
+        .collect();
+    sim.send(&peer, &burst);
+    assert!(sim.is_watching_writable(&peer));
+    // It asked for these replies: reading pauses, nothing is dropped, no close.
+    sim.set_window(&peer, usize::MAX);
+    let mut echoed = Vec::new();
+    for _ in 0..100 {
+        let got = sim.take(&peer);
+        if got.is_empty() {
+            break;
+        }
+        echoed.extend(got);
+    }
+    assert_eq!(echoed, server_frame(0x2, &[7; 100]).repeat(500));
+    assert_eq!(sim.server().stats().slow_consumers, 0);
+}
+
+#[test]
+fn shutdown_sends_1001_to_every_client_and_drains() {
+    let config = Config {
+        close_timeout: 5 * SECOND,
+        ..Config::default()
+    };
+    let mut sim = Sim::new(config, Echo);
+    let polite = open(&mut sim);
+    let deaf = open(&mut sim);
+    let handshaking = sim.connect();
+    sim.shutdown();
+    let going_away = close_frame(1001, "server shutting down");
+    assert_eq!(sim.take(&polite), going_away);
+    assert_eq!(sim.take(&deaf), going_away);
+    assert!(
+        !sim.is_connected(&handshaking),
+        "a head not yet sent is dropped"
+    );
+    sim.send(&polite, &client_frame(0x8, &1001u16.to_be_bytes()));
+    sim.hang_up(&polite);
+    assert!(!sim.is_connected(&polite));
+    assert_eq!(sim.connections(), 1);
+    sim.advance(5 * SECOND);
+    assert_eq!(
+        sim.connections(),
+        0,
+        "the deaf one is dropped at the close timeout"
+    );
+    // The 1001 is the one code for a shutdown: it comes from the policy table.
+    assert_eq!(Policy::Shutdown.code(), 1001);
+}
+
+#[test]
+fn the_handshake_deadline_drops_a_head_that_never_completes() {
+    let config = Config {
+        handshake_timeout: 10 * SECOND,
+        ..Config::default()
+    };
+    let mut sim = Sim::new(config, Echo);
+    let slowloris = sim.connect();
+    for _ in 0..9 {
+        sim.send(&slowloris, b"X-Slow: 1\r\n");
+        sim.advance(SECOND);
+    }
+    assert!(sim.is_connected(&slowloris));
+    sim.advance(SECOND);
+    assert!(!sim.is_connected(&slowloris));
+    let rejected = sim.server().stats().rejections.values().sum::<u64>();
+    assert_eq!(rejected, 1);
+}
+
+/// Closes the connection of any message with 4000 "asked to", and remembers how each ended.
+#[derive(Default)]
+struct CloseOnMessage {
+    closed: Vec<CloseReason>,
+}
+
+impl Handler for CloseOnMessage {
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, _message: Message<'_>) {
+        ctx.close(id, 4000, "asked to");
+    }
+
+    fn on_close(&mut self, _ctx: &mut Ctx<'_>, _id: ConnId, reason: CloseReason) {
+        self.closed.push(reason);
+    }
+}
+
+/// Sends every message to every other open connection.
+#[derive(Default)]
+struct Broadcast {
+    members: Vec<ConnId>,
+}
+
+impl Handler for Broadcast {
+    fn on_open(&mut self, _ctx: &mut Ctx<'_>, id: ConnId, _info: &OpenInfo<'_>) {
+        self.members.push(id);
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, message: Message<'_>) {
+        let others = self.members.iter().copied().filter(|m| *m != id);
+        ctx.broadcast(others, message.kind, message.data);
+    }
+
+    fn on_close(&mut self, _ctx: &mut Ctx<'_>, id: ConnId, _reason: CloseReason) {
+        self.members.retain(|m| *m != id);
+    }
+}
