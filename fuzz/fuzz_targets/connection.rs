@@ -16,9 +16,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wsloop::proto::frame::decode_header;
-use wsloop::proto::mask::apply_mask_scalar;
-use wsloop::proto::{Connection, Event, Limits, MessageKind, OpCode, ProtocolError};
+use wsloop_proto::frame::decode_header;
+use wsloop_proto::mask::apply_mask_scalar;
+use wsloop_proto::{Connection, Event, Limits, MessageKind, OpCode, ProtocolError};
 
 #[derive(Clone, Debug)]
 struct Setup {
@@ -94,13 +94,15 @@ fn parse_sent(frame: &[u8], client: bool) -> (OpCode, Vec<u8>) {
 }
 
 fn run(setup: &Setup, stream: &[u8], cuts: &[usize]) -> Outcome {
+    // No timers are armed: the time passed in only has to be some instant.
+    let now = std::time::Instant::now();
     let mut conn = if setup.client {
         Connection::new_client(setup.limits.clone(), 0x5eed)
     } else {
         Connection::new_server(setup.limits.clone())
     };
     if setup.close_first {
-        assert!(conn.close(1000, "bye"));
+        assert!(conn.close(1000, "bye", now));
     }
     let mut buf = Vec::new();
     let mut events = Vec::new();
@@ -112,7 +114,7 @@ fn run(setup: &Setup, stream: &[u8], cuts: &[usize]) -> Outcome {
         loop {
             let available = buf.len();
             let polled = conn
-                .poll_event(&mut buf)
+                .poll_event(&mut buf, now)
                 .map(|(used, event)| (used, event.map(|e| own(e, &setup.limits))));
             match polled {
                 Err(e) => {

@@ -10,9 +10,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wsloop::proto::close_code;
-use wsloop::proto::frame::{decode_header, encode_header, FrameHeader, MAX_HEADER_LEN};
-use wsloop::proto::{OpCode, ProtocolError};
+use wsloop_proto::close_code;
+use wsloop_proto::frame::{decode_header, encode_header, FrameHeader, MAX_HEADER_LEN};
+use wsloop_proto::{OpCode, ProtocolError};
 
 fuzz_target!(|data: &[u8]| {
     match decode_header(data) {

@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wsloop::proto::mask::{apply_mask, apply_mask_scalar};
+use wsloop_proto::mask::{apply_mask, apply_mask_scalar};
 
 fuzz_target!(|input: &[u8]| {
     let [k0, k1, k2, k3, o0, o1, data @ ..] = input else {

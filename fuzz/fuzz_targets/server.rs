@@ -33,7 +33,7 @@ use wsloop::app::echo::Echo;
 use wsloop::app::serve::{Serve, ServeConfig};
 use wsloop::client::{Client, ClientOptions, Received};
 use wsloop::proto::Limits;
-use wsloop::server::address::AddressLimits;
+use wsloop::server::admission::AddressLimits;
 use wsloop::server::{Config, Handler, Server};
 
 const CLIENT_SEP: &[u8] = b"|~|";

@@ -8,7 +8,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wsloop::proto::utf8::Utf8Validator;
+use wsloop_proto::utf8::Utf8Validator;
 
 fn cuts_and_rest(input: &[u8]) -> (Vec<usize>, &[u8]) {
     let Some((&n, rest)) = input.split_first() else {

@@ -17,75 +17,16 @@
 
 use std::time::Instant;
 
-use crate::close::{parse_close_payload, CloseFrame};
+use crate::close::parse_close_payload;
 use crate::code::{is_valid_wire_code, Policy, INTERNAL_ERROR};
+use crate::control::{ControlFrame, ControlPayload, OwedControl};
 use crate::error::ProtocolError;
-use crate::frame::{decode_header, encode_header, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD};
+use crate::event::{Event, Message, MessageKind, Role};
+use crate::frame::{decode_header, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD};
 use crate::limits::Limits;
 use crate::mask::{apply_mask, MaskKeys};
 use crate::timers::{Clock, Due, Expired, Timeouts, HEARTBEAT_PAYLOAD};
 use crate::utf8::Utf8Validator;
-
-/// Which end of the connection this is; decides masking (§5.1, §5.3).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// Receives masked frames, sends unmasked ones.
-    Server,
-    /// Sends masked frames (keys from a generator seeded by the caller), receives unmasked ones.
-    Client,
-}
-
-/// The kind of a data message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MessageKind {
-    /// Opcode 0x1: the data is valid UTF-8 (checked before the message is handed out).
-    Text,
-    /// Opcode 0x2: arbitrary bytes.
-    Binary,
-}
-
-impl MessageKind {
-    /// The opcode of the first frame of such a message.
-    pub fn opcode(self) -> OpCode {
-        match self {
-            MessageKind::Text => OpCode::Text,
-            MessageKind::Binary => OpCode::Binary,
-        }
-    }
-}
-
-/// A complete data message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Message<'a> {
-    /// Text or binary.
-    pub kind: MessageKind,
-    /// The unmasked payload; valid UTF-8 when `kind` is `Text`.
-    pub data: &'a [u8],
-}
-
-impl<'a> Message<'a> {
-    /// The text of a text message.
-    pub fn as_text(&self) -> Option<&'a str> {
-        match self.kind {
-            MessageKind::Text => std::str::from_utf8(self.data).ok(),
-            MessageKind::Binary => None,
-        }
-    }
-}
-
-/// What the peer sent.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Event<'a> {
-    /// A complete text or binary message.
-    Message(Message<'a>),
-    /// A ping; the pong is already queued for [`Connection::poll_transmit`].
-    Ping(&'a [u8]),
-    /// A pong (solicited or not, §5.5.3).
-    Pong(&'a [u8]),
-    /// The peer's close frame. If this end had not sent one, the echo is queued; either way
-    /// the closing handshake is complete once queued frames are flushed (§7.1.1).
-    Close(CloseFrame<'a>),
-}
 
 /// Where the closing handshake stands (§7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,82 +66,6 @@ enum ReadState {
         remaining: u64,
         offset: usize,
     },
-}
-
-/// A control frame's payload held until it is sent.
-#[derive(Clone, Copy, Debug)]
-struct ControlPayload {
-    bytes: [u8; MAX_CONTROL_PAYLOAD],
-    len: u8,
-}
-
-impl ControlPayload {
-    fn new(data: &[u8]) -> Self {
-        let len = data.len().min(MAX_CONTROL_PAYLOAD);
-        let mut bytes = [0; MAX_CONTROL_PAYLOAD];
-        bytes[..len].copy_from_slice(&data[..len]);
-        ControlPayload {
-            bytes,
-            len: len as u8,
-        }
-    }
-
-    /// §5.5.1: a 2-byte code then a UTF-8 reason, cut at a character boundary to fit 125 bytes.
-    fn close(code: Option<u16>, reason: &str) -> Self {
-        let Some(code) = code else {
-            return ControlPayload::new(&[]);
-        };
-        let mut cut = reason.len().min(MAX_CONTROL_PAYLOAD - 2);
-        while !reason.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        let mut bytes = [0; MAX_CONTROL_PAYLOAD];
-        bytes[..2].copy_from_slice(&code.to_be_bytes());
-        bytes[2..2 + cut].copy_from_slice(&reason.as_bytes()[..cut]);
-        ControlPayload {
-            bytes,
-            len: (2 + cut) as u8,
-        }
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len as usize]
-    }
-}
-
-/// The control frames one end owes the other, at most one of each kind.
-#[derive(Debug, Default)]
-struct OwedControl {
-    /// §5.5.3: a pong answers the most recent ping, so a newer ping replaces an owed pong.
-    pong: Option<ControlPayload>,
-    ping: Option<ControlPayload>,
-    close: Option<ControlPayload>,
-}
-
-impl OwedControl {
-    fn is_empty(&self) -> bool {
-        self.pong.is_none() && self.ping.is_none() && self.close.is_none()
-    }
-}
-
-/// An encoded control frame ready to be written.
-#[derive(Clone, Copy, Debug)]
-pub struct ControlFrame {
-    bytes: [u8; 6 + MAX_CONTROL_PAYLOAD],
-    len: u8,
-    opcode: OpCode,
-}
-
-impl ControlFrame {
-    /// The frame bytes.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len as usize]
-    }
-
-    /// Ping, pong or close.
-    pub fn opcode(&self) -> OpCode {
-        self.opcode
-    }
 }
 
 /// What one decoding step found; offsets instead of borrows so the loop in `poll_event` can
@@ -427,20 +292,7 @@ impl Connection {
             self.owed = None;
         }
         let mask = self.next_mask();
-        let data = payload.as_bytes();
-        let header = encode_header(true, opcode, mask, data.len() as u64);
-        let hlen = header.as_bytes().len();
-        let mut frame = ControlFrame {
-            bytes: [0; 6 + MAX_CONTROL_PAYLOAD],
-            len: (hlen + data.len()) as u8,
-            opcode,
-        };
-        frame.bytes[..hlen].copy_from_slice(header.as_bytes());
-        frame.bytes[hlen..hlen + data.len()].copy_from_slice(data);
-        if let Some(key) = mask {
-            apply_mask(&mut frame.bytes[hlen..hlen + data.len()], key, 0);
-        }
-        Some(frame)
+        Some(ControlFrame::encode(opcode, payload.as_bytes(), mask))
     }
 
     /// Decodes from `buf` until one event is found or the bytes run out.

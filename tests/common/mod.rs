@@ -27,14 +27,36 @@ pub fn wsloop_binary() -> PathBuf {
     BUILT.get_or_init(build_wsloop).clone()
 }
 
-/// Builds the `wsloop` binary next to the running test executable
-/// (`TARGET/PROFILE/deps/TEST-HASH`) and returns its path.
+/// Builds the `wsloop` binary next to the running test executable and returns its path.
 fn build_wsloop() -> PathBuf {
+    cargo_build(&["--bin", "wsloop"], "wsloop")
+}
+
+/// An example program of this package (`examples/NAME.rs`). `cargo test` builds the examples
+/// before it runs the tests; when one is missing (a single test run by name) it is built
+/// here, the same way.
+#[allow(dead_code)]
+pub fn example_binary(name: &str) -> PathBuf {
+    let built = profile_dir().join("examples").join(name);
+    if built.exists() {
+        return built;
+    }
+    cargo_build(&["--example", name], &format!("examples/{name}"))
+}
+
+/// `TARGET/PROFILE`, from the running test executable's `TARGET/PROFILE/deps/TEST-HASH`.
+fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
+    exe.parent()
         .and_then(|deps| deps.parent())
-        .expect("test executable under TARGET/PROFILE/deps");
+        .expect("test executable under TARGET/PROFILE/deps")
+        .to_path_buf()
+}
+
+/// Builds a target of the `wsloop` package with the same cargo, profile and target directory
+/// as the running tests; returns `TARGET/PROFILE/output`.
+fn cargo_build(target: &[&str], output: &str) -> PathBuf {
+    let profile_dir = profile_dir();
     let target_dir = profile_dir.parent().expect("target directory");
     let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") | None => "dev",
@@ -42,21 +64,13 @@ fn build_wsloop() -> PathBuf {
     };
     let status = Command::new(option_env!("CARGO").unwrap_or("cargo"))
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "wsloop",
-            "--bin",
-            "wsloop",
-            "--profile",
-            profile,
-        ])
+        .args(["build", "--quiet", "-p", "wsloop", "--profile", profile])
+        .args(target)
         .env("CARGO_TARGET_DIR", target_dir)
         .status()
-        .expect("run cargo build for the wsloop binary");
-    assert!(status.success(), "cargo build --bin wsloop failed");
-    profile_dir.join("wsloop")
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build {target:?} failed");
+    profile_dir.join(output)
 }
 
 /// A running `wsloop` process, killed when dropped.
@@ -75,20 +89,36 @@ impl Server {
 
     /// Like [`Server::start`] on a given listen address (e.g. to restart on the same port).
     pub fn start_on(subcommand: &str, listen: &str, args: &[&str]) -> Server {
-        let mut child = Command::new(wsloop_binary())
+        let mut command = Command::new(wsloop_binary());
+        command
             .arg(subcommand)
             .args(["--listen", listen])
-            .args(args)
+            .args(args);
+        Server::spawn(command, &format!("wsloop {subcommand}"))
+    }
+
+    /// Starts an example program (`examples/NAME.rs`) on 127.0.0.1:0.
+    #[allow(dead_code)]
+    pub fn example(name: &str) -> Server {
+        let mut command = Command::new(example_binary(name));
+        command.arg("127.0.0.1:0");
+        Server::spawn(command, &format!("example {name}"))
+    }
+
+    /// Spawns `command` and waits for a line `... listening on ws://ADDR/` on its standard
+    /// output.
+    fn spawn(mut command: Command, what: &str) -> Server {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("spawn wsloop");
+            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
         let stdout = child.stdout.take().expect("stdout piped");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) = line.strip_prefix("wsloop: listening on ws://") {
+                if let Some((_, rest)) = line.split_once("listening on ws://") {
                     let addr = rest.trim_end_matches('/').to_owned();
                     let _ = tx.send(addr);
                 }
@@ -98,7 +128,7 @@ impl Server {
             Ok(a) => a.parse().expect("listening address"),
             Err(_) => {
                 let _ = child.kill();
-                panic!("wsloop {subcommand} did not report its address in time");
+                panic!("{what} did not report its address in time");
             }
         };
         Server { child, addr }
