@@ -14,6 +14,7 @@
 //! Run: `cargo bench --bench codec` (a filter after `--` picks groups: `-- mask`).
 
 use std::hint::black_box;
+use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use wsloop::proto::frame::{decode_header, encode_frame, encode_header};
@@ -110,13 +111,19 @@ fn poll_event(c: &mut Criterion) {
         group.bench_function(label, |b| {
             // Unmasking happens in place, so each iteration needs a fresh copy (made outside
             // the timing) and a fresh connection.
+            // Timers armed as the server arms them: input also resets the idle clock.
+            let now = Instant::now();
+            let timeouts = wsloop::server::Config::default().timeouts();
             b.iter_batched_ref(
-                || (Connection::new_server(Limits::default()), wire.clone()),
+                || {
+                    let conn = Connection::new_server(Limits::default());
+                    (conn.with_timeouts(timeouts, now), wire.clone())
+                },
                 |(conn, buf)| {
                     let mut pos = 0;
                     let mut messages = 0;
                     while pos < buf.len() {
-                        let (used, event) = conn.poll_event(&mut buf[pos..]).unwrap();
+                        let (used, event) = conn.poll_event(&mut buf[pos..], now).unwrap();
                         if let Some(Event::Message(m)) = event {
                             black_box(m.data);
                             messages += 1;

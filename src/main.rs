@@ -312,14 +312,21 @@ fn watch_signals(waker: Arc<Waker>, stop: Arc<AtomicBool>) -> std::io::Result<()
     Ok(())
 }
 
+/// The loop's settings for `serve`: the common flags, a 1 MiB message limit and the heartbeat.
+fn serve_config(args: &ServeArgs) -> Config {
+    Config {
+        ping_interval: Some(args.ping_interval),
+        ping_timeout: args.ping_timeout,
+        ..args.common.config(
+            SocketAddr::from(([127, 0, 0, 1], 8080)),
+            1024 * 1024,
+            Config::default().per_address.requests_per_second,
+        )
+    }
+}
+
 fn serve(args: Box<ServeArgs>) -> ExitCode {
-    let mut config = args.common.config(
-        SocketAddr::from(([127, 0, 0, 1], 8080)),
-        1024 * 1024,
-        Config::default().per_address.requests_per_second,
-    );
-    config.ping_interval = Some(args.ping_interval);
-    config.ping_timeout = args.ping_timeout;
+    let config = serve_config(&args);
     let tokens = match &args.token_file {
         Some(path) => match Tokens::load(path) {
             Ok(t) => Some(t),
@@ -427,5 +434,41 @@ mod tests {
     fn cli_is_well_formed() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    /// The timed rules are tested on the simulation's virtual clock (tests/sim.rs); what the
+    /// command line adds is that each flag's value reaches the loop and its protocol cores.
+    #[test]
+    fn timing_flags_reach_the_timeouts_of_every_connection() {
+        use clap::Parser;
+        let cli = Cli::try_parse_from([
+            "wsloop",
+            "serve",
+            "--ping-interval",
+            "300ms",
+            "--ping-timeout",
+            "200ms",
+            "--idle-timeout",
+            "2s",
+            "--close-timeout",
+            "400ms",
+            "--handshake-timeout",
+            "700ms",
+            "--max-pings-per-second",
+            "7",
+        ])
+        .expect("valid flags");
+        let Command::Serve(args) = cli.command else {
+            panic!("serve parsed as another command");
+        };
+        let config = serve_config(&args);
+        let ms = Duration::from_millis;
+        assert_eq!(config.handshake_timeout, ms(700));
+        let timeouts = config.timeouts();
+        assert_eq!(timeouts.ping_interval, Some(ms(300)));
+        assert_eq!(timeouts.ping_timeout, ms(200));
+        assert_eq!(timeouts.idle_timeout, Some(ms(2000)));
+        assert_eq!(timeouts.close_timeout, ms(400));
+        assert_eq!(timeouts.max_pings_per_second, Some(7));
     }
 }

@@ -246,6 +246,38 @@ fn a_slow_consumer_of_broadcasts_is_failed_with_1008_and_the_others_get_everythi
 }
 
 #[test]
+fn slow_consumers_found_by_several_broadcasts_of_one_callback_are_failed_and_counted_once() {
+    let config = Config {
+        max_backpressure: 16 * 1024,
+        ..Config::default()
+    };
+    let mut sim = Sim::new(
+        config,
+        Broadcast {
+            repeat: 8,
+            ..Broadcast::default()
+        },
+    );
+    let publisher = open(&mut sim);
+    let stalled = [open(&mut sim), open(&mut sim)];
+    for peer in &stalled {
+        sim.set_window(peer, 0);
+    }
+    // Each message is broadcast 8 times by one callback: once both are over the cap, every
+    // later broadcast of the same callback finds both slow again.
+    for _ in 0..50 {
+        sim.send(&publisher, &client_frame(0x2, &[1; 100]));
+    }
+    let stats = sim.server().stats();
+    assert_eq!(stats.slow_consumers, 2);
+    assert_eq!(stats.closes.get(&1008), Some(&2));
+    // They take nothing, not even the close: dropped when the linger ends.
+    sim.advance(Config::default().close_timeout);
+    assert!(stalled.iter().all(|p| !sim.is_connected(p)));
+    assert!(sim.is_connected(&publisher));
+}
+
+#[test]
 fn a_reader_whose_replies_pile_up_is_paused_not_failed() {
     let config = Config {
         max_backpressure: 16 * 1024,
@@ -340,10 +372,11 @@ impl Handler for CloseOnMessage {
     }
 }
 
-/// Sends every message to every other open connection.
+/// Sends every message to every other open connection (`repeat` times, at least once).
 #[derive(Default)]
 struct Broadcast {
     members: Vec<ConnId>,
+    repeat: usize,
 }
 
 impl Handler for Broadcast {
@@ -352,8 +385,10 @@ impl Handler for Broadcast {
     }
 
     fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, message: Message<'_>) {
-        let others = self.members.iter().copied().filter(|m| *m != id);
-        ctx.broadcast(others, message.kind, message.data);
+        for _ in 0..self.repeat.max(1) {
+            let others = self.members.iter().copied().filter(|m| *m != id);
+            ctx.broadcast(others, message.kind, message.data);
+        }
     }
 
     fn on_close(&mut self, _ctx: &mut Ctx<'_>, id: ConnId, _reason: CloseReason) {
