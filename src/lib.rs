@@ -2,9 +2,33 @@
 //!
 //! A tiny WebSocket server (RFC 6455) on a single-threaded `mio` event loop.
 //!
-//! - [`proto`]: the protocol core without I/O (handshake, frames, masking, UTF-8, messages,
-//!   close handshake).
-//! - [`server`]: the event loop: listeners, connections, buffers, timers, broadcast.
+//! An application implements [`server::Handler`]: it is told of connections, messages and
+//! closes, and answers through a [`server::Ctx`] (send, broadcast, close). The loop does the
+//! rest: handshake, framing, masking, UTF-8, limits, heartbeat, backpressure, shutdown.
+//!
+//! ```no_run
+//! use wsloop::proto::Message;
+//! use wsloop::server::{Config, ConnId, Ctx, Handler, Server};
+//!
+//! struct Echo;
+//!
+//! impl Handler for Echo {
+//!     fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, message: Message<'_>) {
+//!         ctx.send(id, message.kind, message.data);
+//!     }
+//! }
+//!
+//! let config = Config { listen: vec!["127.0.0.1:9001".parse()?], ..Config::default() };
+//! Server::bind(config, Echo)?.run()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The same `Server` runs on a virtual network and clock in tests: see [`server::sim`].
+//! `examples/echo.rs` and `examples/chat.rs` are complete programs.
+//!
+//! - [`proto`]: the protocol core without I/O, the `wsloop-proto` crate (handshake, frames,
+//!   masking, UTF-8, messages, close handshake, timers).
+//! - [`server`]: the event loop: listeners, connections, buffers, deadlines, broadcast.
 //! - [`app`]: applications on top of the loop: the echo testee and `serve` (JSON chat,
 //!   HTTP routes, access control, metrics).
 //! - `cluster` (feature `redis`): the Redis Pub/Sub bridge between nodes: topic names and
@@ -28,6 +52,7 @@
 //! and installs no logger: an embedder routes the records with its own.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 #[macro_use]
 pub mod log;

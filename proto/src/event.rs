@@ -56,7 +56,7 @@ impl<'a> Message<'a> {
 pub enum Event<'a> {
     /// A complete text or binary message.
     Message(Message<'a>),
-    /// A ping; the pong is already queued for [`Connection::poll_transmit`].
+    /// A ping; the pong is already queued for [`Connection::poll_transmit`](crate::Connection::poll_transmit).
     Ping(&'a [u8]),
     /// A pong (solicited or not, §5.5.3).
     Pong(&'a [u8]),

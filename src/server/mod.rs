@@ -12,10 +12,12 @@
 //! the loop keeps only socket concerns (accept, the handshake deadline, the linger) and wakes
 //! each connection when its core asks to be woken.
 //!
-//! The parts, by the state each owns: [`config`] (settings), `table` (the connections and
+//! The parts, by the state each owns: `config` (settings), `table` (the connections and
 //! their work lists), `acceptor` (listeners, pause when out of descriptors), [`admission`]
-//! (per-address limits), [`http`] (plain responses), `input` (request head, then frames),
+//! (per-address limits), `http` (plain responses), `input` (request head, then frames),
 //! `fanout` (the commands a handler recorded: sends, broadcasts, closes, slow consumers).
+//!
+//! An application implements [`Handler`]; [`Server::bind`] and [`Server::run_until`] run it.
 
 mod acceptor;
 pub mod admission;
@@ -44,6 +46,7 @@ use mio::{Events, Poll, Token, Waker};
 use crate::log::Level;
 use crate::proto::{Expired, Policy};
 use acceptor::Acceptor;
+pub use admission::AddressLimits;
 use admission::AddressTable;
 pub use config::Config;
 use conn::{queue_control_frames, Conn, Counted, Phase, ReadOutcome};

@@ -2,7 +2,7 @@
 //!
 //! Bytes encoded for this connection alone are appended to owned buffers; a broadcast frame is
 //! encoded once and shared (`Arc`) by every receiver's queue. Writing gathers up to
-//! [`MAX_IOVECS`] pieces into one vectored write, so a burst of replies costs one system call.
+//! `MAX_IOVECS` pieces into one vectored write, so a burst of replies costs one system call.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};

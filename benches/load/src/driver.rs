@@ -191,7 +191,7 @@ pub struct Driver<C> {
 impl<C> Driver<C> {
     /// A driver for connections to `target`, bound round-robin to `sources` (starting at
     /// `first_source`; none: the kernel picks the source address). `accept_masked`: the
-    /// server reflects the client's masked frames (see [`unmask_reflected`]).
+    /// server reflects the client's masked frames (see `unmask_reflected`).
     pub fn new(
         target: Target,
         sources: Vec<Ipv4Addr>,

@@ -7,7 +7,7 @@
 //! [`broadcast`] (chat-protocol fan-out, every subscriber must get every message once),
 //! [`connect`] (connection storm, and idle connections for memory per connection). They
 //! share a non-blocking client on mio ([`driver`]), the run timeline with /proc samples of
-//! the server ([`run`]) and the output ([`report`]). The figure that counts on a small machine
+//! the server ([`mod@run`]) and the output ([`report`]). The figure that counts on a small machine
 //! where client and server share the cores is the server's CPU time per message, printed
 //! beside the rate.
 
