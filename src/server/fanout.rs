@@ -7,6 +7,7 @@ use std::time::Instant;
 use super::conn::{queue_control_frames, Conn, Phase};
 use super::handler::{CloseReason, Command, ConnId};
 use super::net::Net;
+use super::outbound::OutQueue;
 use super::stats::Stats;
 use super::{Handler, Server};
 use crate::log::Level;
@@ -27,17 +28,10 @@ impl<H: Handler, N: Net> Server<H, N> {
         for command in &commands.list {
             match command {
                 Command::Send { to, kind, payload } => {
-                    let Some(slot) = self.deliverable(*to, requester, &mut slow) else {
-                        continue;
-                    };
-                    let Some(conn) = self.conns.get_mut(slot) else {
-                        continue;
-                    };
-                    conn.out.borrow(&mut self.out_storage, true);
-                    conn.out
-                        .push_frame(kind.opcode(), &commands.arena[payload.clone()]);
-                    self.stats.messages_out += 1;
-                    self.conns.mark_dirty(slot);
+                    let payload = &commands.arena[payload.clone()];
+                    self.deliver(*to, requester, &mut slow, true, |out| {
+                        out.push_frame(kind.opcode(), payload);
+                    });
                 }
                 Command::Broadcast {
                     targets,
@@ -55,16 +49,9 @@ impl<H: Handler, N: Net> Server<H, N> {
                     let frame: Arc<[u8]> = frame.into();
                     self.stats.broadcast_encodes += 1;
                     for to in &commands.targets[targets.clone()] {
-                        let Some(slot) = self.deliverable(*to, requester, &mut slow) else {
-                            continue;
-                        };
-                        let Some(conn) = self.conns.get_mut(slot) else {
-                            continue;
-                        };
-                        conn.out.borrow(&mut self.out_storage, false);
-                        conn.out.push_shared(Arc::clone(&frame));
-                        self.stats.messages_out += 1;
-                        self.conns.mark_dirty(slot);
+                        self.deliver(*to, requester, &mut slow, false, |out| {
+                            out.push_shared(Arc::clone(&frame));
+                        });
                     }
                 }
                 Command::Close {
@@ -91,6 +78,28 @@ impl<H: Handler, N: Net> Server<H, N> {
         for id in slow {
             self.drop_slow_consumer(id, now);
         }
+    }
+
+    /// Queues one message for `to` with `push` if it can take it (see `deliverable`); a
+    /// buffer is lent for a frame encoded into the queue (`owned`), none for a shared one.
+    fn deliver(
+        &mut self,
+        to: ConnId,
+        requester: Option<ConnId>,
+        slow: &mut Vec<ConnId>,
+        owned: bool,
+        push: impl FnOnce(&mut OutQueue),
+    ) {
+        let Some(slot) = self.deliverable(to, requester, slow) else {
+            return;
+        };
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        conn.out.borrow(&mut self.out_storage, owned);
+        push(&mut conn.out);
+        self.stats.messages_out += 1;
+        self.conns.mark_dirty(slot);
     }
 
     /// The slot of `to` if it can be sent a message now: it exists and is open (no close sent

@@ -134,14 +134,7 @@ impl<H: Handler, N: Net> Server<H, N> {
         let client = client_addr(request, peer, self.config.trust_proxy);
         let counts = (self.stats.open, self.config.max_connections);
         if let Err(rejection) = admit(&mut self.addresses, request, client, counts, now) {
-            let response = refusal(rejection);
-            log!(
-                Level::Info,
-                "{peer}: refused ({client}): {} {rejection}",
-                response.status
-            );
-            self.stats.reject(rejection);
-            self.respond(slot, &response, now);
+            self.refuse(slot, &refusal(rejection), rejection, Some(client), now);
             return false;
         }
         match self.handler.on_request(request, peer, &self.stats) {
@@ -151,16 +144,31 @@ impl<H: Handler, N: Net> Server<H, N> {
                 false
             }
             Route::Reject(response, rejection) => {
-                log!(
-                    Level::Info,
-                    "{peer}: upgrade refused: {} {rejection}",
-                    response.status
-                );
-                self.stats.reject(rejection);
-                self.respond(slot, &response, now);
+                self.refuse(slot, &response, rejection, Some(client), now);
                 false
             }
         }
+    }
+
+    /// Answers a refused request, logs and counts why, and closes. `client` is the address
+    /// the request came from, when known (behind a trusted proxy it is not the peer's).
+    fn refuse(
+        &mut self,
+        slot: usize,
+        response: &HttpResponse,
+        why: Rejection,
+        client: Option<IpAddr>,
+        now: Instant,
+    ) {
+        if let Some(conn) = self.conns.get(slot) {
+            let (peer, status) = (conn.peer, response.status);
+            match client {
+                Some(client) => log!(Level::Info, "{peer}: refused ({client}): {status} {why}"),
+                None => log!(Level::Info, "{peer}: refused: {status} {why}"),
+            }
+        }
+        self.stats.reject(why);
+        self.respond(slot, response, now);
     }
 
     fn upgrade(&mut self, slot: usize, request: &Request, client: IpAddr, now: Instant) -> bool {
@@ -208,18 +216,8 @@ impl<H: Handler, N: Net> Server<H, N> {
 
     /// Refuses a handshake with its HTTP status and closes.
     fn reject_handshake(&mut self, slot: usize, error: &HandshakeError, now: Instant) {
-        let Some(conn) = self.conns.get(slot) else {
-            return;
-        };
-        log!(
-            Level::Info,
-            "{}: handshake refused: {} {}",
-            conn.peer,
-            error.status(),
-            error.reason()
-        );
-        self.stats.reject(Rejection::from(error));
-        self.respond(slot, &HttpResponse::refusing(error), now);
+        let response = HttpResponse::refusing(error);
+        self.refuse(slot, &response, Rejection::from(error), None, now);
     }
 
     /// Sends an HTTP response and closes.
