@@ -113,11 +113,11 @@ fn poll_event(c: &mut Criterion) {
             // the timing) and a fresh connection.
             // Timers armed as the server arms them: input also resets the idle clock.
             let now = Instant::now();
-            let timeouts = wsloop::server::Config::default().timeouts();
+            let timeouts = std::sync::Arc::new(wsloop::server::Config::default().timeouts());
             b.iter_batched_ref(
                 || {
                     let conn = Connection::new_server(Limits::default());
-                    (conn.with_timeouts(timeouts, now), wire.clone())
+                    (conn.with_timeouts(timeouts.clone(), now), wire.clone())
                 },
                 |(conn, buf)| {
                     let mut pos = 0;

@@ -15,6 +15,7 @@
 //! [`Connection::poll_timeout`] says when [`Connection::handle_timeout`] is next due
 //! (heartbeat, close deadline, idle timeout; see [`crate::timers`]).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::close::parse_close_payload;
@@ -111,7 +112,7 @@ pub struct Connection {
     /// Masking keys; present in the client role only.
     mask_keys: Option<MaskKeys>,
     /// Heartbeat, close deadline, idle timeout, ping rate; none until armed.
-    clock: Option<Box<Clock>>,
+    clock: Option<Clock>,
 }
 
 impl Connection {
@@ -122,8 +123,9 @@ impl Connection {
 
     /// Arms the timed rules, counting from `now`: heartbeat, close deadline, idle timeout
     /// and the ping rate. Without this a connection has no deadlines and no ping limit.
-    pub fn with_timeouts(mut self, timeouts: Timeouts, now: Instant) -> Self {
-        self.clock = Some(Box::new(Clock::new(timeouts, now)));
+    /// The settings are shared: a server hands every connection a clone of one `Arc`.
+    pub fn with_timeouts(mut self, timeouts: Arc<Timeouts>, now: Instant) -> Self {
+        self.clock = Some(Clock::new(timeouts, now));
         self
     }
 
@@ -203,10 +205,8 @@ impl Connection {
     /// When [`handle_timeout`](Self::handle_timeout) is next due: the heartbeat, the idle
     /// check, or, once this end has sent a close, the close deadline. `None`: no timer runs.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let clock = self.clock.as_ref()?;
         match self.close {
-            CloseState::Open => clock.next(true),
-            CloseState::CloseSent => clock.next(false),
+            CloseState::Open | CloseState::CloseSent => self.clock.as_ref()?.next(),
             CloseState::Closed => None,
         }
     }
@@ -214,30 +214,26 @@ impl Connection {
     /// Acts on the deadlines that have passed at `now`, one per call: call it until it
     /// returns `None`, then take what [`poll_transmit`](Self::poll_transmit) has.
     pub fn handle_timeout(&mut self, now: Instant) -> Option<Expired> {
-        let clock = self.clock.as_mut()?;
-        match self.close {
-            CloseState::Closed => None,
-            CloseState::CloseSent => {
-                if !clock.close_expired(now) {
-                    return None;
-                }
+        if self.close == CloseState::Closed {
+            return None;
+        }
+        match self.clock.as_mut()?.expire(now)? {
+            Due::Ping => {
+                self.ping(HEARTBEAT_PAYLOAD);
+                Some(Expired::PingSent)
+            }
+            Due::PongMissing => {
+                self.abandon();
+                Some(Expired::PongMissing)
+            }
+            Due::CloseReply => {
                 self.abandon();
                 Some(Expired::CloseReplyMissing)
             }
-            CloseState::Open => match clock.expire_open(now)? {
-                Due::Ping => {
-                    self.ping(HEARTBEAT_PAYLOAD);
-                    Some(Expired::PingSent)
-                }
-                Due::PongMissing => {
-                    self.abandon();
-                    Some(Expired::PongMissing)
-                }
-                Due::Idle => {
-                    self.close_for(Policy::IdleTimeout, now);
-                    Some(Expired::Idle)
-                }
-            },
+            Due::Idle => {
+                self.close_for(Policy::IdleTimeout, now);
+                Some(Expired::Idle)
+            }
         }
     }
 

@@ -6,11 +6,14 @@
 //! other runtime, or a test on a virtual clock.
 //!
 //! ```
+//! use std::sync::Arc;
 //! use std::time::{Duration, Instant};
 //! use wsloop_proto::{Connection, Event, Expired, Limits, Timeouts};
 //!
 //! let start = Instant::now();
-//! let timeouts = Timeouts { ping_interval: Some(Duration::from_secs(20)), ..Timeouts::default() };
+//! let heartbeat = Some(Duration::from_secs(20));
+//! let timeouts = Timeouts { ping_interval: heartbeat, ..Timeouts::default() };
+//! let timeouts = Arc::new(timeouts); // one for all the connections of a server
 //! let mut conn = Connection::new_server(Limits::default()).with_timeouts(timeouts, start);
 //!
 //! // RFC 6455 §5.7: a masked "Hello" from the client, decoded in place.

@@ -6,6 +6,7 @@
 //! [`crate::Connection::poll_timeout`] when it next needs to be woken, the way quinn-proto and
 //! smoltcp do: so a test drives a connection through minutes of heartbeats on a virtual clock.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long a connection waits for what (all optional parts off by default).
@@ -53,26 +54,29 @@ pub enum Expired {
     Idle,
 }
 
-/// Where the heartbeat stands.
+/// The one deadline of the heartbeat or the closing handshake: while data flows the heartbeat
+/// runs; once this end sent its close only the close reply is awaited (§7.1.1), so one slot
+/// holds either.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Heartbeat {
+enum Timer {
     Off,
-    /// The next ping goes out then.
+    /// The next heartbeat ping goes out then.
     NextPing(Instant),
-    /// A ping is out; it must be answered by then.
+    /// A heartbeat ping is out; it must be answered by then.
     PongDue(Instant),
+    /// This end sent its close; the peer must answer by then.
+    CloseReply(Instant),
 }
 
 /// The payload of heartbeat pings, recognisable in a packet capture.
 pub const HEARTBEAT_PAYLOAD: &[u8] = b"wsloop-heartbeat";
 
-/// A connection's timers.
+/// A connection's timers. The settings are shared (`Arc`) by all the connections of a server:
+/// an idle connection carries only its own deadlines.
 #[derive(Clone, Debug)]
 pub(crate) struct Clock {
-    timeouts: Timeouts,
-    heartbeat: Heartbeat,
-    /// The peer must answer this end's close by then.
-    close_due: Option<Instant>,
+    timeouts: Arc<Timeouts>,
+    timer: Timer,
     /// When to look next whether the peer has been silent for the idle timeout. Moved only
     /// when it passes, not on every input, so the caller's timer queue does not churn.
     idle_check: Option<Instant>,
@@ -83,30 +87,29 @@ pub(crate) struct Clock {
 }
 
 impl Clock {
-    pub(crate) fn new(timeouts: Timeouts, now: Instant) -> Self {
+    pub(crate) fn new(timeouts: Arc<Timeouts>, now: Instant) -> Self {
         Clock {
-            timeouts,
-            heartbeat: match timeouts.ping_interval {
-                Some(interval) => Heartbeat::NextPing(now + interval),
-                None => Heartbeat::Off,
+            timer: match timeouts.ping_interval {
+                Some(interval) => Timer::NextPing(now + interval),
+                None => Timer::Off,
             },
-            close_due: None,
             idle_check: timeouts.idle_timeout.map(|idle| now + idle),
             last_input: now,
             ping_window: (now, 0),
+            timeouts,
         }
     }
 
-    /// The earliest deadline while data may flow (`open`), or once a close was sent.
-    pub(crate) fn next(&self, open: bool) -> Option<Instant> {
-        if !open {
-            return self.close_due;
+    /// The earliest deadline: the heartbeat and the idle check while data may flow, the close
+    /// reply once this end sent its close.
+    pub(crate) fn next(&self) -> Option<Instant> {
+        match self.timer {
+            Timer::CloseReply(due) => Some(due),
+            Timer::Off => self.idle_check,
+            Timer::NextPing(t) | Timer::PongDue(t) => {
+                Some(self.idle_check.map_or(t, |idle| idle.min(t)))
+            }
         }
-        let heartbeat = match self.heartbeat {
-            Heartbeat::Off => None,
-            Heartbeat::NextPing(t) | Heartbeat::PongDue(t) => Some(t),
-        };
-        [heartbeat, self.idle_check].into_iter().flatten().min()
     }
 
     pub(crate) fn input(&mut self, now: Instant) {
@@ -116,10 +119,8 @@ impl Clock {
     /// Any pong answers the heartbeat (§5.5.3: the peer is alive); the next ping is due an
     /// interval later.
     pub(crate) fn pong(&mut self, now: Instant) {
-        if let (Heartbeat::PongDue(_), Some(interval)) =
-            (self.heartbeat, self.timeouts.ping_interval)
-        {
-            self.heartbeat = Heartbeat::NextPing(now + interval);
+        if let (Timer::PongDue(_), Some(interval)) = (self.timer, self.timeouts.ping_interval) {
+            self.timer = Timer::NextPing(now + interval);
         }
     }
 
@@ -139,19 +140,25 @@ impl Clock {
 
     /// This end sent its close: only the close deadline counts from now on.
     pub(crate) fn close_sent(&mut self, now: Instant) {
-        self.close_due = Some(now + self.timeouts.close_timeout);
+        self.timer = Timer::CloseReply(now + self.timeouts.close_timeout);
+        self.idle_check = None;
     }
 
-    /// The deadline of a data-flowing connection that has passed at `now`, with what to do.
-    /// Called until it returns `None`; each answer moves or clears the deadline it reports.
-    pub(crate) fn expire_open(&mut self, now: Instant) -> Option<Due> {
-        match self.heartbeat {
-            Heartbeat::PongDue(t) if t <= now => {
-                self.heartbeat = Heartbeat::Off;
+    /// The deadline that has passed at `now`, with what to do. Called until it returns
+    /// `None`; each answer moves or clears the deadline it reports.
+    pub(crate) fn expire(&mut self, now: Instant) -> Option<Due> {
+        match self.timer {
+            Timer::CloseReply(t) if t <= now => {
+                self.timer = Timer::Off;
+                return Some(Due::CloseReply);
+            }
+            Timer::CloseReply(_) => return None,
+            Timer::PongDue(t) if t <= now => {
+                self.timer = Timer::Off;
                 return Some(Due::PongMissing);
             }
-            Heartbeat::NextPing(t) if t <= now => {
-                self.heartbeat = Heartbeat::PongDue(now + self.timeouts.ping_timeout);
+            Timer::NextPing(t) if t <= now => {
+                self.timer = Timer::PongDue(now + self.timeouts.ping_timeout);
                 return Some(Due::Ping);
             }
             _ => {}
@@ -170,11 +177,6 @@ impl Clock {
         self.idle_check = None;
         Some(Due::Idle)
     }
-
-    /// Whether the close deadline has passed at `now`.
-    pub(crate) fn close_expired(&mut self, now: Instant) -> bool {
-        self.close_due.take_if(|due| *due <= now).is_some()
-    }
 }
 
 /// A deadline that passed, before the connection acts on it.
@@ -183,4 +185,5 @@ pub(crate) enum Due {
     Ping,
     PongMissing,
     Idle,
+    CloseReply,
 }

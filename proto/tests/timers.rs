@@ -6,6 +6,7 @@
 //! bytes: `0x89` ping, `0x88` close, with the code in network order (1001 = 0x03e9,
 //! 1008 = 0x03f0).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wsloop_proto::timers::HEARTBEAT_PAYLOAD;
@@ -46,7 +47,7 @@ fn feed(conn: &mut Connection, bytes: &[u8], now: Instant) -> Option<ProtocolErr
 }
 
 fn server(timeouts: Timeouts, now: Instant) -> Connection {
-    Connection::new_server(Limits::default()).with_timeouts(timeouts, now)
+    Connection::new_server(Limits::default()).with_timeouts(Arc::new(timeouts), now)
 }
 
 fn heartbeat(interval: u32, timeout: u32) -> Timeouts {

@@ -3,6 +3,7 @@
 //! handler as messages; what the protocol owes the peer queued in order).
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::admission::{admit, client_addr, refusal};
@@ -187,7 +188,7 @@ impl<H: Handler, N: Net> Server<H, N> {
         write_switching_protocols(&mut head, &upgrade.accept, protocol);
         conn.out.push_bytes(&head);
         let ws = Connection::new_server(self.config.limits.clone())
-            .with_timeouts(self.config.timeouts(), now);
+            .with_timeouts(Arc::clone(&self.timeouts), now);
         conn.deadline = ws.poll_timeout();
         if let Some(when) = conn.deadline {
             self.timers.schedule(when, conn.id);

@@ -39,12 +39,13 @@ mod timers;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mio::{Events, Poll, Token, Waker};
 
 use crate::log::Level;
-use crate::proto::{Expired, Policy};
+use crate::proto::{Expired, Policy, Timeouts};
 use acceptor::Acceptor;
 pub use admission::AddressLimits;
 use admission::AddressTable;
@@ -81,6 +82,8 @@ pub struct Server<H: Handler, N: Net = MioNet> {
     conns: ConnTable<N::Stream>,
     handler: H,
     config: Config,
+    /// The timed rules every connection's protocol core enforces (from `config`), shared.
+    timeouts: Arc<Timeouts>,
     timers: Timers,
     commands: Commands,
     addresses: AddressTable,
@@ -238,6 +241,7 @@ impl<H: Handler, N: Net> Server<H, N> {
                 READ_BUFFER.max(config.limits.max_handshake_bytes + 1),
             ),
             out_storage: OutStorage::new(POOLED_BUFFERS),
+            timeouts: Arc::new(config.timeouts()),
             config,
             timers: Timers::default(),
             commands: Commands::default(),
