@@ -29,7 +29,7 @@ use wsloop::client::ClientOptions;
 use wsloop::cluster::{Bridge, RedisConfig};
 use wsloop::duration::parse_duration;
 use wsloop::proto::Limits;
-use wsloop::server::admission::AddressLimits;
+use wsloop::server::admission::{AddressLimits, ProxyHeader};
 use wsloop::server::{Config, Handler, Server};
 
 #[derive(Parser, Debug)]
@@ -92,9 +92,15 @@ struct LoopArgs {
     /// Share the listening port with other wsloop processes (SO_REUSEPORT): run one per core.
     #[arg(long)]
     reuse_port: bool,
-    /// Take the client address from X-Real-IP / X-Forwarded-For (only behind your own proxy).
+    /// Take the client address from the header your proxy sets (see --trust-proxy-header);
+    /// only behind your own proxy, which every client must go through.
     #[arg(long)]
     trust_proxy: bool,
+    /// With --trust-proxy: the one header the proxy puts the client address in. x-real-ip
+    /// (the proxy sets it, as deploy/nginx.conf does) or x-forwarded-for (its last entry,
+    /// which the proxy appended).
+    #[arg(long, value_name = "HEADER", default_value = "x-real-ip", value_parser = parse_proxy_header, requires = "trust_proxy")]
+    trust_proxy_header: ProxyHeader,
     /// Open WebSocket connections in all; further upgrades get 503.
     #[arg(long, value_name = "N", default_value_t = Config::default().max_connections)]
     max_connections: usize,
@@ -218,7 +224,7 @@ impl LoopArgs {
             close_timeout: self.close_timeout,
             max_backpressure: self.max_backpressure,
             reuse_port: self.reuse_port,
-            trust_proxy: self.trust_proxy,
+            trust_proxy: self.trust_proxy.then_some(self.trust_proxy_header),
             max_connections: self.max_connections,
             per_address: AddressLimits {
                 max_connections: self.max_connections_per_address,
@@ -310,6 +316,15 @@ fn watch_signals(waker: Arc<Waker>, stop: Arc<AtomicBool>) -> std::io::Result<()
         }
     });
     Ok(())
+}
+
+/// `--trust-proxy-header`: the header names are case-insensitive (RFC 9110 §5.1).
+fn parse_proxy_header(value: &str) -> Result<ProxyHeader, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "x-real-ip" => Ok(ProxyHeader::RealIp),
+        "x-forwarded-for" => Ok(ProxyHeader::ForwardedFor),
+        _ => Err(format!("{value:?}: want x-real-ip or x-forwarded-for")),
+    }
 }
 
 /// The loop's settings for `serve`: the common flags, a 1 MiB message limit and the heartbeat.

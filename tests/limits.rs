@@ -154,28 +154,21 @@ fn max_connections_per_address_applies_per_proxy_address_with_trust_proxy() {
     );
     let a1 = open_chat(&server, &real_ip("10.0.0.1"));
     let _a2 = open_chat(&server, &real_ip("10.0.0.1"));
-    // 10.0.0.1 is at its limit: X-Real-IP, or the last X-Forwarded-For entry (the one the
-    // proxy appended; earlier ones come from the client).
+    // 10.0.0.1 is at its limit, by the one header the proxy sets (X-Real-IP by default).
     refused(
         &server,
         &real_ip("10.0.0.1"),
         "HTTP/1.1 429 Too Many Requests",
     );
-    refused(
-        &server,
-        "X-Forwarded-For: 10.0.0.2, 10.0.0.1\r\n",
-        "HTTP/1.1 429 Too Many Requests",
-    );
     by.round_trip("while 10.0.0.1 is at its limit");
-    // Other addresses are not affected, whatever the client puts first.
+    // X-Forwarded-For is not that header: it cannot name 10.0.0.1 (nor dodge the limit);
+    // without X-Real-IP the client is the TCP peer, 127.0.0.1.
+    let _xff = open_chat(&server, "X-Forwarded-For: 10.0.0.2, 10.0.0.1\r\n");
     let _b2 = open_chat(&server, &real_ip("10.0.0.2"));
-    let _c = open_chat(&server, "X-Forwarded-For: 10.0.0.1, 10.0.0.3\r\n");
-    // The TCP peer (127.0.0.1) when no proxy header says otherwise.
-    let _peer = open_chat(&server, "");
     let metrics_ip = real_ip("10.255.0.1");
     assert_eq!(
         sample_with(&server, &metrics_ip, &rejections("address_connections")),
-        2
+        1
     );
     // 10.0.0.1 closes one: it may open one again.
     close_normally(a1);
@@ -184,6 +177,36 @@ fn max_connections_per_address_applies_per_proxy_address_with_trust_proxy() {
         status_line(&head) == "HTTP/1.1 101 Switching Protocols"
     });
     by.round_trip("after");
+    assert!(server.is_running());
+}
+
+#[test]
+fn trust_proxy_header_x_forwarded_for_takes_the_entry_the_proxy_appended() {
+    let (mut server, mut by) = serve_limited(
+        &[
+            "--trust-proxy",
+            "--trust-proxy-header",
+            "x-forwarded-for",
+            "--max-connections-per-address",
+            "2",
+        ],
+        &["X-Forwarded-For: 10.0.0.2"],
+    );
+    // The last entry is the proxy's; the earlier ones are the client's and do not count.
+    let _a1 = open_chat(&server, "X-Forwarded-For: 10.0.0.1\r\n");
+    let _a2 = open_chat(&server, "X-Forwarded-For: 6.6.6.6, 10.0.0.1\r\n");
+    refused(
+        &server,
+        "X-Forwarded-For: 7.7.7.7, 10.0.0.1\r\n",
+        "HTTP/1.1 429 Too Many Requests",
+    );
+    // A client's own X-Real-IP is passed through by such a proxy: it must not count.
+    refused(
+        &server,
+        "X-Real-IP: 10.0.0.9\r\nX-Forwarded-For: 10.0.0.1\r\n",
+        "HTTP/1.1 429 Too Many Requests",
+    );
+    by.round_trip("while 10.0.0.1 is at its limit");
     assert!(server.is_running());
 }
 
@@ -975,6 +998,7 @@ fn every_limit_flag_documents_its_default_in_help() {
                 "--max-pings-per-second",
                 "--idle-timeout",
                 "--trust-proxy",
+                "--trust-proxy-header",
             ][..],
         ),
         (

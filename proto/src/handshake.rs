@@ -28,8 +28,19 @@ pub enum HandshakeError {
     NotGet,
     /// §4.2.1 (1): HTTP/1.0 cannot upgrade: 400.
     HttpVersion,
-    /// §4.2.1 (2): "A |Host| header field": 400.
+    /// §4.2.1 (2): "A |Host| header field"; RFC 9112 §3.2: every HTTP/1.1 request has one: 400.
     MissingHost,
+    /// RFC 9112 §3.2: "more than one Host header field line or a Host header field with an
+    /// invalid field value": 400.
+    BadHost,
+    /// RFC 9112 §3.2: a request-target in none of the forms its method allows: 400.
+    BadTarget,
+    /// §11.3.1, §11.3.5: `Sec-WebSocket-Key` and `Sec-WebSocket-Version` "MUST NOT appear
+    /// more than once in an HTTP request": 400.
+    RepeatedHeader(&'static str),
+    /// An upgrade that declares a body: after the head the bytes are WebSocket frames, so a
+    /// body would be read as frames (RFC 9110 §9.3.1: GET content has no meaning): 400.
+    UpgradeWithBody,
     /// §4.2.1 (3): "An |Upgrade| header field containing the value "websocket"": 400.
     NotWebSocketUpgrade,
     /// §4.2.1 (4): "A |Connection| header field that includes the token "Upgrade"": 400.
@@ -50,6 +61,10 @@ impl HandshakeError {
             | HandshakeError::NotGet
             | HandshakeError::HttpVersion
             | HandshakeError::MissingHost
+            | HandshakeError::BadHost
+            | HandshakeError::BadTarget
+            | HandshakeError::RepeatedHeader(_)
+            | HandshakeError::UpgradeWithBody
             | HandshakeError::NotWebSocketUpgrade
             | HandshakeError::MissingConnectionUpgrade
             | HandshakeError::BadKey => 400,
@@ -66,28 +81,16 @@ impl HandshakeError {
             HandshakeError::NotGet => "a WebSocket upgrade must be a GET request",
             HandshakeError::HttpVersion => "a WebSocket upgrade needs HTTP/1.1 or later",
             HandshakeError::MissingHost => "missing Host header",
+            HandshakeError::BadHost => "more than one Host header, or an invalid one",
+            HandshakeError::BadTarget => "request-target not in a form the method allows",
+            HandshakeError::RepeatedHeader(name) => name,
+            HandshakeError::UpgradeWithBody => "a WebSocket upgrade carries no request body",
             HandshakeError::NotWebSocketUpgrade => {
                 "missing or wrong Upgrade header (want websocket)"
             }
             HandshakeError::MissingConnectionUpgrade => "Connection header lacks the Upgrade token",
             HandshakeError::BadKey => "Sec-WebSocket-Key must be base64 of 16 bytes",
             HandshakeError::UnsupportedVersion => "unsupported Sec-WebSocket-Version (want 13)",
-        }
-    }
-
-    /// A short stable label, for metrics.
-    pub fn label(&self) -> &'static str {
-        match self {
-            HandshakeError::HeadTooLarge => "head_too_large",
-            HandshakeError::TooManyHeaders => "too_many_headers",
-            HandshakeError::Malformed(_) => "malformed",
-            HandshakeError::NotGet => "not_get",
-            HandshakeError::HttpVersion => "http_version",
-            HandshakeError::MissingHost => "missing_host",
-            HandshakeError::NotWebSocketUpgrade => "not_websocket",
-            HandshakeError::MissingConnectionUpgrade => "missing_connection_upgrade",
-            HandshakeError::BadKey => "bad_key",
-            HandshakeError::UnsupportedVersion => "unsupported_version",
         }
     }
 }
@@ -143,15 +146,122 @@ impl Request {
             .any(|t| t.trim().eq_ignore_ascii_case(token))
     }
 
-    /// The path part of the target, without the query string.
+    /// The path part of the target, without the query string. For the absolute form
+    /// (`http://host/path`, which RFC 9112 §3.2.2 says a server MUST accept) the path after
+    /// the authority; `/` when it has none.
     pub fn path(&self) -> &str {
-        self.target.split('?').next().unwrap_or("")
+        let path_and_query = match absolute_form_path(&self.target) {
+            Some(rest) => rest,
+            None => &self.target,
+        };
+        let path = path_and_query.split('?').next().unwrap_or("");
+        if path.is_empty() && !self.target.is_empty() && !self.target.starts_with('/') {
+            return "/";
+        }
+        path
     }
 
-    /// Whether this request asks for a WebSocket upgrade at all (it may still be an invalid one).
-    pub fn wants_upgrade(&self) -> bool {
-        self.header("Upgrade").is_some() || self.header("Sec-WebSocket-Key").is_some()
+    /// How many header lines named `name` (case-insensitive) the request has.
+    pub fn header_count(&self, name: &str) -> usize {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .count()
     }
+
+    /// Whether this request asks for a WebSocket upgrade at all (it may still be an invalid
+    /// one): an `Upgrade` naming websocket, or a `Sec-WebSocket-Key`. An `Upgrade` offering
+    /// only other protocols (h2c, ...) may be ignored (RFC 9110 §7.8): the request is then
+    /// served as plain HTTP.
+    pub fn wants_upgrade(&self) -> bool {
+        self.has_token("Upgrade", "websocket") || self.header_count("Sec-WebSocket-Key") > 0
+    }
+
+    /// Whether the head declares a body (`Content-Length` other than 0, or any
+    /// `Transfer-Encoding`, RFC 9112 §6.1).
+    pub fn declares_body(&self) -> bool {
+        self.header_count("Transfer-Encoding") > 0
+            || self
+                .header_values_raw("Content-Length")
+                .any(|v| v.trim_ascii() != b"0")
+    }
+
+    /// Every value of header `name`, as bytes.
+    fn header_values_raw<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+}
+
+/// The path and query of an absolute-form target (`scheme://authority/path?query`), or
+/// `None` for another form.
+fn absolute_form_path(target: &str) -> Option<&str> {
+    let (scheme, rest) = target.split_once("://")?;
+    let valid_scheme = scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !valid_scheme {
+        return None;
+    }
+    Some(rest.find(['/', '?']).map_or("", |i| &rest[i..]))
+}
+
+/// RFC 9112 §3.2: the rules every request on the port must follow, upgrade or not: a target
+/// in a form its method allows (§3.2.1-§3.2.4), and for HTTP/1.1 exactly one valid `Host`
+/// ("A server MUST respond with a 400 (Bad Request) status code to any HTTP/1.1 request
+/// message that lacks a Host header field and to any request message that contains more than
+/// one Host header field line or a Host header field with an invalid field value").
+pub fn check_request(req: &Request) -> Result<(), HandshakeError> {
+    let target_ok = match req.method.as_str() {
+        "CONNECT" => !req.target.is_empty() && !req.target.starts_with('/'),
+        "OPTIONS" if req.target == "*" => true,
+        _ => req.target.starts_with('/') || absolute_form_path(&req.target).is_some(),
+    };
+    if !target_ok {
+        return Err(HandshakeError::BadTarget);
+    }
+    match req.header_count("Host") {
+        0 if req.minor_version >= 1 => Err(HandshakeError::MissingHost),
+        0 => Ok(()),
+        1 => match req.header("Host") {
+            Some(host) if is_valid_host(host.trim()) => Ok(()),
+            _ => Err(HandshakeError::BadHost),
+        },
+        _ => Err(HandshakeError::BadHost),
+    }
+}
+
+/// RFC 9110 §7.2, RFC 3986 §3.2.2: `uri-host [ ":" port ]`, where a host is an IP literal in
+/// brackets or a reg-name of unreserved, percent-encoded and sub-delim characters (an empty
+/// value is allowed: "a client MUST send a Host header field with an empty field value").
+fn is_valid_host(host: &str) -> bool {
+    host.bytes().all(|b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'['
+                    | b']'
+            )
+    })
 }
 
 /// Reads a request head from a growing buffer in linear total time.
@@ -255,6 +365,23 @@ pub fn validate_upgrade(req: &Request) -> Result<Upgrade, HandshakeError> {
     }
     if !req.has_token("Connection", "upgrade") {
         return Err(HandshakeError::MissingConnectionUpgrade);
+    }
+    for (name, why) in [
+        (
+            "Sec-WebSocket-Key",
+            "Sec-WebSocket-Key appears more than once",
+        ),
+        (
+            "Sec-WebSocket-Version",
+            "Sec-WebSocket-Version appears more than once",
+        ),
+    ] {
+        if req.header_count(name) > 1 {
+            return Err(HandshakeError::RepeatedHeader(why));
+        }
+    }
+    if req.declares_body() {
+        return Err(HandshakeError::UpgradeWithBody);
     }
     if req.header("Sec-WebSocket-Version").map(str::trim) != Some("13") {
         return Err(HandshakeError::UnsupportedVersion);

@@ -105,11 +105,16 @@ pub fn origin_allowed(request: &Request, allowed: &[String]) -> bool {
     if allowed.is_empty() {
         return true;
     }
-    match request.header("Origin") {
-        None => true,
-        Some(origin) => allowed
-            .iter()
-            .any(|a| a.eq_ignore_ascii_case(origin.trim())),
+    // Fail closed: an `Origin` that is repeated or not UTF-8 is not "absent" (a client that
+    // sends no Origin is not a browser, RFC 6455 §10.2, and is let through).
+    match request.header_count("Origin") {
+        0 => true,
+        1 => request.header("Origin").is_some_and(|origin| {
+            allowed
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(origin.trim()))
+        }),
+        _ => false,
     }
 }
 
@@ -155,5 +160,19 @@ mod tests {
             &request("/", &[("Origin", "https://evil.example")]),
             &[]
         ));
+        // Fail closed: an Origin that is not UTF-8, or two of them, is not "no Origin".
+        let mut not_utf8 = request("/", &[]);
+        not_utf8
+            .headers
+            .push(("Origin".into(), b"https://chat.\xffexample".to_vec()));
+        assert!(!origin_allowed(&not_utf8, &allowed));
+        let two = request(
+            "/",
+            &[
+                ("Origin", "https://chat.example"),
+                ("Origin", "https://evil.example"),
+            ],
+        );
+        assert!(!origin_allowed(&two, &allowed));
     }
 }

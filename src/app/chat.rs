@@ -25,8 +25,9 @@ pub struct ChatLimits {
     /// Most channels one connection may be subscribed to.
     pub max_channels: usize,
     /// Messages per second one connection may send, sustained (twice as many in a burst).
-    /// Beyond it a message gets `rate_limited`; a client that keeps going for another burst's
-    /// worth of messages is closed with 1008.
+    /// Beyond it a message gets `rate_limited`. Refused messages count as strikes that fade
+    /// at the same rate; a client whose strikes pass a burst's worth (it keeps sending well
+    /// over the rate, not just a little) is closed with 1008.
     pub max_messages_per_second: f64,
 }
 
@@ -51,8 +52,8 @@ pub struct Member {
     /// Message budget (a token bucket refilled at the rate limit).
     tokens: f64,
     refilled: Instant,
-    /// Messages refused in a row for the rate.
-    strikes: u32,
+    /// Messages refused for the rate, fading at the rate (see `admit`).
+    strikes: f64,
     /// The member is being closed for flooding: its further messages are dropped unread.
     closing: bool,
 }
@@ -212,7 +213,7 @@ impl Chat {
                 channels: BTreeSet::new(),
                 tokens: self.burst(),
                 refilled: ctx.now(),
-                strikes: 0,
+                strikes: 0.0,
                 closing: false,
             },
         );
@@ -257,14 +258,16 @@ impl Chat {
         }
         let elapsed = now.saturating_duration_since(member.refilled).as_secs_f64();
         member.tokens = (member.tokens + elapsed * rate).min(burst);
+        // Strikes fade at the rate instead of resetting with each refilled token: a client
+        // that floods gets a token now and then, and must not be forgiven each time.
+        member.strikes = (member.strikes - elapsed * rate).max(0.0);
         member.refilled = now;
         if member.tokens >= 1.0 {
             member.tokens -= 1.0;
-            member.strikes = 0;
             return Ok(());
         }
-        member.strikes += 1;
-        let close = f64::from(member.strikes) > burst;
+        member.strikes += 1.0;
+        let close = member.strikes > burst;
         member.closing = close;
         Err(Some(close))
     }

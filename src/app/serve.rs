@@ -125,9 +125,11 @@ impl Serve {
     }
 
     fn route_http(&self, request: &Request, stats: &Stats) -> HttpResponse {
-        if request.method != "GET" {
-            let mut response = HttpResponse::text(405, "only GET is served here");
-            response.headers = "Allow: GET\r\n".into();
+        // RFC 9110 §9.3.2: HEAD is GET without the content (the loop leaves the body out);
+        // §15.5.6: a 405 "MUST generate an Allow header field".
+        if request.method != "GET" && request.method != "HEAD" {
+            let mut response = HttpResponse::text(405, "only GET and HEAD are served here");
+            response.headers = "Allow: GET, HEAD\r\n".into();
             return response;
         }
         let asset = |content_type, body: &str| HttpResponse {

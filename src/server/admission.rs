@@ -12,26 +12,46 @@ use super::http::HttpResponse;
 use super::stats::Rejection;
 use crate::proto::handshake::Request;
 
-/// The client's address. Behind a trusted proxy: `X-Real-IP` (set by the proxy from the
-/// address it saw), else the last `X-Forwarded-For` entry (the one the proxy appended; earlier
-/// entries come from the client and can be forged). Otherwise the TCP peer.
-pub fn client_addr(request: &Request, peer: SocketAddr, trust_proxy: bool) -> IpAddr {
-    if trust_proxy {
-        let real_ip = request
+/// The request header a trusted proxy puts the client's address in. One header, named by
+/// the operator: a proxy that only appends `X-Forwarded-For` passes a client's own
+/// `X-Real-IP` through, so trusting both would let a client choose its address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyHeader {
+    /// `X-Real-IP`, which the proxy sets (nginx: `proxy_set_header X-Real-IP $remote_addr`,
+    /// as deploy/nginx.conf does), replacing any value the client sent.
+    RealIp,
+    /// The last entry of `X-Forwarded-For`: the one the proxy appended (earlier entries come
+    /// from the client and can be forged).
+    ForwardedFor,
+}
+
+/// The client's address: the TCP peer's, or, behind a trusted proxy, the one in the header
+/// the proxy sets; the peer's (the proxy's) when that header is missing, repeated or invalid.
+/// IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) are given as IPv4.
+pub fn client_addr(request: &Request, peer: SocketAddr, proxy: Option<ProxyHeader>) -> IpAddr {
+    let forwarded = match proxy {
+        None => None,
+        Some(ProxyHeader::RealIp) if request.header_count("X-Real-IP") == 1 => request
             .header("X-Real-IP")
-            .and_then(|v| v.trim().parse().ok());
-        let forwarded = || {
-            request
-                .header_values("X-Forwarded-For")
-                .flat_map(|v| v.split(','))
-                .filter_map(|a| a.trim().parse().ok())
-                .last()
-        };
-        if let Some(ip) = real_ip.or_else(forwarded) {
-            return ip;
-        }
+            .and_then(|v| v.trim().parse().ok()),
+        Some(ProxyHeader::RealIp) => None,
+        Some(ProxyHeader::ForwardedFor) => request
+            .header_values("X-Forwarded-For")
+            .last()
+            .and_then(|line| line.rsplit(',').next())
+            .and_then(|entry| entry.trim().parse().ok()),
+    };
+    forwarded.unwrap_or(peer.ip()).to_canonical()
+}
+
+/// The key an address's limits are kept under: the address itself for IPv4, its /64 for
+/// IPv6 (one host usually holds a whole /64, and would otherwise have 2^64 fresh addresses
+/// to spread its connections over).
+fn limit_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
     }
-    peer.ip()
 }
 
 /// The loop's own limits, checked before the application sees a request: the request rate
@@ -117,7 +137,7 @@ impl AddressTable {
 
     fn entry(&mut self, ip: IpAddr, now: Instant) -> &mut Entry {
         let limits = self.limits;
-        let entry = self.entries.entry(ip).or_insert(Entry {
+        let entry = self.entries.entry(limit_key(ip)).or_insert(Entry {
             open: 0,
             handshaking: 0,
             tokens: limits.burst,
@@ -143,7 +163,7 @@ impl AddressTable {
     /// Whether the address may open one more connection.
     pub(crate) fn may_open(&self, ip: IpAddr) -> bool {
         self.entries
-            .get(&ip)
+            .get(&limit_key(ip))
             .is_none_or(|e| e.open < self.limits.max_connections)
     }
 
@@ -165,7 +185,7 @@ impl AddressTable {
 
     /// The head arrived, or the connection ended before it did.
     pub(crate) fn end_handshake(&mut self, ip: IpAddr) {
-        if let Some(e) = self.entries.get_mut(&ip) {
+        if let Some(e) = self.entries.get_mut(&limit_key(ip)) {
             e.handshaking = e.handshaking.saturating_sub(1);
         }
     }
@@ -179,7 +199,7 @@ impl AddressTable {
     }
 
     pub(crate) fn closed(&mut self, ip: IpAddr) {
-        if let Some(e) = self.entries.get_mut(&ip) {
+        if let Some(e) = self.entries.get_mut(&limit_key(ip)) {
             e.open = e.open.saturating_sub(1);
         }
     }
@@ -214,15 +234,87 @@ mod tests {
     }
 
     #[test]
-    fn client_address_behind_a_proxy() {
+    fn client_address_comes_from_the_one_header_the_operator_names() {
         let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
-        let r = request(&[("X-Forwarded-For", "6.6.6.6, 10.1.2.3")]);
-        assert_eq!(client_addr(&r, peer, true).to_string(), "10.1.2.3");
-        assert_eq!(client_addr(&r, peer, false).to_string(), "127.0.0.1");
-        let r = request(&[("X-Real-IP", "10.9.9.9"), ("X-Forwarded-For", "1.1.1.1")]);
-        assert_eq!(client_addr(&r, peer, true).to_string(), "10.9.9.9");
-        let r = request(&[("X-Real-IP", "garbage")]);
-        assert_eq!(client_addr(&r, peer, true).to_string(), "127.0.0.1");
+        let real = Some(ProxyHeader::RealIp);
+        let xff = Some(ProxyHeader::ForwardedFor);
+        /// Request headers, the proxy header trusted, the address expected.
+        type Row<'a> = (&'a [(&'a str, &'a str)], Option<ProxyHeader>, &'a str);
+        let rows: &[Row] = &[
+            (&[("X-Forwarded-For", "6.6.6.6, 10.1.2.3")], xff, "10.1.2.3"),
+            (
+                &[("X-Forwarded-For", "6.6.6.6, 10.1.2.3")],
+                None,
+                "127.0.0.1",
+            ),
+            // A client's own X-Real-IP is not trusted when the proxy appends XFF only.
+            (
+                &[("X-Real-IP", "1.1.1.1"), ("X-Forwarded-For", "10.1.2.3")],
+                xff,
+                "10.1.2.3",
+            ),
+            // Several XFF lines: the last entry of the last line is the proxy's.
+            (
+                &[
+                    ("X-Forwarded-For", "6.6.6.6"),
+                    ("X-Forwarded-For", "1.2.3.4, 10.0.0.9"),
+                ],
+                xff,
+                "10.0.0.9",
+            ),
+            (
+                &[("X-Real-IP", "10.9.9.9"), ("X-Forwarded-For", "1.1.1.1")],
+                real,
+                "10.9.9.9",
+            ),
+            // X-Forwarded-For is not looked at under X-Real-IP: a forged one changes nothing.
+            (&[("X-Forwarded-For", "1.1.1.1")], real, "127.0.0.1"),
+            (&[("X-Real-IP", "garbage")], real, "127.0.0.1"),
+            (
+                &[("X-Real-IP", "10.0.0.1"), ("X-Real-IP", "10.0.0.2")],
+                real,
+                "127.0.0.1",
+            ),
+            (&[("X-Forwarded-For", "10.0.0.1, junk")], xff, "127.0.0.1"),
+            // IPv4-mapped IPv6 is IPv4.
+            (&[("X-Real-IP", "::ffff:10.1.1.1")], real, "10.1.1.1"),
+        ];
+        for (headers, proxy, want) in rows {
+            let r = request(headers);
+            assert_eq!(
+                client_addr(&r, peer, *proxy).to_string(),
+                *want,
+                "{headers:?}"
+            );
+        }
+        let mapped: SocketAddr = "[::ffff:127.0.0.9]:5000".parse().unwrap();
+        assert_eq!(
+            client_addr(&request(&[]), mapped, None).to_string(),
+            "127.0.0.9"
+        );
+    }
+
+    #[test]
+    fn ipv6_addresses_share_the_limits_of_their_64() {
+        let now = Instant::now();
+        let limits = AddressLimits {
+            max_connections: 2,
+            max_pending_handshakes: 1,
+            requests_per_second: 1.0,
+            burst: 1.0,
+        };
+        let mut t = AddressTable::new(limits, now);
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff::7".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        t.opened(a, now);
+        t.opened(b, now);
+        assert!(!t.may_open(a) && !t.may_open(b), "one /64, one budget");
+        assert!(t.may_open(other));
+        assert!(t.admit_request(a, now));
+        assert!(!t.admit_request(b, now), "one /64, one bucket");
+        t.closed(b);
+        assert!(t.may_open(a));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use super::admission::AddressLimits;
+use super::admission::{AddressLimits, ProxyHeader};
 use crate::proto::{Limits, Timeouts};
 
 /// Settings of the event loop.
@@ -29,8 +29,9 @@ pub struct Config {
     pub ping_timeout: Duration,
     /// Share the listening ports with other processes (`SO_REUSEPORT`).
     pub reuse_port: bool,
-    /// Take the client address from `X-Real-IP` / `X-Forwarded-For` (behind a trusted proxy).
-    pub trust_proxy: bool,
+    /// Behind a trusted proxy: the header it puts the client's address in (admission and
+    /// logs then use that address). `None`: the TCP peer is the client.
+    pub trust_proxy: Option<ProxyHeader>,
     /// Open WebSocket connections in all; further upgrades get 503.
     pub max_connections: usize,
     /// Per-address limits: open connections and request heads per second (429 beyond).
@@ -53,7 +54,7 @@ impl Default for Config {
             ping_interval: None,
             ping_timeout: Duration::from_secs(10),
             reuse_port: false,
-            trust_proxy: false,
+            trust_proxy: None,
             max_connections: 100_000,
             per_address: AddressLimits {
                 max_connections: 1_000,

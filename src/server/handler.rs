@@ -50,7 +50,7 @@ impl fmt::Display for ConnId {
 pub struct OpenInfo<'a> {
     /// The TCP peer.
     pub peer: SocketAddr,
-    /// The client's address: the peer's, or from the proxy headers with `trust_proxy`.
+    /// The client's address: the peer's, or from the proxy's header with `trust_proxy`.
     pub client: IpAddr,
     /// The upgrade request.
     pub request: &'a Request,

@@ -41,8 +41,10 @@ impl HttpResponse {
         response
     }
 
-    /// Appends the response's bytes: status line, headers with `Connection: close`, body.
-    pub fn write_to(&self, out: &mut Vec<u8>) {
+    /// Appends the response's bytes: status line, headers with `Connection: close`, and the
+    /// body unless `head_only` (the answer to HEAD: RFC 9110 §9.3.2, the same header fields
+    /// as GET, `Content-Length` included, and no content).
+    pub fn write_to(&self, out: &mut Vec<u8>, head_only: bool) {
         // Writing into a Vec cannot fail.
         let _ = write!(
             out,
@@ -53,7 +55,9 @@ impl HttpResponse {
             self.body.len(),
             self.headers,
         );
-        out.extend_from_slice(&self.body);
+        if !head_only {
+            out.extend_from_slice(&self.body);
+        }
     }
 }
 
@@ -82,7 +86,7 @@ mod tests {
     #[test]
     fn rejection_bytes_for_426() {
         let mut out = Vec::new();
-        HttpResponse::refusing(&HandshakeError::UnsupportedVersion).write_to(&mut out);
+        HttpResponse::refusing(&HandshakeError::UnsupportedVersion).write_to(&mut out, false);
         let body = "unsupported Sec-WebSocket-Version (want 13)\n";
         let want = format!(
             "HTTP/1.1 426 Upgrade Required\r\nContent-Type: text/plain; charset=utf-8\r\n\
@@ -90,5 +94,16 @@ Content-Length: {}\r\nConnection: close\r\nSec-WebSocket-Version: 13\r\n\r\n{bod
             body.len()
         );
         assert_eq!(String::from_utf8(out).unwrap(), want);
+    }
+
+    #[test]
+    fn the_answer_to_head_has_the_length_of_the_body_and_no_body() {
+        let mut out = Vec::new();
+        HttpResponse::text(200, "ok").write_to(&mut out, true);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n\
+Content-Length: 3\r\nConnection: close\r\n\r\n"
+        );
     }
 }

@@ -15,7 +15,8 @@ use super::stats::Rejection;
 use super::{Handler, Server};
 use crate::log::Level;
 use crate::proto::handshake::{
-    select_protocol, validate_upgrade, write_switching_protocols, HandshakeError, Request,
+    check_request, select_protocol, validate_upgrade, write_switching_protocols, HandshakeError,
+    Request,
 };
 use crate::proto::{Connection, Event, ProtocolError};
 
@@ -43,7 +44,7 @@ impl<H: Handler, N: Net> Server<H, N> {
                             self.on_request(slot, &request, now)
                         }
                         Err(e) => {
-                            self.reject_handshake(slot, &e, now);
+                            self.reject_handshake(slot, &e, Asker::UNKNOWN, now);
                             false
                         }
                     }
@@ -132,51 +133,63 @@ impl<H: Handler, N: Net> Server<H, N> {
             return false;
         };
         let peer = conn.peer;
+        let mut asker = Asker {
+            client: None,
+            head: request.method == "HEAD",
+        };
+        if let Err(e) = check_request(request) {
+            self.reject_handshake(slot, &e, asker, now);
+            return false;
+        }
         let client = client_addr(request, peer, self.config.trust_proxy);
+        asker.client = Some(client);
         let counts = (self.stats.open, self.config.max_connections);
         if let Err(rejection) = admit(&mut self.addresses, request, client, counts, now) {
-            self.refuse(slot, &refusal(rejection), rejection, Some(client), now);
+            self.refuse(slot, &refusal(rejection), rejection, asker, now);
             return false;
         }
         match self.handler.on_request(request, peer, &self.stats) {
             Route::Upgrade => self.upgrade(slot, request, client, now),
             Route::Respond(response) => {
-                self.respond(slot, &response, now);
+                self.respond(slot, &response, asker.head, now);
                 false
             }
             Route::Reject(response, rejection) => {
-                self.refuse(slot, &response, rejection, Some(client), now);
+                self.refuse(slot, &response, rejection, asker, now);
                 false
             }
         }
     }
 
-    /// Answers a refused request, logs and counts why, and closes. `client` is the address
-    /// the request came from, when known (behind a trusted proxy it is not the peer's).
+    /// Answers a refused request, logs and counts why, and closes.
     fn refuse(
         &mut self,
         slot: usize,
         response: &HttpResponse,
         why: Rejection,
-        client: Option<IpAddr>,
+        asker: Asker,
         now: Instant,
     ) {
         if let Some(conn) = self.conns.get(slot) {
             let (peer, status) = (conn.peer, response.status);
-            match client {
+            match asker.client {
                 Some(client) => log!(Level::Info, "{peer}: refused ({client}): {status} {why}"),
                 None => log!(Level::Info, "{peer}: refused: {status} {why}"),
             }
         }
         self.stats.reject(why);
-        self.respond(slot, response, now);
+        self.respond(slot, response, asker.head, now);
     }
 
     fn upgrade(&mut self, slot: usize, request: &Request, client: IpAddr, now: Instant) -> bool {
         let upgrade = match validate_upgrade(request) {
             Ok(u) => u,
             Err(e) => {
-                self.reject_handshake(slot, &e, now);
+                let asker = Asker {
+                    client: Some(client),
+                    head: false,
+                };
+                self.reject_handshake(slot, &e, asker, now);
                 return false;
             }
         };
@@ -216,21 +229,44 @@ impl<H: Handler, N: Net> Server<H, N> {
     }
 
     /// Refuses a handshake with its HTTP status and closes.
-    fn reject_handshake(&mut self, slot: usize, error: &HandshakeError, now: Instant) {
+    fn reject_handshake(
+        &mut self,
+        slot: usize,
+        error: &HandshakeError,
+        asker: Asker,
+        now: Instant,
+    ) {
         let response = HttpResponse::refusing(error);
-        self.refuse(slot, &response, Rejection::from(error), None, now);
+        self.refuse(slot, &response, Rejection::from(error), asker, now);
     }
 
-    /// Sends an HTTP response and closes.
-    fn respond(&mut self, slot: usize, response: &HttpResponse, now: Instant) {
+    /// Sends an HTTP response (its head only, for HEAD) and closes.
+    fn respond(&mut self, slot: usize, response: &HttpResponse, head_only: bool, now: Instant) {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
         let mut bytes = Vec::with_capacity(response.body.len() + 256);
-        response.write_to(&mut bytes);
+        response.write_to(&mut bytes, head_only);
         conn.out.push_bytes(&bytes);
         self.begin_closing(slot, CloseReason::Abnormal, now);
     }
+}
+
+/// What the loop knows of the request it answers.
+#[derive(Clone, Copy, Debug)]
+struct Asker {
+    /// The client's address (behind a trusted proxy not the peer's), once known.
+    client: Option<IpAddr>,
+    /// The method is HEAD: the answer carries no body (RFC 9110 §9.3.2).
+    head: bool,
+}
+
+impl Asker {
+    /// A head that could not be parsed: nothing is known.
+    const UNKNOWN: Asker = Asker {
+        client: None,
+        head: false,
+    };
 }
 
 /// Logs a violation: a flood is worth a warning, the rest are the peer's bugs.

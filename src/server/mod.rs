@@ -47,8 +47,8 @@ use mio::{Events, Poll, Token, Waker};
 use crate::log::Level;
 use crate::proto::{Expired, Policy, Timeouts};
 use acceptor::Acceptor;
-pub use admission::AddressLimits;
 use admission::AddressTable;
+pub use admission::{AddressLimits, ProxyHeader};
 pub use config::Config;
 use conn::{queue_control_frames, Conn, Counted, Phase, ReadOutcome};
 use handler::Commands;
@@ -324,7 +324,11 @@ impl<H: Handler, N: Net> Server<H, N> {
     fn add_conn(&mut self, mut socket: N::Stream, peer: SocketAddr, now: Instant) {
         // Behind a trusted proxy every connection comes from the proxy: the per-address
         // limits then apply to the forwarded address, once the head is read.
-        let handshaking = (!self.config.trust_proxy).then_some(peer.ip());
+        let handshaking = self
+            .config
+            .trust_proxy
+            .is_none()
+            .then_some(peer.ip().to_canonical());
         if let Some(ip) = handshaking {
             if !self.addresses.start_handshake(ip, now) {
                 log!(

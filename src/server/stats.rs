@@ -29,8 +29,16 @@ pub enum Rejection {
     NotGet,
     /// An upgrade over HTTP/1.0 (400).
     HttpVersion,
-    /// An upgrade without `Host` (400).
+    /// An HTTP/1.1 request without `Host` (400).
     MissingHost,
+    /// Several `Host` lines, or an invalid one (400).
+    BadHost,
+    /// A request-target its method does not allow (400).
+    BadTarget,
+    /// An upgrade repeating `Sec-WebSocket-Key` or `Sec-WebSocket-Version` (400).
+    RepeatedHeader,
+    /// An upgrade declaring a request body (400).
+    UpgradeWithBody,
     /// `Upgrade` does not name websocket (400).
     NotWebSocket,
     /// `Connection` does not name upgrade (400).
@@ -49,7 +57,7 @@ pub enum Rejection {
 
 impl Rejection {
     /// Every reason, so that metrics can show each one from the start.
-    pub const ALL: [Rejection; 18] = [
+    pub const ALL: [Rejection; 22] = [
         Rejection::RequestRate,
         Rejection::ServerFull,
         Rejection::AddressConnections,
@@ -61,6 +69,10 @@ impl Rejection {
         Rejection::NotGet,
         Rejection::HttpVersion,
         Rejection::MissingHost,
+        Rejection::BadHost,
+        Rejection::BadTarget,
+        Rejection::RepeatedHeader,
+        Rejection::UpgradeWithBody,
         Rejection::NotWebSocket,
         Rejection::MissingConnectionUpgrade,
         Rejection::BadKey,
@@ -84,6 +96,10 @@ impl Rejection {
             Rejection::NotGet => "not_get",
             Rejection::HttpVersion => "http_version",
             Rejection::MissingHost => "missing_host",
+            Rejection::BadHost => "bad_host",
+            Rejection::BadTarget => "bad_target",
+            Rejection::RepeatedHeader => "repeated_header",
+            Rejection::UpgradeWithBody => "upgrade_with_body",
             Rejection::NotWebSocket => "not_websocket",
             Rejection::MissingConnectionUpgrade => "missing_connection_upgrade",
             Rejection::BadKey => "bad_key",
@@ -104,6 +120,10 @@ impl From<&HandshakeError> for Rejection {
             HandshakeError::NotGet => Rejection::NotGet,
             HandshakeError::HttpVersion => Rejection::HttpVersion,
             HandshakeError::MissingHost => Rejection::MissingHost,
+            HandshakeError::BadHost => Rejection::BadHost,
+            HandshakeError::BadTarget => Rejection::BadTarget,
+            HandshakeError::RepeatedHeader(_) => Rejection::RepeatedHeader,
+            HandshakeError::UpgradeWithBody => Rejection::UpgradeWithBody,
             HandshakeError::NotWebSocketUpgrade => Rejection::NotWebSocket,
             HandshakeError::MissingConnectionUpgrade => Rejection::MissingConnectionUpgrade,
             HandshakeError::BadKey => Rejection::BadKey,

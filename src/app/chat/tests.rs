@@ -824,3 +824,58 @@ fn chat_and_channel_deliveries_reach_exactly_their_members() {
         }
     }
 }
+
+/// What a member that sends `per_second` chats for `seconds` gets, on a clock that moves a
+/// message's worth between requests: (rate_limited replies, closed with 1008 after how many).
+fn flood(rate: f64, per_second: u32, seconds: u32) -> (usize, Option<usize>) {
+    let mut room = Room::new(ChatLimits {
+        max_messages_per_second: rate,
+        ..limits()
+    });
+    let step = std::time::Duration::from_secs(1) / per_second;
+    let chat = text(r#"{"type":"chat","content":"x"}"#);
+    let mut limited = 0;
+    for sent in 0..(per_second * seconds) as usize {
+        room.now += step;
+        for command in room.handle(sender(), &chat) {
+            match command {
+                Recorded::Close {
+                    code, handshake, ..
+                } => {
+                    assert_eq!((code, handshake), (1008, false), "a flood is failed");
+                    return (limited, Some(sent));
+                }
+                Recorded::Send { payload, .. } if json_of(&payload)["code"] == "rate_limited" => {
+                    limited += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    (limited, None)
+}
+
+#[test]
+fn a_flood_is_closed_with_1008_even_though_tokens_refill_between_its_messages() {
+    // 1,000 a second against the default 50 (bursts of 100): a token comes back every 20
+    // messages, which used to forgive every strike, so the flood was never closed. It must
+    // be, within its first second: strikes fade at 50 a second and it earns 950.
+    let (limited, closed_after) = flood(50.0, 1_000, 5);
+    let closed_after = closed_after.expect("the flood was never closed");
+    assert!(
+        closed_after < 1_000,
+        "closed only after {closed_after} messages"
+    );
+    assert!(
+        limited <= 120,
+        "{limited} rate_limited replies before the close"
+    );
+}
+
+#[test]
+fn a_client_a_little_over_the_rate_is_limited_not_closed() {
+    // 12 a second against 10: refused now and then, for a minute, never closed.
+    let (limited, closed_after) = flood(10.0, 12, 60);
+    assert_eq!(closed_after, None);
+    assert!(limited > 0, "some messages over the rate are refused");
+}
