@@ -20,7 +20,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::raw::{opcode, OutFrame, RawClient, TcpEnd};
+use common::raw::{opcode, OutFrame, RawClient, ReadError, TcpEnd};
 use common::{Server, NO_ADDRESS_LIMITS};
 use observe::{
     assert_back_to, baseline, cpu_ticks, held_connections, metrics, reset, series, vanish,
@@ -616,4 +616,35 @@ fn abrupt_disconnects_mid_large_broadcast_leak_nothing() {
         sent < full - cycles * receivers as u64 * (SIZE as u64 / 4),
         "{sent} of {full} bytes written: the receivers did not vanish mid-write"
     );
+}
+
+/// The loop sees that its process was stopped (a poll that came back seconds late) and moves
+/// every deadline by the pause: a client is not closed as idle for the time the server was
+/// not running. When exactly is the simulation's to check (tests/sim.rs); here: the wiring.
+#[test]
+fn a_stopped_server_does_not_charge_its_pause_to_the_clients() {
+    let mut server = Server::echo(&["--idle-timeout", "2s"]);
+    let mut raw = RawClient::open(server.addr);
+    thread::sleep(Duration::from_millis(500));
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &server.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name}");
+    };
+    signal("STOP");
+    thread::sleep(Duration::from_secs(3));
+    signal("CONT");
+    // 3.5 s after the upgrade, past the 2 s idle timeout: without the pause counted as the
+    // server's own, the close would come at once.
+    raw.set_timeout(Duration::from_millis(400));
+    match raw.try_read_frame() {
+        Ok(frame) => panic!("closed right after the pause: {frame:?}"),
+        Err(e) => assert!(matches!(e, ReadError::Timeout { .. }), "{e:?}"),
+    }
+    // The idle timeout still holds, counted in the server's own time.
+    raw.set_timeout(Duration::from_secs(5));
+    assert_eq!(raw.read_close(), Some(1001));
+    assert!(server.is_running());
 }

@@ -840,7 +840,7 @@ fn http_unknown_path_is_404() {
 }
 
 #[test]
-fn http_post_is_405_with_allow_get() {
+fn http_post_is_405_with_allow_get_and_head() {
     let server = Server::serve(&[]);
     for path in ["/", "/healthz", "/ws"] {
         let reply = http(
@@ -853,7 +853,12 @@ fn http_post_is_405_with_allow_get() {
             "{path}: {}",
             reply.head
         );
-        assert_eq!(reply.header("Allow"), Some("GET"), "{path}: {}", reply.head);
+        assert_eq!(
+            reply.header("Allow"),
+            Some("GET, HEAD"),
+            "{path}: {}",
+            reply.head
+        );
     }
 }
 

@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
+use wsloop::app::chat::ChatLimits;
 use wsloop::app::echo::Echo;
+use wsloop::app::serve::{Serve, ServeConfig};
 use wsloop::proto::{Message, Policy};
 use wsloop::server::sim::{Sim, SimPeer};
 use wsloop::server::{CloseReason, Config, ConnId, Ctx, Handler, OpenInfo};
@@ -354,6 +356,79 @@ fn the_handshake_deadline_drops_a_head_that_never_completes() {
     assert!(!sim.is_connected(&slowloris));
     let rejected = sim.server().stats().rejections.values().sum::<u64>();
     assert_eq!(rejected, 1);
+}
+
+#[test]
+fn a_pause_of_the_server_is_not_counted_as_the_clients_silence() {
+    let config = Config {
+        idle_timeout: Some(30 * SECOND),
+        ..Config::default()
+    };
+    let mut sim = Sim::new(config, Echo);
+    let silent = open(&mut sim);
+    let talking = open(&mut sim);
+    sim.advance(20 * SECOND);
+    // The server is stopped for 15 s; one client sends during it, the other does not.
+    sim.send_later(&talking, &client_frame(0x1, b"while you were away"));
+    sim.pause(15 * SECOND);
+    assert_eq!(
+        sim.take(&talking),
+        server_frame(0x1, b"while you were away")
+    );
+    // Silent for 30 s of the server's time: 20 before the pause, 10 after it.
+    sim.advance(10 * SECOND - Duration::from_millis(1));
+    assert!(
+        sim.take(&silent).is_empty(),
+        "the pause is not the client's silence"
+    );
+    sim.advance(Duration::from_millis(1));
+    assert_eq!(sim.take(&silent), close_frame(1001, "idle timeout"));
+    assert!(sim.take(&talking).is_empty());
+    assert_eq!(sim.server().stats().pauses, 1);
+}
+
+#[test]
+fn a_pong_sent_while_the_server_was_paused_answers_the_heartbeat() {
+    let mut sim = Sim::new(heartbeat_config(), Echo);
+    let peer = open(&mut sim);
+    sim.advance(20 * SECOND);
+    assert_eq!(sim.take(&peer), server_frame(0x9, b"wsloop-heartbeat"));
+    // Paused past the pong's deadline; the pong was sent in time and waits in the socket.
+    sim.send_later(&peer, &client_frame(0xA, b"wsloop-heartbeat"));
+    sim.pause(30 * SECOND);
+    assert!(sim.is_connected(&peer));
+    assert_eq!(sim.server().stats().heartbeat_timeouts, 0);
+}
+
+#[test]
+fn chats_sent_at_the_rate_during_a_server_pause_are_not_refused() {
+    let serve = ServeConfig {
+        chat: ChatLimits {
+            max_messages_per_second: 50.0,
+            ..ChatLimits::default()
+        },
+        ..ServeConfig::default()
+    };
+    let mut sim = Sim::new(Config::default(), Serve::new(serve));
+    let peer = sim.connect();
+    sim.send(&peer, UPGRADE);
+    assert!(
+        sim.take(&peer).starts_with(SWITCHING),
+        "upgraded and welcomed"
+    );
+    // 40 a second, under the 50 allowed, for the 8 s the server is stopped: 320 arrive at
+    // once, far past the burst of 100.
+    for i in 0..320 {
+        let chat = format!(r#"{{"type":"chat","content":"{i}"}}"#);
+        sim.send_later(&peer, &client_frame(0x1, chat.as_bytes()));
+    }
+    sim.pause(8 * SECOND);
+    let received = String::from_utf8_lossy(&sim.take(&peer)).into_owned();
+    assert_eq!(received.matches(r#""type":"chat""#).count(), 320);
+    assert!(
+        !received.contains("rate_limited"),
+        "charged for the server's pause"
+    );
 }
 
 /// Closes the connection of any message with 4000 "asked to", and remembers how each ended.

@@ -16,7 +16,7 @@
 //! (heartbeat, close deadline, idle timeout; see [`crate::timers`]).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::close::parse_close_payload;
 use crate::code::{is_valid_wire_code, Policy, INTERNAL_ERROR};
@@ -234,6 +234,15 @@ impl Connection {
                 self.close_for(Policy::IdleTimeout, now);
                 Some(Expired::Idle)
             }
+        }
+    }
+
+    /// Tells the connection that its caller could not run for `paused` (a stopped process, a
+    /// host that descheduled it): its deadlines move by as much, so the peer is not judged
+    /// idle or dead for time this end was not listening.
+    pub fn handle_pause(&mut self, paused: Duration) {
+        if let Some(clock) = &mut self.clock {
+            clock.pause(paused);
         }
     }
 

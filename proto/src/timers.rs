@@ -144,6 +144,20 @@ impl Clock {
         self.idle_check = None;
     }
 
+    /// The caller was paused (stopped, descheduled) for `paused`: every deadline moves by as
+    /// much, so time the peer could not be served is not counted against it.
+    pub(crate) fn pause(&mut self, paused: Duration) {
+        self.timer = match self.timer {
+            Timer::Off => Timer::Off,
+            Timer::NextPing(t) => Timer::NextPing(t + paused),
+            Timer::PongDue(t) => Timer::PongDue(t + paused),
+            Timer::CloseReply(t) => Timer::CloseReply(t + paused),
+        };
+        self.idle_check = self.idle_check.map(|t| t + paused);
+        self.last_input += paused;
+        self.ping_window.0 += paused;
+    }
+
     /// The deadline that has passed at `now`, with what to do. Called until it returns
     /// `None`; each answer moves or clears the deadline it reports.
     pub(crate) fn expire(&mut self, now: Instant) -> Option<Due> {

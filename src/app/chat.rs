@@ -6,7 +6,7 @@
 //! broadcast pass, which encodes each frame once.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
@@ -241,6 +241,16 @@ impl Chat {
         }
     }
 
+    /// The server could not run for `paused`: what members sent meanwhile arrives at once.
+    /// Each bucket gets the tokens of the pause on top of what it holds (even past the
+    /// burst), so a member that kept to the rate is not refused for our pause.
+    pub fn pause(&mut self, paused: Duration) {
+        let credit = paused.as_secs_f64() * self.limits.max_messages_per_second;
+        for member in self.members.values_mut() {
+            member.tokens += credit;
+        }
+    }
+
     fn burst(&self) -> f64 {
         2.0 * self.limits.max_messages_per_second
     }
@@ -257,7 +267,8 @@ impl Chat {
             return Err(None);
         }
         let elapsed = now.saturating_duration_since(member.refilled).as_secs_f64();
-        member.tokens = (member.tokens + elapsed * rate).min(burst);
+        // Refill up to the burst; a credit above it (see `pause`) is spent, not cut.
+        member.tokens = (member.tokens + elapsed * rate).min(burst.max(member.tokens));
         // Strikes fade at the rate instead of resetting with each refilled token: a client
         // that floods gets a token now and then, and must not be forgiven each time.
         member.strikes = (member.strikes - elapsed * rate).max(0.0);

@@ -2,7 +2,7 @@
 //! health page, Prometheus metrics) and WebSocket upgrades at the chat endpoint.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::access::{origin_allowed, Tokens};
 use super::chat::{Chat, ChatLimits};
@@ -197,6 +197,10 @@ impl Handler for Serve {
     fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, message: Message<'_>) {
         self.chat.handle(ctx, id, message);
         self.forward_cluster_ops();
+    }
+
+    fn on_pause(&mut self, _ctx: &mut Ctx<'_>, paused: Duration) {
+        self.chat.pause(paused);
     }
 
     fn on_close(&mut self, _ctx: &mut Ctx<'_>, id: ConnId, _reason: CloseReason) {

@@ -11,7 +11,7 @@
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::http::HttpResponse;
 use super::outbound::{OutQueue, OutStorage};
@@ -113,6 +113,11 @@ pub trait Handler {
 
     /// The loop's waker fired: input from another thread (e.g. the Redis bridge) may wait.
     fn on_wake(&mut self, _ctx: &mut Ctx<'_>) {}
+
+    /// The loop could not run for `paused` (the process was stopped or descheduled): what
+    /// clients sent meanwhile arrives at once. Rate limits should not charge them for it.
+    /// The loop has already moved every connection's deadlines by as much.
+    fn on_pause(&mut self, _ctx: &mut Ctx<'_>, _paused: Duration) {}
 }
 
 /// A recorded action, carried out by the loop after the callback.

@@ -75,6 +75,14 @@ const READ_BUFFER: usize = 16 * 1024;
 const READS_PER_TURN: usize = 16;
 /// Idle buffers kept for reuse by the next busy connections, per pool.
 const POOLED_BUFFERS: usize = 256;
+/// The longest the loop blocks in one poll: waking at least this often lets it see that it
+/// was paused (the poll returned much later than asked) even when no deadline is near.
+const MAX_POLL_WAIT: Duration = Duration::from_secs(1);
+/// A poll that returns this much later than asked means the process was paused.
+const PAUSE_THRESHOLD: Duration = Duration::from_millis(500);
+/// After a pause, polls without waiting to take in everything that arrived meanwhile before
+/// any deadline is judged, at most this many times.
+const CATCH_UP_POLLS: usize = 64;
 
 /// The server: the network it runs on, its connections and the application.
 pub struct Server<H: Handler, N: Net = MioNet> {
@@ -167,24 +175,48 @@ impl<H: Handler> Server<H> {
     /// One loop turn: wait for readiness (at most `max_wait`, or until the next deadline),
     /// handle it, fire due deadlines, write queued output.
     pub fn turn(&mut self, events: &mut Events, max_wait: Option<Duration>) -> io::Result<()> {
-        let now = Instant::now();
+        let before = Instant::now();
         let next = [self.next_deadline(), self.net.acceptor.paused_until()]
             .into_iter()
             .flatten()
             .min();
-        let mut timeout = next.map(|t| t.saturating_duration_since(now));
+        let mut timeout = next.map_or(MAX_POLL_WAIT, |t| {
+            t.saturating_duration_since(before).min(MAX_POLL_WAIT)
+        });
         if self.conns.has_read_ready() {
-            timeout = Some(Duration::ZERO);
+            timeout = Duration::ZERO;
         }
         if let Some(max) = max_wait {
-            timeout = Some(timeout.map_or(max, |t| t.min(max)));
+            timeout = timeout.min(max);
         }
-        match self.net.poll.poll(events, timeout) {
+        match self.net.poll.poll(events, Some(timeout)) {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
+            // A signal (SIGCONT after a stop among them) cut the wait short: no events, but
+            // the time it reports still counts.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => events.clear(),
             Err(e) => return Err(e),
         }
         let now = Instant::now();
+        let late = now.saturating_duration_since(before + timeout);
+        if late >= PAUSE_THRESHOLD {
+            // Before the input: what arrives now was sent while the loop was not running.
+            self.paused(late, now);
+        }
+        self.dispatch(events, now);
+        if late >= PAUSE_THRESHOLD {
+            self.catch_up(events, now)?;
+        }
+        let pause_over = self.net.acceptor.paused_until().is_some_and(|t| t <= now);
+        if (std::mem::take(&mut self.freed_descriptor) || pause_over) && self.net.acceptor.resume()
+        {
+            self.accept_pending(now);
+        }
+        self.finish_turn(now);
+        Ok(())
+    }
+
+    /// Handles one poll's events.
+    fn dispatch(&mut self, events: &Events, now: Instant) {
         for event in events.iter() {
             match event.token() {
                 WAKER_TOKEN => self.wake(now),
@@ -205,12 +237,18 @@ impl<H: Handler> Server<H> {
                 }
             }
         }
-        let pause_over = self.net.acceptor.paused_until().is_some_and(|t| t <= now);
-        if (std::mem::take(&mut self.freed_descriptor) || pause_over) && self.net.acceptor.resume()
-        {
-            self.accept_pending(now);
+    }
+
+    /// After a pause: takes in everything that arrived meanwhile (more than one poll's worth
+    /// of events when many clients sent something) before any deadline is judged, so that
+    /// no client is found idle or dead with its data unread in the socket.
+    fn catch_up(&mut self, events: &mut Events, now: Instant) -> io::Result<()> {
+        let mut polls = 0;
+        while events.iter().count() == events.capacity() && polls < CATCH_UP_POLLS {
+            self.net.poll.poll(events, Some(Duration::ZERO))?;
+            self.dispatch(events, now);
+            polls += 1;
         }
-        self.finish_turn(now);
         Ok(())
     }
 
@@ -310,6 +348,37 @@ impl<H: Handler, N: Net> Server<H, N> {
             }
         }
         self.flush_dirty(now);
+    }
+
+    /// The loop could not run for `paused`: every connection's deadline moves by as much (the
+    /// handshake deadline, the protocol core's timers, the linger), and the application is
+    /// told so that its rate limits do not charge clients for what queued up meanwhile.
+    fn paused(&mut self, paused: Duration, now: Instant) {
+        log!(
+            Level::Warn,
+            "the event loop was paused for {paused:?}: deadlines and rate limits move by as much"
+        );
+        self.stats.pauses += 1;
+        for slot in self.conns.slots() {
+            let Some(conn) = self.conns.get_mut(slot) else {
+                continue;
+            };
+            match &mut conn.phase {
+                Phase::Open(ws) => {
+                    ws.handle_pause(paused);
+                    self.sync_deadline(slot);
+                }
+                Phase::Handshake(_) | Phase::Closing => {
+                    if let Some(deadline) = conn.deadline.as_mut() {
+                        *deadline += paused;
+                        self.timers.schedule(*deadline, conn.id);
+                    }
+                }
+            }
+        }
+        let mut ctx = Ctx::new(&mut self.commands, now);
+        self.handler.on_pause(&mut ctx, paused);
+        self.apply_commands(None, now);
     }
 
     /// The other end of the loop's waker: input from another thread may wait.

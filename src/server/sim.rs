@@ -271,6 +271,25 @@ impl<H: Handler> Sim<H> {
         self.settle();
     }
 
+    /// The peer sends `bytes` while the server is not running (see [`pause`](Self::pause)):
+    /// they wait in the socket.
+    pub fn send_later(&mut self, peer: &SimPeer, bytes: &[u8]) {
+        peer.pipe.borrow_mut().to_server.extend(bytes);
+    }
+
+    /// The server process is paused (stopped, descheduled) for `paused`: the clock jumps,
+    /// then the loop notices, as the real one does from a poll that came back late, moves
+    /// the deadlines, and takes in what was sent meanwhile before it judges any of them.
+    pub fn pause(&mut self, paused: Duration) {
+        self.now += paused;
+        self.server.paused(paused, self.now);
+        // Everything that arrived meanwhile is read before any deadline is judged.
+        for slot in self.server.conns.slots() {
+            self.server.on_readable(slot, self.now, false);
+        }
+        self.settle();
+    }
+
     /// The loop's waker fired (input from another thread may wait).
     pub fn wake(&mut self) {
         self.server.wake(self.now);

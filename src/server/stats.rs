@@ -173,6 +173,9 @@ pub struct Stats {
     pub idle_timeouts: u64,
     /// Connections failed for sending pings faster than allowed.
     pub ping_floods: u64,
+    /// Times the loop found it had been paused (stopped or descheduled for half a second or
+    /// more) and moved every deadline by the pause.
+    pub pauses: u64,
 }
 
 impl Stats {
