@@ -275,59 +275,56 @@ fn heartbeat_finds_peers_that_went_silent_and_frees_them() {
 // Closes that never complete
 // ---------------------------------------------------------------------------------------------
 
+/// The idle timeout starts a closing handshake (1001) that the peers never answer: the server
+/// closes TCP after the close timeout and frees everything, in `serve` and in `echo`. When,
+/// exactly, is the simulation's to check (tests/sim.rs); here: that it happens, and is freed.
 #[test]
-fn serve_drops_a_peer_that_never_answers_its_close_after_the_close_timeout() {
-    // The idle timeout starts a closing handshake (1001) that the peer never answers.
-    let server = serve(&["--idle-timeout", "300ms", "--close-timeout", "400ms"]);
-    let (addr, pid) = (server.addr, server.pid());
-    let base = baseline(pid, Some(addr));
-    let mut peers: Vec<RawClient> = (0..5).map(|_| welcomed(addr)).collect();
-    for raw in &mut peers {
-        assert_eq!(raw.read_close(), Some(1001), "idle close");
+fn peers_that_never_answer_the_idle_close_are_dropped_and_freed() {
+    let flags = ["--idle-timeout", "300ms", "--close-timeout", "400ms"];
+    for serve_app in [true, false] {
+        let server = if serve_app {
+            serve(&flags)
+        } else {
+            Server::echo(&flags)
+        };
+        let (addr, pid) = (server.addr, server.pid());
+        let metrics_addr = serve_app.then_some(addr);
+        let base = baseline(pid, metrics_addr);
+        let open = |_| {
+            if serve_app {
+                welcomed(addr)
+            } else {
+                RawClient::open(addr)
+            }
+        };
+        let mut peers: Vec<RawClient> = (0..5).map(open).collect();
+        for raw in &mut peers {
+            assert_eq!(raw.read_close(), Some(1001), "idle close");
+        }
+        let start = Instant::now();
+        // No close reply: the server waits the close timeout, then closes TCP.
+        for raw in &mut peers {
+            assert_eq!(raw.expect_tcp_close(), TcpEnd::Eof);
+        }
+        let waited = start.elapsed();
+        assert!(
+            waited < Duration::from_secs(3),
+            "dropped {waited:?} after the close"
+        );
+        if serve_app {
+            let m = metrics(addr);
+            assert_eq!(series(&m, "wsloop_closes_total{code=\"1006\"}"), 5, "{m:?}");
+            assert_eq!(series(&m, "wsloop_idle_timeouts_total"), 5, "{m:?}");
+        }
+        drop(peers);
+        assert_back_to(
+            pid,
+            metrics_addr,
+            base,
+            RSS_MARGIN_KIB,
+            "after the unanswered closes",
+        );
     }
-    let start = Instant::now();
-    // No close reply: the server waits the close timeout, then closes TCP.
-    for raw in &mut peers {
-        assert_eq!(raw.expect_tcp_close(), TcpEnd::Eof);
-    }
-    // When, exactly, is the simulation's to check (tests/sim.rs); here: that it happens.
-    let waited = start.elapsed();
-    assert!(
-        waited < Duration::from_secs(3),
-        "dropped {waited:?} after the close"
-    );
-    let m = metrics(addr);
-    assert_eq!(series(&m, "wsloop_closes_total{code=\"1006\"}"), 5, "{m:?}");
-    drop(peers);
-    assert_back_to(
-        pid,
-        Some(addr),
-        base,
-        RSS_MARGIN_KIB,
-        "after the unanswered closes",
-    );
-}
-
-#[test]
-fn echo_drops_an_idle_peer_that_never_answers_the_idle_close() {
-    let server = Server::echo(&["--idle-timeout", "300ms", "--close-timeout", "400ms"]);
-    let (addr, pid) = (server.addr, server.pid());
-    let base = baseline(pid, None);
-    let mut peers: Vec<RawClient> = (0..5).map(|_| RawClient::open(addr)).collect();
-    for raw in &mut peers {
-        assert_eq!(raw.read_close(), Some(1001), "idle close");
-    }
-    let start = Instant::now();
-    for raw in &mut peers {
-        assert_eq!(raw.expect_tcp_close(), TcpEnd::Eof);
-    }
-    let waited = start.elapsed();
-    assert!(
-        waited < Duration::from_secs(3),
-        "dropped {waited:?} after the idle close"
-    );
-    drop(peers);
-    assert_back_to(pid, None, base, RSS_MARGIN_KIB, "after the idle peers");
 }
 
 #[test]
