@@ -15,7 +15,8 @@
 //! The parts, by the state each owns: `config` (settings), `table` (the connections and
 //! their work lists), `acceptor` (listeners, pause when out of descriptors), [`admission`]
 //! (per-address limits), `http` (plain responses), `input` (request head, then frames),
-//! `fanout` (the commands a handler recorded: sends, broadcasts, closes, slow consumers).
+//! `fanout` (the commands a handler recorded: sends, broadcasts, closes, slow consumers),
+//! `deadlines` (what happens when a connection's deadline comes up).
 //!
 //! An application implements [`Handler`]; [`Server::bind`] and [`Server::run_until`] run it.
 
@@ -23,6 +24,7 @@ mod acceptor;
 pub mod admission;
 pub mod config;
 mod conn;
+mod deadlines;
 mod fanout;
 pub mod handler;
 pub mod http;
@@ -45,12 +47,12 @@ use std::time::{Duration, Instant};
 use mio::{Events, Poll, Token, Waker};
 
 use crate::log::Level;
-use crate::proto::{Expired, Policy, Timeouts};
+use crate::proto::{Policy, Timeouts};
 use acceptor::Acceptor;
 use admission::AddressTable;
 pub use admission::{AddressLimits, ProxyHeader};
 pub use config::Config;
-use conn::{queue_control_frames, Conn, Counted, Phase, ReadOutcome};
+use conn::{Conn, Counted, Phase, ReadOutcome};
 use handler::Commands;
 pub use handler::{CloseReason, ConnId, Ctx, Handler, OpenInfo, Route};
 pub use http::HttpResponse;
@@ -350,37 +352,6 @@ impl<H: Handler, N: Net> Server<H, N> {
         self.flush_dirty(now);
     }
 
-    /// The loop could not run for `paused`: every connection's deadline moves by as much (the
-    /// handshake deadline, the protocol core's timers, the linger), and the application is
-    /// told so that its rate limits do not charge clients for what queued up meanwhile.
-    fn paused(&mut self, paused: Duration, now: Instant) {
-        log!(
-            Level::Warn,
-            "the event loop was paused for {paused:?}: deadlines and rate limits move by as much"
-        );
-        self.stats.pauses += 1;
-        for slot in self.conns.slots() {
-            let Some(conn) = self.conns.get_mut(slot) else {
-                continue;
-            };
-            match &mut conn.phase {
-                Phase::Open(ws) => {
-                    ws.handle_pause(paused);
-                    self.sync_deadline(slot);
-                }
-                Phase::Handshake(_) | Phase::Closing => {
-                    if let Some(deadline) = conn.deadline.as_mut() {
-                        *deadline += paused;
-                        self.timers.schedule(*deadline, conn.id);
-                    }
-                }
-            }
-        }
-        let mut ctx = Ctx::new(&mut self.commands, now);
-        self.handler.on_pause(&mut ctx, paused);
-        self.apply_commands(None, now);
-    }
-
     /// The other end of the loop's waker: input from another thread may wait.
     fn wake(&mut self, now: Instant) {
         let mut ctx = Ctx::new(&mut self.commands, now);
@@ -596,69 +567,6 @@ impl<H: Handler, N: Net> Server<H, N> {
             // Input may be waiting with no new readiness edge to come: read it next turn.
             conn.read_paused = false;
             self.conns.mark_read_ready(slot);
-        }
-    }
-
-    /// Schedules a connection's deadline if its protocol core moved it.
-    fn sync_deadline(&mut self, slot: usize) {
-        let Some(conn) = self.conns.get_mut(slot) else {
-            return;
-        };
-        if let Some(when) = conn.moved_deadline() {
-            self.timers.schedule(when, conn.id);
-        }
-    }
-
-    fn fire_deadlines(&mut self, now: Instant) {
-        while let Some((when, id)) = self.timers.pop_due(now) {
-            let Some((slot, conn)) = self.conns.by_id(id) else {
-                continue;
-            };
-            // A stale entry: the deadline moved since it was scheduled.
-            if conn.deadline.take_if(|due| *due == when).is_none() {
-                continue;
-            }
-            match &mut conn.phase {
-                Phase::Handshake(_) => {
-                    log!(Level::Info, "{}: handshake timed out", conn.peer);
-                    self.stats.reject(Rejection::HandshakeTimeout);
-                    self.remove(slot, CloseReason::Abnormal, now);
-                }
-                Phase::Closing => self.remove(slot, CloseReason::Abnormal, now),
-                Phase::Open(ws) => {
-                    let mut gone = false;
-                    while let Some(expired) = ws.handle_timeout(now) {
-                        match expired {
-                            Expired::PingSent => {}
-                            Expired::Idle => {
-                                log!(Level::Info, "{}: idle, closing", conn.peer);
-                                self.stats.idle_timeouts += 1;
-                            }
-                            Expired::PongMissing => {
-                                log!(
-                                    Level::Info,
-                                    "{}: no pong within {:?}, closing as dead",
-                                    conn.peer,
-                                    self.config.ping_timeout
-                                );
-                                self.stats.heartbeat_timeouts += 1;
-                                gone = true;
-                            }
-                            Expired::CloseReplyMissing => {
-                                log!(Level::Debug, "{}: no close reply in time", conn.peer);
-                                gone = true;
-                            }
-                        }
-                    }
-                    if gone {
-                        self.remove(slot, CloseReason::Abnormal, now);
-                        continue;
-                    }
-                    queue_control_frames(ws, &mut conn.out, &mut self.out_storage);
-                    self.conns.mark_dirty(slot);
-                    self.sync_deadline(slot);
-                }
-            }
         }
     }
 }

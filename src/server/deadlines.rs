@@ -1,0 +1,110 @@
+//! Deadlines: what the loop does when a connection's deadline comes up (the handshake
+//! deadline, the end of the linger, the protocol core's heartbeat, idle and close timers), how
+//! it follows the core's timers as they move, and how it moves every deadline when the loop
+//! itself was paused.
+
+use std::time::{Duration, Instant};
+
+use super::conn::{queue_control_frames, Phase};
+use super::handler::{CloseReason, Ctx};
+use super::net::Net;
+use super::stats::Rejection;
+use super::{Handler, Server};
+use crate::log::Level;
+use crate::proto::Expired;
+
+impl<H: Handler, N: Net> Server<H, N> {
+    /// The loop could not run for `paused`: every connection's deadline moves by as much (the
+    /// handshake deadline, the protocol core's timers, the linger), and the application is
+    /// told so that its rate limits do not charge clients for what queued up meanwhile.
+    pub(super) fn paused(&mut self, paused: Duration, now: Instant) {
+        log!(
+            Level::Warn,
+            "the event loop was paused for {paused:?}: deadlines and rate limits move by as much"
+        );
+        self.stats.pauses += 1;
+        for slot in self.conns.slots() {
+            let Some(conn) = self.conns.get_mut(slot) else {
+                continue;
+            };
+            match &mut conn.phase {
+                Phase::Open(ws) => {
+                    ws.handle_pause(paused);
+                    self.sync_deadline(slot);
+                }
+                Phase::Handshake(_) | Phase::Closing => {
+                    if let Some(deadline) = conn.deadline.as_mut() {
+                        *deadline += paused;
+                        self.timers.schedule(*deadline, conn.id);
+                    }
+                }
+            }
+        }
+        let mut ctx = Ctx::new(&mut self.commands, now);
+        self.handler.on_pause(&mut ctx, paused);
+        self.apply_commands(None, now);
+    }
+
+    /// Schedules a connection's deadline if its protocol core moved it.
+    pub(super) fn sync_deadline(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        if let Some(when) = conn.moved_deadline() {
+            self.timers.schedule(when, conn.id);
+        }
+    }
+
+    pub(super) fn fire_deadlines(&mut self, now: Instant) {
+        while let Some((when, id)) = self.timers.pop_due(now) {
+            let Some((slot, conn)) = self.conns.by_id(id) else {
+                continue;
+            };
+            // A stale entry: the deadline moved since it was scheduled.
+            if conn.deadline.take_if(|due| *due == when).is_none() {
+                continue;
+            }
+            match &mut conn.phase {
+                Phase::Handshake(_) => {
+                    log!(Level::Info, "{}: handshake timed out", conn.peer);
+                    self.stats.reject(Rejection::HandshakeTimeout);
+                    self.remove(slot, CloseReason::Abnormal, now);
+                }
+                Phase::Closing => self.remove(slot, CloseReason::Abnormal, now),
+                Phase::Open(ws) => {
+                    let mut gone = false;
+                    while let Some(expired) = ws.handle_timeout(now) {
+                        match expired {
+                            Expired::PingSent => {}
+                            Expired::Idle => {
+                                log!(Level::Info, "{}: idle, closing", conn.peer);
+                                self.stats.idle_timeouts += 1;
+                            }
+                            Expired::PongMissing => {
+                                log!(
+                                    Level::Info,
+                                    "{}: no pong within {:?}, closing as dead",
+                                    conn.peer,
+                                    self.config.ping_timeout
+                                );
+                                self.stats.heartbeat_timeouts += 1;
+                                gone = true;
+                            }
+                            Expired::CloseReplyMissing => {
+                                log!(Level::Debug, "{}: no close reply in time", conn.peer);
+                                gone = true;
+                            }
+                        }
+                    }
+                    if gone {
+                        self.remove(slot, CloseReason::Abnormal, now);
+                        continue;
+                    }
+                    queue_control_frames(ws, &mut conn.out, &mut self.out_storage);
+                    self.conns.mark_dirty(slot);
+                    self.sync_deadline(slot);
+                }
+            }
+        }
+    }
+}
