@@ -2,8 +2,8 @@
 //! the wire, and [`Policy`], the closes an endpoint starts for its own policy.
 //!
 //! Protocol violations get their codes from [`crate::ProtocolError::close_code`]; everything
-//! else a server closes for (shutdown, idle, slow consumer, message flood) comes from
-//! [`Policy`]. Between them they are the one place a close code is decided.
+//! a server closes for by its own policy (shutdown, idle, slow consumer, ping flood, message
+//! flood) comes from [`Policy`]. Between them they are the one place a close code is decided.
 
 use std::fmt;
 
@@ -46,16 +46,21 @@ pub enum Policy {
     IdleTimeout,
     /// The peer does not read what it is sent: its outbound queue passed the cap (1008).
     SlowConsumer,
+    /// The peer sends more pings per second than allowed (1008). The protocol core detects
+    /// it and fails the connection as [`crate::ProtocolError::PingFlood`], with this code
+    /// and reason.
+    PingFlood,
     /// The peer sends messages faster than the application allows (1008).
     MessageFlood,
 }
 
 impl Policy {
     /// Every policy close, for tables and pre-set metric labels.
-    pub const ALL: [Policy; 4] = [
+    pub const ALL: [Policy; 5] = [
         Policy::Shutdown,
         Policy::IdleTimeout,
         Policy::SlowConsumer,
+        Policy::PingFlood,
         Policy::MessageFlood,
     ];
 
@@ -63,7 +68,7 @@ impl Policy {
     pub fn code(self) -> u16 {
         match self {
             Policy::Shutdown | Policy::IdleTimeout => GOING_AWAY,
-            Policy::SlowConsumer | Policy::MessageFlood => POLICY_VIOLATION,
+            Policy::SlowConsumer | Policy::PingFlood | Policy::MessageFlood => POLICY_VIOLATION,
         }
     }
 
@@ -73,6 +78,7 @@ impl Policy {
             Policy::Shutdown => "server shutting down",
             Policy::IdleTimeout => "idle timeout",
             Policy::SlowConsumer => "slow consumer",
+            Policy::PingFlood => "ping rate exceeded",
             Policy::MessageFlood => "message rate exceeded",
         }
     }
@@ -83,6 +89,7 @@ impl Policy {
             Policy::Shutdown => "shutdown",
             Policy::IdleTimeout => "idle_timeout",
             Policy::SlowConsumer => "slow_consumer",
+            Policy::PingFlood => "ping_flood",
             Policy::MessageFlood => "message_flood",
         }
     }
@@ -94,6 +101,7 @@ impl fmt::Display for Policy {
             Policy::Shutdown => "the server is shutting down",
             Policy::IdleTimeout => "nothing received for the idle timeout",
             Policy::SlowConsumer => "outbound queue over the cap: the peer does not read",
+            Policy::PingFlood => "more pings per second than allowed",
             Policy::MessageFlood => "messages sent faster than the allowed rate",
         })
     }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::code;
+use crate::code::{self, Policy};
 
 /// A violation by the peer that fails the WebSocket connection (RFC 6455 §7.1.7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,7 +63,7 @@ impl ProtocolError {
             ProtocolError::FrameTooLarge
             | ProtocolError::MessageTooLarge
             | ProtocolError::TooManyFragments => code::MESSAGE_TOO_BIG,
-            ProtocolError::PingFlood => code::POLICY_VIOLATION,
+            ProtocolError::PingFlood => Policy::PingFlood.code(),
         }
     }
 
@@ -89,7 +89,7 @@ impl ProtocolError {
             ProtocolError::FrameTooLarge => "frame larger than the limit",
             ProtocolError::MessageTooLarge => "message larger than the limit",
             ProtocolError::TooManyFragments => "message has too many fragments",
-            ProtocolError::PingFlood => "ping rate exceeded",
+            ProtocolError::PingFlood => Policy::PingFlood.wire_reason(),
         }
     }
 }
