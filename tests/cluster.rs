@@ -338,7 +338,9 @@ impl Node {
                 Ok(line) => {
                     if let Some(rest) = line.strip_prefix("wsloop: listening on ws://") {
                         break rest
-                            .trim_end_matches('/')
+                            .split('/')
+                            .next()
+                            .unwrap_or_default()
                             .parse()
                             .expect("listening address");
                     }

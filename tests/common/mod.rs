@@ -119,7 +119,7 @@ impl Server {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if let Some((_, rest)) = line.split_once("listening on ws://") {
-                    let addr = rest.trim_end_matches('/').to_owned();
+                    let addr = rest.split('/').next().unwrap_or(rest).to_owned();
                     let _ = tx.send(addr);
                 }
             }
