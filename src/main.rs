@@ -192,6 +192,11 @@ struct ServeArgs {
     /// This node's id in the cluster (default: random). [A-Za-z0-9_-], at most 64.
     #[arg(long, value_name = "ID", requires = "redis")]
     node_id: Option<String>,
+    /// On SIGINT/SIGTERM, how long to keep serving with /readyz answering 503 before the
+    /// listeners close and the drain starts (time for a load balancer to stop sending new
+    /// clients; 0: drain at once).
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = wsloop::duration::parse_duration)]
+    shutdown_delay: Duration,
     /// Prefix of the Redis topics.
     #[arg(
         long,
@@ -296,7 +301,7 @@ fn listening_line(addr: SocketAddr, ws_path: Option<&str>) -> String {
 /// line, runs until SIGINT/SIGTERM, drains.
 fn run_server<H: Handler>(
     config: Config,
-    drain: Duration,
+    stopping: Stopping,
     handler: H,
     ws_path: Option<&str>,
     setup: impl FnOnce(&mut H, Arc<Waker>) -> Result<(), String>,
@@ -321,7 +326,8 @@ fn run_server<H: Handler>(
         return ExitCode::FAILURE;
     }
     let stop = Arc::new(AtomicBool::new(false));
-    if let Err(e) = watch_signals(waker, Arc::clone(&stop)) {
+    let drain = stopping.drain_timeout;
+    if let Err(e) = watch_signals(waker, Arc::clone(&stop), stopping) {
         wsloop::log!(Level::Error, "cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
     }
@@ -353,20 +359,47 @@ fn run_server<H: Handler>(
     }
 }
 
-/// A thread that turns the first SIGINT/SIGTERM into a graceful stop; a second one exits at
-/// once.
-fn watch_signals(waker: Arc<Waker>, stop: Arc<AtomicBool>) -> std::io::Result<()> {
+/// How a server stops on SIGINT/SIGTERM.
+struct Stopping {
+    /// Set at the signal (`/readyz` then says 503)...
+    not_ready: Option<Arc<AtomicBool>>,
+    /// ...this long before the listeners close...
+    delay: Duration,
+    /// ...and this long for the clients to answer the 1001 close.
+    drain_timeout: Duration,
+}
+
+/// A thread that turns the first SIGINT/SIGTERM into a graceful stop (after the shutdown
+/// delay, during which the server says it is not ready); a second one exits at once.
+fn watch_signals(waker: Arc<Waker>, stop: Arc<AtomicBool>, how: Stopping) -> std::io::Result<()> {
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
     std::thread::spawn(move || {
+        let mut signalled = false;
         for signal in signals.forever() {
-            if stop.swap(true, Ordering::Relaxed) {
+            if std::mem::replace(&mut signalled, true) {
                 wsloop::log!(Level::Warn, "second signal: exiting now");
                 std::process::exit(1);
             }
-            wsloop::log!(Level::Info, "signal {signal}: draining connections");
-            if let Err(e) = waker.wake() {
-                wsloop::log!(Level::Error, "wake: {e}");
+            if let Some(not_ready) = &how.not_ready {
+                not_ready.store(true, Ordering::Relaxed);
             }
+            let (waker, stop, delay) = (Arc::clone(&waker), Arc::clone(&stop), how.delay);
+            if !delay.is_zero() {
+                wsloop::log!(
+                    Level::Info,
+                    "signal {signal}: not ready; draining in {:.1}s",
+                    delay.as_secs_f64()
+                );
+            }
+            // The wait runs apart, so that a second signal still exits at once.
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                wsloop::log!(Level::Info, "signal {signal}: draining connections");
+                stop.store(true, Ordering::Relaxed);
+                if let Err(e) = waker.wake() {
+                    wsloop::log!(Level::Error, "wake: {e}");
+                }
+            });
         }
     });
     Ok(())
@@ -445,25 +478,24 @@ fn serve(args: Box<ServeArgs>) -> ExitCode {
     };
     let ws_path = serve_config.ws_path.clone();
     let serve = Serve::new(serve_config);
-    run_server(
-        config,
-        args.common.drain_timeout,
-        serve,
-        Some(&ws_path),
-        |_serve, _waker| {
-            #[cfg(feature = "redis")]
-            if let Some((redis, node_id, prefix)) = redis {
-                wsloop::log!(
-                    Level::Info,
-                    "cluster node {node_id} via {} (topics {prefix}*)",
-                    redis.redacted_url(),
-                );
-                let bridge = Bridge::start(redis, _waker)?;
-                _serve.attach_cluster(ClusterNode::new(bridge, node_id, prefix));
-            }
-            Ok(())
-        },
-    )
+    let stopping = Stopping {
+        not_ready: Some(serve.stopping_flag()),
+        delay: args.shutdown_delay,
+        drain_timeout: args.common.drain_timeout,
+    };
+    run_server(config, stopping, serve, Some(&ws_path), |_serve, _waker| {
+        #[cfg(feature = "redis")]
+        if let Some((redis, node_id, prefix)) = redis {
+            wsloop::log!(
+                Level::Info,
+                "cluster node {node_id} via {} (topics {prefix}*)",
+                redis.redacted_url(),
+            );
+            let bridge = Bridge::start(redis, _waker)?;
+            _serve.attach_cluster(ClusterNode::new(bridge, node_id, prefix));
+        }
+        Ok(())
+    })
 }
 
 /// Parses the command line, the `WSLOOP_*` variables and the `--config` file, in that
@@ -510,7 +542,12 @@ fn main() -> ExitCode {
                 Limits::default().max_message,
                 f64::INFINITY,
             );
-            run_server(config, args.common.drain_timeout, Echo, None, |_, _| Ok(()))
+            let stopping = Stopping {
+                not_ready: None,
+                delay: Duration::ZERO,
+                drain_timeout: args.common.drain_timeout,
+            };
+            run_server(config, stopping, Echo, None, |_, _| Ok(()))
         }
         Command::Serve(args) => {
             stderr_log::set_level(args.common.log_level);

@@ -1766,7 +1766,7 @@ fn nginx_proxies_websocket_heartbeat_close_and_real_ip() {
     assert!(raw_pings >= 1, "the silent client saw no heartbeat ping");
     let m = metrics(nodes[serving].addr);
     assert_eq!(sample(&m, "wsloop_heartbeat_timeouts_total"), 1, "{m:?}");
-    assert_eq!(sample(&m, "wsloop_connections"), 2, "{m:?}");
+    assert_eq!(sample(&m, "wsloop_open_connections"), 2, "{m:?}");
 
     // Close from the client: 1000 goes through and comes back.
     p2.close();
