@@ -306,6 +306,7 @@ fn run_server<H: Handler>(
     ws_path: Option<&str>,
     setup: impl FnOnce(&mut H, Arc<Waker>) -> Result<(), String>,
 ) -> ExitCode {
+    warn_if_descriptors_run_out(config.max_connections);
     let mut server = match Server::bind(config.clone(), handler) {
         Ok(s) => s,
         Err(e) => {
@@ -356,6 +357,24 @@ fn run_server<H: Handler>(
             wsloop::log!(Level::Error, "event loop failed: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Warns when `--max-connections` cannot be reached under the open-file limit: every
+/// connection is a descriptor, and listeners, connections still handshaking, Redis and the
+/// log need some more.
+fn warn_if_descriptors_run_out(max_connections: usize) {
+    const SPARE: u64 = 256;
+    let Some(limit) = wsloop::app::process::read().and_then(|p| p.max_fds) else {
+        return;
+    };
+    let wanted = (max_connections as u64).saturating_add(SPARE);
+    if wanted > limit {
+        wsloop::log!(
+            Level::Warn,
+            "--max-connections {max_connections} needs about {wanted} file descriptors, but the \
+             limit is {limit}: raise it (ulimit -n, systemd LimitNOFILE=) or lower --max-connections"
+        );
     }
 }
 

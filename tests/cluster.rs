@@ -1656,7 +1656,7 @@ fn nginx_proxies_websocket_heartbeat_close_and_real_ip() {
             node.log.text()
         );
     }
-    // ip_hash: the same client address goes to the same node.
+    // hash $remote_addr: the same client address goes to the same node.
     let mut p2 = Peer::join(&url, &[]);
     assert_eq!(serving_node(&nodes, &p2.id, "127.0.0.1"), serving);
 
@@ -1861,7 +1861,7 @@ fn nginx_conf_outlasts_the_heartbeat() {
     };
     for d in [
         "map $http_upgrade $connection_upgrade {",
-        "ip_hash;",
+        "hash $remote_addr consistent;",
         "proxy_http_version 1.1;",
         "proxy_set_header Upgrade $http_upgrade;",
         "proxy_set_header Connection $connection_upgrade;",

@@ -258,12 +258,14 @@ pub fn prometheus(
                 &one(&max),
             );
         }
-        metric(
-            "process_start_time_seconds",
-            "gauge",
-            "Start time of the process since unix epoch in seconds.",
-            &one(&p.start_time_seconds),
-        );
+        if let Some(start) = p.start_time_seconds {
+            metric(
+                "process_start_time_seconds",
+                "gauge",
+                "Start time of the process since unix epoch in seconds.",
+                &one(&start),
+            );
+        }
     }
     if let Some(c) = cluster {
         metric(

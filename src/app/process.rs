@@ -12,8 +12,9 @@ pub struct ProcessStats {
     pub open_fds: u64,
     /// The soft limit on open file descriptors (`RLIMIT_NOFILE`); `None` when unlimited.
     pub max_fds: Option<u64>,
-    /// Start time, in seconds since the Unix epoch.
-    pub start_time_seconds: f64,
+    /// Start time, in seconds since the Unix epoch; `None` where `/proc/stat` (the boot time)
+    /// is hidden, as under systemd's `ProcSubset=pid`.
+    pub start_time_seconds: Option<f64>,
 }
 
 /// Clock ticks per second of `/proc/*/stat` (`USER_HZ`): 100 on every Linux architecture
@@ -32,13 +33,13 @@ pub fn read() -> Option<ProcessStats> {
     let field = |n: usize| -> Option<f64> { fields.get(n - 3)?.parse().ok() };
     let cpu_ticks = field(14)? + field(15)?;
     let start_ticks = field(22)?;
-    let boot_time: f64 = std::fs::read_to_string("/proc/stat")
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))?
-        .trim()
-        .parse()
-        .ok()?;
+    let boot_time: Option<f64> = std::fs::read_to_string("/proc/stat").ok().and_then(|stat| {
+        stat.lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()
+    });
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let rss_kib: u64 = status
         .lines()
@@ -63,7 +64,7 @@ pub fn read() -> Option<ProcessStats> {
         resident_memory_bytes: rss_kib * 1024,
         open_fds,
         max_fds,
-        start_time_seconds: boot_time + start_ticks / USER_HZ,
+        start_time_seconds: boot_time.map(|boot| boot + start_ticks / USER_HZ),
     })
 }
 
@@ -79,6 +80,10 @@ mod tests {
             .duration_since(std::time::UNIX_EPOCH)
             .expect("after 1970")
             .as_secs_f64();
-        assert!(stats.start_time_seconds <= now + 1.0 && stats.start_time_seconds > now - 3600.0);
+        let start = stats.start_time_seconds.expect("/proc/stat readable");
+        assert!(
+            start <= now + 1.0 && start > now - 3600.0,
+            "{start} vs {now}"
+        );
     }
 }

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::access::{origin_allowed, Tokens};
 use super::chat::{Chat, ChatLimits};
@@ -198,7 +198,16 @@ impl Serve {
                         self.chat.counters(),
                         self.started.elapsed(),
                         self.cluster_metrics(),
-                        super::process::read(),
+                        super::process::read().map(|mut p| {
+                            // Where the boot time is hidden: this server's start, which is the
+                            // process's to within the start-up.
+                            let started = SystemTime::now() - self.started.elapsed();
+                            let since_epoch =
+                                started.duration_since(UNIX_EPOCH).unwrap_or_default();
+                            p.start_time_seconds
+                                .get_or_insert(since_epoch.as_secs_f64());
+                            p
+                        }),
                         format,
                     )
                     .into_bytes(),
