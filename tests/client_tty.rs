@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{closes, sample, wsloop_binary, Server};
@@ -25,7 +25,8 @@ fn on_a_terminal_a_prompt_markers_pretty_json_and_ctrl_c_closing_with_1000() {
     let mut command = Command::new(wsloop_binary());
     command.args(["client", &server.url("/ws"), "--json"]);
     let mut tty = rexpect::session::spawn_command(command, Some(10_000)).expect("spawn in a pty");
-    tty.exp_string("connected to ws://").expect("the connected line");
+    tty.exp_string("connected to ws://")
+        .expect("the connected line");
     // The welcome, pretty-printed after the received marker (and indented under it), in
     // the key order the server sent.
     tty.exp_string("< {\r\n    \"id\": \"1\",\r\n    \"name\": \"1\",\r\n    \"ts\": ")
@@ -63,11 +64,12 @@ fn on_a_terminal_a_prompt_markers_pretty_json_and_ctrl_c_closing_with_1000() {
     wait_for_closes(&server, 1000, 2);
 }
 
-#[test]
-fn piped_lines_are_plain_and_end_of_input_closes_with_1000() {
-    let server = Server::serve(&[]);
+/// `wsloop client URL EXTRA` with pipes for stdin, stdout and stderr (no terminal), after it
+/// printed its first line, the server's welcome, plain.
+fn piped_client(server: &Server, extra: &[&str]) -> (Child, BufReader<ChildStdout>) {
     let mut child = Command::new(wsloop_binary())
         .args(["client", &server.url("/ws")])
+        .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -77,12 +79,26 @@ fn piped_lines_are_plain_and_end_of_input_closes_with_1000() {
     let mut line = String::new();
     stdout.read_line(&mut line).expect("the welcome");
     assert!(line.starts_with('{'), "{line:?}");
-    assert!(line.trim_end().ends_with(r#""type":"welcome"}"#), "{line:?}");
+    assert!(
+        line.trim_end().ends_with(r#""type":"welcome"}"#),
+        "{line:?}"
+    );
+    (child, stdout)
+}
+
+#[test]
+fn piped_lines_are_plain_and_end_of_input_closes_with_1000() {
+    let server = Server::serve(&[]);
+    let (mut child, mut stdout) = piped_client(&server, &[]);
+    let mut line = String::new();
     let mut stdin = child.stdin.take().expect("stdin piped");
     writeln!(stdin, r#"{{"type":"chat","content":"piped"}}"#).expect("send a line");
     line.clear();
     stdout.read_line(&mut line).expect("the chat");
-    assert!(line.starts_with('{') && line.contains(r#""type":"chat""#), "{line:?}");
+    assert!(
+        line.starts_with('{') && line.contains(r#""type":"chat""#),
+        "{line:?}"
+    );
     assert!(line.contains(r#""content":"piped""#), "{line:?}");
     drop(stdin);
     let output = child.wait_with_output().expect("the client exits");
@@ -95,16 +111,9 @@ fn piped_lines_are_plain_and_end_of_input_closes_with_1000() {
 #[test]
 fn no_close_keeps_listening_after_the_end_of_input() {
     let server = Server::serve(&[]);
-    let mut child = Command::new(wsloop_binary())
-        .args(["client", &server.url("/ws"), "-n"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the client");
-    let mut stdout = BufReader::new(child.stdout.take().expect("stdout piped"));
+    let (mut child, mut stdout) = piped_client(&server, &["-n"]);
+    drop(child.stdin.take());
     let mut line = String::new();
-    stdout.read_line(&mut line).expect("the welcome");
     // Another client's chat still reaches it after its own input ended.
     let mut other = wsloop::client::Client::connect(&server.url("/ws")).expect("connect");
     other

@@ -213,7 +213,11 @@ fn refuses_hosts_off_this_machine() {
 
 #[test]
 fn bad_arguments_exit_1_as_help_says() {
-    for args in [&["echo", "--size", "lots"][..], &["no-such-scenario"], &["echo", "--nope"]] {
+    for args in [
+        &["echo", "--size", "lots"][..],
+        &["no-such-scenario"],
+        &["echo", "--nope"],
+    ] {
         let (code, json, stderr) = bench(args);
         assert_eq!(code, Some(1), "{args:?}: {stderr}");
         assert!(json.is_none());
