@@ -126,3 +126,36 @@ fn no_close_keeps_listening_after_the_end_of_input() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn a_lost_connection_exits_1_with_the_terminal_out_of_raw_mode() {
+    let mut server = Server::serve(&[]);
+    let mut command = Command::new(wsloop_binary());
+    command.args(["client", &server.url("/ws")]);
+    let mut tty = rexpect::session::spawn_command(command, Some(10_000)).expect("spawn in a pty");
+    tty.exp_string("\"type\":\"welcome\"").expect("the welcome");
+    tty.exp_string("> ").expect("the prompt");
+    // The line editor is in raw mode now, waiting for a line, when the server goes away.
+    assert_eq!(
+        server.signal_and_wait("KILL", Duration::from_secs(10)),
+        None
+    );
+    tty.exp_string("disconnected")
+        .expect("the disconnected line");
+    tty.exp_eof().expect("the client exits");
+    let status = tty.process().wait().expect("exit status");
+    assert!(
+        matches!(status, rexpect::process::WaitStatus::Exited(_, 1)),
+        "{status:?}"
+    );
+    // The pseudo-terminal's settings (read through its master) are cooked again: raw mode
+    // clears ICANON and ISIG. (ECHO was off from the start: rexpect turns it off.)
+    let master = tty.process().get_file_handle().expect("the pty master");
+    let termios = nix::sys::termios::tcgetattr(&master).expect("tcgetattr");
+    let local = termios.local_flags;
+    use nix::sys::termios::LocalFlags;
+    assert!(
+        local.contains(LocalFlags::ICANON | LocalFlags::ISIG),
+        "left in raw mode: {local:?}"
+    );
+}

@@ -45,8 +45,8 @@ enum Input {
 /// How a session ended.
 enum SessionEnd {
     /// The user is done: input ended (and the close handshake was done or attempted), or
-    /// Ctrl-C.
-    Done,
+    /// Ctrl-C; with the last thing to tell.
+    Done(Option<String>),
     /// The connection was lost or closed by the server.
     Lost(String),
 }
@@ -118,6 +118,23 @@ impl Output {
     }
 }
 
+/// The terminal's settings from before the line editor changed them, put back when the
+/// client ends: the editor's thread may still be inside `readline`, in raw mode, when the
+/// connection is lost or the server closes it.
+struct RestoreTerminal(Option<nix::sys::termios::Termios>);
+
+impl Drop for RestoreTerminal {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.0 {
+            let _ = nix::sys::termios::tcsetattr(
+                io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                saved,
+            );
+        }
+    }
+}
+
 /// Runs the client until the user is done (exit code 0) or the connection is lost for good
 /// (exit code 1).
 pub fn run(url: &str, options: &ClientOptions, settings: &Settings) -> i32 {
@@ -128,7 +145,13 @@ pub fn run(url: &str, options: &ClientOptions, settings: &Settings) -> i32 {
     } else {
         MessageKind::Text
     };
-    let mut output = if io::stdin().is_terminal() && io::stdout().is_terminal() {
+    let terminal = io::stdin().is_terminal() && io::stdout().is_terminal();
+    let restore = RestoreTerminal(
+        terminal
+            .then(|| nix::sys::termios::tcgetattr(io::stdin()).ok())
+            .flatten(),
+    );
+    let mut output = if terminal {
         match spawn_line_editor(Arc::clone(&current), kind, input_tx.clone()) {
             Ok(printer) => Output::Terminal(printer),
             Err(e) => {
@@ -145,6 +168,26 @@ pub fn run(url: &str, options: &ClientOptions, settings: &Settings) -> i32 {
     if let Err(e) = forward_sigint(input_tx) {
         output.status(&format!("cannot handle Ctrl-C: {e}"));
     }
+    let (code, last) = connect_loop(url, options, settings, &current, &input_rx, &mut output);
+    // The line editor's printer is asynchronous: the last line goes straight to the terminal,
+    // once it is out of raw mode.
+    drop(output);
+    drop(restore);
+    if let Some(last) = last {
+        eprintln!("{}{last}", if terminal { "\r\n" } else { "" });
+    }
+    code
+}
+
+/// Connects, runs sessions, reconnects if asked: the exit code and the last line to print.
+fn connect_loop(
+    url: &str,
+    options: &ClientOptions,
+    settings: &Settings,
+    current: &Current,
+    input_rx: &Receiver<Input>,
+    output: &mut Output,
+) -> (i32, Option<String>) {
     let mut backoff = Backoff::default();
     let mut input_ended = false;
     loop {
@@ -154,27 +197,32 @@ pub fn run(url: &str, options: &ClientOptions, settings: &Settings) -> i32 {
                 output.status(&format!("connected to {url}"));
                 let mut session = Session {
                     client,
-                    current: &current,
-                    input: &input_rx,
+                    current,
+                    input: input_rx,
                     settings,
-                    output: &mut output,
+                    output,
                     input_ended,
                 };
                 let end = session.run();
                 input_ended = session.input_ended;
                 match end {
-                    SessionEnd::Done => return 0,
+                    SessionEnd::Done(last) => return (0, last),
+                    SessionEnd::Lost(why) if !settings.reconnect => {
+                        return (1, Some(format!("disconnected: {why}")))
+                    }
                     SessionEnd::Lost(why) => output.status(&format!("disconnected: {why}")),
                 }
             }
+            Err(e) if !settings.reconnect => {
+                return (1, Some(format!("cannot connect to {url}: {e}")))
+            }
             Err(e) => output.status(&format!("cannot connect to {url}: {e}")),
         }
-        if !settings.reconnect {
-            return 1;
-        }
         let Some(delay) = backoff.next_delay() else {
-            output.status(&format!("giving up after {} attempts", backoff.attempts()));
-            return 1;
+            return (
+                1,
+                Some(format!("giving up after {} attempts", backoff.attempts())),
+            );
         };
         output.status(&format!(
             "reconnecting in {:.1}s (attempt {}/{})",
@@ -184,7 +232,7 @@ pub fn run(url: &str, options: &ClientOptions, settings: &Settings) -> i32 {
         ));
         // Ctrl-C during the wait ends the client at once (there is no connection to close).
         match input_rx.recv_timeout(delay) {
-            Ok(Input::Interrupt) => return 0,
+            Ok(Input::Interrupt) => return (0, None),
             Ok(Input::Eof) => input_ended = true,
             Err(_) => {}
         }
@@ -276,8 +324,8 @@ impl Session<'_> {
                 if matches!(event, Input::Interrupt) || !self.settings.no_close {
                     closing = true;
                     // RFC 6455 §7.4.1: 1000 indicates a normal closure.
-                    if self.client.close(close_code::NORMAL, "").is_err() {
-                        break SessionEnd::Done;
+                    if let Err(e) = self.client.close(close_code::NORMAL, "") {
+                        break SessionEnd::Done(Some(e.to_string()));
                     }
                 }
             }
@@ -313,22 +361,18 @@ impl Session<'_> {
                 Ok(Received::Ping(_) | Received::Pong(_)) => {}
                 Ok(Received::Close(code, reason)) => {
                     let code = code.map_or("none".to_owned(), |c| c.to_string());
-                    self.output
-                        .status(&format!("closed by the server: code {code} {reason}"));
+                    let closed = format!("closed by the server: code {code} {reason}");
                     if closing || self.input_ended {
-                        break SessionEnd::Done;
+                        break SessionEnd::Done(Some(closed));
                     }
-                    break SessionEnd::Lost(format!("closed by server ({code})"));
+                    break SessionEnd::Lost(closed);
                 }
                 Err(ClientError::Io(e))
                     if matches!(
                         e.kind(),
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                     ) => {}
-                Err(e) if closing => {
-                    self.output.status(&e.to_string());
-                    break SessionEnd::Done;
-                }
+                Err(e) if closing => break SessionEnd::Done(Some(e.to_string())),
                 Err(e) => break SessionEnd::Lost(e.to_string()),
             }
         };
