@@ -854,7 +854,12 @@ fn http_post_is_405_with_allow_get() {
             "{path}: {}",
             reply.head
         );
-        assert_eq!(reply.header("Allow"), Some("GET"), "{path}: {}", reply.head);
+        assert_eq!(
+            reply.header("Allow"),
+            Some("GET, HEAD"),
+            "{path}: {}",
+            reply.head
+        );
     }
 }
 
