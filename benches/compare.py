@@ -381,9 +381,9 @@ class MetricsPoller(threading.Thread):
 
 
 def heartbeat_summary(samples: list[dict], n: int) -> dict:
-    held = [s for s in samples if s.get("wsloop_connections", 0) >= n]
+    held = [s for s in samples if s.get("wsloop_open_connections", 0) >= n]
     out = {
-        "max_connections_seen": max((s.get("wsloop_connections", 0) for s in samples),
+        "max_connections_seen": max((s.get("wsloop_open_connections", 0) for s in samples),
                                     default=0),
         "heartbeat_timeouts": max((s.get("wsloop_heartbeat_timeouts_total", 0)
                                    for s in samples), default=None),

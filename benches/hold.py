@@ -112,7 +112,7 @@ def main() -> int:
             for m in per:
                 for k, v in m.items():
                     total[k] = total.get(k, 0) + v
-            total["per_server"] = [m.get("wsloop_connections", 0) for m in per]
+            total["per_server"] = [m.get("wsloop_open_connections", 0) for m in per]
             total["rss_kb"] = [rss_kb(s.pid) for s, _ in servers]
             samples.append(total)
 
@@ -144,7 +144,7 @@ def main() -> int:
         s.stop()
 
     summary = compare.heartbeat_summary(samples, args.connections)
-    peak = max(samples, key=lambda s: s.get("wsloop_connections", 0), default={})
+    peak = max(samples, key=lambda s: s.get("wsloop_open_connections", 0), default={})
     rss_peak = peak.get("rss_kb", rss_before)
     errors = sum(int((r.get("report") or {}).get("errors", 0)) for r in results)
     held = summary.get("max_connections_seen", 0) >= args.connections

@@ -1,6 +1,8 @@
 //! The `wsloop` command line: `echo`, `serve`, `client` (feature `cli`). The load generator
 //! is the separate `wsloop-bench` binary (benches/load).
 
+mod config_file;
+mod flags;
 mod stderr_log;
 
 use std::io::Write as _;
@@ -11,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use log::Level;
 use mio::Waker;
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -27,7 +29,6 @@ use wsloop::app::topics;
 use wsloop::client::ClientOptions;
 #[cfg(feature = "redis")]
 use wsloop::cluster::{Bridge, RedisConfig};
-use wsloop::duration::parse_duration;
 use wsloop::proto::Limits;
 use wsloop::server::admission::{AddressLimits, ProxyHeader};
 use wsloop::server::{Config, Handler, Server};
@@ -39,6 +40,10 @@ use wsloop::server::{Config, Handler, Server};
     about = "A tiny RFC 6455 WebSocket server on a single-threaded mio event loop"
 )]
 struct Cli {
+    /// TOML file of settings named like the flags (`ping-interval = "30s"`); the command
+    /// line and WSLOOP_* variables win over it.
+    #[arg(long, global = true, value_name = "FILE", env = "WSLOOP_CONFIG")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -59,32 +64,37 @@ enum Command {
 #[derive(Args, Debug)]
 struct LoopArgs {
     /// Address to listen on; repeat for several (e.g. `--listen 127.0.0.1:8080 --listen [::1]:8080`).
-    #[arg(long = "listen", value_name = "ADDR")]
+    #[arg(long = "listen", value_name = "ADDR", value_delimiter = ',')]
     listen: Vec<SocketAddr>,
     /// Largest message (and frame) accepted, in bytes; larger ones close with 1009.
     /// Default: 64 MiB for echo, 1 MiB for serve.
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", value_parser = flags::count::<u64>)]
     max_message: Option<u64>,
     /// Largest request head (request line and headers); larger gets 431.
-    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_handshake_bytes)]
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::default().max_handshake_bytes,
+          value_parser = flags::at_least::<256, usize>)]
     max_head_bytes: usize,
-    /// Most header lines in a request; more gets 431.
-    #[arg(long, value_name = "N", default_value_t = Limits::default().max_headers)]
+    /// Most header lines in a request; more gets 431. At least 5 (an upgrade needs Host,
+    /// Upgrade, Connection, Sec-WebSocket-Key and Sec-WebSocket-Version).
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_headers,
+          value_parser = flags::at_least::<5, usize>)]
     max_headers: usize,
     /// Most frames one fragmented message may have; more closes with 1009.
-    #[arg(long, value_name = "N", default_value_t = Limits::default().max_fragments)]
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_fragments,
+          value_parser = flags::count::<u32>)]
     max_fragments: u32,
     /// Close connections whose upgrade request is not complete within this time.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = flags::positive_duration)]
     handshake_timeout: Duration,
     /// How long to wait for the peer's close reply and TCP close.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = flags::positive_duration)]
     close_timeout: Duration,
     /// Outbound bytes queued for one client before it is treated as a slow consumer.
-    #[arg(long, value_name = "BYTES", default_value_t = 4 * 1024 * 1024)]
+    #[arg(long, value_name = "BYTES", default_value_t = 4 * 1024 * 1024, value_parser = flags::count::<usize>)]
     max_backpressure: usize,
-    /// On SIGINT/SIGTERM, how long to wait for clients to answer the 1001 close.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    /// On SIGINT/SIGTERM, how long to wait for clients to answer the 1001 close (0: close
+    /// the sockets right after sending it).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = wsloop::duration::parse_duration)]
     drain_timeout: Duration,
     /// Most verbose log level printed to stderr: error, warn, info, debug, trace.
     #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = stderr_log::parse_level)]
@@ -102,26 +112,31 @@ struct LoopArgs {
     #[arg(long, value_name = "HEADER", default_value = "x-real-ip", value_parser = parse_proxy_header, requires = "trust_proxy")]
     trust_proxy_header: ProxyHeader,
     /// Open WebSocket connections in all; further upgrades get 503.
-    #[arg(long, value_name = "N", default_value_t = Config::default().max_connections)]
+    #[arg(long, value_name = "N", default_value_t = Config::default().max_connections,
+          value_parser = flags::count::<usize>)]
     max_connections: usize,
     /// Open WebSocket connections per client address; further upgrades get 429.
-    #[arg(long, value_name = "N", default_value_t = Config::default().per_address.max_connections)]
+    #[arg(long, value_name = "N", default_value_t = Config::default().per_address.max_connections,
+          value_parser = flags::count::<usize>)]
     max_connections_per_address: usize,
     /// Connections one address may hold before their request head is complete (slowloris
     /// from one address); more are closed at accept. Not applied with --trust-proxy.
-    #[arg(long, value_name = "N", default_value_t = Config::default().per_address.max_pending_handshakes)]
+    #[arg(long, value_name = "N", default_value_t = Config::default().per_address.max_pending_handshakes,
+          value_parser = flags::count::<usize>)]
     max_pending_handshakes_per_address: usize,
     /// Request heads (handshakes, HTTP requests) per second per client address, sustained;
-    /// twice as many in a burst; beyond that 429. Default: 50 for serve, unlimited for echo
-    /// (the Autobahn client opens hundreds of connections a second).
-    #[arg(long, value_name = "N")]
+    /// twice as many in a burst; beyond that 429. At least 0.5, or `unlimited`. Default: 50
+    /// for serve, unlimited for echo (the Autobahn client opens hundreds of connections a
+    /// second).
+    #[arg(long, value_name = "N", value_parser = flags::rate_or_unlimited)]
     handshakes_per_second: Option<f64>,
-    /// Close connections that send nothing for this long (off by default for echo; serve's
-    /// heartbeat finds dead peers first).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    idle_timeout: Option<Duration>,
+    /// Close connections that send nothing for this long, or `off` (serve's heartbeat finds
+    /// dead peers first).
+    #[arg(long, value_name = "DURATION", default_value = "off", value_parser = flags::duration_or_off)]
+    idle_timeout: std::option::Option<Duration>,
     /// Pings a client may send per second; more fails the connection with 1008.
-    #[arg(long, value_name = "N", default_value_t = Config::default().max_pings_per_second)]
+    #[arg(long, value_name = "N", default_value_t = Config::default().max_pings_per_second,
+          value_parser = flags::count::<u32>)]
     max_pings_per_second: u32,
 }
 
@@ -136,41 +151,52 @@ struct ServeArgs {
     #[command(flatten)]
     common: LoopArgs,
     /// Path of the WebSocket endpoint; upgrades elsewhere get 404.
-    #[arg(long, value_name = "PATH", default_value = "/ws")]
+    #[arg(long, value_name = "PATH", default_value = "/ws", value_parser = flags::ws_path)]
     ws_path: String,
-    /// Ping every client this often.
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
-    ping_interval: Duration,
+    /// Ping every client this often, or `off` (no heartbeat: dead peers are then found only
+    /// by --idle-timeout or TCP).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = flags::duration_or_off)]
+    ping_interval: std::option::Option<Duration>,
     /// Close, as dead, a client that has not answered a ping within this time.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = flags::positive_duration)]
     ping_timeout: Duration,
     /// File of `token name` lines: upgrades then need a known token (Authorization: Bearer,
     /// `token` query parameter or cookie), else 401; messages are sent under the name.
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
     /// Origin allowed to connect (repeat for several); browsers from other origins get 403.
-    #[arg(long, value_name = "ORIGIN")]
+    #[arg(long, value_name = "ORIGIN", value_delimiter = ',', value_parser = flags::origin)]
     allow_origin: Vec<String>,
     /// Longest chat content, in bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = ChatLimits::default().max_content)]
+    #[arg(long, value_name = "BYTES", default_value_t = ChatLimits::default().max_content,
+          value_parser = flags::count::<usize>)]
     max_content: usize,
     /// Longest channel name, in bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = ChatLimits::default().max_channel_name)]
+    #[arg(long, value_name = "BYTES", default_value_t = ChatLimits::default().max_channel_name,
+          value_parser = flags::count::<usize>)]
     max_channel_name: usize,
     /// Most channels one connection may subscribe to.
-    #[arg(long, value_name = "N", default_value_t = ChatLimits::default().max_channels)]
+    #[arg(long, value_name = "N", default_value_t = ChatLimits::default().max_channels,
+          value_parser = flags::count::<usize>)]
     max_channels: usize,
     /// Messages per second one client may send (twice as many in a burst); beyond it each
     /// message gets a `rate_limited` error, and a client that keeps on is closed with 1008.
-    #[arg(long, value_name = "N", default_value_t = ChatLimits::default().max_messages_per_second)]
+    /// At least 0.5.
+    #[arg(long, value_name = "N", default_value_t = ChatLimits::default().max_messages_per_second,
+          value_parser = flags::rate)]
     max_messages_per_second: f64,
-    /// Join other nodes through Redis Pub/Sub: redis://HOST:PORT[/DB] (needs the `redis`
-    /// feature).
-    #[arg(long, value_name = "URL")]
+    /// Join other nodes through Redis Pub/Sub: redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]
+    /// (needs the `redis` feature).
+    #[arg(long, value_name = "URL", value_parser = flags::redis_url)]
     redis: Option<String>,
     /// This node's id in the cluster (default: random). [A-Za-z0-9_-], at most 64.
     #[arg(long, value_name = "ID", requires = "redis")]
     node_id: Option<String>,
+    /// On SIGINT/SIGTERM, how long to keep serving with /readyz answering 503 before the
+    /// listeners close and the drain starts (time for a load balancer to stop sending new
+    /// clients; 0: drain at once).
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = wsloop::duration::parse_duration)]
+    shutdown_delay: Duration,
     /// Prefix of the Redis topics.
     #[arg(
         long,
@@ -184,19 +210,42 @@ struct ServeArgs {
 #[derive(Args, Debug)]
 struct ClientArgs {
     /// Server URL, e.g. ws://127.0.0.1:8080/ws
+    #[arg(value_parser = client_url)]
     url: String,
     /// Reconnect when the connection is lost (1 s backoff growing 1.5x to 30 s, 50 attempts).
     #[arg(long)]
     reconnect: bool,
     /// Extra request header, e.g. `Authorization: Bearer TOKEN` (repeatable).
-    #[arg(long = "header", short = 'H', value_name = "HEADER")]
+    #[arg(long = "header", short = 'H', value_name = "HEADER", value_parser = flags::header)]
     headers: Vec<String>,
     /// Subprotocol to offer (repeatable).
     #[arg(long = "protocol", value_name = "NAME")]
     protocols: Vec<String>,
     /// Connect timeout.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = flags::positive_duration)]
     connect_timeout: Duration,
+    /// Keep listening after standard input ends (close only on Ctrl-C or from the server).
+    #[arg(short = 'n', long)]
+    no_close: bool,
+    /// Send each line as a binary message instead of text.
+    #[arg(long)]
+    binary: bool,
+    /// Ping the server this often, or `off`.
+    #[arg(long, value_name = "DURATION", default_value = "off", value_parser = flags::duration_or_off)]
+    ping_interval: std::option::Option<Duration>,
+    /// Print pings and pongs, both ways.
+    #[arg(long)]
+    show_ping_pong: bool,
+    /// Pretty-print received messages that are JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The client's URL, checked before connecting.
+fn client_url(text: &str) -> Result<String, String> {
+    wsloop::client::WsUrl::parse(text)
+        .map(|_| text.to_owned())
+        .map_err(|e| e.to_string())
 }
 
 impl LoopArgs {
@@ -239,15 +288,25 @@ impl LoopArgs {
     }
 }
 
+/// The start-up line of one listener: the WebSocket URL first (scripts and tests read the
+/// address from `listening on ws://ADDR/`), then, for `serve`, the page's URL.
+fn listening_line(addr: SocketAddr, ws_path: Option<&str>) -> String {
+    match ws_path {
+        Some(path) => format!("listening on ws://{addr}{path} (WebSocket), http://{addr}/ (page)"),
+        None => format!("listening on ws://{addr}/ (WebSocket, any path)"),
+    }
+}
+
 /// Binds, lets `setup` finish the application with the loop's waker, prints the listening
 /// line, runs until SIGINT/SIGTERM, drains.
 fn run_server<H: Handler>(
     config: Config,
-    drain: Duration,
+    stopping: Stopping,
     handler: H,
-    scheme: &str,
+    ws_path: Option<&str>,
     setup: impl FnOnce(&mut H, Arc<Waker>) -> Result<(), String>,
 ) -> ExitCode {
+    warn_if_descriptors_run_out(config.max_connections);
     let mut server = match Server::bind(config.clone(), handler) {
         Ok(s) => s,
         Err(e) => {
@@ -268,7 +327,8 @@ fn run_server<H: Handler>(
         return ExitCode::FAILURE;
     }
     let stop = Arc::new(AtomicBool::new(false));
-    if let Err(e) = watch_signals(waker, Arc::clone(&stop)) {
+    let drain = stopping.drain_timeout;
+    if let Err(e) = watch_signals(waker, Arc::clone(&stop), stopping) {
         wsloop::log!(Level::Error, "cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
     }
@@ -282,8 +342,9 @@ fn run_server<H: Handler>(
     let mut stdout = std::io::stdout().lock();
     for addr in &addrs {
         // A stable line that scripts and tests parse to learn the port.
-        let _ = writeln!(stdout, "wsloop: listening on ws://{addr}/");
-        wsloop::log!(Level::Info, "listening on {scheme}://{addr}/");
+        let line = listening_line(*addr, ws_path);
+        let _ = writeln!(stdout, "wsloop: {line}");
+        wsloop::log!(Level::Info, "{line}");
     }
     let _ = stdout.flush();
     drop(stdout);
@@ -299,20 +360,65 @@ fn run_server<H: Handler>(
     }
 }
 
-/// A thread that turns the first SIGINT/SIGTERM into a graceful stop; a second one exits at
-/// once.
-fn watch_signals(waker: Arc<Waker>, stop: Arc<AtomicBool>) -> std::io::Result<()> {
+/// Warns when `--max-connections` cannot be reached under the open-file limit: every
+/// connection is a descriptor, and listeners, connections still handshaking, Redis and the
+/// log need some more.
+fn warn_if_descriptors_run_out(max_connections: usize) {
+    const SPARE: u64 = 256;
+    let Some(limit) = wsloop::app::process::read().and_then(|p| p.max_fds) else {
+        return;
+    };
+    let wanted = (max_connections as u64).saturating_add(SPARE);
+    if wanted > limit {
+        wsloop::log!(
+            Level::Warn,
+            "--max-connections {max_connections} needs about {wanted} file descriptors, but the \
+             limit is {limit}: raise it (ulimit -n, systemd LimitNOFILE=) or lower --max-connections"
+        );
+    }
+}
+
+/// How a server stops on SIGINT/SIGTERM.
+struct Stopping {
+    /// Set at the signal (`/readyz` then says 503)...
+    not_ready: Option<Arc<AtomicBool>>,
+    /// ...this long before the listeners close...
+    delay: Duration,
+    /// ...and this long for the clients to answer the 1001 close.
+    drain_timeout: Duration,
+}
+
+/// A thread that turns the first SIGINT/SIGTERM into a graceful stop (after the shutdown
+/// delay, during which the server says it is not ready); a second one exits at once.
+fn watch_signals(waker: Arc<Waker>, stop: Arc<AtomicBool>, how: Stopping) -> std::io::Result<()> {
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
     std::thread::spawn(move || {
+        let mut signalled = false;
         for signal in signals.forever() {
-            if stop.swap(true, Ordering::Relaxed) {
+            if std::mem::replace(&mut signalled, true) {
                 wsloop::log!(Level::Warn, "second signal: exiting now");
                 std::process::exit(1);
             }
-            wsloop::log!(Level::Info, "signal {signal}: draining connections");
-            if let Err(e) = waker.wake() {
-                wsloop::log!(Level::Error, "wake: {e}");
+            if let Some(not_ready) = &how.not_ready {
+                not_ready.store(true, Ordering::Relaxed);
             }
+            let (waker, stop, delay) = (Arc::clone(&waker), Arc::clone(&stop), how.delay);
+            if !delay.is_zero() {
+                wsloop::log!(
+                    Level::Info,
+                    "signal {signal}: not ready; draining in {:.1}s",
+                    delay.as_secs_f64()
+                );
+            }
+            // The wait runs apart, so that a second signal still exits at once.
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                wsloop::log!(Level::Info, "signal {signal}: draining connections");
+                stop.store(true, Ordering::Relaxed);
+                if let Err(e) = waker.wake() {
+                    wsloop::log!(Level::Error, "wake: {e}");
+                }
+            });
         }
     });
     Ok(())
@@ -330,7 +436,7 @@ fn parse_proxy_header(value: &str) -> Result<ProxyHeader, String> {
 /// The loop's settings for `serve`: the common flags, a 1 MiB message limit and the heartbeat.
 fn serve_config(args: &ServeArgs) -> Config {
     Config {
-        ping_interval: Some(args.ping_interval),
+        ping_interval: args.ping_interval,
         ping_timeout: args.ping_timeout,
         ..args.common.config(
             SocketAddr::from(([127, 0, 0, 1], 8080)),
@@ -346,8 +452,8 @@ fn serve(args: Box<ServeArgs>) -> ExitCode {
         Some(path) => match Tokens::load(path) {
             Ok(t) => Some(t),
             Err(e) => {
-                wsloop::log!(Level::Error, "token file: {e}");
-                return ExitCode::FAILURE;
+                wsloop::log!(Level::Error, "--token-file: {e}");
+                return ExitCode::from(2);
             }
         },
         None => None,
@@ -365,8 +471,8 @@ fn serve(args: Box<ServeArgs>) -> ExitCode {
         Some(url) => {
             let node_id = args.node_id.unwrap_or_else(topics::random_node_id);
             if let Err(e) = topics::validate_node_id(&node_id) {
-                wsloop::log!(Level::Error, "{e}");
-                return ExitCode::FAILURE;
+                wsloop::log!(Level::Error, "--node-id: {e}");
+                return ExitCode::from(2);
             }
             let config = RedisConfig {
                 url,
@@ -389,30 +495,63 @@ fn serve(args: Box<ServeArgs>) -> ExitCode {
             max_messages_per_second: args.max_messages_per_second,
         },
     };
+    let ws_path = serve_config.ws_path.clone();
     let serve = Serve::new(serve_config);
-    run_server(
-        config,
-        args.common.drain_timeout,
-        serve,
-        "http",
-        |_serve, _waker| {
-            #[cfg(feature = "redis")]
-            if let Some((redis, node_id, prefix)) = redis {
-                wsloop::log!(
-                    Level::Info,
-                    "cluster node {node_id} via {} (topics {prefix}*)",
-                    redis.redacted_url(),
-                );
-                let bridge = Bridge::start(redis, _waker)?;
-                _serve.attach_cluster(ClusterNode::new(bridge, node_id, prefix));
+    let stopping = Stopping {
+        not_ready: Some(serve.stopping_flag()),
+        delay: args.shutdown_delay,
+        drain_timeout: args.common.drain_timeout,
+    };
+    run_server(config, stopping, serve, Some(&ws_path), |_serve, _waker| {
+        #[cfg(feature = "redis")]
+        if let Some((redis, node_id, prefix)) = redis {
+            wsloop::log!(
+                Level::Info,
+                "cluster node {node_id} via {} (topics {prefix}*)",
+                redis.redacted_url(),
+            );
+            let bridge = Bridge::start(redis, _waker)?;
+            _serve.attach_cluster(ClusterNode::new(bridge, node_id, prefix));
+        }
+        Ok(())
+    })
+}
+
+/// Parses the command line, the `WSLOOP_*` variables and the `--config` file, in that
+/// order of precedence; exits with status 2 and a message on any bad value.
+fn parse_cli(argv: Vec<std::ffi::OsString>) -> Cli {
+    let command = config_file::with_env(Cli::command());
+    let matches = command.clone().get_matches_from(&argv);
+    let mut argv = argv;
+    if let Some((name, sub_matches)) = matches.subcommand() {
+        if let Some(path) = sub_matches.get_one::<PathBuf>("config") {
+            let sub = command
+                .find_subcommand(name)
+                .expect("a parsed subcommand exists");
+            match config_file::file_args(path, sub, sub_matches) {
+                // Before a `--`, after which everything is positional.
+                Ok(extra) => {
+                    let at = argv.iter().position(|a| a == "--").unwrap_or(argv.len());
+                    argv.splice(at..at, extra);
+                }
+                Err(e) => {
+                    let mut command = command;
+                    command
+                        .error(
+                            clap::error::ErrorKind::InvalidValue,
+                            format!("--config {e}"),
+                        )
+                        .exit()
+                }
             }
-            Ok(())
-        },
-    )
+        }
+    }
+    let matches = command.get_matches_from(argv);
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_cli(std::env::args_os().collect());
     stderr_log::install(Level::Info);
     match cli.command {
         Command::Echo(args) => {
@@ -422,7 +561,12 @@ fn main() -> ExitCode {
                 Limits::default().max_message,
                 f64::INFINITY,
             );
-            run_server(config, args.common.drain_timeout, Echo, "ws", |_, _| Ok(()))
+            let stopping = Stopping {
+                not_ready: None,
+                delay: Duration::ZERO,
+                drain_timeout: args.common.drain_timeout,
+            };
+            run_server(config, stopping, Echo, None, |_, _| Ok(()))
         }
         Command::Serve(args) => {
             stderr_log::set_level(args.common.log_level);
@@ -435,7 +579,15 @@ fn main() -> ExitCode {
                 timeout: Some(args.connect_timeout),
                 max_message: None,
             };
-            let code = wsloop::client::cli::run(&args.url, &options, args.reconnect);
+            let settings = wsloop::client::cli::Settings {
+                reconnect: args.reconnect,
+                no_close: args.no_close,
+                binary: args.binary,
+                ping_interval: args.ping_interval,
+                show_ping_pong: args.show_ping_pong,
+                json: args.json,
+            };
+            let code = wsloop::client::cli::run(&args.url, &options, &settings);
             ExitCode::from(code as u8)
         }
     }
@@ -447,8 +599,80 @@ mod tests {
 
     #[test]
     fn cli_is_well_formed() {
-        use clap::CommandFactory;
-        Cli::command().debug_assert();
+        config_file::with_env(Cli::command()).debug_assert();
+    }
+
+    /// README's flag tables list exactly the flags of `--help`, with the same defaults: a
+    /// row `| `--flag ARG` | default | meaning |` belongs to `client` under the client's
+    /// heading, to `serve` elsewhere (echo's flags are serve's common ones).
+    #[test]
+    fn readme_flag_tables_match_help() {
+        use std::collections::BTreeMap;
+        let mut readme: BTreeMap<&str, BTreeMap<String, String>> = BTreeMap::new();
+        let mut command = "serve";
+        for line in include_str!("../README.md").lines() {
+            if line.starts_with("### ") {
+                command = if line.contains("wsloop client") {
+                    "client"
+                } else {
+                    "serve"
+                };
+            }
+            let Some(row) = line.strip_prefix("| `--") else {
+                continue;
+            };
+            let cells: Vec<&str> = row.split(" | ").collect();
+            let flag = row.split([' ', '`']).next().unwrap_or_default();
+            let default = cells.get(1).copied().unwrap_or_default().trim();
+            let previous = readme
+                .entry(command)
+                .or_default()
+                .insert(flag.to_owned(), default.to_owned());
+            assert!(
+                previous.is_none(),
+                "README lists --{flag} twice for {command}"
+            );
+        }
+        let cli = config_file::with_env(Cli::command());
+        for name in ["serve", "client"] {
+            let sub = cli.find_subcommand(name).expect("subcommand");
+            let mut help: BTreeMap<String, Option<String>> = BTreeMap::new();
+            for arg in sub.get_arguments().chain(cli.get_arguments()) {
+                let (Some(long), false) = (arg.get_long(), long_is_builtin(arg)) else {
+                    continue;
+                };
+                let default = match arg.get_action() {
+                    clap::ArgAction::SetTrue => None,
+                    _ => arg
+                        .get_default_values()
+                        .first()
+                        .map(|v| v.to_string_lossy().into_owned()),
+                };
+                help.insert(long.to_owned(), default);
+            }
+            let documented = readme.get(name).cloned().unwrap_or_default();
+            let in_help: Vec<_> = help.keys().collect();
+            let in_readme: Vec<_> = documented.keys().collect();
+            assert_eq!(
+                in_readme, in_help,
+                "README's flags of `wsloop {name}` vs --help"
+            );
+            for (flag, default) in &help {
+                let cell = documented[flag].trim_matches('`');
+                let single = !cell.contains([' ', '`']);
+                if let (Some(default), true) = (default, single) {
+                    assert_eq!(cell, default, "README's default of --{flag} ({name})");
+                }
+            }
+        }
+    }
+
+    /// `--help` and `--version`, which README's tables leave out.
+    fn long_is_builtin(arg: &clap::Arg) -> bool {
+        matches!(
+            arg.get_action(),
+            clap::ArgAction::Help | clap::ArgAction::Version
+        )
     }
 
     /// The timed rules are tested on the simulation's virtual clock (tests/sim.rs); what the

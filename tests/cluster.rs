@@ -338,7 +338,9 @@ impl Node {
                 Ok(line) => {
                     if let Some(rest) = line.strip_prefix("wsloop: listening on ws://") {
                         break rest
-                            .trim_end_matches('/')
+                            .split('/')
+                            .next()
+                            .unwrap_or_default()
                             .parse()
                             .expect("listening address");
                     }
@@ -1654,7 +1656,7 @@ fn nginx_proxies_websocket_heartbeat_close_and_real_ip() {
             node.log.text()
         );
     }
-    // ip_hash: the same client address goes to the same node.
+    // hash $remote_addr: the same client address goes to the same node.
     let mut p2 = Peer::join(&url, &[]);
     assert_eq!(serving_node(&nodes, &p2.id, "127.0.0.1"), serving);
 
@@ -1764,7 +1766,7 @@ fn nginx_proxies_websocket_heartbeat_close_and_real_ip() {
     assert!(raw_pings >= 1, "the silent client saw no heartbeat ping");
     let m = metrics(nodes[serving].addr);
     assert_eq!(sample(&m, "wsloop_heartbeat_timeouts_total"), 1, "{m:?}");
-    assert_eq!(sample(&m, "wsloop_connections"), 2, "{m:?}");
+    assert_eq!(sample(&m, "wsloop_open_connections"), 2, "{m:?}");
 
     // Close from the client: 1000 goes through and comes back.
     p2.close();
@@ -1859,7 +1861,7 @@ fn nginx_conf_outlasts_the_heartbeat() {
     };
     for d in [
         "map $http_upgrade $connection_upgrade {",
-        "ip_hash;",
+        "hash $remote_addr consistent;",
         "proxy_http_version 1.1;",
         "proxy_set_header Upgrade $http_upgrade;",
         "proxy_set_header Connection $connection_upgrade;",

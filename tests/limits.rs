@@ -133,11 +133,15 @@ fn max_connections_is_503_and_counted_as_server_full() {
         Some(&2),
         "{metrics:?}"
     );
-    assert_eq!(metrics.get("wsloop_connections"), Some(&3), "{metrics:?}");
+    assert_eq!(
+        metrics.get("wsloop_open_connections"),
+        Some(&3),
+        "{metrics:?}"
+    );
     // A place frees up: the next upgrade is accepted.
     close_normally(a);
     wait_for("the closed connection to be counted", || {
-        fetch_metrics(server.addr, "").get("wsloop_connections") == Some(&2)
+        fetch_metrics(server.addr, "").get("wsloop_open_connections") == Some(&2)
     });
     let _c = open_chat(&server, "");
     refused(&server, "", "HTTP/1.1 503 Service Unavailable");

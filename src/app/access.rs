@@ -23,7 +23,14 @@ impl Tokens {
             let mut parts = line.split_whitespace();
             match (parts.next(), parts.next(), parts.next()) {
                 (Some(token), Some(name), None) => {
-                    names.insert(token.to_owned(), name.to_owned());
+                    // One token, one user: a repeated token would sign in as whichever
+                    // line came last.
+                    if names.insert(token.to_owned(), name.to_owned()).is_some() {
+                        return Err(format!(
+                            "line {}: the token is already on a line above",
+                            n + 1
+                        ));
+                    }
                 }
                 _ => return Err(format!("line {}: expected `token name`", n + 1)),
             }
@@ -142,6 +149,10 @@ mod tests {
         );
         assert!(Tokens::parse("one two three\n").is_err());
         assert!(Tokens::parse("# nothing\n").is_err());
+        assert_eq!(
+            Tokens::parse("abc alice\nabc mallory\n").err().as_deref(),
+            Some("line 2: the token is already on a line above")
+        );
     }
 
     #[test]

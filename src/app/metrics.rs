@@ -3,7 +3,14 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::server::Stats;
+use super::process::ProcessStats;
+use crate::server::{Rejection, Stats};
+
+/// The close codes shown from the start, at 0: those of RFC 6455 §7.4.1 that a connection can
+/// end with (1005: a close without a code, 1006: no close at all). Others appear when seen.
+const CLOSE_CODES: [u16; 11] = [
+    1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1010, 1011,
+];
 
 /// The chat's own counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -27,80 +34,134 @@ pub struct ClusterMetrics {
     pub received: u64,
 }
 
-/// Renders the Prometheus text exposition format (version 0.0.4).
+/// The two formats of the metrics page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exposition {
+    /// The Prometheus text format 0.0.4: a counter's `# TYPE` line names its `_total` sample.
+    Text,
+    /// OpenMetrics 1.0: a counter's `# TYPE` line names the family, without `_total`, and the
+    /// page ends with `# EOF`.
+    OpenMetrics,
+}
+
+impl Exposition {
+    /// OpenMetrics when the scraper's `Accept` asks for it (Prometheus does by default), the
+    /// text format otherwise.
+    pub fn negotiate(accept: Option<&str>) -> Exposition {
+        match accept {
+            Some(a)
+                if a.to_ascii_lowercase()
+                    .contains("application/openmetrics-text") =>
+            {
+                Exposition::OpenMetrics
+            }
+            _ => Exposition::Text,
+        }
+    }
+
+    /// The page's `Content-Type`.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Exposition::Text => "text/plain; version=0.0.4; charset=utf-8",
+            Exposition::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+/// Renders the metrics page in the format asked for. Every family has one
+/// name of its own (a gauge `x` next to a counter `x_total` would be one OpenMetrics family,
+/// and parsers reject the page), and every labelled counter shows all its known labels
+/// from the start, at 0, so that `rate()` sees the first increase.
 pub fn prometheus(
     stats: &Stats,
     chat: ChatCounters,
     uptime: Duration,
     cluster: Option<ClusterMetrics>,
+    process: Option<ProcessStats>,
+    format: Exposition,
 ) -> String {
     let mut out = String::new();
-    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
+    let mut metric = |name: &str, kind: &str, help: &str, samples: &[(String, String)]| {
+        let family = match (format, kind) {
+            (Exposition::OpenMetrics, "counter") => name.trim_end_matches("_total"),
+            _ => name,
+        };
+        let _ = writeln!(out, "# HELP {family} {help}");
+        let _ = writeln!(out, "# TYPE {family} {kind}");
         for (labels, value) in samples {
             let _ = writeln!(out, "{name}{labels} {value}");
         }
     };
-    let one = |v: u64| vec![(String::new(), v)];
+    let one = |v: &dyn std::fmt::Display| vec![(String::new(), v.to_string())];
     metric(
-        "wsloop_connections",
+        "wsloop_build_info",
+        "gauge",
+        "Always 1; the version of wsloop in a label.",
+        &[(
+            format!("{{version=\"{}\"}}", env!("CARGO_PKG_VERSION")),
+            "1".into(),
+        )],
+    );
+    metric(
+        "wsloop_open_connections",
         "gauge",
         "WebSocket connections open now.",
-        &one(stats.open as u64),
+        &one(&stats.open),
     );
     metric(
         "wsloop_tcp_connections",
         "gauge",
         "TCP connections held now (handshaking, open or closing).",
-        &one(stats.connections as u64),
+        &one(&stats.connections),
     );
     metric(
         "wsloop_connections_total",
         "counter",
         "WebSocket connections opened.",
-        &one(stats.upgraded),
+        &one(&stats.upgraded),
     );
     metric(
         "wsloop_accepted_total",
         "counter",
         "TCP connections accepted.",
-        &one(stats.accepted),
+        &one(&stats.accepted),
     );
     metric(
         "wsloop_messages_received_total",
         "counter",
         "Data messages received.",
-        &one(stats.messages_in),
+        &one(&stats.messages_in),
     );
     metric(
         "wsloop_messages_sent_total",
         "counter",
         "Data messages sent (a broadcast counts once per receiver).",
-        &one(stats.messages_out),
+        &one(&stats.messages_out),
     );
     metric(
         "wsloop_bytes_received_total",
         "counter",
         "Bytes read from sockets.",
-        &one(stats.bytes_in),
+        &one(&stats.bytes_in),
     );
     metric(
         "wsloop_bytes_sent_total",
         "counter",
         "Bytes written to sockets.",
-        &one(stats.bytes_out),
+        &one(&stats.bytes_out),
     );
     metric(
         "wsloop_broadcast_encodes_total",
         "counter",
         "Frames encoded for broadcasts (once per broadcast).",
-        &one(stats.broadcast_encodes),
+        &one(&stats.broadcast_encodes),
     );
-    let rejections: Vec<(String, u64)> = stats
-        .rejections
+    let rejections: Vec<(String, String)> = Rejection::ALL
         .iter()
-        .map(|(reason, n)| (format!("{{reason=\"{reason}\"}}"), *n))
+        .map(|reason| {
+            let n = stats.rejections.get(reason).copied().unwrap_or(0);
+            (format!("{{reason=\"{reason}\"}}"), n.to_string())
+        })
         .collect();
     metric(
         "wsloop_handshake_rejections_total",
@@ -108,10 +169,13 @@ pub fn prometheus(
         "Upgrades refused, by reason.",
         &rejections,
     );
-    let closes: Vec<(String, u64)> = stats
-        .closes
+    let mut closes = stats.closes.clone();
+    for code in CLOSE_CODES {
+        closes.entry(code).or_default();
+    }
+    let closes: Vec<(String, String)> = closes
         .iter()
-        .map(|(code, n)| (format!("{{code=\"{code}\"}}"), *n))
+        .map(|(code, n)| (format!("{{code=\"{code}\"}}"), n.to_string()))
         .collect();
     metric(
         "wsloop_closes_total",
@@ -123,75 +187,114 @@ pub fn prometheus(
         "wsloop_protocol_errors_total",
         "counter",
         "Connections failed for a protocol error.",
-        &one(stats.protocol_errors),
+        &one(&stats.protocol_errors),
     );
     metric(
         "wsloop_slow_consumer_disconnects_total",
         "counter",
         "Connections closed because their outbound queue passed the cap.",
-        &one(stats.slow_consumers),
+        &one(&stats.slow_consumers),
     );
     metric(
         "wsloop_heartbeat_timeouts_total",
         "counter",
         "Connections closed for not answering a heartbeat ping.",
-        &one(stats.heartbeat_timeouts),
+        &one(&stats.heartbeat_timeouts),
     );
     metric(
         "wsloop_uptime_seconds",
         "gauge",
         "Seconds since start.",
-        &one(uptime.as_secs()),
+        &one(&uptime.as_secs()),
     );
     metric(
         "wsloop_idle_timeouts_total",
         "counter",
         "Connections closed for sending nothing for the idle timeout.",
-        &one(stats.idle_timeouts),
+        &one(&stats.idle_timeouts),
     );
     metric(
         "wsloop_ping_flood_disconnects_total",
         "counter",
         "Connections failed (1008) for sending pings faster than allowed.",
-        &one(stats.ping_floods),
+        &one(&stats.ping_floods),
     );
     metric(
         "wsloop_rate_limited_messages_total",
         "counter",
         "Chat messages refused with rate_limited.",
-        &one(chat.rate_limited),
+        &one(&chat.rate_limited),
     );
     metric(
         "wsloop_message_flood_disconnects_total",
         "counter",
         "Connections closed (1008) for flooding past the message rate.",
-        &one(chat.flood_disconnects),
+        &one(&chat.flood_disconnects),
     );
+    if let Some(p) = process {
+        metric(
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+            &one(&p.cpu_seconds),
+        );
+        metric(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            &one(&p.resident_memory_bytes),
+        );
+        metric(
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            &one(&p.open_fds),
+        );
+        if let Some(max) = p.max_fds {
+            metric(
+                "process_max_fds",
+                "gauge",
+                "Maximum number of open file descriptors.",
+                &one(&max),
+            );
+        }
+        if let Some(start) = p.start_time_seconds {
+            metric(
+                "process_start_time_seconds",
+                "gauge",
+                "Start time of the process since unix epoch in seconds.",
+                &one(&start),
+            );
+        }
+    }
     if let Some(c) = cluster {
         metric(
             "wsloop_redis_up",
             "gauge",
             "1 when both Redis connections are up.",
-            &one(u64::from(c.up)),
+            &one(&u64::from(c.up)),
         );
         metric(
             "wsloop_redis_published_total",
             "counter",
             "Publications sent to Redis.",
-            &one(c.published),
+            &one(&c.published),
         );
         metric(
             "wsloop_redis_publish_failures_total",
             "counter",
             "Publications not sent to Redis (down or overloaded).",
-            &one(c.publish_failures),
+            &one(&c.publish_failures),
         );
         metric(
             "wsloop_redis_received_total",
             "counter",
             "Publications received from Redis (own echoes included).",
-            &one(c.received),
+            &one(&c.received),
         );
+    }
+    if format == Exposition::OpenMetrics {
+        out.push_str("# EOF\n");
     }
     out
 }

@@ -6,5 +6,6 @@ pub mod echo;
 pub mod metrics;
 #[cfg(feature = "redis")]
 pub mod node;
+pub mod process;
 pub mod serve;
 pub mod topics;

@@ -1,12 +1,15 @@
-//! `wsloop serve`: the real-time server. One port answers plain HTTP (the browser client, a
-//! health page, Prometheus metrics) and WebSocket upgrades at the chat endpoint.
+//! `wsloop serve`: the real-time server. One port answers plain HTTP (the browser client,
+//! liveness and readiness pages, Prometheus metrics) and WebSocket upgrades at the chat
+//! endpoint.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::access::{origin_allowed, Tokens};
 use super::chat::{Chat, ChatLimits};
-use super::metrics::{self, ClusterMetrics};
+use super::metrics::{self, ClusterMetrics, Exposition};
 #[cfg(feature = "redis")]
 use super::node::ClusterNode;
 use crate::proto::handshake::Request;
@@ -51,6 +54,8 @@ pub struct Serve {
     index_html: String,
     chat: Chat,
     started: Instant,
+    /// Set when the process is about to drain: `/readyz` then answers 503.
+    stopping: Arc<AtomicBool>,
     #[cfg(feature = "redis")]
     cluster: Option<ClusterNode>,
 }
@@ -74,8 +79,37 @@ impl Serve {
             chat: Chat::new(config.chat.clone()),
             config,
             started: Instant::now(),
+            stopping: Arc::default(),
             #[cfg(feature = "redis")]
             cluster: None,
+        }
+    }
+
+    /// A flag that another thread sets when the process is about to stop (e.g. on SIGTERM,
+    /// before the listeners close): from then on `/readyz` answers 503, so that a load
+    /// balancer sends new clients elsewhere while this server still serves.
+    pub fn stopping_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.stopping)
+    }
+
+    /// `/readyz`: 200 while this server should get new clients; 503 when it is about to
+    /// drain, or when it is a cluster node that cannot reach Redis (its clients would not
+    /// hear the other nodes).
+    fn readiness(&self) -> HttpResponse {
+        let status = if self.stopping.load(Ordering::Relaxed) {
+            "draining"
+        } else if self.cluster_metrics().is_some_and(|c| !c.up) {
+            "redis_unreachable"
+        } else {
+            "ready"
+        };
+        HttpResponse {
+            status: if status == "ready" { 200 } else { 503 },
+            content_type: "application/json",
+            headers: "Cache-Control: no-store\r\n".into(),
+            body: serde_json::json!({ "status": status })
+                .to_string()
+                .into_bytes(),
         }
     }
 
@@ -152,18 +186,33 @@ impl Serve {
                     metrics::health(status, stats, self.started.elapsed()).into_bytes()
                 },
             },
-            "/metrics" => HttpResponse {
-                status: 200,
-                content_type: "text/plain; version=0.0.4; charset=utf-8",
-                headers: String::new(),
-                body: metrics::prometheus(
-                    stats,
-                    self.chat.counters(),
-                    self.started.elapsed(),
-                    self.cluster_metrics(),
-                )
-                .into_bytes(),
-            },
+            "/readyz" => self.readiness(),
+            "/metrics" => {
+                let format = Exposition::negotiate(request.header("Accept"));
+                HttpResponse {
+                    status: 200,
+                    content_type: format.content_type(),
+                    headers: "Vary: Accept\r\n".into(),
+                    body: metrics::prometheus(
+                        stats,
+                        self.chat.counters(),
+                        self.started.elapsed(),
+                        self.cluster_metrics(),
+                        super::process::read().map(|mut p| {
+                            // Where the boot time is hidden: this server's start, which is the
+                            // process's to within the start-up.
+                            let started = SystemTime::now() - self.started.elapsed();
+                            let since_epoch =
+                                started.duration_since(UNIX_EPOCH).unwrap_or_default();
+                            p.start_time_seconds
+                                .get_or_insert(since_epoch.as_secs_f64());
+                            p
+                        }),
+                        format,
+                    )
+                    .into_bytes(),
+                }
+            }
             path if path == self.config.ws_path => {
                 let mut response = HttpResponse::text(426, "this is a WebSocket endpoint");
                 response.headers = "Upgrade: websocket\r\n".into();

@@ -119,7 +119,7 @@ impl Server {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if let Some((_, rest)) = line.split_once("listening on ws://") {
-                    let addr = rest.trim_end_matches('/').to_owned();
+                    let addr = rest.split('/').next().unwrap_or(rest).to_owned();
                     let _ = tx.send(addr);
                 }
             }
@@ -386,10 +386,12 @@ pub fn fetch_metrics(addr: SocketAddr, extra: &str) -> std::collections::BTreeMa
     parse_metrics(&String::from_utf8(body).expect("UTF-8 metrics"))
 }
 
-/// A Prometheus text body as `series -> value`; a malformed sample line fails the test.
+/// A Prometheus text body's `wsloop_*` series as `series -> value`; a malformed sample line
+/// fails the test. (`process_*` samples are seconds with fractions; tests/metrics_page.rs
+/// checks the whole page with a real parser.)
 pub fn parse_metrics(body: &str) -> std::collections::BTreeMap<String, u64> {
     body.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty() && !l.starts_with("process_"))
         .map(|l| {
             let (series, value) = l
                 .rsplit_once(' ')

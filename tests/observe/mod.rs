@@ -165,7 +165,9 @@ impl ShellServer {
         let addr = line
             .trim()
             .trim_start_matches("wsloop: listening on ws://")
-            .trim_end_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or_default()
             .parse()
             .unwrap_or_else(|_| panic!("no listening line, got {line:?}"));
         ShellServer { child, addr }

@@ -212,6 +212,22 @@ fn refuses_hosts_off_this_machine() {
 }
 
 #[test]
+fn bad_arguments_exit_1_as_help_says() {
+    for args in [
+        &["echo", "--size", "lots"][..],
+        &["no-such-scenario"],
+        &["echo", "--nope"],
+    ] {
+        let (code, json, stderr) = bench(args);
+        assert_eq!(code, Some(1), "{args:?}: {stderr}");
+        assert!(json.is_none());
+        assert!(stderr.contains("error:"), "{stderr}");
+    }
+    let (code, _, _) = bench(&["--help"]);
+    assert_eq!(code, Some(0));
+}
+
+#[test]
 fn cannot_connect_is_an_error() {
     // A port nobody listens on: bind one, then let it go.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
