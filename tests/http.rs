@@ -173,7 +173,7 @@ fn requests_get_the_status_the_rfcs_prescribe() {
 
 #[test]
 fn head_gets_the_headers_of_get_and_no_body() {
-    for path in ["/healthz", "/", "/metrics", "/nowhere"] {
+    for path in ["/healthz", "/readyz", "/", "/metrics", "/nowhere"] {
         let (get, _) = exchange(&head(&format!("GET {path} HTTP/1.1"), "Host: sim\r\n"));
         let (head_answer, _) = exchange(&head(&format!("HEAD {path} HTTP/1.1"), "Host: sim\r\n"));
         let (get_head, body) = get.split_once("\r\n\r\n").expect("a complete response");
@@ -197,7 +197,7 @@ fn head_gets_the_headers_of_get_and_no_body() {
             h.lines()
                 .find_map(|l| l.strip_prefix("Content-Length: ").map(str::to_owned))
         };
-        if path != "/metrics" && path != "/healthz" {
+        if !["/metrics", "/healthz", "/readyz"].contains(&path) {
             // The page and the 404 do not change between the two requests.
             assert_eq!(length(&head_answer), length(get_head), "HEAD {path}");
         }
