@@ -240,13 +240,15 @@ impl LoopArgs {
 }
 
 /// Binds, lets `setup` finish the application with the loop's waker, prints the listening
-/// line, runs until SIGINT/SIGTERM, drains.
+/// line, runs until SIGINT/SIGTERM, drains the connections, then lets `finish` drain the
+/// application (given the same `drain` time) before exit.
 fn run_server<H: Handler>(
     config: Config,
     drain: Duration,
     handler: H,
     scheme: &str,
     setup: impl FnOnce(&mut H, Arc<Waker>) -> Result<(), String>,
+    finish: impl FnOnce(&mut H, Duration),
 ) -> ExitCode {
     let mut server = match Server::bind(config.clone(), handler) {
         Ok(s) => s,
@@ -287,7 +289,9 @@ fn run_server<H: Handler>(
     }
     let _ = stdout.flush();
     drop(stdout);
-    match server.run_until(&stop, drain) {
+    let ran = server.run_until(&stop, drain);
+    finish(server.handler_mut(), drain);
+    match ran {
         Ok(()) => {
             wsloop::log!(Level::Info, "stopped");
             ExitCode::SUCCESS
@@ -373,6 +377,7 @@ fn serve(args: Box<ServeArgs>) -> ExitCode {
                 // An event quotes at most `max_content` bytes, which JSON escaping can grow
                 // six times (`\u0001`), plus names, ids and the envelope.
                 max_payload: args.max_content.saturating_mul(6).saturating_add(4096),
+                claim: Some(ClusterNode::claim_key(&node_id, &args.redis_prefix)),
             };
             Some((config, node_id, args.redis_prefix))
         }
@@ -408,6 +413,7 @@ fn serve(args: Box<ServeArgs>) -> ExitCode {
             }
             Ok(())
         },
+        Serve::close_cluster,
     )
 }
 
@@ -422,7 +428,14 @@ fn main() -> ExitCode {
                 Limits::default().max_message,
                 f64::INFINITY,
             );
-            run_server(config, args.common.drain_timeout, Echo, "ws", |_, _| Ok(()))
+            run_server(
+                config,
+                args.common.drain_timeout,
+                Echo,
+                "ws",
+                |_, _| Ok(()),
+                |_, _| {},
+            )
         }
         Command::Serve(args) => {
             stderr_log::set_level(args.common.log_level);
