@@ -130,7 +130,12 @@ mod tests {
             b"n1 s -1\n{}",
             b"n1 s 1 extra\n{}",
         ] {
-            assert_eq!(decode_envelope(bad), None, "{:?}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                decode_envelope(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         assert!(validate_node_id("node-1_a").is_ok());
         assert!(validate_node_id("bad\nid").is_err());

@@ -84,7 +84,12 @@ impl Shared {
     fn contested(&self, started: Instant) -> bool {
         match self.contested_at.load(Ordering::Relaxed) {
             0 => false,
-            at => started.elapsed().saturating_sub(Duration::from_millis(at - 1)) < CONTESTED_FOR,
+            at => {
+                started
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(at - 1))
+                    < CONTESTED_FOR
+            }
         }
     }
 }
@@ -351,9 +356,13 @@ impl Link<'_, '_> {
         run: impl FnOnce(&mut redis::PubSub<'_>) -> redis::RedisResult<T>,
     ) -> Result<T, String> {
         let e = |e: redis::RedisError| e.to_string();
-        self.pubsub.set_read_timeout(Some(REPLY_TIMEOUT)).map_err(e)?;
+        self.pubsub
+            .set_read_timeout(Some(REPLY_TIMEOUT))
+            .map_err(e)?;
         let answer = run(&mut self.pubsub).map_err(e)?;
-        self.pubsub.set_read_timeout(Some(POLL_INTERVAL)).map_err(e)?;
+        self.pubsub
+            .set_read_timeout(Some(POLL_INTERVAL))
+            .map_err(e)?;
         Ok(answer)
     }
 
@@ -374,6 +383,9 @@ impl Link<'_, '_> {
         backoff: &mut Backoff,
         report: &dyn Fn(bool),
     ) -> Result<(), String> {
+        self.pubsub
+            .set_read_timeout(Some(POLL_INTERVAL))
+            .map_err(|e| e.to_string())?;
         if absorb(interest, wanted).is_err() {
             return Ok(());
         }
@@ -555,8 +567,8 @@ impl Publisher {
                         if backoff.attempts() == 0 {
                             log!(Level::Warn, "redis publisher cannot connect: {e}");
                         }
-                        retry_at = Instant::now()
-                            + backoff.next_delay().unwrap_or(Duration::from_secs(5));
+                        retry_at =
+                            Instant::now() + backoff.next_delay().unwrap_or(Duration::from_secs(5));
                     }
                 }
             }
