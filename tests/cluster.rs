@@ -1468,7 +1468,8 @@ fn redis_graceful_shutdown_hands_every_acknowledged_publication_to_redis() {
     // Redis stalls for a moment: the publications queue up in the node, as they would
     // behind a slow Redis. It resumes while the node drains.
     redis.signal("STOP");
-    a1.send_all(&frames).expect("one write of 8,000 publications");
+    a1.send_all(&frames)
+        .expect("one write of 8,000 publications");
     for i in 0..BURST {
         let reply: Value = serde_json::from_slice(&a1.read_frame().payload).expect("JSON");
         assert_eq!(
@@ -1484,7 +1485,10 @@ fn redis_graceful_shutdown_hands_every_acknowledged_publication_to_redis() {
     drop(a1);
     thread::sleep(Duration::from_millis(300));
     redis.signal("CONT");
-    assert_eq!(wait_exit(&mut a.child, WAIT).and_then(|s| s.code()), Some(0));
+    assert_eq!(
+        wait_exit(&mut a.child, WAIT).and_then(|s| s.code()),
+        Some(0)
+    );
     let acknowledged = BURST;
     let mut got = 0;
     while let Some(message) = b1.next(Instant::now() + Duration::from_secs(2)) {
@@ -1717,6 +1721,47 @@ fn redis_node_at_its_descriptor_limit_rejoins_after_a_restart() {
             Err(format!("node a's log:\n{}", a.log.text()))
         }
     });
+}
+
+#[test]
+fn redis_node_crash_leaves_the_others_chatting_and_its_restart_is_no_twin() {
+    // A node killed with SIGKILL: the other nodes go on exactly once; restarted under the same
+    // id it joins again, is not taken for a duplicate, and nobody counts a gap or gets a
+    // message twice.
+    let Some((redis, mut nodes, mut peers)) = cluster(&["a", "b", "c"], 1) else {
+        return;
+    };
+    round(
+        "before",
+        &mut peers,
+        &[chat(0, "a"), chat(1, "b"), chat(2, "c")],
+        Reach::Cluster,
+    );
+    let _ = nodes[1].child.kill();
+    let _ = nodes[1].child.wait();
+    let _gone = peers.remove(1);
+    redis.wait_topics(&topics(&[("chat", 2)]), WAIT);
+    round(
+        "crashed",
+        &mut peers,
+        &[chat(0, "a crashed"), chat(1, "c crashed")],
+        Reach::Cluster,
+    );
+    nodes[1] = Node::clustered("b", &redis, "127.0.0.1:0", &[]);
+    redis.wait_topics(&topics(&[("chat", 3)]), WAIT);
+    peers.insert(1, Peer::join_node(&nodes[1], 1));
+    round(
+        "back",
+        &mut peers,
+        &[chat(0, "a back"), chat(1, "b back"), chat(2, "c back")],
+        Reach::Cluster,
+    );
+    thread::sleep(Duration::from_secs(3));
+    for node in &nodes {
+        assert_eq!(node.health_status(), "ok", "node {}", node.name);
+        assert_eq!(series(node, "wsloop_redis_duplicate_node_id"), 0);
+        assert_eq!(series(node, "wsloop_redis_missed_total"), 0);
+    }
 }
 
 #[test]

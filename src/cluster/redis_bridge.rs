@@ -156,6 +156,7 @@ impl Bridge {
                 client,
                 shared: Arc::clone(&shared),
                 claim: config.claim.clone().map(|key| (key, token.clone())),
+                foreign_sightings: 0,
                 started,
                 _done: done_tx,
             };
@@ -458,6 +459,10 @@ struct Publisher {
     shared: Arc<Shared>,
     /// The key this process claims and its token.
     claim: Option<(String, String)>,
+    /// Renewals that found another process's token. The first may be a crashed
+    /// predecessor's (its claim outlives it by up to [`CLAIM_TTL_MS`]); from the second on
+    /// another process is alive under this name.
+    foreign_sightings: u32,
     started: Instant,
     /// Dropped when the thread ends: [`Bridge::close`] waits for that.
     _done: Sender<()>,
@@ -477,7 +482,7 @@ impl Publisher {
     }
 
     /// Renews the claim: `SET key token GET PX ttl` answers the previous holder's token.
-    fn renew_claim(&self, c: &mut redis::Connection) -> redis::RedisResult<()> {
+    fn renew_claim(&mut self, c: &mut redis::Connection) -> redis::RedisResult<()> {
         let Some((key, token)) = &self.claim else {
             return Ok(());
         };
@@ -489,6 +494,10 @@ impl Publisher {
             .arg(CLAIM_TTL_MS)
             .query(c)?;
         if previous.is_some_and(|p| &p != token) {
+            self.foreign_sightings += 1;
+            if self.foreign_sightings < 2 {
+                return Ok(());
+            }
             if !self.shared.contested(self.started) {
                 log!(
                     Level::Error,
@@ -521,7 +530,7 @@ impl Publisher {
         }
     }
 
-    fn run(self, publications: Receiver<(String, Vec<u8>)>) {
+    fn run(mut self, publications: Receiver<(String, Vec<u8>)>) {
         let mut connection: Option<redis::Connection> = None;
         let mut generation = self.shared.generation.load(Ordering::Relaxed);
         let mut backoff = redis_backoff();
