@@ -168,7 +168,7 @@ impl ClusterNode {
             }
             self.twin_seen = Some(Instant::now());
         }
-        if !self.wanted.contains(topic) {
+        if origin.seq == 0 || !self.wanted.contains(topic) {
             return false;
         }
         if self.received.len() >= MAX_STREAMS {

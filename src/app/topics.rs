@@ -51,17 +51,27 @@ pub fn encode_envelope(origin: Origin<'_>, event: &str) -> Vec<u8> {
     format!("{node} {stream} {seq}\n{event}").into_bytes()
 }
 
-/// Splits a publication into its origin and event JSON text; `None` when it is not one.
+/// Splits a publication into its origin and event JSON text; `None` when it is not one. A
+/// publication of a node from before the numbering (`node id \n event JSON`) has `seq` 0 and
+/// an empty stream: it is delivered, nothing can be counted for it.
 pub fn decode_envelope(payload: &[u8]) -> Option<(Origin<'_>, &str)> {
     let text = std::str::from_utf8(payload).ok()?;
     let (head, event) = text.split_once('\n')?;
     let mut fields = head.split(' ');
-    let (node, stream, seq) = (fields.next()?, fields.next()?, fields.next()?);
-    if fields.next().is_some() {
-        return None;
-    }
-    let seq = seq.parse().ok()?;
-    Some((Origin { node, stream, seq }, event))
+    let origin = match (fields.next(), fields.next(), fields.next(), fields.next()) {
+        (Some(node), None, _, _) => Origin {
+            node,
+            stream: "",
+            seq: 0,
+        },
+        (Some(node), Some(stream), Some(seq), None) => Origin {
+            node,
+            stream,
+            seq: seq.parse().ok().filter(|&n| n > 0)?,
+        },
+        _ => return None,
+    };
+    Some((origin, event))
 }
 
 /// A fresh random node id (8 hex digits).
@@ -124,8 +134,8 @@ mod tests {
         for bad in [
             &b"no newline"[..],
             b"n1 s 1\n\xff",
-            b"n1\n{}",
             b"n1 s\n{}",
+            b"n1 s 0\n{}",
             b"n1 s x\n{}",
             b"n1 s -1\n{}",
             b"n1 s 1 extra\n{}",
