@@ -1417,6 +1417,18 @@ fn wait_series(node: &Node, name: &str, want: u64, limit: Duration) {
     );
 }
 
+/// Nodes a and b with a client each, after a round of chats has crossed both ways.
+fn two_nodes_chatting() -> Option<(Redis, Vec<Node>, Vec<Peer>)> {
+    let (redis, nodes, mut peers) = cluster(&["a", "b"], 1)?;
+    round(
+        "before",
+        &mut peers,
+        &[chat(0, "before a"), chat(1, "before b")],
+        Reach::Cluster,
+    );
+    Some((redis, nodes, peers))
+}
+
 /// Reads messages until a chat with `content` arrives; returns the ones before it.
 fn until_chat(peer: &mut Peer, content: &str, limit: Duration) -> Vec<Value> {
     let deadline = Instant::now() + limit;
@@ -1507,15 +1519,9 @@ fn redis_graceful_shutdown_hands_every_acknowledged_publication_to_redis() {
 fn redis_stall_of_a_second_keeps_subscriptions_and_loses_nothing() {
     // Defect 2: `DEBUG SLEEP 1` while a client subscribes to a new channel: the SUBSCRIBE
     // answer comes a second late, which is no failure; chats sent meanwhile all arrive.
-    let Some((redis, nodes, mut peers)) = cluster(&["a", "b"], 1) else {
+    let Some((redis, nodes, mut peers)) = two_nodes_chatting() else {
         return;
     };
-    round(
-        "before",
-        &mut peers,
-        &[chat(0, "before a"), chat(1, "before b")],
-        Reach::Cluster,
-    );
     let port = redis.port;
     let stall = thread::spawn(move || redis_command(port, &["DEBUG", "SLEEP", "1"]));
     thread::sleep(Duration::from_millis(100));
@@ -1581,15 +1587,9 @@ fn redis_hang_timed_out_publication_is_counted_unknown_and_a_dropped_one_never_a
     // Defect 4: a PUBLISH sent to a hung Redis has an unknown outcome (Redis runs it when it
     // resumes); one made once the node knows Redis is gone is never sent. The metrics tell
     // them apart, and the dropped one is never delivered.
-    let Some((redis, nodes, mut peers)) = cluster(&["a", "b"], 1) else {
+    let Some((redis, nodes, mut peers)) = two_nodes_chatting() else {
         return;
     };
-    round(
-        "before",
-        &mut peers,
-        &[chat(0, "before a"), chat(1, "before b")],
-        Reach::Cluster,
-    );
     redis.signal("STOP");
     peers[0].send(&json!({"type": "chat", "content": "sent into the hang"}));
     assert_eq!(peers[0].recv()["content"], "sent into the hang");
@@ -1618,15 +1618,9 @@ fn redis_hang_timed_out_publication_is_counted_unknown_and_a_dropped_one_never_a
 fn redis_restart_loss_before_resubscription_is_counted_by_the_receiver() {
     // Defect 5: after a Redis restart node a is back and publishes while node b has not
     // re-subscribed yet (held stopped): those chats are lost for b, and b counts them.
-    let Some((mut redis, nodes, mut peers)) = cluster(&["a", "b"], 1) else {
+    let Some((mut redis, nodes, mut peers)) = two_nodes_chatting() else {
         return;
     };
-    round(
-        "before",
-        &mut peers,
-        &[chat(0, "before a"), chat(1, "before b")],
-        Reach::Cluster,
-    );
     let b_pid = nodes[1].child.id().to_string();
     send_signal("STOP", &b_pid);
     redis.kill();
