@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use log::Level;
@@ -241,7 +241,7 @@ impl LoopArgs {
 
 /// Binds, lets `setup` finish the application with the loop's waker, prints the listening
 /// line, runs until SIGINT/SIGTERM, drains the connections, then lets `finish` drain the
-/// application (given the same `drain` time) before exit.
+/// application with what is left of `drain` since the signal.
 fn run_server<H: Handler>(
     config: Config,
     drain: Duration,
@@ -290,7 +290,10 @@ fn run_server<H: Handler>(
     let _ = stdout.flush();
     drop(stdout);
     let ran = server.run_until(&stop, drain);
-    finish(server.handler_mut(), drain);
+    let since_signal = STOPPING_SINCE
+        .get()
+        .map_or(Duration::ZERO, Instant::elapsed);
+    finish(server.handler_mut(), drain.saturating_sub(since_signal));
     match ran {
         Ok(()) => {
             wsloop::log!(Level::Info, "stopped");
@@ -303,6 +306,10 @@ fn run_server<H: Handler>(
     }
 }
 
+/// When the first SIGINT/SIGTERM arrived: the drain, connections and application together,
+/// lasts at most `--drain-timeout` from then.
+static STOPPING_SINCE: OnceLock<Instant> = OnceLock::new();
+
 /// A thread that turns the first SIGINT/SIGTERM into a graceful stop; a second one exits at
 /// once.
 fn watch_signals(waker: Arc<Waker>, stop: Arc<AtomicBool>) -> std::io::Result<()> {
@@ -313,6 +320,7 @@ fn watch_signals(waker: Arc<Waker>, stop: Arc<AtomicBool>) -> std::io::Result<()
                 wsloop::log!(Level::Warn, "second signal: exiting now");
                 std::process::exit(1);
             }
+            let _ = STOPPING_SINCE.set(Instant::now());
             wsloop::log!(Level::Info, "signal {signal}: draining connections");
             if let Err(e) = waker.wake() {
                 wsloop::log!(Level::Error, "wake: {e}");

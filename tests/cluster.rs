@@ -1516,6 +1516,36 @@ fn redis_graceful_shutdown_hands_every_acknowledged_publication_to_redis() {
 }
 
 #[test]
+fn redis_drain_gives_up_on_a_hung_redis_at_the_drain_timeout_and_says_what_it_lost() {
+    // The wait for Redis at shutdown is bounded: with Redis stopped throughout, the node exits
+    // 0 within --drain-timeout of SIGTERM and logs how many publications it could not hand
+    // over (the first one went out before the hang was known: its outcome is unknown).
+    let Some(program) = redis_program() else {
+        return;
+    };
+    let redis = Redis::start(program);
+    let mut a = Node::clustered("a", &redis, "127.0.0.1:0", &["--drain-timeout", "500ms"]);
+    redis.wait_topics(&topics(&[("chat", 1)]), WAIT);
+    let mut a1 = Peer::join_node(&a, 1);
+    redis.signal("STOP");
+    for i in 0..3 {
+        a1.send(&json!({"type": "chat", "content": format!("into the hang {i}")}));
+        assert_eq!(a1.recv()["content"], format!("into the hang {i}"));
+        thread::sleep(Duration::from_millis(50));
+    }
+    drop(a1);
+    let signalled = Instant::now();
+    assert_eq!(a.terminate(WAIT), Some(0));
+    let took = signalled.elapsed();
+    redis.signal("CONT");
+    assert!(took < Duration::from_millis(1500), "exit took {took:?}");
+    a.log
+        .wait_for("the count of what was not handed over", |l| {
+            l.contains("drain timeout: 2 publications not handed to Redis")
+        });
+}
+
+#[test]
 fn redis_stall_of_a_second_keeps_subscriptions_and_loses_nothing() {
     // Defect 2: `DEBUG SLEEP 1` while a client subscribes to a new channel: the SUBSCRIBE
     // answer comes a second late, which is no failure; chats sent meanwhile all arrive.

@@ -121,7 +121,7 @@ impl ClusterNode {
     }
 
     /// Graceful shutdown: hands every queued publication to Redis, waiting at most
-    /// `timeout`; logs what could not be.
+    /// `timeout` (the publisher has been at it since the signal); logs what could not be.
     pub fn close(&mut self, timeout: Duration) {
         let left = self.bridge.close(timeout);
         if left > 0 {
