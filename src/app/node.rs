@@ -26,6 +26,45 @@ const MAX_STREAMS: usize = 65_536;
 /// How long a publication from another process under this node's id keeps it reported.
 const TWIN_FOR: Duration = Duration::from_secs(10);
 
+/// Where each sender's numbering stands, per (topic name, sending node): its stream and the
+/// last sequence number received.
+#[derive(Debug, Default)]
+struct Positions(HashMap<(String, String), (String, u64)>);
+
+impl Positions {
+    /// Takes note of a publication; returns how many of the sender's publications on the
+    /// topic before it never arrived.
+    fn advance(&mut self, topic: &str, origin: Origin<'_>) -> u64 {
+        if self.0.len() >= MAX_STREAMS {
+            self.0.clear();
+        }
+        let key = (topic.to_owned(), origin.node.to_owned());
+        match self.0.get_mut(&key) {
+            Some((stream, last)) if stream == origin.stream => {
+                // Redis keeps each connection's order: a number further on means the ones
+                // between never reached this node. One further back is a publication whose
+                // outcome was unknown arriving late: delivered, nothing counted.
+                if origin.seq <= *last {
+                    return 0;
+                }
+                let missed = origin.seq - *last - 1;
+                *last = origin.seq;
+                missed
+            }
+            // A new sender, or a sender's new stream (restarted, or its counters forgotten).
+            _ => {
+                self.0.insert(key, (origin.stream.to_owned(), origin.seq));
+                0
+            }
+        }
+    }
+
+    /// Forgets a topic this node no longer receives: a later subscription starts afresh.
+    fn forget(&mut self, topic: &str) {
+        self.0.retain(|(t, _), _| t != topic);
+    }
+}
+
 /// The bridge with this node's id and the prefix of its topic names.
 pub struct ClusterNode {
     bridge: Bridge,
@@ -38,8 +77,7 @@ pub struct ClusterNode {
     epoch: u64,
     /// Topic names this node subscribes to: what it should receive everything of.
     wanted: HashSet<String>,
-    /// Per (topic name, sending node): the stream and the last sequence number received.
-    received: HashMap<(String, String), (String, u64)>,
+    received: Positions,
     missed: u64,
     malformed: u64,
     /// When a publication under this node's id came from another process.
@@ -58,7 +96,7 @@ impl ClusterNode {
             sent: HashMap::new(),
             epoch: 0,
             wanted: HashSet::new(),
-            received: HashMap::new(),
+            received: Positions::default(),
             missed: 0,
             malformed: 0,
             twin_seen: None,
@@ -95,7 +133,7 @@ impl ClusterNode {
                     // Nothing on it is owed to this node any more: a later subscription
                     // starts afresh.
                     self.wanted.remove(&name);
-                    self.received.retain(|(topic, _), _| *topic != name);
+                    self.received.forget(&name);
                     self.bridge.unsubscribe(name);
                 }
             }
@@ -171,26 +209,7 @@ impl ClusterNode {
         if origin.seq == 0 || !self.wanted.contains(topic) {
             return false;
         }
-        if self.received.len() >= MAX_STREAMS {
-            self.received.clear();
-        }
-        let key = (topic.to_owned(), origin.node.to_owned());
-        match self.received.get_mut(&key) {
-            Some((stream, last)) if stream == origin.stream => {
-                // Redis keeps each connection's order: a number further on means the ones
-                // between never reached this node. One further back is a publication whose
-                // outcome was unknown arriving late: delivered, nothing counted.
-                if origin.seq > *last {
-                    self.missed += origin.seq - *last - 1;
-                    *last = origin.seq;
-                }
-            }
-            Some(entry) => *entry = (origin.stream.to_owned(), origin.seq),
-            None => {
-                self.received
-                    .insert(key, (origin.stream.to_owned(), origin.seq));
-            }
-        }
+        self.missed += self.received.advance(topic, origin);
         false
     }
 
@@ -225,5 +244,39 @@ impl ClusterNode {
                 chat.deliver(ctx, &topic, event);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(node: &'static str, stream: &'static str, seq: u64) -> Origin<'static> {
+        Origin { node, stream, seq }
+    }
+
+    #[test]
+    fn gaps_in_a_senders_numbering_are_counted_once() {
+        let mut p = Positions::default();
+        assert_eq!(p.advance("t", from("a", "s", 7)), 0, "first sight");
+        assert_eq!(p.advance("t", from("a", "s", 8)), 0);
+        assert_eq!(p.advance("t", from("a", "s", 11)), 2, "9 and 10 never came");
+        assert_eq!(
+            p.advance("t", from("a", "s", 10)),
+            0,
+            "late, not counted again"
+        );
+        assert_eq!(p.advance("t", from("a", "s", 12)), 0);
+        assert_eq!(p.advance("t", from("b", "s", 5)), 0, "another sender");
+        assert_eq!(p.advance("u", from("a", "s", 40)), 0, "another topic");
+        assert_eq!(p.advance("t", from("a", "r", 1)), 0, "a restarted sender");
+        assert_eq!(p.advance("t", from("a", "r", 3)), 1);
+        p.forget("t");
+        assert_eq!(
+            p.advance("t", from("a", "r", 9)),
+            0,
+            "forgotten: starts afresh"
+        );
+        assert_eq!(p.advance("u", from("a", "s", 42)), 1, "other topics kept");
     }
 }

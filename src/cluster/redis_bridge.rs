@@ -24,6 +24,8 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the subscriber may hear nothing from Redis before it sends a PING: a node whose
 /// clients only listen learns that Redis hangs within `PING_INTERVAL + REPLY_TIMEOUT`.
 const PING_INTERVAL: Duration = Duration::from_secs(1);
+/// How often an idle publisher wakes up (to reconnect, to renew the claim).
+const IDLE_WAKE: Duration = Duration::from_millis(200);
 /// How often the publisher renews the claim on this node's name ([`RedisConfig::claim`]).
 const CLAIM_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a claim lives in Redis without renewal.
@@ -204,9 +206,9 @@ impl Bridge {
         }
     }
 
-    /// Graceful shutdown: waits up to `timeout` for every queued publication to be handed
-    /// to Redis (or counted as failed). Returns how many were still queued when the time ran
-    /// out; they are counted as dropped. Later publications are dropped.
+    /// Graceful shutdown, once at exit: waits up to `timeout` for every queued publication
+    /// to be handed to Redis (or counted as failed). Returns how many were still queued when
+    /// the time ran out; they are counted as dropped. Later publications are dropped.
     pub fn close(&mut self, timeout: Duration) -> u64 {
         // The publisher takes what is queued, then sees the channel closed and ends.
         drop(self.publications.take());
@@ -538,10 +540,12 @@ impl Publisher {
         let mut claim_due = Instant::now();
         let mut batch = Vec::with_capacity(PUBLISH_BATCH);
         let mut open = true;
+        // The first turn connects at once, so that health reflects Redis from the start.
+        let mut wait = Duration::ZERO;
         while open {
             // While down, wake up now and then to reconnect even if nothing is published, so
             // that health recovers by itself; once the loop's side is gone, empty the queue.
-            match publications.recv_timeout(Duration::from_millis(200)) {
+            match publications.recv_timeout(std::mem::replace(&mut wait, IDLE_WAKE)) {
                 Ok(p) => batch.push(p),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => open = false,
