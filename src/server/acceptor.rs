@@ -19,8 +19,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const EMFILE: i32 = 24;
 const ENFILE: i32 = 23;
 /// Descriptors below the `nofile` limit that clients never get: the Redis bridge's two
-/// connections and their replacements, log and proc files, with room to spare.
-const RESERVE: u64 = 16;
+/// connections (each closed before it is replaced), name resolution, with room to spare.
+const RESERVE: u64 = 8;
 
 /// The soft `nofile` limit, from `/proc/self/limits` (`None` when unlimited or unknown).
 fn nofile_limit() -> Option<u64> {
