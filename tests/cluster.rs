@@ -1789,6 +1789,46 @@ fn redis_node_crash_leaves_the_others_chatting_and_its_restart_is_no_twin() {
 }
 
 #[test]
+fn redis_user_allowed_only_pubsub_still_chats_without_the_id_check() {
+    // A Redis user limited to Pub/Sub cannot SET the node's claim: the node warns that
+    // duplicate ids go unnoticed and works on (the refusal is no connection failure).
+    let Some(program) = redis_program() else {
+        return;
+    };
+    let redis = Redis::start(program);
+    let acl = [
+        "ACL", "SETUSER", "chat", "on", ">pw", "&*", "+@pubsub", "+ping", "+client", "+hello",
+    ];
+    assert_eq!(redis.command(&acl), Resp::Simple("OK".into()));
+    let url = format!("redis://chat:pw@127.0.0.1:{}", redis.port);
+    let nodes: Vec<Node> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            let args = ["--redis", &url, "--node-id", name, "--redis-prefix", PREFIX];
+            Node::start(name, "127.0.0.1:0", &args)
+        })
+        .collect();
+    redis.wait_topics(&topics(&[("chat", 2)]), WAIT);
+    let mut peers = vec![Peer::join_node(&nodes[0], 1), Peer::join_node(&nodes[1], 1)];
+    round(
+        "chat",
+        &mut peers,
+        &[chat(0, "from a"), chat(1, "from b")],
+        Reach::Cluster,
+    );
+    for node in &nodes {
+        node.log
+            .wait_for("the warning", |l| l.contains("cannot claim this node's id"));
+        assert!(
+            !node.log.text().contains("publisher down"),
+            "{}",
+            node.log.text()
+        );
+        node.wait_health("ok", WAIT);
+    }
+}
+
+#[test]
 fn redis_two_nodes_with_one_id_are_reported_and_hear_each_other() {
     // Defect 7: two processes started with the same --node-id: both say so (/healthz
     // degraded, a gauge, an error in the log) and no longer drop each other's traffic.

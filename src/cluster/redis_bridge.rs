@@ -599,9 +599,22 @@ impl Publisher {
                 result = self.send(c, &batch);
                 batch.clear();
             }
-            if result.is_ok() && Instant::now() >= claim_due {
-                result = self.renew_claim(c).map_err(|e| e.to_string());
+            if result.is_ok() && self.claim.is_some() && Instant::now() >= claim_due {
                 claim_due = Instant::now() + CLAIM_INTERVAL;
+                match self.renew_claim(c) {
+                    Ok(()) => {}
+                    // Redis refused the command (a user without SET, a Redis before 6.2):
+                    // the connection is fine, only the check is lost.
+                    Err(e) if matches!(e.kind(), redis::ErrorKind::Server(_)) => {
+                        log!(
+                            Level::Warn,
+                            "redis: cannot claim this node's id ({e}); two nodes started with \
+                             one id will not be noticed"
+                        );
+                        self.claim = None;
+                    }
+                    Err(e) => result = Err(e.to_string()),
+                }
             }
             if let Err(e) = result {
                 log!(Level::Warn, "redis publisher down: {e}");
