@@ -10,8 +10,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use log::Level;
@@ -298,13 +298,15 @@ fn listening_line(addr: SocketAddr, ws_path: Option<&str>) -> String {
 }
 
 /// Binds, lets `setup` finish the application with the loop's waker, prints the listening
-/// line, runs until SIGINT/SIGTERM, drains.
+/// line, runs until SIGINT/SIGTERM, drains the connections, then lets `finish` drain the
+/// application with what is left of `drain` since the signal.
 fn run_server<H: Handler>(
     config: Config,
     stopping: Stopping,
     handler: H,
     ws_path: Option<&str>,
     setup: impl FnOnce(&mut H, Arc<Waker>) -> Result<(), String>,
+    finish: impl FnOnce(&mut H, Duration),
 ) -> ExitCode {
     warn_if_descriptors_run_out(config.max_connections);
     let mut server = match Server::bind(config.clone(), handler) {
@@ -348,7 +350,12 @@ fn run_server<H: Handler>(
     }
     let _ = stdout.flush();
     drop(stdout);
-    match server.run_until(&stop, drain) {
+    let ran = server.run_until(&stop, drain);
+    let since_signal = STOPPING_SINCE
+        .get()
+        .map_or(Duration::ZERO, Instant::elapsed);
+    finish(server.handler_mut(), drain.saturating_sub(since_signal));
+    match ran {
         Ok(()) => {
             wsloop::log!(Level::Info, "stopped");
             ExitCode::SUCCESS
@@ -388,6 +395,10 @@ struct Stopping {
     drain_timeout: Duration,
 }
 
+/// When the drain began (after the shutdown delay): the drain, connections and application
+/// together, lasts at most `--drain-timeout` from then.
+static STOPPING_SINCE: OnceLock<Instant> = OnceLock::new();
+
 /// A thread that turns the first SIGINT/SIGTERM into a graceful stop (after the shutdown
 /// delay, during which the server says it is not ready); a second one exits at once.
 fn watch_signals(waker: Arc<Waker>, stop: Arc<AtomicBool>, how: Stopping) -> std::io::Result<()> {
@@ -414,6 +425,7 @@ fn watch_signals(waker: Arc<Waker>, stop: Arc<AtomicBool>, how: Stopping) -> std
             std::thread::spawn(move || {
                 std::thread::sleep(delay);
                 wsloop::log!(Level::Info, "signal {signal}: draining connections");
+                let _ = STOPPING_SINCE.set(Instant::now());
                 stop.store(true, Ordering::Relaxed);
                 if let Err(e) = waker.wake() {
                     wsloop::log!(Level::Error, "wake: {e}");
@@ -479,6 +491,7 @@ fn serve(args: Box<ServeArgs>) -> ExitCode {
                 // An event quotes at most `max_content` bytes, which JSON escaping can grow
                 // six times (`\u0001`), plus names, ids and the envelope.
                 max_payload: args.max_content.saturating_mul(6).saturating_add(4096),
+                claim: Some(ClusterNode::claim_key(&node_id, &args.redis_prefix)),
             };
             Some((config, node_id, args.redis_prefix))
         }
@@ -502,19 +515,26 @@ fn serve(args: Box<ServeArgs>) -> ExitCode {
         delay: args.shutdown_delay,
         drain_timeout: args.common.drain_timeout,
     };
-    run_server(config, stopping, serve, Some(&ws_path), |_serve, _waker| {
-        #[cfg(feature = "redis")]
-        if let Some((redis, node_id, prefix)) = redis {
-            wsloop::log!(
-                Level::Info,
-                "cluster node {node_id} via {} (topics {prefix}*)",
-                redis.redacted_url(),
-            );
-            let bridge = Bridge::start(redis, _waker)?;
-            _serve.attach_cluster(ClusterNode::new(bridge, node_id, prefix));
-        }
-        Ok(())
-    })
+    run_server(
+        config,
+        stopping,
+        serve,
+        Some(&ws_path),
+        |_serve, _waker| {
+            #[cfg(feature = "redis")]
+            if let Some((redis, node_id, prefix)) = redis {
+                wsloop::log!(
+                    Level::Info,
+                    "cluster node {node_id} via {} (topics {prefix}*)",
+                    redis.redacted_url(),
+                );
+                let bridge = Bridge::start(redis, _waker)?;
+                _serve.attach_cluster(ClusterNode::new(bridge, node_id, prefix));
+            }
+            Ok(())
+        },
+        Serve::close_cluster,
+    )
 }
 
 /// Parses the command line, the `WSLOOP_*` variables and the `--config` file, in that
@@ -566,7 +586,7 @@ fn main() -> ExitCode {
                 delay: Duration::ZERO,
                 drain_timeout: args.common.drain_timeout,
             };
-            run_server(config, stopping, Echo, None, |_, _| Ok(()))
+            run_server(config, stopping, Echo, None, |_, _| Ok(()), |_, _| {})
         }
         Command::Serve(args) => {
             stderr_log::set_level(args.common.log_level);

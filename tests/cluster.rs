@@ -27,7 +27,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::raw::{is_timeout, opcode, RawClient, ReadError};
+use common::raw::{is_timeout, opcode, OutFrame, RawClient, ReadError};
 use common::{assert_keys, assert_recent_ts};
 use serde_json::{json, Value};
 use wsloop::client::{Client, ClientError, ClientOptions, Received};
@@ -330,7 +330,11 @@ impl Node {
     }
 
     fn start_argv(name: &str, argv: &[String]) -> Node {
-        let program = Path::new(env!("CARGO_BIN_EXE_wsloop"));
+        Node::start_program(name, Path::new(env!("CARGO_BIN_EXE_wsloop")), argv)
+    }
+
+    /// `program argv` (wsloop, or a wrapper that runs it) until it reports its address.
+    fn start_program(name: &str, program: &Path, argv: &[String]) -> Node {
         let (mut child, stdout, log) = spawn_collecting(program, argv, &format!("node {name}"));
         let deadline = Instant::now() + STARTUP;
         let addr = loop {
@@ -525,7 +529,7 @@ impl Redis {
             &conf,
             format!(
                 "port {port}\nbind 127.0.0.1\nprotected-mode yes\nsave \"\"\nappendonly no\n\
-                 daemonize no\nlogfile \"\"\ndir {}\n",
+                 daemonize no\nlogfile \"\"\ndir {}\nenable-debug-command local\n",
                 self.dir.path().display()
             ),
         )
@@ -570,6 +574,12 @@ impl Redis {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Sends a signal (STOP, CONT) to redis-server.
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("redis-server is running");
+        send_signal(signal, &child.id().to_string());
     }
 
     /// Starts again on the same port (the nodes have it in their URL).
@@ -1382,6 +1392,476 @@ fn redis_publication_after_subscribed_reaches_a_subscriber_on_another_node() {
          reached it: {lost:?}",
         lost.len()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Delivery guarantees under faults (README "Delivery guarantees")
+// ---------------------------------------------------------------------------------------------
+
+/// A node's series, by name.
+fn series(node: &Node, name: &str) -> u64 {
+    sample(&metrics(node.addr), name)
+}
+
+/// Waits for a node's series to reach exactly `want`.
+fn wait_series(node: &Node, name: &str, want: u64, limit: Duration) {
+    wait_until(
+        &format!("node {} {name} = {want}", node.name),
+        limit,
+        || {
+            let got = series(node, name);
+            if got == want {
+                Ok(())
+            } else {
+                Err(got.to_string())
+            }
+        },
+    );
+}
+
+/// Nodes a and b with a client each, after a round of chats has crossed both ways.
+fn two_nodes_chatting() -> Option<(Redis, Vec<Node>, Vec<Peer>)> {
+    let (redis, nodes, mut peers) = cluster(&["a", "b"], 1)?;
+    round(
+        "before",
+        &mut peers,
+        &[chat(0, "before a"), chat(1, "before b")],
+        Reach::Cluster,
+    );
+    Some((redis, nodes, peers))
+}
+
+/// Reads messages until a chat with `content` arrives; returns the ones before it.
+fn until_chat(peer: &mut Peer, content: &str, limit: Duration) -> Vec<Value> {
+    let deadline = Instant::now() + limit;
+    let mut before = Vec::new();
+    loop {
+        let message = peer.next(deadline).unwrap_or_else(|| {
+            panic!(
+                "{}: no chat {content:?} within {limit:?}; got {} messages before: {:?}",
+                peer.id,
+                before.len(),
+                before.iter().rev().take(3).collect::<Vec<_>>()
+            )
+        });
+        if message["type"] == "chat" && message["content"] == content {
+            return before;
+        }
+        before.push(message);
+    }
+}
+
+#[test]
+fn redis_graceful_shutdown_hands_every_acknowledged_publication_to_redis() {
+    // Defect 1: 8,000 publications answered `published`, SIGTERM 50 ms later: the drain must
+    // hand every one to Redis before the node exits.
+    const BURST: usize = 8_000;
+    let Some(program) = redis_program() else {
+        return;
+    };
+    let redis = Redis::start(program);
+    let fast = ["--max-messages-per-second", "1000000"];
+    let mut a = Node::clustered("a", &redis, "127.0.0.1:0", &fast);
+    let b = Node::clustered("b", &redis, "127.0.0.1:0", &fast);
+    redis.wait_topics(&topics(&[("chat", 2)]), WAIT);
+    let mut b1 = Peer::join_node(&b, 1);
+    b1.subscribe("burst");
+    redis.wait_topics(&topics(&[("chat", 2), ("channel:burst", 1)]), WAIT);
+    let mut a1 = RawClient::connect_tcp(a.addr);
+    a1.handshake("/ws");
+    let welcome = a1.read_frame();
+    assert!(String::from_utf8_lossy(&welcome.payload).contains("welcome"));
+    let frames: Vec<OutFrame> = (0..BURST)
+        .map(|i| {
+            OutFrame::text(
+                json!({"type": "publish", "channel": "burst", "content": format!("m{i}")})
+                    .to_string(),
+            )
+        })
+        .collect();
+    // Redis stalls for a moment: the publications queue up in the node, as they would
+    // behind a slow Redis. It resumes while the node drains.
+    redis.signal("STOP");
+    a1.send_all(&frames)
+        .expect("one write of 8,000 publications");
+    for i in 0..BURST {
+        let reply: Value = serde_json::from_slice(&a1.read_frame().payload).expect("JSON");
+        assert_eq!(
+            reply,
+            json!({"type": "published", "channel": "burst", "receivers": 0}),
+            "reply {i}"
+        );
+    }
+    thread::sleep(Duration::from_millis(50));
+    send_signal("TERM", &a.child.id().to_string());
+    assert_eq!(a1.read_frame().opcode, opcode::CLOSE);
+    a1.reply_close(Some(1000));
+    drop(a1);
+    thread::sleep(Duration::from_millis(300));
+    redis.signal("CONT");
+    assert_eq!(
+        wait_exit(&mut a.child, WAIT).and_then(|s| s.code()),
+        Some(0)
+    );
+    let acknowledged = BURST;
+    let mut got = 0;
+    while let Some(message) = b1.next(Instant::now() + Duration::from_secs(2)) {
+        assert_eq!(message["content"], format!("m{got}"), "in order, once each");
+        got += 1;
+    }
+    assert!(
+        got >= acknowledged,
+        "b-1 received {got} of {acknowledged} acknowledged publications; node a said:\n{}",
+        a.log.text()
+    );
+    assert_eq!(series(&b, "wsloop_redis_missed_total"), 0);
+}
+
+#[test]
+fn redis_drain_gives_up_on_a_hung_redis_at_the_drain_timeout_and_says_what_it_lost() {
+    // The wait for Redis at shutdown is bounded: with Redis stopped throughout, the node exits
+    // 0 within --drain-timeout of SIGTERM and logs how many publications it could not hand
+    // over (the first one went out before the hang was known: its outcome is unknown).
+    let Some(program) = redis_program() else {
+        return;
+    };
+    let redis = Redis::start(program);
+    let mut a = Node::clustered("a", &redis, "127.0.0.1:0", &["--drain-timeout", "500ms"]);
+    redis.wait_topics(&topics(&[("chat", 1)]), WAIT);
+    let mut a1 = Peer::join_node(&a, 1);
+    redis.signal("STOP");
+    for i in 0..3 {
+        a1.send(&json!({"type": "chat", "content": format!("into the hang {i}")}));
+        assert_eq!(a1.recv()["content"], format!("into the hang {i}"));
+        thread::sleep(Duration::from_millis(50));
+    }
+    drop(a1);
+    let signalled = Instant::now();
+    assert_eq!(a.terminate(WAIT), Some(0));
+    let took = signalled.elapsed();
+    redis.signal("CONT");
+    assert!(took < Duration::from_millis(1500), "exit took {took:?}");
+    a.log
+        .wait_for("the count of what was not handed over", |l| {
+            l.contains("drain timeout: 2 publications not handed to Redis")
+        });
+}
+
+#[test]
+fn redis_stall_of_a_second_keeps_subscriptions_and_loses_nothing() {
+    // Defect 2: `DEBUG SLEEP 1` while a client subscribes to a new channel: the SUBSCRIBE
+    // answer comes a second late, which is no failure; chats sent meanwhile all arrive.
+    let Some((redis, nodes, mut peers)) = two_nodes_chatting() else {
+        return;
+    };
+    let port = redis.port;
+    let stall = thread::spawn(move || redis_command(port, &["DEBUG", "SLEEP", "1"]));
+    thread::sleep(Duration::from_millis(100));
+    peers[1].send(&json!({"type": "subscribe", "channel": "during-stall"}));
+    for i in 0..5 {
+        peers[0].send(&json!({"type": "chat", "content": format!("stall {i}")}));
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        stall.join().expect("stall thread").expect("DEBUG SLEEP"),
+        Resp::Simple("OK".into())
+    );
+    peers[0].send(&json!({"type": "chat", "content": "after the stall"}));
+    let before = until_chat(&mut peers[1], "after the stall", WAIT);
+    let contents: Vec<String> = before
+        .iter()
+        .map(|m| format!("{} {}", m["type"], m["content"].as_str().unwrap_or("")))
+        .collect();
+    let mut want = vec![r#""subscribed" "#.to_owned()];
+    want.extend((0..5).map(|i| format!(r#""chat" stall {i}"#)));
+    let mut sorted = contents.clone();
+    sorted.sort();
+    want.sort();
+    assert_eq!(sorted, want, "b-1 got, in this order: {contents:?}");
+    for node in &nodes {
+        assert!(
+            !node.log.text().contains("redis subscriber down"),
+            "node {}: a one-second stall tore the subscription down:\n{}",
+            node.name,
+            node.log.text()
+        );
+        assert_eq!(node.health_status(), "ok");
+        assert_eq!(series(node, "wsloop_redis_missed_total"), 0);
+    }
+}
+
+#[test]
+fn redis_hung_shows_as_degraded_on_every_node_including_listeners() {
+    // Defect 3: Redis stopped (SIGSTOP); neither node publishes anything, yet both must say
+    // "degraded" within the bound (PING after 1 s of silence, 2 s for its answer), and "ok"
+    // again once Redis resumes.
+    let Some((redis, nodes, _peers)) = cluster(&["a", "b"], 1) else {
+        return;
+    };
+    for node in &nodes {
+        node.wait_health("ok", WAIT);
+    }
+    redis.signal("STOP");
+    let stopped = Instant::now();
+    for node in &nodes {
+        node.wait_health("degraded", Duration::from_secs(5));
+        assert_eq!(series(node, "wsloop_redis_up"), 0);
+    }
+    assert!(stopped.elapsed() < Duration::from_secs(5));
+    redis.signal("CONT");
+    for node in &nodes {
+        node.wait_health("ok", RECONNECT_WAIT);
+    }
+}
+
+#[test]
+fn redis_hang_timed_out_publication_is_counted_unknown_and_a_dropped_one_never_arrives() {
+    // Defect 4: a PUBLISH sent to a hung Redis has an unknown outcome (Redis runs it when it
+    // resumes); one made once the node knows Redis is gone is never sent. The metrics tell
+    // them apart, and the dropped one is never delivered.
+    let Some((redis, nodes, mut peers)) = two_nodes_chatting() else {
+        return;
+    };
+    redis.signal("STOP");
+    peers[0].send(&json!({"type": "chat", "content": "sent into the hang"}));
+    assert_eq!(peers[0].recv()["content"], "sent into the hang");
+    wait_series(&nodes[0], "wsloop_redis_publish_unknown_total", 1, WAIT);
+    nodes[0].wait_health("degraded", WAIT);
+    peers[0].send(&json!({"type": "chat", "content": "sent while known down"}));
+    assert_eq!(peers[0].recv()["content"], "sent while known down");
+    wait_series(&nodes[0], "wsloop_redis_publish_failures_total", 1, WAIT);
+    assert_eq!(series(&nodes[0], "wsloop_redis_publish_unknown_total"), 1);
+    redis.signal("CONT");
+    for node in &nodes {
+        node.wait_health("ok", RECONNECT_WAIT);
+    }
+    redis.wait_topics(&topics(&[("chat", 2)]), WAIT);
+    peers[0].send(&json!({"type": "chat", "content": "after the hang"}));
+    let before = until_chat(&mut peers[1], "after the hang", WAIT);
+    for message in &before {
+        assert_eq!(
+            message["content"], "sent into the hang",
+            "only the publication of unknown outcome may arrive late: {before:?}"
+        );
+    }
+}
+
+#[test]
+fn redis_restart_loss_before_resubscription_is_counted_by_the_receiver() {
+    // Defect 5: after a Redis restart node a is back and publishes while node b has not
+    // re-subscribed yet (held stopped): those chats are lost for b, and b counts them.
+    let Some((mut redis, nodes, mut peers)) = two_nodes_chatting() else {
+        return;
+    };
+    let b_pid = nodes[1].child.id().to_string();
+    send_signal("STOP", &b_pid);
+    redis.kill();
+    redis.restart();
+    nodes[0].wait_health("ok", RECONNECT_WAIT);
+    redis.wait_topics(&topics(&[("chat", 1)]), WAIT);
+    for i in 0..5 {
+        peers[0].send(&json!({"type": "chat", "content": format!("gap {i}")}));
+        assert_eq!(peers[0].recv()["content"], format!("gap {i}"));
+    }
+    wait_series(&nodes[0], "wsloop_redis_published_total", 2 + 5, WAIT);
+    send_signal("CONT", &b_pid);
+    nodes[1].wait_health("ok", RECONNECT_WAIT);
+    redis.wait_topics(&topics(&[("chat", 2)]), WAIT);
+    peers[0].send(&json!({"type": "chat", "content": "after the restart"}));
+    let before = until_chat(&mut peers[1], "after the restart", WAIT);
+    assert!(before.is_empty(), "{before:?}");
+    assert_eq!(series(&nodes[1], "wsloop_redis_missed_total"), 5);
+    assert_eq!(series(&nodes[0], "wsloop_redis_missed_total"), 0);
+}
+
+#[test]
+fn redis_node_at_its_descriptor_limit_rejoins_after_a_restart() {
+    // Defect 6: node a runs under `nofile` 64 with clients queueing to get in; Redis
+    // restarts. The accept loop must leave the bridge descriptors to reconnect with.
+    let Some(program) = redis_program() else {
+        return;
+    };
+    let Some(prlimit) = common::find_program("prlimit", "sets a low nofile limit (util-linux)")
+    else {
+        return;
+    };
+    let mut redis = Redis::start(program);
+    let url = redis.url();
+    let argv: Vec<String> = [
+        "--nofile=64:64",
+        env!("CARGO_BIN_EXE_wsloop"),
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--redis",
+        &url,
+        "--node-id",
+        "a",
+        "--redis-prefix",
+        PREFIX,
+        "--max-connections-per-address",
+        "100000",
+        common::MANY_REQUESTS[0],
+        common::MANY_REQUESTS[1],
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let a = Node::start_program("a", &prlimit, &argv);
+    let b = Node::clustered("b", &redis, "127.0.0.1:0", &[]);
+    redis.wait_topics(&topics(&[("chat", 2)]), WAIT);
+    let mut peers = vec![Peer::join_node(&a, 1), Peer::join_node(&b, 1)];
+    round(
+        "before",
+        &mut peers,
+        &[chat(0, "before a"), chat(1, "before b")],
+        Reach::Cluster,
+    );
+    // More clients than descriptors: the node takes what it can, the rest wait.
+    let request = common::upgrade_request("/ws", "");
+    let _fillers: Vec<TcpStream> = (0..100)
+        .map(|_| {
+            let mut s = TcpStream::connect(a.addr).expect("connect (backlog)");
+            let _ = s.write_all(request.as_bytes());
+            s
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+    redis.kill();
+    redis.restart();
+    redis.wait_topics(&topics(&[("chat", 2)]), RECONNECT_WAIT);
+    wait_until("cross-node chat after the restart", RECONNECT_WAIT, || {
+        peers[1].send(&json!({"type": "chat", "content": "probe"}));
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let mut reached = false;
+        while let Some(m) = peers[0].next(deadline) {
+            reached |= m["content"] == "probe";
+        }
+        while peers[1]
+            .next(Instant::now() + Duration::from_millis(50))
+            .is_some()
+        {}
+        if reached {
+            Ok(())
+        } else {
+            Err(format!("node a's log:\n{}", a.log.text()))
+        }
+    });
+}
+
+#[test]
+fn redis_node_crash_leaves_the_others_chatting_and_its_restart_is_no_twin() {
+    // A node killed with SIGKILL: the other nodes go on exactly once; restarted under the same
+    // id it joins again, is not taken for a duplicate, and nobody counts a gap or gets a
+    // message twice.
+    let Some((redis, mut nodes, mut peers)) = cluster(&["a", "b", "c"], 1) else {
+        return;
+    };
+    round(
+        "before",
+        &mut peers,
+        &[chat(0, "a"), chat(1, "b"), chat(2, "c")],
+        Reach::Cluster,
+    );
+    let _ = nodes[1].child.kill();
+    let _ = nodes[1].child.wait();
+    let _gone = peers.remove(1);
+    redis.wait_topics(&topics(&[("chat", 2)]), WAIT);
+    round(
+        "crashed",
+        &mut peers,
+        &[chat(0, "a crashed"), chat(1, "c crashed")],
+        Reach::Cluster,
+    );
+    nodes[1] = Node::clustered("b", &redis, "127.0.0.1:0", &[]);
+    redis.wait_topics(&topics(&[("chat", 3)]), WAIT);
+    peers.insert(1, Peer::join_node(&nodes[1], 1));
+    round(
+        "back",
+        &mut peers,
+        &[chat(0, "a back"), chat(1, "b back"), chat(2, "c back")],
+        Reach::Cluster,
+    );
+    thread::sleep(Duration::from_secs(3));
+    for node in &nodes {
+        assert_eq!(node.health_status(), "ok", "node {}", node.name);
+        assert_eq!(series(node, "wsloop_redis_duplicate_node_id"), 0);
+        assert_eq!(series(node, "wsloop_redis_missed_total"), 0);
+    }
+}
+
+#[test]
+fn redis_user_allowed_only_pubsub_still_chats_without_the_id_check() {
+    // A Redis user limited to Pub/Sub cannot SET the node's claim: the node warns that
+    // duplicate ids go unnoticed and works on (the refusal is no connection failure).
+    let Some(program) = redis_program() else {
+        return;
+    };
+    let redis = Redis::start(program);
+    let acl = [
+        "ACL", "SETUSER", "chat", "on", ">pw", "&*", "+@pubsub", "+ping", "+client", "+hello",
+    ];
+    assert_eq!(redis.command(&acl), Resp::Simple("OK".into()));
+    let url = format!("redis://chat:pw@127.0.0.1:{}", redis.port);
+    let nodes: Vec<Node> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            let args = ["--redis", &url, "--node-id", name, "--redis-prefix", PREFIX];
+            Node::start(name, "127.0.0.1:0", &args)
+        })
+        .collect();
+    redis.wait_topics(&topics(&[("chat", 2)]), WAIT);
+    let mut peers = vec![Peer::join_node(&nodes[0], 1), Peer::join_node(&nodes[1], 1)];
+    round(
+        "chat",
+        &mut peers,
+        &[chat(0, "from a"), chat(1, "from b")],
+        Reach::Cluster,
+    );
+    for node in &nodes {
+        node.log
+            .wait_for("the warning", |l| l.contains("cannot claim this node's id"));
+        assert!(
+            !node.log.text().contains("publisher down"),
+            "{}",
+            node.log.text()
+        );
+        node.wait_health("ok", WAIT);
+    }
+}
+
+#[test]
+fn redis_two_nodes_with_one_id_are_reported_and_hear_each_other() {
+    // Defect 7: two processes started with the same --node-id: both say so (/healthz
+    // degraded, a gauge, an error in the log) and no longer drop each other's traffic.
+    let Some(program) = redis_program() else {
+        return;
+    };
+    let redis = Redis::start(program);
+    let first = Node::clustered("twin", &redis, "127.0.0.1:0", &[]);
+    first.wait_health("ok", WAIT);
+    let second = Node::clustered("twin", &redis, "127.0.0.1:0", &[]);
+    for node in [&first, &second] {
+        node.wait_health("degraded", WAIT);
+        assert_eq!(series(node, "wsloop_redis_duplicate_node_id"), 1);
+        assert_eq!(series(node, "wsloop_redis_up"), 1);
+    }
+    wait_until("the error in both logs", WAIT, || {
+        match [&first, &second]
+            .iter()
+            .all(|n| n.log.text().contains("same node id"))
+        {
+            true => Ok(()),
+            false => Err(format!("{}\n{}", first.log.text(), second.log.text())),
+        }
+    });
+    redis.wait_topics(&topics(&[("chat", 2)]), WAIT);
+    let mut one = Peer::join(&first.url(), &[]);
+    let mut two = Peer::join(&second.url(), &[]);
+    two.send(&json!({"type": "chat", "content": "from the second twin"}));
+    until_chat(&mut one, "from the second twin", WAIT);
+    drop(second);
+    first.wait_health("ok", Duration::from_secs(15));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -26,12 +26,20 @@ pub struct ChatCounters {
 pub struct ClusterMetrics {
     /// Both Redis connections are up.
     pub up: bool,
-    /// Publications handed to Redis.
+    /// Publications Redis confirmed.
     pub published: u64,
-    /// Publications not sent to Redis (down or overloaded).
+    /// Publications never handed to Redis (down, queue full, drain timeout): lost.
     pub publish_failures: u64,
+    /// Publications sent without an answer in time: other nodes may get them late, or never.
+    pub publish_unknown: u64,
     /// Publications received from Redis.
     pub received: u64,
+    /// Publications of other nodes that never reached this node (gaps in their numbering).
+    pub missed: u64,
+    /// Publications from Redis not delivered: over the size limit, or not an envelope.
+    pub discarded: u64,
+    /// Another process runs under this node's id.
+    pub duplicate_node_id: bool,
 }
 
 /// The two formats of the metrics page.
@@ -277,14 +285,38 @@ pub fn prometheus(
         metric(
             "wsloop_redis_published_total",
             "counter",
-            "Publications sent to Redis.",
+            "Publications Redis confirmed.",
             &one(&c.published),
         );
         metric(
             "wsloop_redis_publish_failures_total",
             "counter",
-            "Publications not sent to Redis (down or overloaded).",
+            "Publications never handed to Redis (down, queue full, drain timeout): no other node gets them.",
             &one(&c.publish_failures),
+        );
+        metric(
+            "wsloop_redis_publish_unknown_total",
+            "counter",
+            "Publications sent to Redis without an answer in time: other nodes may get them late, or never.",
+            &one(&c.publish_unknown),
+        );
+        metric(
+            "wsloop_redis_missed_total",
+            "counter",
+            "Publications of other nodes that never reached this node (gaps in their numbering).",
+            &one(&c.missed),
+        );
+        metric(
+            "wsloop_redis_discarded_total",
+            "counter",
+            "Publications from Redis not delivered: over the size limit, or not from a wsloop node.",
+            &one(&c.discarded),
+        );
+        metric(
+            "wsloop_redis_duplicate_node_id",
+            "gauge",
+            "1 while another process runs under this node's id.",
+            &one(&u64::from(c.duplicate_node_id)),
         );
         metric(
             "wsloop_redis_received_total",

@@ -1,33 +1,108 @@
 //! `wsloop serve` as one node of a cluster (feature `redis`): the chat's topics and
-//! envelopes carried over the Redis bridge.
+//! envelopes carried over the Redis bridge, and the bookkeeping that makes every loss between
+//! nodes show in a metric.
 //!
 //! Every node delivers its own clients' messages locally at once and publishes them;
 //! every node delivers what other nodes publish to its own clients, and drops its own
-//! publications when Redis echoes them back (the envelope carries the node id). Each client
-//! therefore receives each message exactly once while Redis is up. Pub/Sub keeps nothing for
-//! a node that is disconnected: across a Redis outage delivery between nodes is at-most-once
-//! (messages published during the outage are counted and lost; nothing is delivered twice
-//! after it).
+//! publications when Redis echoes them back (the envelope carries the node id and a token of
+//! the process). Each client therefore receives each message exactly once while Redis is up.
+//! Pub/Sub keeps nothing for a node that is disconnected: across a Redis outage or restart
+//! delivery between nodes is at-most-once. Each node numbers its publications per topic, so
+//! a receiving node counts the ones it never got (`missed`) when the next one arrives.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use super::chat::{Chat, ClusterOp};
 use super::metrics::ClusterMetrics;
-use super::topics::{decode_envelope, encode_envelope, Topic};
+use super::topics::{decode_envelope, encode_envelope, Origin, Topic};
 use crate::cluster::{Bridge, Inbound};
+use crate::log::Level;
 use crate::server::Ctx;
+
+/// Sequence counters (sent) or positions (received) kept before they are forgotten all at
+/// once; a forgotten stream restarts and nothing is counted for it.
+const MAX_STREAMS: usize = 65_536;
+/// How long a publication from another process under this node's id keeps it reported.
+const TWIN_FOR: Duration = Duration::from_secs(10);
+
+/// Where each sender's numbering stands, per (topic name, sending node): its stream and the
+/// last sequence number received.
+#[derive(Debug, Default)]
+struct Positions(HashMap<(String, String), (String, u64)>);
+
+impl Positions {
+    /// Takes note of a publication; returns how many of the sender's publications on the
+    /// topic before it never arrived.
+    fn advance(&mut self, topic: &str, origin: Origin<'_>) -> u64 {
+        if self.0.len() >= MAX_STREAMS {
+            self.0.clear();
+        }
+        let key = (topic.to_owned(), origin.node.to_owned());
+        match self.0.get_mut(&key) {
+            Some((stream, last)) if stream == origin.stream => {
+                // Redis keeps each connection's order: a number further on means the ones
+                // between never reached this node. One further back is a publication whose
+                // outcome was unknown arriving late: delivered, nothing counted.
+                if origin.seq <= *last {
+                    return 0;
+                }
+                let missed = origin.seq - *last - 1;
+                *last = origin.seq;
+                missed
+            }
+            // A new sender, or a sender's new stream (restarted, or its counters forgotten).
+            _ => {
+                self.0.insert(key, (origin.stream.to_owned(), origin.seq));
+                0
+            }
+        }
+    }
+
+    /// Forgets a topic this node no longer receives: a later subscription starts afresh.
+    fn forget(&mut self, topic: &str) {
+        self.0.retain(|(t, _), _| t != topic);
+    }
+}
 
 /// The bridge with this node's id and the prefix of its topic names.
 pub struct ClusterNode {
     bridge: Bridge,
     id: String,
     prefix: String,
+    /// The next sequence number per topic name, of this node's stream.
+    sent: HashMap<String, u64>,
+    /// `token.epoch`: the epoch grows when `sent` is forgotten.
+    stream: String,
+    epoch: u64,
+    /// Topic names this node subscribes to: what it should receive everything of.
+    wanted: HashSet<String>,
+    received: Positions,
+    missed: u64,
+    malformed: u64,
+    /// When a publication under this node's id came from another process.
+    twin_seen: Option<Instant>,
 }
 
 impl ClusterNode {
     /// Joins the cluster through a started bridge: subscribes the topic every node
     /// publishes chat on. `id` must pass [`validate_node_id`](super::topics::validate_node_id).
     pub fn new(bridge: Bridge, id: String, prefix: String) -> ClusterNode {
-        bridge.subscribe(Topic::All.name(&prefix));
-        ClusterNode { bridge, id, prefix }
+        let mut node = ClusterNode {
+            stream: format!("{}.0", bridge.token()),
+            bridge,
+            id,
+            prefix,
+            sent: HashMap::new(),
+            epoch: 0,
+            wanted: HashSet::new(),
+            received: Positions::default(),
+            missed: 0,
+            malformed: 0,
+            twin_seen: None,
+        };
+        node.want(Topic::All.name(&node.prefix));
+        node
     }
 
     /// This node's id.
@@ -35,21 +110,70 @@ impl ClusterNode {
         &self.id
     }
 
+    /// The Redis key that only one process may hold for this node id.
+    pub fn claim_key(id: &str, prefix: &str) -> String {
+        format!("{prefix}node:{id}")
+    }
+
+    fn want(&mut self, name: String) {
+        self.wanted.insert(name.clone());
+        self.bridge.subscribe(name);
+    }
+
     /// Hands what the chat wants the other nodes to know to the bridge.
-    pub fn forward(&self, ops: Vec<ClusterOp>) {
+    pub fn forward(&mut self, ops: Vec<ClusterOp>) {
         for op in ops {
             match op {
-                ClusterOp::Publish(topic, event) => self
-                    .bridge
-                    .publish(topic.name(&self.prefix), encode_envelope(&self.id, &event)),
-                ClusterOp::Subscribe(channel) => self
-                    .bridge
-                    .subscribe(Topic::Channel(channel).name(&self.prefix)),
-                ClusterOp::Unsubscribe(channel) => self
-                    .bridge
-                    .unsubscribe(Topic::Channel(channel).name(&self.prefix)),
+                ClusterOp::Publish(topic, event) => self.publish(topic.name(&self.prefix), &event),
+                ClusterOp::Subscribe(channel) => {
+                    self.want(Topic::Channel(channel).name(&self.prefix));
+                }
+                ClusterOp::Unsubscribe(channel) => {
+                    let name = Topic::Channel(channel).name(&self.prefix);
+                    // Nothing on it is owed to this node any more: a later subscription
+                    // starts afresh.
+                    self.wanted.remove(&name);
+                    self.received.forget(&name);
+                    self.bridge.unsubscribe(name);
+                }
             }
         }
+    }
+
+    fn publish(&mut self, name: String, event: &str) {
+        if self.sent.len() >= MAX_STREAMS && !self.sent.contains_key(&name) {
+            // A new epoch tells receivers that the numbering restarts.
+            self.sent.clear();
+            self.epoch += 1;
+            self.stream = format!("{}.{}", self.bridge.token(), self.epoch);
+        }
+        let seq = self.sent.entry(name.clone()).or_insert(0);
+        *seq += 1;
+        let origin = Origin {
+            node: &self.id,
+            stream: &self.stream,
+            seq: *seq,
+        };
+        let payload = encode_envelope(origin, event);
+        self.bridge.publish(name, payload);
+    }
+
+    /// Graceful shutdown: hands every queued publication to Redis, waiting at most
+    /// `timeout` (the publisher has been at it since the signal); logs what could not be.
+    pub fn close(&mut self, timeout: Duration) {
+        let left = self.bridge.close(timeout);
+        if left > 0 {
+            log!(
+                Level::Warn,
+                "drain timeout: {left} publications not handed to Redis"
+            );
+        }
+    }
+
+    /// Another process runs under this node's id (it renewed our claim in Redis, or
+    /// published under our id) within the last 10 seconds.
+    fn twin(&self) -> bool {
+        self.bridge.claim_contested() || self.twin_seen.is_some_and(|at| at.elapsed() < TWIN_FOR)
     }
 
     /// The bridge's counters, for `/metrics` and `/healthz`.
@@ -57,16 +181,44 @@ impl ClusterNode {
         ClusterMetrics {
             up: self.bridge.is_up(),
             published: self.bridge.published(),
-            publish_failures: self.bridge.publish_failures(),
+            publish_failures: self.bridge.dropped(),
+            publish_unknown: self.bridge.unknown(),
             received: self.bridge.received(),
+            missed: self.missed,
+            discarded: self.bridge.oversized() + self.malformed,
+            duplicate_node_id: self.twin(),
         }
+    }
+
+    /// Whether a publication is this process's own echo; counts what this node missed of
+    /// the sender's stream before it.
+    fn own_or_count(&mut self, topic: &str, origin: Origin<'_>) -> bool {
+        if origin.node == self.id {
+            if origin.stream.split('.').next() == Some(self.bridge.token()) {
+                return true;
+            }
+            if !self.twin() {
+                log!(
+                    Level::Error,
+                    "redis: another process publishes as node {}: node ids must differ",
+                    self.id
+                );
+            }
+            self.twin_seen = Some(Instant::now());
+        }
+        if origin.seq == 0 || !self.wanted.contains(topic) {
+            return false;
+        }
+        self.missed += self.received.advance(topic, origin);
+        false
     }
 
     /// Delivers what other nodes published since the last call to this node's clients;
     /// this node's own publications come back from Redis too and are dropped (they were
     /// delivered locally when sent).
-    pub fn deliver(&self, chat: &mut Chat, ctx: &mut Ctx<'_>) {
-        for inbound in self.bridge.drain() {
+    pub fn deliver(&mut self, chat: &mut Chat, ctx: &mut Ctx<'_>) {
+        let inbound: Vec<Inbound> = self.bridge.drain().collect();
+        for inbound in inbound {
             let (topic, payload) = match inbound {
                 Inbound::Message { topic, payload } => (topic, payload),
                 Inbound::Subscribed(topic) => {
@@ -80,19 +232,51 @@ impl ClusterNode {
                     continue;
                 }
             };
-            let Some((node, event)) = decode_envelope(&payload) else {
-                log!(
-                    crate::log::Level::Warn,
-                    "redis: malformed publication on {topic}"
-                );
+            let Some((origin, event)) = decode_envelope(&payload) else {
+                self.malformed += 1;
+                log!(Level::Warn, "redis: malformed publication on {topic}");
                 continue;
             };
-            if node == self.id {
+            if self.own_or_count(&topic, origin) {
                 continue;
             }
             if let Some(topic) = Topic::from_name(&topic, &self.prefix) {
                 chat.deliver(ctx, &topic, event);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from(node: &'static str, stream: &'static str, seq: u64) -> Origin<'static> {
+        Origin { node, stream, seq }
+    }
+
+    #[test]
+    fn gaps_in_a_senders_numbering_are_counted_once() {
+        let mut p = Positions::default();
+        assert_eq!(p.advance("t", from("a", "s", 7)), 0, "first sight");
+        assert_eq!(p.advance("t", from("a", "s", 8)), 0);
+        assert_eq!(p.advance("t", from("a", "s", 11)), 2, "9 and 10 never came");
+        assert_eq!(
+            p.advance("t", from("a", "s", 10)),
+            0,
+            "late, not counted again"
+        );
+        assert_eq!(p.advance("t", from("a", "s", 12)), 0);
+        assert_eq!(p.advance("t", from("b", "s", 5)), 0, "another sender");
+        assert_eq!(p.advance("u", from("a", "s", 40)), 0, "another topic");
+        assert_eq!(p.advance("t", from("a", "r", 1)), 0, "a restarted sender");
+        assert_eq!(p.advance("t", from("a", "r", 3)), 1);
+        p.forget("t");
+        assert_eq!(
+            p.advance("t", from("a", "r", 9)),
+            0,
+            "forgotten: starts afresh"
+        );
+        assert_eq!(p.advance("u", from("a", "s", 42)), 1, "other topics kept");
     }
 }

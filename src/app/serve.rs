@@ -120,11 +120,20 @@ impl Serve {
         self.cluster = Some(node);
     }
 
+    /// Graceful shutdown of a cluster node: hands every publication already acknowledged to
+    /// Redis, waiting at most `timeout` (nothing to do for a single node).
+    pub fn close_cluster(&mut self, _timeout: std::time::Duration) {
+        #[cfg(feature = "redis")]
+        if let Some(node) = &mut self.cluster {
+            node.close(_timeout);
+        }
+    }
+
     /// Hands what the chat wants the other nodes to know to the cluster (nothing when this
     /// server is a single node: the chat then records nothing).
     fn forward_cluster_ops(&mut self) {
         #[cfg(feature = "redis")]
-        if let Some(node) = &self.cluster {
+        if let Some(node) = &mut self.cluster {
             node.forward(self.chat.take_cluster_ops());
         }
     }
@@ -181,7 +190,9 @@ impl Serve {
                 content_type: "application/json",
                 headers: String::new(),
                 body: {
-                    let degraded = self.cluster_metrics().is_some_and(|c| !c.up);
+                    let degraded = self
+                        .cluster_metrics()
+                        .is_some_and(|c| !c.up || c.duplicate_node_id);
                     let status = if degraded { "degraded" } else { "ok" };
                     metrics::health(status, stats, self.started.elapsed()).into_bytes()
                 },
@@ -260,7 +271,7 @@ impl Handler for Serve {
     /// Delivers what other nodes published.
     fn on_wake(&mut self, _ctx: &mut Ctx<'_>) {
         #[cfg(feature = "redis")]
-        if let Some(node) = &self.cluster {
+        if let Some(node) = &mut self.cluster {
             node.deliver(&mut self.chat, _ctx);
         }
     }

@@ -1,6 +1,7 @@
 //! The chat's vocabulary on the wire between nodes: which topics it publishes on, how they
-//! are named, and the publication envelope (`node id \n event JSON`) that lets a node tell
-//! its own echo apart. The bridge under it (`cluster`) moves topic names and bytes only.
+//! are named, and the publication envelope (`node stream seq \n event JSON`) that lets a node
+//! tell its own echo apart and count what it missed. The bridge under it (`cluster`) moves
+//! topic names and bytes only.
 
 /// Where a published event goes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -31,20 +32,46 @@ impl Topic {
     }
 }
 
-/// A publication on the wire: the node id, a newline, the event's JSON text. Node ids cannot
-/// contain a newline, so the first newline splits them without parsing the JSON.
-pub fn encode_envelope(node_id: &str, event: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(node_id.len() + 1 + event.len());
-    out.extend_from_slice(node_id.as_bytes());
-    out.push(b'\n');
-    out.extend_from_slice(event.as_bytes());
-    out
+/// Who sent a publication, and where it stands in the sender's sequence on its topic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin<'a> {
+    /// The sending node's id.
+    pub node: &'a str,
+    /// The sending process and its numbering (a new stream restarts the numbering).
+    pub stream: &'a str,
+    /// 1 for the stream's first publication on the topic, then one more each.
+    pub seq: u64,
 }
 
-/// Splits a publication into (node id, event JSON text); `None` when it is not one.
-pub fn decode_envelope(payload: &[u8]) -> Option<(&str, &str)> {
+/// A publication on the wire: `node stream seq`, a newline, the event's JSON text. Node ids
+/// and streams hold no space or newline, so the first newline and the spaces split them
+/// without parsing the JSON.
+pub fn encode_envelope(origin: Origin<'_>, event: &str) -> Vec<u8> {
+    let Origin { node, stream, seq } = origin;
+    format!("{node} {stream} {seq}\n{event}").into_bytes()
+}
+
+/// Splits a publication into its origin and event JSON text; `None` when it is not one. A
+/// publication of a node from before the numbering (`node id \n event JSON`) has `seq` 0 and
+/// an empty stream: it is delivered, nothing can be counted for it.
+pub fn decode_envelope(payload: &[u8]) -> Option<(Origin<'_>, &str)> {
     let text = std::str::from_utf8(payload).ok()?;
-    text.split_once('\n')
+    let (head, event) = text.split_once('\n')?;
+    let mut fields = head.split(' ');
+    let origin = match (fields.next(), fields.next(), fields.next(), fields.next()) {
+        (Some(node), None, _, _) => Origin {
+            node,
+            stream: "",
+            seq: 0,
+        },
+        (Some(node), Some(stream), Some(seq), None) => Origin {
+            node,
+            stream,
+            seq: seq.parse().ok().filter(|&n| n > 0)?,
+        },
+        _ => return None,
+    };
+    Some((origin, event))
 }
 
 /// A fresh random node id (8 hex digits).
@@ -57,7 +84,7 @@ pub fn random_node_id() -> String {
 }
 
 /// Checks a node id given on the command line: 1-64 characters of `[A-Za-z0-9_-]` (so it
-/// holds no newline, which ends it in the envelope).
+/// holds no space or newline, which end it in the envelope).
 pub fn validate_node_id(id: &str) -> Result<(), String> {
     if id.is_empty()
         || id.len() > 64
@@ -93,14 +120,33 @@ mod tests {
 
     #[test]
     fn envelopes() {
-        let e = encode_envelope("n1", r#"{"type":"chat","content":"a\nb"}"#);
-        assert_eq!(e, b"n1\n{\"type\":\"chat\",\"content\":\"a\\nb\"}");
+        let origin = Origin {
+            node: "n1",
+            stream: "00ff.0",
+            seq: 7,
+        };
+        let e = encode_envelope(origin, r#"{"type":"chat","content":"a\nb"}"#);
+        assert_eq!(e, b"n1 00ff.0 7\n{\"type\":\"chat\",\"content\":\"a\\nb\"}");
         assert_eq!(
             decode_envelope(&e),
-            Some(("n1", r#"{"type":"chat","content":"a\nb"}"#))
+            Some((origin, r#"{"type":"chat","content":"a\nb"}"#))
         );
-        assert_eq!(decode_envelope(b"no newline"), None);
-        assert_eq!(decode_envelope(b"n1\n\xff"), None);
+        for bad in [
+            &b"no newline"[..],
+            b"n1 s 1\n\xff",
+            b"n1 s\n{}",
+            b"n1 s 0\n{}",
+            b"n1 s x\n{}",
+            b"n1 s -1\n{}",
+            b"n1 s 1 extra\n{}",
+        ] {
+            assert_eq!(
+                decode_envelope(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
         assert!(validate_node_id("node-1_a").is_ok());
         assert!(validate_node_id("bad\nid").is_err());
         assert!(validate_node_id("").is_err());

@@ -4,7 +4,10 @@
 //!
 //! The event loop never waits for Redis: [`Bridge`] runs two threads with blocking Redis
 //! connections (one subscribed, one publishing) and talks to the loop through channels; the
-//! subscriber wakes the loop with a `mio::Waker` when messages arrive.
+//! subscriber wakes the loop with a `mio::Waker` when messages arrive. The subscriber PINGs
+//! Redis after a second of silence, so a hung Redis shows in [`Bridge::is_up`] within about
+//! three seconds even on a node that publishes nothing; the publisher pipelines its queue and
+//! tells publications Redis confirmed from those whose outcome is unknown.
 
 mod redis_bridge;
 
@@ -18,6 +21,10 @@ pub struct RedisConfig {
     /// Largest publication relayed from Redis to the loop; a larger one is dropped (the
     /// application makes none, so it comes from somebody else on the topics).
     pub max_payload: usize,
+    /// A key this process claims while it runs (renewed every second, expiring 3 s after the
+    /// last renewal): finding it renewed by another process means two processes were given
+    /// one name ([`Bridge::claim_contested`]).
+    pub claim: Option<String>,
 }
 
 impl RedisConfig {
@@ -48,6 +55,7 @@ mod tests {
         let config = |url: &str| RedisConfig {
             url: url.into(),
             max_payload: 1,
+            claim: None,
         };
         let cases = [
             (

@@ -17,10 +17,25 @@ use crate::log::Level;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long the subscriber blocks for a message before it looks for (un)subscribe requests.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
-/// Read/write timeout of the publishing connection (a hung Redis must not stall it).
-const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long Redis may take to answer a command (PUBLISH, SUBSCRIBE, PING, SET) before the
+/// connection is given up: longer than a short stall (a `DEBUG SLEEP 1`, a fork for a
+/// snapshot), short enough that a hung Redis is seen within [`PING_INTERVAL`] + this.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the subscriber may hear nothing from Redis before it sends a PING: a node whose
+/// clients only listen learns that Redis hangs within `PING_INTERVAL + REPLY_TIMEOUT`.
+const PING_INTERVAL: Duration = Duration::from_secs(1);
+/// How often an idle publisher wakes up (to reconnect, to renew the claim).
+const IDLE_WAKE: Duration = Duration::from_millis(200);
+/// How often the publisher renews the claim on this node's name ([`RedisConfig::claim`]).
+const CLAIM_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a claim lives in Redis without renewal.
+const CLAIM_TTL_MS: u64 = 3_000;
+/// How long a contested claim keeps the node reported as a duplicate after the last sighting.
+const CONTESTED_FOR: Duration = Duration::from_secs(10);
 /// Publications waiting for the publisher thread; beyond this they are dropped and counted.
 const PUBLISH_QUEUE: usize = 10_000;
+/// Publications sent to Redis in one pipeline (one round trip).
+const PUBLISH_BATCH: usize = 256;
 /// Messages from Redis waiting for the loop.
 const INBOUND_QUEUE: usize = 10_000;
 
@@ -52,20 +67,47 @@ struct Shared {
     generation: AtomicU64,
     subscriber_up: AtomicBool,
     publisher_up: AtomicBool,
+    /// Publications in the queue, not yet taken by the publisher.
+    queued: AtomicU64,
     published: AtomicU64,
-    publish_failures: AtomicU64,
+    dropped: AtomicU64,
+    unknown: AtomicU64,
     received: AtomicU64,
+    oversized: AtomicU64,
+    /// When the claim was last found held by another process, in milliseconds since
+    /// `started` plus one (0: never).
+    contested_at: AtomicU64,
     /// Publications larger than this are not relayed ([`RedisConfig::max_payload`]).
     max_payload: usize,
+}
+
+impl Shared {
+    /// The claim was found held by another process within [`CONTESTED_FOR`].
+    fn contested(&self, started: Instant) -> bool {
+        match self.contested_at.load(Ordering::Relaxed) {
+            0 => false,
+            at => {
+                started
+                    .elapsed()
+                    .saturating_sub(Duration::from_millis(at - 1))
+                    < CONTESTED_FOR
+            }
+        }
+    }
 }
 
 /// The loop's handle on the Redis threads.
 pub struct Bridge {
     interest: Sender<Interest>,
-    publications: SyncSender<(String, Vec<u8>)>,
+    /// `None` once [`close`](Self::close) began.
+    publications: Option<SyncSender<(String, Vec<u8>)>>,
+    /// Disconnected when the publisher thread has ended.
+    publisher_done: Receiver<()>,
     inbound: Receiver<Inbound>,
     shared: Arc<Shared>,
     config: RedisConfig,
+    token: String,
+    started: Instant,
 }
 
 /// A reconnection schedule that never gives up: Redis may be down for long.
@@ -78,6 +120,14 @@ fn redis_backoff() -> Backoff {
     )
 }
 
+/// 16 random hex digits: tells this process apart from any other.
+fn random_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    format!("{:016x}", hasher.finish())
+}
+
 impl Bridge {
     /// Starts the subscriber and publisher threads. `waker` wakes the loop when messages
     /// arrive; the loop then calls [`drain`](Self::drain).
@@ -88,8 +138,11 @@ impl Bridge {
             max_payload: config.max_payload,
             ..Shared::default()
         });
+        let token = random_token();
+        let started = Instant::now();
         let (interest_tx, interest_rx) = mpsc::channel();
         let (publish_tx, publish_rx) = mpsc::sync_channel(PUBLISH_QUEUE);
+        let (done_tx, done_rx) = mpsc::channel();
         // Bounded: if the loop falls behind, the subscriber waits, and Redis cuts it off once
         // its own output buffer limit is reached (then it reconnects).
         let (inbound_tx, inbound_rx) = mpsc::sync_channel(INBOUND_QUEUE);
@@ -101,18 +154,28 @@ impl Bridge {
                 .map_err(|e| e.to_string())?;
         }
         {
-            let shared = Arc::clone(&shared);
+            let publisher = Publisher {
+                client,
+                shared: Arc::clone(&shared),
+                claim: config.claim.clone().map(|key| (key, token.clone())),
+                foreign_sightings: 0,
+                started,
+                _done: done_tx,
+            };
             thread::Builder::new()
                 .name("redis-pub".into())
-                .spawn(move || publisher(client, publish_rx, shared))
+                .spawn(move || publisher.run(publish_rx))
                 .map_err(|e| e.to_string())?;
         }
         Ok(Bridge {
             interest: interest_tx,
-            publications: publish_tx,
+            publications: Some(publish_tx),
+            publisher_done: done_rx,
             inbound: inbound_rx,
             shared,
             config,
+            token,
+            started,
         })
     }
 
@@ -121,14 +184,41 @@ impl Bridge {
         &self.config
     }
 
-    /// Publishes without waiting; when the queue is full (Redis down or slow) the
-    /// publication is dropped and counted.
+    /// A random token of this process (16 hex digits), also the value of its claim.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Publishes without waiting; when the queue is full (Redis down or slow) or the bridge
+    /// is closing, the publication is dropped and counted.
     pub fn publish(&self, topic: String, payload: Vec<u8>) {
-        match self.publications.try_send((topic, payload)) {
+        let Some(publications) = &self.publications else {
+            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        match publications.try_send((topic, payload)) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.shared.publish_failures.fetch_add(1, Ordering::Relaxed);
+                self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+                self.shared.dropped.fetch_add(1, Ordering::Relaxed);
             }
+        }
+    }
+
+    /// Graceful shutdown, once at exit: waits up to `timeout` for every queued publication
+    /// to be handed to Redis (or counted as failed). Returns how many were still queued when
+    /// the time ran out; they are counted as dropped. Later publications are dropped.
+    pub fn close(&mut self, timeout: Duration) -> u64 {
+        // The publisher takes what is queued, then sees the channel closed and ends.
+        drop(self.publications.take());
+        match self.publisher_done.recv_timeout(timeout) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let left = self.shared.queued.swap(0, Ordering::Relaxed);
+                self.shared.dropped.fetch_add(left, Ordering::Relaxed);
+                left
+            }
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => 0,
         }
     }
 
@@ -147,25 +237,43 @@ impl Bridge {
         self.inbound.try_iter()
     }
 
-    /// Both connections are up.
+    /// Both connections are up (and the subscriber's link answered its last PING).
     pub fn is_up(&self) -> bool {
         self.shared.subscriber_up.load(Ordering::Relaxed)
             && self.shared.publisher_up.load(Ordering::Relaxed)
     }
 
-    /// Publications handed to Redis.
+    /// Another process renewed this process's claim ([`RedisConfig::claim`]) within the
+    /// last 10 seconds.
+    pub fn claim_contested(&self) -> bool {
+        self.shared.contested(self.started)
+    }
+
+    /// Publications Redis confirmed (PUBLISH answered).
     pub fn published(&self) -> u64 {
         self.shared.published.load(Ordering::Relaxed)
     }
 
-    /// Publications that could not be sent to Redis (down, slow or failing).
-    pub fn publish_failures(&self) -> u64 {
-        self.shared.publish_failures.load(Ordering::Relaxed)
+    /// Publications never handed to Redis (queue full, Redis known down, drain timeout):
+    /// no other node receives them.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Publications sent to Redis without an answer in time (a hung or failing Redis):
+    /// their outcome is unknown, other nodes may receive them late or never.
+    pub fn unknown(&self) -> u64 {
+        self.shared.unknown.load(Ordering::Relaxed)
     }
 
     /// Publications received from Redis (own echoes included).
     pub fn received(&self) -> u64 {
         self.shared.received.load(Ordering::Relaxed)
+    }
+
+    /// Publications from Redis not relayed for being over [`RedisConfig::max_payload`].
+    pub fn oversized(&self) -> u64 {
+        self.shared.oversized.load(Ordering::Relaxed)
     }
 }
 
@@ -211,17 +319,13 @@ fn subscriber(
         let error = match client.get_connection_with_timeout(CONNECT_TIMEOUT) {
             Err(e) => e.to_string(),
             Ok(mut connection) => {
-                let mut pubsub = connection.as_pubsub();
-                match serve_subscriptions(
-                    &mut pubsub,
-                    &interest,
-                    &mut wanted,
-                    &inbound,
-                    &waker,
-                    &shared,
-                    &mut backoff,
-                    &report,
-                ) {
+                let mut link = Link {
+                    pubsub: connection.as_pubsub(),
+                    inbound: &inbound,
+                    waker: &waker,
+                    shared: &shared,
+                };
+                match link.serve(&interest, &mut wanted, &mut backoff, &report) {
                     Ok(()) => return,
                     Err(e) => e,
                 }
@@ -238,153 +342,290 @@ fn subscriber(
     }
 }
 
-/// Subscribes every wanted topic, then relays messages until the connection fails (`Err`) or
-/// the loop's side is gone (`Ok`).
-#[allow(clippy::too_many_arguments)]
-fn serve_subscriptions(
-    pubsub: &mut redis::PubSub<'_>,
-    interest: &Receiver<Interest>,
-    wanted: &mut BTreeSet<String>,
-    inbound: &SyncSender<Inbound>,
-    waker: &Waker,
-    shared: &Shared,
-    backoff: &mut Backoff,
-    report: &dyn Fn(bool),
-) -> Result<(), String> {
-    pubsub
-        .set_read_timeout(Some(POLL_INTERVAL))
-        .map_err(|e| e.to_string())?;
-    if absorb(interest, wanted).is_err() {
-        return Ok(());
+/// The subscriber's connection while it is up.
+struct Link<'a, 'c> {
+    pubsub: redis::PubSub<'c>,
+    inbound: &'a SyncSender<Inbound>,
+    waker: &'a Waker,
+    shared: &'a Shared,
+}
+
+impl Link<'_, '_> {
+    /// Runs a command and waits for its answer up to [`REPLY_TIMEOUT`] (the short polling
+    /// timeout must not bound it: a stall of a second is not a failure), relaying the
+    /// publications that arrive meanwhile.
+    fn command<T>(
+        &mut self,
+        run: impl FnOnce(&mut redis::PubSub<'_>) -> redis::RedisResult<T>,
+    ) -> Result<T, String> {
+        let e = |e: redis::RedisError| e.to_string();
+        self.pubsub
+            .set_read_timeout(Some(REPLY_TIMEOUT))
+            .map_err(e)?;
+        let answer = run(&mut self.pubsub).map_err(e)?;
+        self.pubsub
+            .set_read_timeout(Some(POLL_INTERVAL))
+            .map_err(e)?;
+        Ok(answer)
     }
-    for topic in wanted.iter() {
-        pubsub.subscribe(topic).map_err(|e| e.to_string())?;
-        let _ = inbound.send(Inbound::Subscribed(topic.clone()));
+
+    fn subscribe(&mut self, topic: String) -> Result<(), String> {
+        // subscribe() returns once Redis has answered the SUBSCRIBE.
+        self.command(|p| p.subscribe(&topic))?;
+        let _ = self.inbound.send(Inbound::Subscribed(topic));
+        let _ = self.waker.wake();
+        Ok(())
     }
-    log!(Level::Info, "redis subscriber up ({} topics)", wanted.len());
-    backoff.reset();
-    report(true);
-    loop {
-        let Ok(changes) = absorb(interest, wanted) else {
+
+    /// Subscribes every wanted topic, then relays messages until the connection fails
+    /// (`Err`) or the loop's side is gone (`Ok`).
+    fn serve(
+        &mut self,
+        interest: &Receiver<Interest>,
+        wanted: &mut BTreeSet<String>,
+        backoff: &mut Backoff,
+        report: &dyn Fn(bool),
+    ) -> Result<(), String> {
+        self.pubsub
+            .set_read_timeout(Some(POLL_INTERVAL))
+            .map_err(|e| e.to_string())?;
+        if absorb(interest, wanted).is_err() {
             return Ok(());
+        }
+        for topic in wanted.iter() {
+            self.subscribe(topic.clone())?;
+        }
+        log!(Level::Info, "redis subscriber up ({} topics)", wanted.len());
+        backoff.reset();
+        report(true);
+        let mut heard = Instant::now();
+        loop {
+            let Ok(changes) = absorb(interest, wanted) else {
+                return Ok(());
+            };
+            for change in changes {
+                match change {
+                    Interest::Subscribe(t) => self.subscribe(t)?,
+                    Interest::Unsubscribe(t) => self.command(|p| p.unsubscribe(&t))?,
+                }
+                heard = Instant::now();
+            }
+            if heard.elapsed() >= PING_INTERVAL {
+                // Silence may be a hung Redis: a node whose clients only listen would
+                // otherwise never notice.
+                self.command(|p| p.ping::<redis::Value>())?;
+                heard = Instant::now();
+            }
+            match self.pubsub.get_message() {
+                Ok(message) => {
+                    heard = Instant::now();
+                    if !self.relay(&message) {
+                        return Ok(());
+                    }
+                }
+                Err(e) if e.is_timeout() => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    /// Hands a publication to the loop; `false` when the loop's side is gone.
+    fn relay(&self, message: &redis::Msg) -> bool {
+        let payload = message.get_payload_bytes();
+        if payload.len() > self.shared.max_payload {
+            self.shared.oversized.fetch_add(1, Ordering::Relaxed);
+            log!(
+                Level::Warn,
+                "redis: dropped a {}-byte publication on {} (over the size limit)",
+                payload.len(),
+                message.get_channel_name()
+            );
+            return true;
+        }
+        self.shared.received.fetch_add(1, Ordering::Relaxed);
+        let relayed = Inbound::Message {
+            topic: message.get_channel_name().to_owned(),
+            payload: payload.to_vec(),
         };
-        for change in changes {
-            match change {
-                Interest::Subscribe(t) => {
-                    // subscribe() returns once Redis has answered the SUBSCRIBE.
-                    pubsub.subscribe(&t).map_err(|e| e.to_string())?;
-                    let _ = inbound.send(Inbound::Subscribed(t));
-                    let _ = waker.wake();
-                }
-                Interest::Unsubscribe(t) => pubsub.unsubscribe(&t).map_err(|e| e.to_string())?,
-            }
+        if self.inbound.send(relayed).is_err() {
+            return false;
         }
-        match pubsub.get_message() {
-            Ok(message) if message.get_payload_bytes().len() > shared.max_payload => {
-                log!(
-                    Level::Warn,
-                    "redis: dropped a {}-byte publication on {} (over the size limit)",
-                    message.get_payload_bytes().len(),
-                    message.get_channel_name()
-                );
-            }
-            Ok(message) => {
-                shared.received.fetch_add(1, Ordering::Relaxed);
-                let relayed = Inbound::Message {
-                    topic: message.get_channel_name().to_owned(),
-                    payload: message.get_payload_bytes().to_vec(),
-                };
-                if inbound.send(relayed).is_err() {
-                    return Ok(());
-                }
-                let _ = waker.wake();
-            }
-            Err(e) if e.is_timeout() => {}
-            Err(e) => return Err(e.to_string()),
-        }
+        let _ = self.waker.wake();
+        true
     }
 }
 
-fn publisher(
+/// The publishing thread's state.
+struct Publisher {
     client: redis::Client,
-    publications: Receiver<(String, Vec<u8>)>,
     shared: Arc<Shared>,
-) {
-    let mut connection: Option<redis::Connection> = None;
-    let mut generation = shared.generation.load(Ordering::Relaxed);
-    let mut backoff = redis_backoff();
-    let mut retry_at = Instant::now();
-    let connect = |connection: &mut Option<redis::Connection>| -> Result<(), String> {
-        let c = client
+    /// The key this process claims and its token.
+    claim: Option<(String, String)>,
+    /// Renewals that found another process's token. The first may be a crashed
+    /// predecessor's (its claim outlives it by up to [`CLAIM_TTL_MS`]); from the second on
+    /// another process is alive under this name.
+    foreign_sightings: u32,
+    started: Instant,
+    /// Dropped when the thread ends: [`Bridge::close`] waits for that.
+    _done: Sender<()>,
+}
+
+impl Publisher {
+    fn connect(&self) -> Result<redis::Connection, String> {
+        let c = self
+            .client
             .get_connection_with_timeout(CONNECT_TIMEOUT)
             .map_err(|e| e.to_string())?;
-        c.set_read_timeout(Some(IO_TIMEOUT))
+        c.set_read_timeout(Some(REPLY_TIMEOUT))
             .map_err(|e| e.to_string())?;
-        c.set_write_timeout(Some(IO_TIMEOUT))
+        c.set_write_timeout(Some(REPLY_TIMEOUT))
             .map_err(|e| e.to_string())?;
-        *connection = Some(c);
-        Ok(())
-    };
-    // Connect at once so that health reflects Redis before the first publication.
-    match connect(&mut connection) {
-        Ok(()) => shared.publisher_up.store(true, Ordering::Relaxed),
-        Err(e) => {
-            log!(Level::Warn, "redis publisher cannot connect: {e}");
-            retry_at = Instant::now() + backoff.next_delay().unwrap_or(Duration::from_secs(5));
-        }
+        Ok(c)
     }
-    loop {
-        // While down, wake up now and then to reconnect even if nothing is published, so
-        // that health recovers by itself.
-        let next = match publications.recv_timeout(Duration::from_millis(200)) {
-            Ok(p) => Some(p),
-            Err(mpsc::RecvTimeoutError::Timeout) => None,
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+
+    /// Renews the claim: `SET key token GET PX ttl` answers the previous holder's token.
+    fn renew_claim(&mut self, c: &mut redis::Connection) -> redis::RedisResult<()> {
+        let Some((key, token)) = &self.claim else {
+            return Ok(());
         };
-        // The subscriber saw Redis go away: this connection is dead too; replace it before
-        // using it, instead of losing the next publication to discover that.
-        let current = shared.generation.load(Ordering::Relaxed);
-        if current != generation {
-            generation = current;
-            connection = None;
-            retry_at = Instant::now();
-        }
-        if connection.is_none() && Instant::now() >= retry_at {
-            match connect(&mut connection) {
-                Ok(()) => {
-                    log!(Level::Info, "redis publisher up");
-                    shared.publisher_up.store(true, Ordering::Relaxed);
-                    backoff.reset();
-                }
-                Err(_) => {
-                    retry_at =
-                        Instant::now() + backoff.next_delay().unwrap_or(Duration::from_secs(5));
-                }
+        let previous: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(token)
+            .arg("GET")
+            .arg("PX")
+            .arg(CLAIM_TTL_MS)
+            .query(c)?;
+        if previous.is_some_and(|p| &p != token) {
+            self.foreign_sightings += 1;
+            if self.foreign_sightings < 2 {
+                return Ok(());
             }
+            if !self.shared.contested(self.started) {
+                log!(
+                    Level::Error,
+                    "redis: another process holds {key}: two nodes run with the same node id"
+                );
+            }
+            let at = self.started.elapsed().as_millis() as u64 + 1;
+            self.shared.contested_at.store(at, Ordering::Relaxed);
         }
-        let Some((topic, payload)) = next else {
-            continue;
-        };
-        let Some(c) = connection.as_mut() else {
-            // At-most-once: a publication made while Redis is down is counted, not retried.
-            shared.publish_failures.fetch_add(1, Ordering::Relaxed);
-            continue;
-        };
-        match redis::cmd("PUBLISH")
-            .arg(&topic)
-            .arg(&payload)
-            .query::<i64>(c)
-        {
+        Ok(())
+    }
+
+    /// Sends a batch in one pipeline; counts it published, or unknown when Redis did not
+    /// answer (the commands may have reached it: a hung Redis runs them when it resumes).
+    fn send(&self, c: &mut redis::Connection, batch: &[(String, Vec<u8>)]) -> Result<(), String> {
+        let mut pipe = redis::pipe();
+        for (topic, payload) in batch {
+            pipe.cmd("PUBLISH").arg(topic).arg(payload);
+        }
+        let n = batch.len() as u64;
+        match pipe.query::<Vec<i64>>(c) {
             Ok(_) => {
-                shared.published.fetch_add(1, Ordering::Relaxed);
+                self.shared.published.fetch_add(n, Ordering::Relaxed);
+                Ok(())
             }
             Err(e) => {
+                self.shared.unknown.fetch_add(n, Ordering::Relaxed);
+                Err(e.to_string())
+            }
+        }
+    }
+
+    fn run(mut self, publications: Receiver<(String, Vec<u8>)>) {
+        let mut connection: Option<redis::Connection> = None;
+        let mut generation = self.shared.generation.load(Ordering::Relaxed);
+        let mut backoff = redis_backoff();
+        let mut retry_at = Instant::now();
+        let mut claim_due = Instant::now();
+        let mut batch = Vec::with_capacity(PUBLISH_BATCH);
+        let mut open = true;
+        // The first turn connects at once, so that health reflects Redis from the start.
+        let mut wait = Duration::ZERO;
+        while open {
+            // While down, wake up now and then to reconnect even if nothing is published, so
+            // that health recovers by itself; once the loop's side is gone, empty the queue.
+            match publications.recv_timeout(std::mem::replace(&mut wait, IDLE_WAKE)) {
+                Ok(p) => batch.push(p),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => open = false,
+            }
+            while batch.len() < PUBLISH_BATCH {
+                match publications.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            self.shared
+                .queued
+                .fetch_sub(batch.len() as u64, Ordering::Relaxed);
+            // The subscriber saw Redis go away: this connection is dead too; replace it
+            // before using it, instead of losing the next publication to discover that.
+            let current = self.shared.generation.load(Ordering::Relaxed);
+            if current != generation {
+                generation = current;
+                connection = None;
+                retry_at = Instant::now();
+            }
+            if connection.is_none() && Instant::now() >= retry_at {
+                match self.connect() {
+                    Ok(c) => {
+                        log!(Level::Info, "redis publisher up");
+                        self.shared.publisher_up.store(true, Ordering::Relaxed);
+                        backoff.reset();
+                        connection = Some(c);
+                        claim_due = Instant::now();
+                    }
+                    Err(e) => {
+                        if backoff.attempts() == 0 {
+                            log!(Level::Warn, "redis publisher cannot connect: {e}");
+                        }
+                        retry_at =
+                            Instant::now() + backoff.next_delay().unwrap_or(Duration::from_secs(5));
+                    }
+                }
+            }
+            let Some(c) = connection.as_mut() else {
+                // At-most-once: a publication made while Redis is down is counted, not
+                // retried.
+                self.shared
+                    .dropped
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                batch.clear();
+                continue;
+            };
+            let mut result = Ok(());
+            if !batch.is_empty() {
+                result = self.send(c, &batch);
+                batch.clear();
+            }
+            if result.is_ok() && self.claim.is_some() && Instant::now() >= claim_due {
+                claim_due = Instant::now() + CLAIM_INTERVAL;
+                match self.renew_claim(c) {
+                    Ok(()) => {}
+                    // Redis refused the command (a user without SET, a Redis before 6.2):
+                    // the connection is fine, only the check is lost.
+                    Err(e) if matches!(e.kind(), redis::ErrorKind::Server(_)) => {
+                        log!(
+                            Level::Warn,
+                            "redis: cannot claim this node's id ({e}); two nodes started with \
+                             one id will not be noticed"
+                        );
+                        self.claim = None;
+                    }
+                    Err(e) => result = Err(e.to_string()),
+                }
+            }
+            if let Err(e) = result {
                 log!(Level::Warn, "redis publisher down: {e}");
-                shared.publish_failures.fetch_add(1, Ordering::Relaxed);
-                shared.publisher_up.store(false, Ordering::Relaxed);
+                self.shared.publisher_up.store(false, Ordering::Relaxed);
                 connection = None;
                 retry_at = Instant::now() + backoff.next_delay().unwrap_or(Duration::from_secs(5));
             }
+        }
+        // A graceful exit gives the name back, so that a restart is not taken for a twin.
+        if let (Some(c), Some((key, _))) = (connection.as_mut(), &self.claim) {
+            let _ = redis::cmd("DEL").arg(key).query::<i64>(c);
         }
     }
 }

@@ -1,8 +1,10 @@
-//! The listening sockets: accept until `WouldBlock`, and pause without spinning when the
-//! process is out of file descriptors.
+//! The listening sockets: accept until `WouldBlock`, pause without spinning when the
+//! process is out of file descriptors, and leave a reserve of descriptors to the rest of the
+//! process (the Redis bridge must be able to reconnect while clients queue to get in).
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
@@ -16,6 +18,20 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// Linux errno values for descriptor exhaustion (accept(2)): EMFILE and ENFILE.
 const EMFILE: i32 = 24;
 const ENFILE: i32 = 23;
+/// Descriptors below the `nofile` limit that clients never get: the Redis bridge's two
+/// connections (each closed before it is replaced), name resolution, with room to spare.
+const RESERVE: u64 = 8;
+
+/// The soft `nofile` limit, from `/proc/self/limits` (`None` when unlimited or unknown).
+fn nofile_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
 
 /// Listeners and whether accepting is paused.
 #[derive(Debug)]
@@ -27,6 +43,10 @@ pub(crate) struct Acceptor {
     /// Accepting has failed for lack of descriptors since the last successful accept (so the
     /// warning is logged once per episode, not every retry).
     exhausted: bool,
+    /// Accepted sockets with a descriptor number from here up are closed at once: the
+    /// kernel hands out the lowest free number, so such a socket means fewer than
+    /// [`RESERVE`] descriptors are left for the rest of the process.
+    reserve_from: Option<u64>,
 }
 
 impl Acceptor {
@@ -49,6 +69,7 @@ impl Acceptor {
             cursor: 0,
             paused_until: None,
             exhausted: false,
+            reserve_from: nofile_limit().map(|n| n.saturating_sub(RESERVE)),
         })
     }
 
@@ -75,6 +96,23 @@ impl Acceptor {
         self.paused_until.take().is_some()
     }
 
+    /// Pauses accepting for lack of descriptors; warns once per episode.
+    fn pause(&mut self, now: Instant, why: &str) {
+        if !std::mem::replace(&mut self.exhausted, true) {
+            log!(
+                Level::Warn,
+                "accept paused until descriptors free up: {why}"
+            );
+        }
+        self.paused_until = Some(now + ACCEPT_BACKOFF);
+    }
+
+    /// The socket took a descriptor of the reserve.
+    fn in_reserve(&self, stream: &TcpStream) -> bool {
+        let fd = u64::try_from(stream.as_raw_fd()).unwrap_or(u64::MAX);
+        self.reserve_from.is_some_and(|from| fd >= from)
+    }
+
     /// The next pending connection of any listener, or `None` once all would block (or
     /// accepting paused). Call until `None`: readiness is edge-triggered.
     pub(crate) fn next(&mut self, now: Instant) -> Option<(TcpStream, SocketAddr)> {
@@ -83,6 +121,16 @@ impl Acceptor {
         }
         while let Some(listener) = self.listeners.get(self.cursor) {
             match listener.accept() {
+                Ok((stream, _)) if self.in_reserve(&stream) => {
+                    // Closing it refuses this client now instead of leaving it to wait;
+                    // accepting pauses as for EMFILE.
+                    drop(stream);
+                    self.pause(
+                        now,
+                        &format!("only the {RESERVE} descriptors kept are left"),
+                    );
+                    break;
+                }
                 Ok(accepted) => {
                     if std::mem::take(&mut self.exhausted) {
                         log!(Level::Info, "accepting again");
@@ -94,10 +142,7 @@ impl Acceptor {
                     // Out of descriptors: the pending connection stays in the backlog.
                     // Retrying at once would spin; wait a little, or until a connection
                     // closes and frees a descriptor.
-                    if !std::mem::replace(&mut self.exhausted, true) {
-                        log!(Level::Warn, "accept paused until descriptors free up: {e}");
-                    }
-                    self.paused_until = Some(now + ACCEPT_BACKOFF);
+                    self.pause(now, &e.to_string());
                     break;
                 }
                 // ECONNABORTED and friends concern one connection: go on.
