@@ -4,6 +4,8 @@
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
+use crate::extension::Negotiated;
+
 /// §7.2.1: the bytes a sync flush ends with, removed from each compressed message and
 /// appended again before inflating (§7.2.2).
 pub const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
@@ -165,6 +167,82 @@ impl Deflater {
             // would also do; the receiver appends the tail either way).
             out.push(0x00);
         }
+    }
+}
+
+/// How one outgoing message is sent on a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outgoing {
+    /// As is, RSV1 clear (nothing negotiated, or below the threshold or over the window).
+    Plain,
+    /// Compressed on its own (`server_no_context_takeover`): any [`Deflater`] will do, and
+    /// the bytes are the same for every such receiver, so a broadcast compresses once.
+    Fresh,
+    /// Compressed with this connection's own stream ([`crate::Connection::compress`]).
+    Stream,
+}
+
+/// A connection's permessage-deflate state: what was agreed, and the inflater and
+/// compressor, each allocated only while needed (an inflater for a message in progress or,
+/// with context takeover, for the connection's life; a compressor only with context takeover).
+#[derive(Debug)]
+pub(crate) struct Session {
+    pub(crate) agreed: Negotiated,
+    inflater: Option<Inflater>,
+    deflater: Option<Deflater>,
+}
+
+/// What an inflater holds (miniz_oxide's `InflateState`: the 32 KiB window and the
+/// decoding tables), for memory accounting.
+pub const INFLATER_BYTES: usize = 43 * 1024;
+/// What a compressor holds (miniz_oxide's `CompressorOxide`: window, hash chains, output
+/// buffers), for memory accounting.
+pub const DEFLATER_BYTES: usize = 300 * 1024;
+
+impl Session {
+    pub(crate) fn new(agreed: Negotiated) -> Self {
+        Session {
+            agreed,
+            inflater: None,
+            deflater: None,
+        }
+    }
+
+    /// The inflater for the message in progress.
+    pub(crate) fn inflater(&mut self) -> &mut Inflater {
+        self.inflater.get_or_insert_with(Inflater::new)
+    }
+
+    /// A compressed message is complete: with `client_no_context_takeover` the window is of
+    /// no further use, and the inflater's memory goes back.
+    pub(crate) fn message_done(&mut self) {
+        if self.agreed.client_no_context_takeover {
+            self.inflater = None;
+        }
+    }
+
+    pub(crate) fn outgoing(&self, len: usize) -> Outgoing {
+        if !self.agreed.compresses(len) {
+            Outgoing::Plain
+        } else if self.agreed.server_no_context_takeover {
+            Outgoing::Fresh
+        } else {
+            Outgoing::Stream
+        }
+    }
+
+    pub(crate) fn compress(&mut self, payload: &[u8], out: &mut Vec<u8>) {
+        let level = self.agreed.level;
+        self.deflater
+            .get_or_insert_with(|| Deflater::new(level))
+            .compress_message(payload, out, false);
+    }
+
+    /// Bytes held for compression now (approximate: the backend's state sizes).
+    pub(crate) fn memory(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.inflater.as_ref().map_or(0, |_| INFLATER_BYTES)
+            + self.deflater.as_ref().map_or(0, |_| DEFLATER_BYTES)
     }
 }
 
