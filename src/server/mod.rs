@@ -21,6 +21,7 @@
 
 mod acceptor;
 pub mod admission;
+mod compress;
 pub mod config;
 mod conn;
 mod fanout;
@@ -89,6 +90,8 @@ pub struct Server<H: Handler, N: Net = MioNet> {
     addresses: AddressTable,
     read_buffers: BufferPool,
     out_storage: OutStorage,
+    /// The compressor shared by messages compressed on their own (permessage-deflate).
+    compressor: compress::Compressor,
     /// Shutting down: listeners closed, closes sent, waiting for the connections to end.
     draining: bool,
     /// A connection was removed: accepting, if it paused for lack of descriptors, may go on.
@@ -241,6 +244,7 @@ impl<H: Handler, N: Net> Server<H, N> {
                 READ_BUFFER.max(config.limits.max_handshake_bytes + 1),
             ),
             out_storage: OutStorage::new(POOLED_BUFFERS),
+            compressor: compress::Compressor::default(),
             timeouts: Arc::new(config.timeouts()),
             config,
             timers: Timers::default(),
