@@ -260,7 +260,7 @@ impl LoopArgs {
             #[cfg(feature = "deflate")]
             deflate: self
                 .deflate
-                .then(|| wsloop::proto::extension::DeflateConfig {
+                .then_some(wsloop::proto::extension::DeflateConfig {
                     window_bits: self.deflate_window_bits,
                     no_context_takeover: self.deflate_no_context_takeover,
                     threshold: self.deflate_threshold,

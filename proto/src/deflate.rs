@@ -55,7 +55,7 @@ impl Inflater {
 
     /// Inflates `input` (part of a message's compressed payload) onto the end of `out`,
     /// failing with [`InflateError::TooLarge`] as soon as `out` would grow past `limit`:
-    /// at most [`INFLATE_STEP`] bytes beyond what is kept are ever written, whatever the
+    /// at most the limit plus one byte are ever written, whatever the
     /// ratio, so a bomb costs bounded memory and CPU proportional to the limit.
     pub fn inflate(
         &mut self,
