@@ -194,10 +194,10 @@ pub(crate) struct Session {
 
 /// What an inflater holds (miniz_oxide's `InflateState`: the 32 KiB window and the
 /// decoding tables), for memory accounting.
-pub const INFLATER_BYTES: usize = 43 * 1024;
+pub const INFLATER_BYTES: usize = 43_296;
 /// What a compressor holds (miniz_oxide's `CompressorOxide`: window, hash chains, output
 /// buffers), for memory accounting.
-pub const DEFLATER_BYTES: usize = 300 * 1024;
+pub const DEFLATER_BYTES: usize = 319_326;
 
 impl Session {
     pub(crate) fn new(agreed: Negotiated) -> Self {
