@@ -325,6 +325,9 @@ fn a_broadcast_is_compressed_once_for_receivers_without_context_takeover() {
     sim.send(&plain, &upgrade(None));
     assert_eq!(sim.take(&plain), switching(None));
     let stream = open(&mut sim, "permessage-deflate", "permessage-deflate");
+    // 51 negotiated (the plain one offered nothing), all open.
+    let stats = sim.server().stats();
+    assert_eq!((stats.deflate_negotiated, stats.deflate_open), (51, 51));
     let payload = text_of(4096, 7);
     let before = sim.server().stats().broadcast_encodes;
     let frame = [&[0x81, 0xfe, 0x10, 0x00][..], &KEY, &masked(&payload)].concat();
@@ -395,6 +398,11 @@ fn hostile_bomb_control_rsv1_and_garbage_get_their_close_codes() {
         assert_eq!(out[0], 0x88, "close for {code}: {out:02x?}");
         assert_eq!(u16::from_be_bytes([out[2], out[3]]), *code);
         assert!(sim.is_closed_by_server(&peer), "closed for {code}");
+        assert_eq!(
+            sim.server().stats().deflate_open,
+            0,
+            "the gauge follows the close"
+        );
     }
 }
 

@@ -214,6 +214,11 @@ impl<H: Handler, N: Net> Server<H, N> {
             };
         #[cfg(not(feature = "deflate"))]
         let extensions: Option<String> = None;
+        if extensions.is_some() {
+            conn.deflate = true;
+            self.stats.deflate_negotiated += 1;
+            self.stats.deflate_open += 1;
+        }
         let mut head = Vec::with_capacity(160);
         write_switching_protocols(&mut head, &upgrade.accept, protocol, extensions.as_deref());
         conn.out.push_bytes(&head);

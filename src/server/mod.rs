@@ -461,6 +461,9 @@ impl<H: Handler, N: Net> Server<H, N> {
         }
         let id = conn.id;
         self.stats.open -= 1;
+        if std::mem::replace(&mut conn.deflate, false) {
+            self.stats.deflate_open -= 1;
+        }
         *self.stats.closes.entry(reason.code()).or_default() += 1;
         let mut ctx = Ctx::new(&mut self.commands, now);
         self.handler.on_close(&mut ctx, id, reason);
