@@ -4,6 +4,8 @@
 //! once, and hostile input.
 #![cfg(feature = "deflate")]
 
+mod common;
+
 use wsloop::app::echo::Echo;
 use wsloop::proto::deflate::{Deflater, Inflater};
 use wsloop::proto::extension::DeflateConfig;
@@ -408,4 +410,37 @@ fn hostile_bomb_control_rsv1_and_garbage_get_their_close_codes() {
 
 fn compressed_frame(compressed: &[u8]) -> Vec<u8> {
     client_frame(0xc2, compressed)
+}
+
+/// The command line's knobs reach the handshake and the frames: `wsloop echo --deflate
+/// --deflate-window-bits 9 --deflate-level 1 --deflate-threshold 0` over a real socket.
+#[test]
+fn the_deflate_flags_of_wsloop_echo() {
+    let server = common::Server::echo(&[
+        "--deflate",
+        "--deflate-window-bits",
+        "9",
+        "--deflate-level",
+        "1",
+        "--deflate-threshold",
+        "0",
+    ]);
+    let mut request = common::upgrade_request(
+        "/",
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n",
+    )
+    .into_bytes();
+    request.extend(client_frame(0xc1, &HELLO));
+    request.extend(client_frame(0x88, &[0x03, 0xe8]));
+    let (head, body) = common::http_exchange(server.addr, &request);
+    assert_eq!(
+        common::header(&head, "Sec-WebSocket-Extensions"),
+        Some(
+            "permessage-deflate; server_no_context_takeover; server_max_window_bits=9; \
+             client_max_window_bits=9"
+        )
+    );
+    let (messages, firsts) = server_messages(&body[..body.len() - 4], &mut Inflater::new());
+    assert_eq!((messages, firsts), (vec![b"Hello".to_vec()], vec![0xc1]));
+    assert_eq!(&body[body.len() - 4..], &[0x88, 0x02, 0x03, 0xe8]);
 }
