@@ -13,6 +13,8 @@ pub const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 /// Output is produced at most this much at a time, so that a limit is noticed within one
 /// step of being crossed and nothing is reserved for what a header merely promises.
 const INFLATE_STEP: usize = 16 * 1024;
+/// The least room given to one step, however short the input.
+const MIN_INFLATE_STEP: usize = 256;
 
 /// What went wrong while inflating.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,7 +70,11 @@ impl Inflater {
             // BFINAL block with a 0x00 that, with the tail, is an empty stored block).
             self.ended = false;
             let start = out.len();
-            let room = INFLATE_STEP.min(limit.saturating_sub(start).saturating_add(1));
+            // Room in proportion to the input, so that a stream of tiny frames does not
+            // clear 16 KiB per byte; a step that fills it just loops again.
+            let room = INFLATE_STEP
+                .min(input.len().saturating_mul(8).max(MIN_INFLATE_STEP))
+                .min(limit.saturating_sub(start).saturating_add(1));
             // Grow by doubling, never past the limit (plus the byte that detects crossing it).
             if start + room > out.capacity() {
                 let target = (2 * out.capacity())
