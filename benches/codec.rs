@@ -10,6 +10,9 @@
 //!   (7-bit, 16-bit, 64-bit), in ns.
 //! - `poll_event/{text,binary}_16B`: a server-side `Connection` decoding a buffer of 1,000
 //!   masked 16-byte frames (unmask, UTF-8 check for text, hand out in place), in messages/s.
+//! - `deflate/{compress,compress_fresh,inflate}/{16B,4KiB_json,64KiB_json}`: permessage-deflate
+//!   per message (feature `deflate`): compressing with context takeover and on its own, and
+//!   inflating what was compressed on its own, in bytes/s of the uncompressed message.
 //!
 //! Run: `cargo bench --bench codec` (a filter after `--` picks groups: `-- mask`).
 
@@ -139,5 +142,70 @@ fn poll_event(c: &mut Criterion) {
     group.finish();
 }
 
+/// JSON-like chat traffic of `len` bytes (ids and names vary, keys repeat).
+#[cfg(feature = "deflate")]
+fn json_like(len: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 64);
+    let mut i = 1u64;
+    while out.len() < len {
+        let line = format!(
+            "{{\"type\":\"chat\",\"id\":{i},\"from\":\"user{}\",\"text\":\"hi\"}},",
+            i % 97
+        );
+        out.extend_from_slice(line.as_bytes());
+        i = i.wrapping_mul(6364136223846793005).wrapping_add(1) % 1_000_003;
+    }
+    out.truncate(len);
+    out
+}
+
+#[cfg(feature = "deflate")]
+fn deflate(c: &mut Criterion) {
+    use wsloop::proto::deflate::{Deflater, Inflater};
+    let mut group = c.benchmark_group("deflate");
+    for (label, payload) in [
+        ("16B", json_like(16)),
+        ("4KiB_json", json_like(4096)),
+        ("64KiB_json", json_like(65536)),
+    ] {
+        group.throughput(Throughput::Bytes(payload.len() as u64));
+        let mut out = Vec::new();
+        for (name, fresh) in [("compress", false), ("compress_fresh", true)] {
+            let mut deflater = Deflater::new(6);
+            group.bench_function(format!("{name}/{label}"), |b| {
+                b.iter(|| {
+                    out.clear();
+                    deflater.compress_message(black_box(&payload), &mut out, fresh);
+                    black_box(out.len())
+                })
+            });
+        }
+        let mut compressed = Vec::new();
+        Deflater::new(6).compress_message(&payload, &mut compressed, true);
+        eprintln!(
+            "deflate/{label}: {} B compressed to {} B ({:.1}% saved)",
+            payload.len(),
+            compressed.len(),
+            100.0 * (1.0 - compressed.len() as f64 / payload.len() as f64)
+        );
+        let mut inflater = Inflater::new();
+        group.bench_function(format!("inflate/{label}"), |b| {
+            b.iter(|| {
+                out.clear();
+                inflater
+                    .inflate(black_box(&compressed), &mut out, usize::MAX)
+                    .unwrap();
+                inflater.finish_message(&mut out, usize::MAX).unwrap();
+                inflater.reset();
+                black_box(out.len())
+            })
+        });
+    }
+    group.finish();
+}
+
+#[cfg(feature = "deflate")]
+criterion_group!(benches, mask, utf8, frame, poll_event, deflate);
+#[cfg(not(feature = "deflate"))]
 criterion_group!(benches, mask, utf8, frame, poll_event);
 criterion_main!(benches);

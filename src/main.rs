@@ -138,6 +138,29 @@ struct LoopArgs {
     #[arg(long, value_name = "N", default_value_t = Config::default().max_pings_per_second,
           value_parser = flags::count::<u32>)]
     max_pings_per_second: u32,
+    /// Accept permessage-deflate (RFC 7692) when a client offers it. Off by default: with
+    /// context takeover a connection keeps a compressor and an inflater (hundreds of KiB).
+    #[cfg(feature = "deflate")]
+    #[arg(long)]
+    deflate: bool,
+    /// With --deflate: the largest window the server compresses with (8-15 bits); below
+    /// 15, only messages that fit the window are compressed, each on its own.
+    #[cfg(feature = "deflate")]
+    #[arg(long, value_name = "BITS", default_value_t = 15, value_parser = clap::value_parser!(u8).range(8..=15), requires = "deflate")]
+    deflate_window_bits: u8,
+    /// With --deflate: compress every message on its own (server_no_context_takeover): no
+    /// compressor per connection, and a broadcast is compressed once.
+    #[cfg(feature = "deflate")]
+    #[arg(long, requires = "deflate")]
+    deflate_no_context_takeover: bool,
+    /// With --deflate: messages shorter than this go out uncompressed.
+    #[cfg(feature = "deflate")]
+    #[arg(long, value_name = "BYTES", default_value_t = 64, requires = "deflate")]
+    deflate_threshold: usize,
+    /// With --deflate: compression level, 0 (store) to 9 (smallest).
+    #[cfg(feature = "deflate")]
+    #[arg(long, value_name = "N", default_value_t = 6, value_parser = clap::value_parser!(u8).range(0..=9), requires = "deflate")]
+    deflate_level: u8,
 }
 
 #[derive(Args, Debug)]
@@ -283,6 +306,15 @@ impl LoopArgs {
             },
             idle_timeout: self.idle_timeout,
             max_pings_per_second: self.max_pings_per_second,
+            #[cfg(feature = "deflate")]
+            deflate: self
+                .deflate
+                .then_some(wsloop::proto::extension::DeflateConfig {
+                    window_bits: self.deflate_window_bits,
+                    no_context_takeover: self.deflate_no_context_takeover,
+                    threshold: self.deflate_threshold,
+                    level: self.deflate_level,
+                }),
             ..Config::default()
         }
     }

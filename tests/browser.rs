@@ -1,4 +1,5 @@
-//! The browser client (`web/`) in real headless Chromium: two pages chat through `wsloop serve`,
+//! The browser client (`web/`) in real headless Chromium: two pages chat through `wsloop serve
+//! --deflate` (Chromium offers permessage-deflate by itself; the server must accept it),
 //! survive a server restart on the same port by reconnecting by themselves, and keep working.
 //!
 //! The browser is driven by `tests/e2e/chat.mjs` with Playwright (`playwright-core`, which
@@ -28,8 +29,9 @@ const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
 const DOWN_TIME: Duration = Duration::from_millis(1500);
 /// How long the script gets to close its browser after SIGTERM before it is killed.
 const TERM_GRACE: Duration = Duration::from_secs(5);
-/// Short server timers, so that the run also covers the server pinging browsers.
-const SERVER_ARGS: [&str; 4] = ["--ping-interval", "2s", "--ping-timeout", "2s"];
+/// Short server timers, so that the run also covers the server pinging browsers; and
+/// permessage-deflate, which Chromium offers by itself: the chat runs compressed.
+const SERVER_ARGS: [&str; 5] = ["--ping-interval", "2s", "--ping-timeout", "2s", "--deflate"];
 /// Prefix of the marker argument the script adds to the browser's command line.
 const MARKER_ARG: &str = "--wsloop-e2e-marker=";
 
@@ -227,6 +229,10 @@ fn browser_pages_chat_and_reconnect_after_restart() {
         script.wait_for_exit(deadline.saturating_duration_since(Instant::now()))
     };
     drop(script); // stops the script and its browser if still running
+                  // Both pages' handshakes with the restarted server accepted Chromium's deflate offer.
+    let deflated = common::fetch_metrics(server.addr, "")
+        .get("wsloop_deflate_negotiated_total")
+        .copied();
     drop(server);
     let report = format!(
         "node chat.mjs {url}: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
@@ -257,6 +263,10 @@ fn browser_pages_chat_and_reconnect_after_restart() {
         "{} is not a PNG ({} bytes)",
         screenshot.display(),
         png.len()
+    );
+    assert!(
+        deflated >= Some(2),
+        "permessage-deflate negotiated {deflated:?} times: {report}"
     );
     eprintln!("{report}\nscreenshot: {}", screenshot.display());
 }

@@ -280,3 +280,45 @@ fn node_ws_too_big() {
         "interop ok: node-ws too-big (4 checks)",
     );
 }
+
+/// With `--deflate`: one connection per permessage-deflate parameter set, the server's answer
+/// checked exactly, small, JSON-like, 64 KiB and fragmented messages compressed both ways.
+#[test]
+fn python_websockets_deflate_parameter_sets() {
+    python_scenario(
+        "deflate",
+        &["--deflate", "--deflate-threshold", "0"],
+        "interop ok: python-websockets deflate (60 checks)",
+    );
+}
+
+/// The whole session (16 MiB messages, fragments, pings, close) with compression negotiated
+/// (websockets offers permessage-deflate by default).
+#[test]
+fn python_websockets_session_compressed() {
+    python_scenario(
+        "session",
+        &["--deflate"],
+        "interop ok: python-websockets session (20 checks)",
+    );
+}
+
+/// With `--deflate`: Node ws `perMessageDeflate` with each parameter set.
+#[test]
+fn node_ws_deflate_parameter_sets() {
+    node_scenario(
+        "deflate",
+        &["--deflate", "--deflate-threshold", "0"],
+        "interop ok: node-ws deflate (45 checks)",
+    );
+}
+
+/// The whole session with compression negotiated (ws offers permessage-deflate by default).
+#[test]
+fn node_ws_session_compressed() {
+    node_scenario(
+        "session",
+        &["--deflate", "--deflate-no-context-takeover"],
+        "interop ok: node-ws session (17 checks)",
+    );
+}

@@ -767,6 +767,8 @@ fn http_metrics_exposes_the_counters() {
         ("wsloop_bytes_received_total", "counter"),
         ("wsloop_bytes_sent_total", "counter"),
         ("wsloop_broadcast_encodes_total", "counter"),
+        ("wsloop_deflate_negotiated_total", "counter"),
+        ("wsloop_deflate_connections", "gauge"),
         ("wsloop_handshake_rejections_total", "counter"),
         ("wsloop_closes_total", "counter"),
         ("wsloop_protocol_errors_total", "counter"),

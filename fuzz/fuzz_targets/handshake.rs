@@ -79,7 +79,7 @@ fuzz_target!(|input: &[u8]| {
                     );
                     assert_eq!(accept[27], b'=');
                     let protocol = upgrade.offered_protocols.first().map(String::as_str);
-                    write_switching_protocols(&mut out, &upgrade.accept, protocol);
+                    write_switching_protocols(&mut out, &upgrade.accept, protocol, None);
                     assert!(out.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
                 }
                 Err(e) => assert_rejection(&e),

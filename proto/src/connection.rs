@@ -23,7 +23,7 @@ use crate::code::{is_valid_wire_code, Policy, INTERNAL_ERROR};
 use crate::control::{ControlFrame, ControlPayload, OwedControl};
 use crate::error::ProtocolError;
 use crate::event::{Event, Message, MessageKind, Role};
-use crate::frame::{decode_header, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD};
+use crate::frame::{decode_header_ext, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD};
 use crate::limits::Limits;
 use crate::mask::{apply_mask, MaskKeys};
 use crate::timers::{Clock, Due, Expired, Timeouts, HEARTBEAT_PAYLOAD};
@@ -47,6 +47,9 @@ enum CloseState {
 #[derive(Clone, Debug)]
 struct Partial {
     kind: MessageKind,
+    /// The first frame had RSV1 (permessage-deflate): payloads are inflated as they come.
+    compressed: bool,
+    /// Payload bytes received (compressed ones for a compressed message).
     len: u64,
     fragments: u32,
     utf8: Utf8Validator,
@@ -113,6 +116,9 @@ pub struct Connection {
     mask_keys: Option<MaskKeys>,
     /// Heartbeat, close deadline, idle timeout, ping rate; none until armed.
     clock: Option<Clock>,
+    /// permessage-deflate, when negotiated (boxed: a connection without it pays 8 bytes).
+    #[cfg(feature = "deflate")]
+    deflate: Option<Box<crate::deflate::Session>>,
 }
 
 impl Connection {
@@ -146,7 +152,55 @@ impl Connection {
             owed: None,
             mask_keys,
             clock: None,
+            #[cfg(feature = "deflate")]
+            deflate: None,
         }
+    }
+
+    /// Turns on permessage-deflate as negotiated in the handshake
+    /// ([`crate::extension::negotiate`]): RSV1 frames are then inflated, and
+    /// [`outgoing`](Self::outgoing) says how to send each message.
+    #[cfg(feature = "deflate")]
+    pub fn with_deflate(mut self, agreed: crate::extension::Negotiated) -> Self {
+        self.deflate = Some(Box::new(crate::deflate::Session::new(agreed)));
+        self
+    }
+
+    /// What was negotiated for permessage-deflate, if anything.
+    #[cfg(feature = "deflate")]
+    pub fn deflate(&self) -> Option<&crate::extension::Negotiated> {
+        self.deflate.as_ref().map(|d| &d.agreed)
+    }
+
+    /// How a message of `len` bytes goes out on this connection.
+    #[cfg(feature = "deflate")]
+    pub fn outgoing(&self, len: usize) -> crate::deflate::Outgoing {
+        self.deflate
+            .as_ref()
+            .map_or(crate::deflate::Outgoing::Plain, |d| d.outgoing(len))
+    }
+
+    /// Appends `payload` compressed with this connection's own stream (context takeover) to
+    /// `out`; send it as a frame with RSV1. Only for [`Outgoing::Stream`](crate::deflate::Outgoing):
+    /// without permessage-deflate nothing is appended.
+    #[cfg(feature = "deflate")]
+    pub fn compress(&mut self, payload: &[u8], out: &mut Vec<u8>) {
+        if let Some(d) = &mut self.deflate {
+            d.compress(payload, out);
+        }
+    }
+
+    /// Bytes this connection holds for compression (inflater and compressor state).
+    #[cfg(feature = "deflate")]
+    pub fn compression_memory(&self) -> usize {
+        self.deflate.as_ref().map_or(0, |d| d.memory())
+    }
+
+    fn deflate_negotiated(&self) -> bool {
+        #[cfg(feature = "deflate")]
+        return self.deflate.is_some();
+        #[cfg(not(feature = "deflate"))]
+        false
     }
 
     /// The role this connection plays.
@@ -375,7 +429,7 @@ impl Connection {
         if let ReadState::InPayload { .. } = self.read {
             return self.read_payload(buf);
         }
-        let Some((header, header_len)) = decode_header(buf)? else {
+        let Some((header, header_len)) = decode_header_ext(buf, self.deflate_negotiated())? else {
             return Ok((0, Step::NeedMore));
         };
         self.check_mask(&header)?;
@@ -403,7 +457,7 @@ impl Connection {
         let total = header_len as u64 + header.payload_len;
         // Fast path: a whole unfragmented message already in the buffer is handed out in place.
         if let Some(kind) = message.as_ref().err().copied() {
-            if header.fin && total <= buf.len() as u64 {
+            if header.fin && !header.compressed && total <= buf.len() as u64 {
                 let total = total as usize;
                 let payload = &mut buf[header_len..total];
                 if let Some(key) = header.mask {
@@ -427,6 +481,7 @@ impl Connection {
         }
         let message = message.unwrap_or_else(|kind| Partial {
             kind,
+            compressed: header.compressed,
             len: 0,
             fragments: 0,
             utf8: Utf8Validator::new(),
@@ -464,6 +519,11 @@ impl Connection {
             return Err(ProtocolError::FrameTooLarge);
         }
         let state = std::mem::replace(&mut self.read, ReadState::Idle);
+        // RFC 7692 §6.1: the bit is set "only on the first frame"; an endpoint "MUST NOT set
+        // the "Per-Message Compressed" bit of ... non-first fragments of a data message".
+        if header.compressed && header.opcode == OpCode::Continuation {
+            return Err(ProtocolError::CompressedContinuation);
+        }
         let continued = match (header.opcode, state) {
             (OpCode::Continuation, ReadState::BetweenFragments(partial)) => Ok(partial),
             (OpCode::Continuation, _) => return Err(ProtocolError::UnexpectedContinuation),
@@ -504,13 +564,24 @@ impl Connection {
         if let Some(key) = *mask {
             apply_mask(chunk, key, *offset);
         }
-        if message.kind == MessageKind::Text {
-            message
-                .utf8
-                .feed(chunk)
-                .map_err(|_| ProtocolError::InvalidUtf8)?;
+        if message.compressed {
+            #[cfg(feature = "deflate")]
+            inflate(
+                &mut self.deflate,
+                Some(chunk),
+                &mut self.assembly,
+                message,
+                self.limits.max_message,
+            )?;
+        } else {
+            if message.kind == MessageKind::Text {
+                message
+                    .utf8
+                    .feed(chunk)
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+            self.assembly.extend_from_slice(chunk);
         }
-        self.assembly.extend_from_slice(chunk);
         message.len += n as u64;
         *remaining -= n as u64;
         *offset += n;
@@ -526,6 +597,16 @@ impl Connection {
         if !fin {
             self.read = ReadState::BetweenFragments(message);
             return Ok((n, Step::Continue));
+        }
+        #[cfg(feature = "deflate")]
+        if message.compressed {
+            inflate(
+                &mut self.deflate,
+                None,
+                &mut self.assembly,
+                &mut message,
+                self.limits.max_message,
+            )?;
         }
         if message.kind == MessageKind::Text {
             message
@@ -578,4 +659,44 @@ impl Connection {
             }
         }
     }
+}
+
+/// Inflates a piece of a compressed message onto `out`, or with `None` ends the message
+/// (§7.2.2's tail), checking the inflated text as it grows: the limit applies to what
+/// inflates (RFC 6455 §10.4), and an invalid text fails at its first bad byte even when the
+/// compressed frame is not complete.
+#[cfg(feature = "deflate")]
+fn inflate(
+    session: &mut Option<Box<crate::deflate::Session>>,
+    chunk: Option<&[u8]>,
+    out: &mut Vec<u8>,
+    message: &mut Partial,
+    max_message: u64,
+) -> Result<(), ProtocolError> {
+    use crate::deflate::InflateError;
+    // RSV1 is only accepted once negotiated, so the session is there.
+    let Some(session) = session else {
+        return Err(ProtocolError::ReservedBits);
+    };
+    let limit = usize::try_from(max_message).unwrap_or(usize::MAX);
+    let before = out.len();
+    let inflater = session.inflater();
+    let result = match chunk {
+        Some(chunk) => inflater.inflate(chunk, out, limit),
+        None => inflater.finish_message(out, limit),
+    };
+    result.map_err(|e| match e {
+        InflateError::Corrupt => ProtocolError::InvalidCompressedData,
+        InflateError::TooLarge => ProtocolError::MessageTooLarge,
+    })?;
+    if chunk.is_none() {
+        session.message_done();
+    }
+    if message.kind == MessageKind::Text {
+        message
+            .utf8
+            .feed(&out[before..])
+            .map_err(|_| ProtocolError::InvalidUtf8)?;
+    }
+    Ok(())
 }

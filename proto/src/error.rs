@@ -39,6 +39,13 @@ pub enum ProtocolError {
     MessageTooLarge,
     /// §10.4: a fragmented message made of more frames than allowed.
     TooManyFragments,
+    /// RFC 7692 §6.1: "An endpoint MUST NOT set the "Per-Message Compressed" bit of control
+    /// frames".
+    CompressedControlFrame,
+    /// RFC 7692 §6.1: nor "of non-first fragments of a data message".
+    CompressedContinuation,
+    /// RFC 7692 §7.2.2: a compressed message that does not inflate (invalid DEFLATE data).
+    InvalidCompressedData,
     /// §10.4: more pings per second than this endpoint answers; each one owes a pong, so a
     /// flood of them would make the peer's input cost this end output without limit.
     PingFlood,
@@ -58,8 +65,14 @@ impl ProtocolError {
             | ProtocolError::UnexpectedContinuation
             | ProtocolError::ExpectedContinuation
             | ProtocolError::ClosePayloadTooShort
-            | ProtocolError::InvalidCloseCode(_) => code::PROTOCOL_ERROR,
-            ProtocolError::InvalidUtf8 | ProtocolError::InvalidCloseReason => code::INVALID_PAYLOAD,
+            | ProtocolError::InvalidCloseCode(_)
+            | ProtocolError::CompressedControlFrame
+            | ProtocolError::CompressedContinuation => code::PROTOCOL_ERROR,
+            // The payload does not match the message's (compressed) type: 1007, as Node ws
+            // and Python websockets answer it.
+            ProtocolError::InvalidUtf8
+            | ProtocolError::InvalidCloseReason
+            | ProtocolError::InvalidCompressedData => code::INVALID_PAYLOAD,
             ProtocolError::FrameTooLarge
             | ProtocolError::MessageTooLarge
             | ProtocolError::TooManyFragments => code::MESSAGE_TOO_BIG,
@@ -90,6 +103,9 @@ impl ProtocolError {
             ProtocolError::MessageTooLarge => "message larger than the limit",
             ProtocolError::TooManyFragments => "message has too many fragments",
             ProtocolError::PingFlood => Policy::PingFlood.wire_reason(),
+            ProtocolError::CompressedControlFrame => "compressed control frame",
+            ProtocolError::CompressedContinuation => "RSV1 on a continuation frame",
+            ProtocolError::InvalidCompressedData => "invalid compressed data",
         }
     }
 }

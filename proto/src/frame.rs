@@ -82,23 +82,43 @@ pub struct FrameHeader {
     pub mask: Option<[u8; 4]>,
     /// The payload length as declared (not yet checked against any limit).
     pub payload_len: u64,
+    /// RSV1, the "Per-Message Compressed" bit of permessage-deflate (RFC 7692 §6); only
+    /// ever set when decoded with [`decode_header_ext`] allowing it.
+    pub compressed: bool,
 }
 
 /// Decodes a frame header from the start of `buf`.
 ///
 /// Returns `Ok(None)` when `buf` holds only part of a header (nothing is consumed), or the header
 /// with its length in bytes. Rejects what can be judged from the header alone: reserved bits
-/// (no extension is ever negotiated), reserved opcodes, a 64-bit length with the top bit set,
+/// (no extension negotiated), reserved opcodes, a 64-bit length with the top bit set,
 /// and control frames that are fragmented or longer than 125 bytes.
 pub fn decode_header(buf: &[u8]) -> Result<Option<(FrameHeader, usize)>, ProtocolError> {
+    decode_header_ext(buf, false)
+}
+
+/// [`decode_header`] on a connection that may have negotiated permessage-deflate: with
+/// `rsv1_allowed`, RSV1 marks a compressed data frame (RFC 7692 §6).
+pub fn decode_header_ext(
+    buf: &[u8],
+    rsv1_allowed: bool,
+) -> Result<Option<(FrameHeader, usize)>, ProtocolError> {
     let [b0, b1, ..] = *buf else {
         return Ok(None);
     };
     let fin = b0 & 0x80 != 0;
-    if b0 & 0x70 != 0 {
+    let compressed = b0 & 0x40 != 0;
+    // RFC 6455 §5.2: RSV1-3 "MUST be 0 unless an extension is negotiated that defines
+    // meanings for non-zero values".
+    if b0 & 0x30 != 0 || (compressed && !rsv1_allowed) {
         return Err(ProtocolError::ReservedBits);
     }
     let opcode = OpCode::from_bits(b0 & 0x0F)?;
+    // RFC 7692 §6.1: "An endpoint MUST NOT set the "Per-Message Compressed" bit of control
+    // frames"; receiving one fails the connection.
+    if compressed && opcode.is_control() {
+        return Err(ProtocolError::CompressedControlFrame);
+    }
     let masked = b1 & 0x80 != 0;
     let (payload_len, mut pos) = match b1 & 0x7F {
         126 => match buf.get(2..4) {
@@ -144,6 +164,7 @@ pub fn decode_header(buf: &[u8]) -> Result<Option<(FrameHeader, usize)>, Protoco
             opcode,
             mask,
             payload_len,
+            compressed,
         },
         pos,
     )))
@@ -157,6 +178,12 @@ pub struct EncodedHeader {
 }
 
 impl EncodedHeader {
+    /// The same header with RSV1 set: the first frame of a compressed message (RFC 7692 §6).
+    pub fn compressed(mut self) -> Self {
+        self.bytes[0] |= 0x40;
+        self
+    }
+
     /// The header bytes.
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len as usize]
@@ -316,6 +343,31 @@ mod tests {
             assert_eq!(decode_header(&full[..cut]), Ok(None), "cut at {cut}");
         }
         assert!(decode_header(&full).unwrap().is_some());
+    }
+
+    #[test]
+    fn rsv1_only_where_permessage_deflate_allows_it() {
+        // RFC 7692 §7.2.3.1: a compressed "Hello" frame header.
+        assert_eq!(
+            decode_header(&[0xc1, 0x07]),
+            Err(ProtocolError::ReservedBits)
+        );
+        let (h, _) = decode_header_ext(&[0xc1, 0x07], true).unwrap().unwrap();
+        assert!(h.compressed && h.fin);
+        assert_eq!(
+            decode_header_ext(&[0xc9, 0x00], true),
+            Err(ProtocolError::CompressedControlFrame)
+        );
+        assert_eq!(
+            decode_header_ext(&[0xa1, 0x00], true),
+            Err(ProtocolError::ReservedBits)
+        );
+        assert_eq!(
+            encode_header(true, OpCode::Text, None, 7)
+                .compressed()
+                .as_bytes(),
+            &[0xc1, 0x07]
+        );
     }
 
     #[test]

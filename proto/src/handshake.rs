@@ -423,8 +423,14 @@ pub fn accept_key(key: &str) -> String {
     BASE64.encode(sha.finalize())
 }
 
-/// Appends the `101 Switching Protocols` response (§4.2.2 step 5).
-pub fn write_switching_protocols(out: &mut Vec<u8>, accept: &str, protocol: Option<&str>) {
+/// Appends the `101 Switching Protocols` response (§4.2.2 step 5), with the subprotocol and
+/// the accepted extensions (`Sec-WebSocket-Extensions`, §9.1) when there are any.
+pub fn write_switching_protocols(
+    out: &mut Vec<u8>,
+    accept: &str,
+    protocol: Option<&str>,
+    extensions: Option<&str>,
+) {
     out.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
     );
@@ -434,6 +440,11 @@ pub fn write_switching_protocols(out: &mut Vec<u8>, accept: &str, protocol: Opti
     if let Some(p) = protocol {
         out.extend_from_slice(b"Sec-WebSocket-Protocol: ");
         out.extend_from_slice(p.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(e) = extensions {
+        out.extend_from_slice(b"Sec-WebSocket-Extensions: ");
+        out.extend_from_slice(e.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");

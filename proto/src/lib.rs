@@ -35,8 +35,12 @@ pub mod close;
 pub mod code;
 pub mod connection;
 mod control;
+#[cfg(feature = "deflate")]
+pub mod deflate;
 pub mod error;
 pub mod event;
+#[cfg(feature = "deflate")]
+pub mod extension;
 pub mod frame;
 pub mod handshake;
 pub mod limits;

@@ -1426,3 +1426,176 @@ fn a_close_code_forbidden_on_the_wire_becomes_1011() {
         vec![close_frame(&[0x88, 0x02, 0x03, 0xf3], "")]
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// permessage-deflate (RFC 7692): compressed frames in, limits and RSV1 rules.
+
+#[cfg(feature = "deflate")]
+mod permessage_deflate {
+    use super::*;
+    use wsloop_proto::deflate::{Deflater, Outgoing};
+    use wsloop_proto::extension::{negotiate, DeflateConfig};
+
+    /// RFC 7692 §7.2.3.1: "Hello" compressed.
+    const HELLO: [u8; 7] = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+
+    fn server_offered(offer: &str, limits: Limits) -> Peer {
+        let agreed = negotiate(&DeflateConfig::default(), [offer]).expect("accepted");
+        Peer {
+            conn: Connection::new_server(limits).with_deflate(agreed),
+            buf: Vec::new(),
+        }
+    }
+
+    fn deflating() -> Peer {
+        server_offered("permessage-deflate", Limits::default())
+    }
+
+    /// A server with permessage-deflate fed `stream` fails with `error` and queues `close`.
+    fn fails(p: &mut Peer, stream: &[u8], error: ProtocolError, close: &[u8]) {
+        assert_eq!(p.feed(stream), (no_events(), Err(error)));
+        assert_eq!(p.transmit(), vec![close.to_vec()]);
+    }
+
+    #[test]
+    fn rfc_7692_7_2_3_1_compressed_hello_whole_and_fragmented() {
+        let mut p = deflating();
+        // 0xc1: FIN, RSV1, text.
+        assert_eq!(
+            p.feed(&client_frame(0xc1, KEY, &HELLO)),
+            (vec![text("Hello")], Ok(()))
+        );
+        // §7.2.3.1: "0x41 0x03 0xf2 0x48 0xcd" then "0x80 0x04 0xc9 0xc9 0x07 0x00".
+        let mut stream = client_frame(0x41, KEY, &HELLO[..3]);
+        stream.extend(client_frame(0x80, KEY2, &HELLO[3..]));
+        for cut in 0..stream.len() {
+            let mut p = deflating();
+            let (mut evs, r) = p.feed(&stream[..cut]);
+            assert_eq!(r, Ok(()));
+            let (more, r) = p.feed(&stream[cut..]);
+            evs.extend(more);
+            assert_eq!((evs, r), (vec![text("Hello")], Ok(())), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn rfc_7692_7_2_3_2_context_takeover_and_without() {
+        // The second message refers back into the first one's window.
+        let mut stream = client_frame(0xc1, KEY, &HELLO);
+        stream.extend(client_frame(0xc1, KEY2, &[0xf2, 0x00, 0x11, 0x00, 0x00]));
+        let mut p = deflating();
+        assert_eq!(
+            p.feed(&stream),
+            (vec![text("Hello"), text("Hello")], Ok(()))
+        );
+        assert!(p.conn.compression_memory() > 0, "the window is kept");
+        // With client_no_context_takeover the window is forgotten after each message, and
+        // its memory given back. (miniz_oxide reads a reference before the start of the
+        // stream as zeros instead of refusing it: the text differs, and no panic follows.)
+        let mut p = server_offered(
+            "permessage-deflate; client_no_context_takeover",
+            Limits::default(),
+        );
+        let (evs, _) = p.feed(&stream);
+        assert_eq!(evs[0], text("Hello"));
+        assert_ne!(evs.get(1), Some(&text("Hello")));
+        assert!(p.conn.compression_memory() < wsloop_proto::deflate::INFLATER_BYTES);
+    }
+
+    #[test]
+    fn uncompressed_messages_still_flow() {
+        let mut p = deflating();
+        assert_eq!(
+            p.feed(&client_frame(0x81, KEY, b"plain")),
+            (vec![text("plain")], Ok(()))
+        );
+    }
+
+    #[test]
+    fn rsv1_without_negotiation_on_control_and_on_continuation_is_1002() {
+        assert_fails(
+            &client_frame(0xc1, KEY, &HELLO),
+            &[],
+            ProtocolError::ReservedBits,
+            &close_frame(
+                &[0x88, 0x28, 0x03, 0xea],
+                "reserved bits set without an extension",
+            ),
+        );
+        fails(
+            &mut deflating(),
+            &client_frame(0xc9, KEY, b""),
+            ProtocolError::CompressedControlFrame,
+            &close_frame(&[0x88, 0x1a, 0x03, 0xea], "compressed control frame"),
+        );
+        let mut stream = client_frame(0x41, KEY, &HELLO[..3]);
+        stream.extend(client_frame(0xc0, KEY, &HELLO[3..]));
+        fails(
+            &mut deflating(),
+            &stream,
+            ProtocolError::CompressedContinuation,
+            &close_frame(&[0x88, 0x1e, 0x03, 0xea], "RSV1 on a continuation frame"),
+        );
+    }
+
+    #[test]
+    fn garbage_deflate_data_is_1007() {
+        fails(
+            &mut deflating(),
+            &client_frame(0xc2, KEY, &[0xff, 0xff, 0xff, 0xff]),
+            ProtocolError::InvalidCompressedData,
+            &close_frame(&[0x88, 0x19, 0x03, 0xef], "invalid compressed data"),
+        );
+    }
+
+    #[test]
+    fn a_bomb_is_1009_before_it_inflates() {
+        // 16 MiB of zeros compress to about 16 KiB; the limit is 1 MiB.
+        let mut bomb = Vec::new();
+        Deflater::new(9).compress_message(&vec![0u8; 16 << 20], &mut bomb, true);
+        let mut p = server_offered("permessage-deflate", Limits::with_max_message(1 << 20));
+        fails(
+            &mut p,
+            &client_frame(0xc2, KEY, &bomb),
+            ProtocolError::MessageTooLarge,
+            &close_frame(&[0x88, 0x1f, 0x03, 0xf1], "message larger than the limit"),
+        );
+        assert!(p.conn.buffered() <= (1 << 20) + 1, "{}", p.conn.buffered());
+    }
+
+    #[test]
+    fn invalid_utf8_fails_fast_after_inflation() {
+        // A stored block holding 0xff: the first byte is already invalid, and the error comes
+        // before the rest of the frame (the declared 100 bytes) has arrived.
+        let mut payload = vec![0x00, 0x01, 0x00, 0xfe, 0xff, 0xff];
+        payload.resize(100, 0);
+        let frame = client_frame(0xc1, KEY, &payload);
+        let mut p = deflating();
+        // Header, mask key and the six bytes of the stored block.
+        assert_eq!(
+            p.feed(&frame[..12]),
+            (no_events(), Err(ProtocolError::InvalidUtf8))
+        );
+    }
+
+    #[test]
+    fn outgoing_follows_the_agreement() {
+        let p = deflating();
+        assert_eq!(p.conn.outgoing(10), Outgoing::Plain); // below the 64-byte threshold
+        assert_eq!(p.conn.outgoing(1000), Outgoing::Stream);
+        let p = server_offered(
+            "permessage-deflate; server_no_context_takeover",
+            Limits::default(),
+        );
+        assert_eq!(p.conn.outgoing(1000), Outgoing::Fresh);
+        let p = server_offered(
+            "permessage-deflate; server_max_window_bits=8",
+            Limits::default(),
+        );
+        assert_eq!(
+            (p.conn.outgoing(256), p.conn.outgoing(257)),
+            (Outgoing::Fresh, Outgoing::Plain)
+        );
+        assert_eq!(Peer::server().conn.outgoing(1000), Outgoing::Plain);
+    }
+}

@@ -55,12 +55,18 @@ fn rfc_1_3_request_is_accepted_with_protocols() {
 #[test]
 fn switching_protocols_bytes() {
     let mut out = Vec::new();
-    write_switching_protocols(&mut out, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", Some("chat"));
+    write_switching_protocols(&mut out, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", Some("chat"), None);
     assert_eq!(
         out,
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
 Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: chat\r\n\r\n"
     );
+    out.clear();
+    let ext = Some("permessage-deflate; server_no_context_takeover");
+    write_switching_protocols(&mut out, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", None, ext);
+    assert!(out.ends_with(
+        b"\r\nSec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n\r\n"
+    ));
 }
 
 #[test]

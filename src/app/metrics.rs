@@ -161,8 +161,20 @@ pub fn prometheus(
     metric(
         "wsloop_broadcast_encodes_total",
         "counter",
-        "Frames encoded for broadcasts (once per broadcast).",
+        "Frames encoded for broadcasts (once per broadcast and form; per receiver with deflate context takeover).",
         &one(&stats.broadcast_encodes),
+    );
+    metric(
+        "wsloop_deflate_negotiated_total",
+        "counter",
+        "Upgrades that negotiated permessage-deflate.",
+        &one(&stats.deflate_negotiated),
+    );
+    metric(
+        "wsloop_deflate_connections",
+        "gauge",
+        "Open connections with permessage-deflate.",
+        &one(&stats.deflate_open),
     );
     let rejections: Vec<(String, String)> = Rejection::ALL
         .iter()

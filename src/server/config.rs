@@ -40,6 +40,9 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// Pings a client may send per second; more fails the connection with 1008.
     pub max_pings_per_second: u32,
+    /// Accept permessage-deflate offers (RFC 7692) with these settings; `None`: never.
+    #[cfg(feature = "deflate")]
+    pub deflate: Option<crate::proto::extension::DeflateConfig>,
 }
 
 impl Default for Config {
@@ -64,6 +67,8 @@ impl Default for Config {
             },
             idle_timeout: None,
             max_pings_per_second: 50,
+            #[cfg(feature = "deflate")]
+            deflate: None,
         }
     }
 }

@@ -154,6 +154,8 @@ pub(crate) struct Conn<S> {
     pub(crate) deadline: Option<Instant>,
     /// The application saw `on_open` and has not yet seen `on_close`.
     pub(crate) opened: bool,
+    /// permessage-deflate was negotiated (counted in `Stats::deflate_open` while open).
+    pub(crate) deflate: bool,
     /// Reading stopped because the outbound queue is over its high-water mark.
     pub(crate) read_paused: bool,
     /// The write side has been shut down (Closing phase, queue flushed).
@@ -185,6 +187,7 @@ impl<S> Conn<S> {
             watching_writable: false,
             deadline: Some(deadline),
             opened: false,
+            deflate: false,
             read_paused: false,
             write_shut: false,
             dirty: false,

@@ -1,9 +1,9 @@
-//! Fan-out: carrying out what a handler recorded (sends, broadcasts encoded once and shared,
-//! closes), checking that each target can take a message, and failing slow consumers.
+//! Fan-out: carrying out what a handler recorded (sends, broadcasts encoded once per form and
+//! shared, closes), checking that each target can take a message, and failing slow consumers.
 
-use std::sync::Arc;
 use std::time::Instant;
 
+use super::compress::Broadcast;
 use super::conn::{queue_control_frames, Conn, Phase};
 use super::handler::{CloseReason, Command, ConnId};
 use super::net::Net;
@@ -11,8 +11,7 @@ use super::outbound::OutQueue;
 use super::stats::Stats;
 use super::{Handler, Server};
 use crate::log::Level;
-use crate::proto::frame::encode_frame;
-use crate::proto::Policy;
+use crate::proto::{Connection, Policy};
 
 impl<H: Handler, N: Net> Server<H, N> {
     /// Carries out the commands recorded by the handler. `requester` is the connection whose
@@ -24,13 +23,14 @@ impl<H: Handler, N: Net> Server<H, N> {
             return;
         }
         let mut commands = std::mem::take(&mut self.commands);
+        let mut compressor = std::mem::take(&mut self.compressor);
         let mut slow = Vec::new();
         for command in &commands.list {
             match command {
                 Command::Send { to, kind, payload } => {
                     let payload = &commands.arena[payload.clone()];
-                    self.deliver(*to, requester, &mut slow, true, |out| {
-                        out.push_frame(kind.opcode(), payload);
+                    self.deliver(*to, requester, &mut slow, true, |out, ws| {
+                        compressor.push(out, ws, *kind, payload);
                     });
                 }
                 Command::Broadcast {
@@ -38,21 +38,15 @@ impl<H: Handler, N: Net> Server<H, N> {
                     kind,
                     payload,
                 } => {
-                    let mut frame = Vec::new();
-                    encode_frame(
-                        &mut frame,
-                        true,
-                        kind.opcode(),
-                        None,
-                        &commands.arena[payload.clone()],
-                    );
-                    let frame: Arc<[u8]> = frame.into();
-                    self.stats.broadcast_encodes += 1;
+                    // Encoded once per form (plain, compressed on its own) and shared;
+                    // compressed per receiver only with context takeover.
+                    let mut frames = Broadcast::new(*kind, &commands.arena[payload.clone()]);
                     for to in &commands.targets[targets.clone()] {
-                        self.deliver(*to, requester, &mut slow, false, |out| {
-                            out.push_shared(Arc::clone(&frame));
+                        self.deliver(*to, requester, &mut slow, false, |out, ws| {
+                            frames.push(out, ws, &mut compressor);
                         });
                     }
+                    self.stats.broadcast_encodes += frames.encodes;
                 }
                 Command::Close {
                     to,
@@ -72,6 +66,7 @@ impl<H: Handler, N: Net> Server<H, N> {
         commands.clear();
         // Carrying out a command never calls the handler, so nothing was recorded meanwhile.
         self.commands = commands;
+        self.compressor = compressor;
         // Several broadcasts of one callback may find the same consumer slow: fail it once.
         slow.sort_unstable();
         slow.dedup();
@@ -88,7 +83,7 @@ impl<H: Handler, N: Net> Server<H, N> {
         requester: Option<ConnId>,
         slow: &mut Vec<ConnId>,
         owned: bool,
-        push: impl FnOnce(&mut OutQueue),
+        push: impl FnOnce(&mut OutQueue, &mut Connection),
     ) {
         let Some(slot) = self.deliverable(to, requester, slow) else {
             return;
@@ -96,8 +91,11 @@ impl<H: Handler, N: Net> Server<H, N> {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
+        let Phase::Open(ws) = &mut conn.phase else {
+            return;
+        };
         conn.out.borrow(&mut self.out_storage, owned);
-        push(&mut conn.out);
+        push(&mut conn.out, ws);
         self.stats.messages_out += 1;
         self.conns.mark_dirty(slot);
     }

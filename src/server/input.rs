@@ -14,6 +14,8 @@ use super::net::Net;
 use super::stats::Rejection;
 use super::{Handler, Server};
 use crate::log::Level;
+#[cfg(feature = "deflate")]
+use crate::proto::extension::negotiate;
 use crate::proto::handshake::{
     check_request, select_protocol, validate_upgrade, write_switching_protocols, HandshakeError,
     Request,
@@ -69,7 +71,9 @@ impl<H: Handler, N: Net> Server<H, N> {
         let id = conn.id;
         // §5.5.1: data may be sent until our close goes out; after it, a reply is dropped as
         // any send to a closing connection is.
-        let requester = ws.is_open().then_some(Requester {
+        // A reply that may be compressed needs the connection's compressor, which the
+        // message being handled borrows: it goes through the command list instead.
+        let requester = (ws.is_open() && sends_plain(ws)).then_some(Requester {
             id,
             out: &mut conn.out,
             storage: &mut self.out_storage,
@@ -197,11 +201,27 @@ impl<H: Handler, N: Net> Server<H, N> {
             return false;
         };
         let protocol = select_protocol(&self.config.protocols, &upgrade.offered_protocols);
-        let mut head = Vec::with_capacity(160);
-        write_switching_protocols(&mut head, &upgrade.accept, protocol);
-        conn.out.push_bytes(&head);
         let ws = Connection::new_server(self.config.limits.clone())
             .with_timeouts(Arc::clone(&self.timeouts), now);
+        // RFC 7692 §5: the first offer this server can honour, or none.
+        #[cfg(feature = "deflate")]
+        let (ws, extensions) =
+            match self.config.deflate.as_ref().and_then(|config| {
+                negotiate(config, request.header_values("Sec-WebSocket-Extensions"))
+            }) {
+                Some(agreed) => (ws.with_deflate(agreed), Some(agreed.response_header())),
+                None => (ws, None),
+            };
+        #[cfg(not(feature = "deflate"))]
+        let extensions: Option<String> = None;
+        if extensions.is_some() {
+            conn.deflate = true;
+            self.stats.deflate_negotiated += 1;
+            self.stats.deflate_open += 1;
+        }
+        let mut head = Vec::with_capacity(160);
+        write_switching_protocols(&mut head, &upgrade.accept, protocol, extensions.as_deref());
+        conn.out.push_bytes(&head);
         conn.deadline = ws.poll_timeout();
         if let Some(when) = conn.deadline {
             self.timers.schedule(when, conn.id);
@@ -267,6 +287,17 @@ impl Asker {
         client: None,
         head: false,
     };
+}
+
+/// Every message to this connection goes out as a plain frame (no permessage-deflate).
+fn sends_plain(ws: &Connection) -> bool {
+    #[cfg(feature = "deflate")]
+    return ws.deflate().is_none();
+    #[cfg(not(feature = "deflate"))]
+    {
+        let _ = ws;
+        true
+    }
 }
 
 /// Logs a violation: a flood is worth a warning, the rest are the peer's bugs.

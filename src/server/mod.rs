@@ -22,6 +22,7 @@
 
 mod acceptor;
 pub mod admission;
+mod compress;
 pub mod config;
 mod conn;
 mod deadlines;
@@ -99,6 +100,8 @@ pub struct Server<H: Handler, N: Net = MioNet> {
     addresses: AddressTable,
     read_buffers: BufferPool,
     out_storage: OutStorage,
+    /// The compressor shared by messages compressed on their own (permessage-deflate).
+    compressor: compress::Compressor,
     /// Shutting down: listeners closed, closes sent, waiting for the connections to end.
     draining: bool,
     /// A connection was removed: accepting, if it paused for lack of descriptors, may go on.
@@ -281,6 +284,7 @@ impl<H: Handler, N: Net> Server<H, N> {
                 READ_BUFFER.max(config.limits.max_handshake_bytes + 1),
             ),
             out_storage: OutStorage::new(POOLED_BUFFERS),
+            compressor: compress::Compressor::default(),
             timeouts: Arc::new(config.timeouts()),
             config,
             timers: Timers::default(),
@@ -497,6 +501,9 @@ impl<H: Handler, N: Net> Server<H, N> {
         }
         let id = conn.id;
         self.stats.open -= 1;
+        if std::mem::replace(&mut conn.deflate, false) {
+            self.stats.deflate_open -= 1;
+        }
         *self.stats.closes.entry(reason.code()).or_default() += 1;
         let mut ctx = Ctx::new(&mut self.commands, now);
         self.handler.on_close(&mut ctx, id, reason);

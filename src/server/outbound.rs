@@ -9,7 +9,7 @@ use std::io::{self, IoSlice, Write};
 use std::sync::Arc;
 
 use super::pool::{BufferPool, Pool};
-use crate::proto::frame::{encode_header, OpCode};
+use crate::proto::frame::{encode_header, EncodedHeader, OpCode};
 
 /// Pieces gathered into one `writev`.
 const MAX_IOVECS: usize = 64;
@@ -97,8 +97,20 @@ impl OutQueue {
 
     /// Appends one unmasked frame (server to client, §5.1).
     pub fn push_frame(&mut self, opcode: OpCode, payload: &[u8]) {
+        self.push_with_header(
+            encode_header(true, opcode, None, payload.len() as u64),
+            payload,
+        );
+    }
+
+    /// Appends one unmasked frame whose payload is a compressed message (RSV1 set, RFC 7692 §6).
+    pub fn push_compressed(&mut self, opcode: OpCode, payload: &[u8]) {
+        let header = encode_header(true, opcode, None, payload.len() as u64).compressed();
+        self.push_with_header(header, payload);
+    }
+
+    fn push_with_header(&mut self, header: EncodedHeader, payload: &[u8]) {
         self.tail_pong = None;
-        let header = encode_header(true, opcode, None, payload.len() as u64);
         let tail = self.owned_tail(header.as_bytes().len() + payload.len());
         tail.extend_from_slice(header.as_bytes());
         tail.extend_from_slice(payload);

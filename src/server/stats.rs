@@ -157,8 +157,15 @@ pub struct Stats {
     pub bytes_in: u64,
     /// Bytes written to sockets.
     pub bytes_out: u64,
-    /// Frames encoded for broadcasts (one per broadcast, whatever the receiver count).
+    /// Frames encoded for broadcasts: one per form a broadcast takes (plain, or compressed on
+    /// its own for every receiver without context takeover), whatever the receiver count,
+    /// plus one per receiver that compresses with context takeover.
     pub broadcast_encodes: u64,
+    /// Upgrades that negotiated permessage-deflate, since start.
+    pub deflate_negotiated: u64,
+    /// Open WebSocket connections with permessage-deflate (each holds at most the memory
+    /// the README states for its parameters).
+    pub deflate_open: usize,
     /// Requests and connections refused, by reason.
     pub rejections: BTreeMap<Rejection, u64>,
     /// WebSocket connections ended, by close code (1005: close without a code, 1006: no close).

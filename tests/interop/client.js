@@ -143,13 +143,17 @@ class Conn {
   }
 }
 
-async function openConnection(url) {
+async function openConnection(url, options = {}) {
   const ws = new WebSocket(url, {
+    ...options,
     maxPayload: 32 * MIB,
     handshakeTimeout: STEP_TIMEOUT,
     closeTimeout: CLOSE_TIMEOUT
   });
   const conn = new Conn(ws);
+  ws.once('upgrade', (res) => {
+    conn.extensionsHeader = res.headers['sec-websocket-extensions'];
+  });
   await withTimeout(
     new Promise((resolve, reject) => {
       ws.once('open', resolve);
@@ -248,7 +252,42 @@ function expectNoLeftovers(conn) {
   expect(left.length === 0, 'no unexpected frames', `left over: ${left.map((ev) => ev.type).join(', ')}`);
 }
 
+// perMessageDeflate options for each parameter set (RFC 7692 §7.1), and the server's answer.
+// ws offers client_max_window_bits without a value unless told otherwise; the server answers 15.
+const DEFLATE_SETS = [
+  [{}, 'permessage-deflate; client_max_window_bits=15'],
+  [{ serverNoContextTakeover: true }, 'permessage-deflate; server_no_context_takeover; client_max_window_bits=15'],
+  [{ clientNoContextTakeover: true }, 'permessage-deflate; client_no_context_takeover; client_max_window_bits=15'],
+  [
+    { serverMaxWindowBits: 10 },
+    'permessage-deflate; server_no_context_takeover; server_max_window_bits=10; client_max_window_bits=15'
+  ],
+  [{ clientMaxWindowBits: 9 }, 'permessage-deflate']
+];
+
 const scenarios = {
+  async deflate(url) {
+    const jsonLike = Array.from({ length: 200 }, (_, i) => `{"id":${i},"user":"u${i % 97}","ok":true},`)
+      .join('')
+      .slice(0, 4096);
+    for (const [params, answer] of DEFLATE_SETS) {
+      const what = JSON.stringify(params);
+      const conn = await openConnection(url, { perMessageDeflate: { ...params, threshold: 0 } });
+      const got = conn.extensionsHeader;
+      expect(got === answer, `answer to ${what}`, `got ${got}`);
+      await echo(conn, 'sixteen bytes!!!', `16 B text with ${what}`);
+      await echo(conn, jsonLike, `4 KiB JSON-like text with ${what}`);
+      await echo(conn, pseudoRandomBytes(65536, 7692), `64 KiB binary with ${what}`);
+      await echoFragmented(
+        conn,
+        ['frag', 'mented ', 'text'].map((s) => Buffer.from(s)),
+        false,
+        `fragments with ${what}`
+      );
+      await closeAndCheck(conn, 1000, 'bye', 1000);
+    }
+  },
+
   async session(url) {
     const conn = await openConnection(url);
     await echo(conn, 'hello, wsloop', 'ASCII text');

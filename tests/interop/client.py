@@ -13,6 +13,10 @@ Scenarios (each on a fresh connection to URL):
                 unchecked): the server must fail the connection with 1007.
   too-big       for a server started with `--max-message 65536`: 65536 bytes are echoed,
                 65537 bytes make the server fail the connection with 1009.
+  deflate       for a server started with `--deflate --deflate-threshold 0`: one connection
+                per permessage-deflate parameter set (RFC 7692 §7.1), each checking the
+                server's answer and echoing 16 B, 4 KiB of JSON-like text, 64 KiB and a
+                fragmented message, compressed both ways.
 
 Prints one `ok: ...` line per check and, when every check passed, the summary line
 `interop ok: python-websockets SCENARIO (N checks)`. Exits 1 on the first mismatch
@@ -92,10 +96,11 @@ def close_info(exc):
     return f"close received: {rcvd}, close sent: {sent}"
 
 
-async def open_connection(url, checks):
+async def open_connection(url, checks, **options):
     ws = await step(
         connect(
             url,
+            **options,
             max_size=32 * MIB,
             ping_interval=None,  # no keepalive pings: only the pings the scenario sends
             open_timeout=STEP_TIMEOUT,
@@ -267,7 +272,50 @@ async def scenario_too_big(url, checks):
     await expect_failure(ws, checks, 1009, f"binary of {TOO_BIG_LIMIT + 1} bytes")
 
 
+# (client offer, the server's expected answer) for each parameter set. websockets offers
+# client_max_window_bits without a value unless told otherwise; the server answers its 15.
+DEFLATE_SETS = [
+    ({}, "permessage-deflate; client_max_window_bits=15"),
+    (
+        {"server_no_context_takeover": True},
+        "permessage-deflate; server_no_context_takeover; client_max_window_bits=15",
+    ),
+    (
+        {"client_no_context_takeover": True},
+        "permessage-deflate; client_no_context_takeover; client_max_window_bits=15",
+    ),
+    (
+        {"server_max_window_bits": 10},
+        "permessage-deflate; server_no_context_takeover; server_max_window_bits=10; "
+        "client_max_window_bits=15",
+    ),
+    ({"client_max_window_bits": 9}, "permessage-deflate"),
+    ({"client_max_window_bits": None}, "permessage-deflate"),
+]
+
+
+async def scenario_deflate(url, checks):
+    from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
+
+    json_like = "".join(
+        f'{{"id":{i},"user":"u{i % 97}","ok":true,"text":"hello"}},' for i in range(200)
+    )[:4096]
+    for params, answer in DEFLATE_SETS:
+        factory = ClientPerMessageDeflateFactory(**params)
+        ws = await open_connection(url, checks, extensions=[factory], compression=None)
+        got = ws.response.headers.get("Sec-WebSocket-Extensions")
+        checks.expect(got == answer, f"answer to {params}", f"got {got!r}")
+        await echo(ws, checks, "sixteen bytes!!!", f"16 B text with {params}")
+        await echo(ws, checks, json_like, f"4 KiB JSON-like text with {params}")
+        await echo(ws, checks, random.Random(7692).randbytes(65536), f"64 KiB binary with {params}")
+        await echo_fragmented(
+            ws, checks, ["frag", "mented ", "text"], f"fragments with {params}", "fragmented text"
+        )
+        await close_and_check(ws, checks, 1000, "bye", 1000)
+
+
 SCENARIOS = {
+    "deflate": scenario_deflate,
     "session": scenario_session,
     "close-4000": scenario_close_4000,
     "invalid-utf8": scenario_invalid_utf8,
