@@ -78,6 +78,7 @@ fuzz_target!(|data: &[u8]| {
         }
         let header = FrameHeader {
             fin,
+            compressed: false,
             opcode,
             mask,
             payload_len: len,
