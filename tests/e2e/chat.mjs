@@ -118,6 +118,18 @@ async function waitIn(page, what, predicate, arg) {
 }
 
 /**
+ * Like `waitIn`, but polls from here: `waitIn`'s polling crawls in a page on a paused fake
+ * clock.
+ */
+async function pollIn(page, what, predicate) {
+  const deadline = Date.now() + STEP_TIMEOUT_MS;
+  while (!(await page.evaluate(predicate))) {
+    if (Date.now() > deadline) throw new Error(`${page.label}: ${what} (timed out)`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/**
  * Waits until the message list has an entry whose text, less its time, is exactly `text`, and
  * checks that the time is shown: a <time> with the message's moment as `datetime` and a
  * clock time as its visible text.
@@ -382,7 +394,6 @@ async function checkGivingUp() {
     });
   });
   run.pages.push(c);
-  await c.clock.pauseAt(Date.now() + 60_000);
   const attempts = () => c.evaluate(() => window.wsloop.attempts);
   /**
    * Lets the pending reconnection fire; the refusal comes in a microtask, so the attempt has
@@ -403,6 +414,9 @@ async function checkGivingUp() {
   );
   expectEqual(c, 'latency while never connected', await c.textContent('#latency'), NO_LATENCY);
   expectEqual(c, '"Reconnect now" visible', await c.isVisible('#reconnect-btn'), true);
+  await checkAccessibility(c, 'while reconnecting');
+  // From here on, time moves only when this script moves it.
+  await c.clock.pauseAt(Date.now() + 60_000);
 
   // The same client-side error three times is one line with a count.
   for (let i = 0; i < 3; i += 1) await sendChat(c, `into the void ${i}`);
@@ -423,7 +437,7 @@ async function checkGivingUp() {
   for (const [event, fire] of resets) {
     while ((await attempts()) < 4) await failOnce();
     await fire();
-    await waitIn(
+    await pollIn(
       c,
       `${event} reconnected at once with the backoff reset (attempts back to 1)`,
       () => window.wsloop.state === 'reconnecting' && window.wsloop.attempts === 1,
@@ -579,6 +593,7 @@ async function run() {
       ['reconnected', 'Reconnected', true],
     ]);
     await waitLatency(page);
+    await checkAccessibility(page, 'with the drop and the return marked');
     log(`${page.label} states seen: ${await page.evaluate(() => window.__e2eStates.join(' > '))}`);
   }
   const [idA2, idB2] = ids;
