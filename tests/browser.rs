@@ -1,11 +1,13 @@
-//! The browser client (`web/`) in real headless Chromium: two pages chat through `wsloop serve
-//! --deflate` (Chromium offers permessage-deflate by itself; the server must accept it),
-//! survive a server restart on the same port by reconnecting by themselves, and keep working.
+//! The browser client (`web/`) in real headless Chromium, at desktop and phone width: two pages
+//! chat through `wsloop serve --deflate` (Chromium offers permessage-deflate by itself; the
+//! server must accept it), survive a server restart on the same port by reconnecting by
+//! themselves, and keep working; a third gives up and comes back with "Reconnect now".
+//! Layout, focus order and accessibility (axe-core) are checked in the pages.
 //!
 //! The browser is driven by `tests/e2e/chat.mjs` with Playwright (`playwright-core`, which
 //! drives the system's Chromium and downloads nothing). This test starts the server, runs the
 //! script, restarts the server when the script asks for it, and checks the script's verdict
-//! and the screenshot it leaves in `target/test-artifacts/browser-chat.png`.
+//! and the screenshots it leaves in `target/test-artifacts/browser/` (look at them).
 //!
 //! External dependencies: Chromium (`/usr/bin/chromium` or `chromium` on PATH), `node`, and
 //! `npm ci` run in `tests/e2e`. Without them the test prints a skip, or fails when
@@ -22,8 +24,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::Server;
 
-/// Bound on the whole script run: the script bounds itself at 120 s, this is the backstop.
-const SCRIPT_TIMEOUT: Duration = Duration::from_secs(180);
+/// Bound on the whole script run: the script bounds itself at 150 s, this is the backstop.
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(210);
+/// The screenshots the script must leave: desktop and phone width, and the page that gave up.
+const SCREENSHOTS: [&str; 3] = ["desktop.png", "phone.png", "phone-gave-up.png"];
 /// How long the server stays down during the restart: the pages see at least one refused
 /// reconnection attempt.
 const DOWN_TIME: Duration = Duration::from_millis(1500);
@@ -61,13 +65,14 @@ fn browser_tools() -> Option<(PathBuf, PathBuf)> {
         common::find_program("chromium", "browser test; apt-get install chromium")?
     };
     let node = common::find_program("node", "browser test driven by Playwright")?;
-    let playwright = e2e_dir().join("node_modules/playwright-core/package.json");
-    if !playwright.is_file() {
-        common::skip_or_fail(&format!(
-            "playwright-core not installed in {} (run npm ci there)",
-            e2e_dir().join("node_modules").display()
-        ));
-        return None;
+    for module in ["playwright-core/package.json", "axe-core/axe.min.js"] {
+        if !e2e_dir().join("node_modules").join(module).is_file() {
+            common::skip_or_fail(&format!(
+                "{module} not installed in {} (run npm ci there)",
+                e2e_dir().join("node_modules").display()
+            ));
+            return None;
+        }
     }
     Some((chromium, node))
 }
@@ -156,16 +161,16 @@ fn write_line(stdin: &mut ChildStdin, line: &str) {
 
 /// Two pages chat and publish on a channel; the server restarts on the same port; both pages
 /// show that they are reconnecting, reconnect without a reload, join their channel again by
-/// themselves, and chat and publish again (exact texts checked by the script).
+/// themselves, and chat and publish again; a third page gives up and reconnects on demand
+/// (exact texts, layout, focus order and accessibility checked by the script).
 #[test]
 fn browser_pages_chat_and_reconnect_after_restart() {
     let Some((chromium, node)) = browser_tools() else {
         return;
     };
-    let artifacts = artifact_dir();
-    std::fs::create_dir_all(&artifacts).expect("create the test-artifacts folder");
-    let screenshot = artifacts.join("browser-chat.png");
-    let _ = std::fs::remove_file(&screenshot); // never check a stale one
+    let shots = artifact_dir().join("browser");
+    let _ = std::fs::remove_dir_all(&shots); // never check a stale one
+    std::fs::create_dir_all(&shots).expect("create the screenshot folder");
 
     let mut server = Server::serve(&SERVER_ARGS);
     let listen = server.addr.to_string();
@@ -180,7 +185,7 @@ fn browser_pages_chat_and_reconnect_after_restart() {
         .current_dir(&dir)
         .arg(dir.join("chat.mjs"))
         .arg(&url)
-        .arg(&screenshot)
+        .arg(&shots)
         .env("CHROMIUM", &chromium)
         .env("WSLOOP_E2E_MARKER", &marker)
         .stdin(Stdio::piped())
@@ -256,17 +261,20 @@ fn browser_pages_chat_and_reconnect_after_restart() {
         printed.iter().any(|line| line == "E2E OK"),
         "no E2E OK line: {report}"
     );
-    let png = std::fs::read(&screenshot)
-        .unwrap_or_else(|e| panic!("screenshot {}: {e}\n{report}", screenshot.display()));
-    assert!(
-        png.starts_with(b"\x89PNG\r\n\x1a\n"),
-        "{} is not a PNG ({} bytes)",
-        screenshot.display(),
-        png.len()
-    );
+    for name in SCREENSHOTS {
+        let path = shots.join(name);
+        let png = std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("screenshot {}: {e}\n{report}", path.display()));
+        assert!(
+            png.starts_with(b"\x89PNG\r\n\x1a\n"),
+            "{} is not a PNG ({} bytes)",
+            path.display(),
+            png.len()
+        );
+    }
     assert!(
         deflated >= Some(2),
         "permessage-deflate negotiated {deflated:?} times: {report}"
     );
-    eprintln!("{report}\nscreenshot: {}", screenshot.display());
+    eprintln!("{report}\nscreenshots in {}", shots.display());
 }

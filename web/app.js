@@ -2,7 +2,9 @@
 //
 // The page keeps one connection open, and when it drops it reconnects by itself with
 // exponential backoff and jitter, then joins again the channels it was in (the server forgets
-// subscriptions when a connection ends). Everything the server sends is written into the page
+// subscriptions when a connection ends). After giving up it offers "Reconnect now", and it
+// tries again at once, with the backoff reset, when the tab becomes visible or the network
+// comes back. Everything the server sends is written into the page
 // with textContent, never innerHTML, so a message can never inject markup.
 
 /** Reconnection policy: 1 s, 1.5 s, 2.25 s, ... up to 30 s, at most 50 tries in a row. */
@@ -24,21 +26,29 @@ const PONG_TIMEOUT_MS = 15000;
 const MAX_MESSAGES = 500;
 /** The error list keeps only the most recent entries. */
 const MAX_ERRORS = 5;
+/** What the latency shows while there is no measurement for the current connection. */
+const NO_LATENCY = '\u2014';
+/** Times on messages and markers: hours, minutes and seconds in the reader's locale. */
+const TIME_FORMAT = { hour: '2-digit', minute: '2-digit', second: '2-digit' };
 
 const $ = (id) => document.getElementById(id);
 const ui = {
   status: $('status'),
+  reconnectBtn: $('reconnect-btn'),
   me: $('me'),
   latency: $('latency'),
   messages: $('messages'),
   chatForm: $('chat-form'),
   chatInput: $('chat-input'),
+  joinForm: $('join-form'),
   channelInput: $('channel-input'),
-  subscribeBtn: $('subscribe-btn'),
   unsubscribeBtn: $('unsubscribe-btn'),
   channels: $('channels'),
+  joinedChannels: $('joined-channels'),
   publishForm: $('publish-form'),
+  publishChannel: $('publish-channel'),
   publishInput: $('publish-input'),
+  publishResult: $('publish-result'),
   errors: $('errors'),
 };
 
@@ -60,6 +70,8 @@ let pingTimer = null;
 let pingInFlight = null;
 /** This connection's identity, from `welcome`. */
 let me = null;
+/** An open connection dropped and none has opened since: the next open gets a marker. */
+let dropped = false;
 /**
  * Channels the user asked to be in: name -> 'pending' (subscribe sent, or to be sent again
  * after a reconnection) or 'joined' (the server answered `subscribed`).
@@ -102,6 +114,12 @@ function connect() {
 function onOpen() {
   attempts = 0;
   setState('open');
+  // Errors belonged to the old connection; the message list says where it came back.
+  ui.errors.replaceChildren();
+  if (dropped) {
+    dropped = false;
+    addMarker('reconnected', 'Reconnected');
+  }
   // The server forgot our subscriptions with the old connection: ask for them again.
   for (const name of channels.keys()) {
     channels.set(name, 'pending');
@@ -120,6 +138,10 @@ function onClose(event) {
 
 /** Forgets the current socket (closing it if needed) and what belonged to it. */
 function dropSocket() {
+  if (state === 'open') {
+    dropped = true;
+    addMarker('lost', 'Connection lost');
+  }
   if (socket) {
     const old = socket;
     socket = null; // from here on, its events are ignored
@@ -129,6 +151,7 @@ function dropSocket() {
   }
   clearInterval(pingTimer);
   pingInFlight = null;
+  ui.latency.textContent = NO_LATENCY; // an old value would look like a live measurement
   me = null;
   for (const name of channels.keys()) channels.set(name, 'pending');
   renderChannels();
@@ -147,6 +170,17 @@ function scheduleReconnect() {
   setState('reconnecting');
   // Keep the "reconnecting in Ns" countdown current.
   countdownTimer = setInterval(renderStatus, 250);
+}
+
+/**
+ * Tries again at once, with the backoff starting over: for the "Reconnect now" button, and when
+ * the tab becomes visible or the network comes back. Does nothing while connecting or open.
+ */
+function reconnectNow(why) {
+  if (state !== 'reconnecting' && state !== 'gave-up') return;
+  console.info(`wsloop: reconnecting now (${why})`);
+  attempts = 0;
+  connect();
 }
 
 function setState(next) {
@@ -217,7 +251,8 @@ function onMessage(data) {
       renderChannels();
       break;
     case 'published':
-      break; // the delivery count is not shown
+      showPublished(msg.channel, msg.receivers);
+      break;
     case 'error':
       showError(msg.code, msg.message);
       if (msg.code === 'invalid_channel' || msg.code === 'too_many_channels') {
@@ -260,11 +295,12 @@ function renderStatus() {
       break;
     }
     case 'gave-up':
-      text = `gave up after ${attempts} attempts; reload the page to try again`;
+      text = `gave up after ${attempts} attempts`;
       break;
   }
   ui.status.textContent = text;
   ui.status.dataset.state = state;
+  ui.reconnectBtn.hidden = state !== 'reconnecting' && state !== 'gave-up';
 }
 
 function renderMe() {
@@ -276,28 +312,62 @@ function renderMe() {
   }
 }
 
+/** The channel chips (a click picks the channel for Publish) and the Publish suggestions. */
 function renderChannels() {
   const items = [...channels].map(([name, status]) => {
     const li = document.createElement('li');
-    li.textContent = `#${name}`;
     li.dataset.channel = name;
     li.dataset.state = status;
-    li.title = status === 'joined' ? 'joined' : 'joining…';
+    const button = document.createElement('button');
+    button.type = 'button';
+    button.textContent = `#${name}`;
+    button.title = `${status === 'joined' ? 'joined' : 'joining…'}; click to publish here`;
+    li.append(button);
     return li;
   });
   ui.channels.replaceChildren(...items);
+  ui.joinedChannels.replaceChildren(
+    ...[...channels.keys()].map((name) => {
+      const option = document.createElement('option');
+      option.value = name;
+      return option;
+    }),
+  );
+}
+
+/** A <time> element showing `ms` (since the epoch) as a clock time. */
+function timeElement(ms) {
+  const date = new Date(ms);
+  const el = document.createElement('time');
+  el.dateTime = date.toISOString();
+  el.textContent = date.toLocaleTimeString([], TIME_FORMAT);
+  return el;
 }
 
 /** Appends `from: content`, prefixed with `#channel` for a channel message. */
 function addMessage(channel, msg) {
-  const li = document.createElement('li');
+  const body = span('body', '');
   if (channel !== null) {
-    li.append(span('channel', `#${channel}`), ' ');
+    body.append(span('channel', `#${channel}`), ' ');
   }
-  li.append(span('from', String(msg.from)), ': ', span('content', String(msg.content)));
+  body.append(span('from', String(msg.from)), ': ', span('content', String(msg.content)));
+  const li = document.createElement('li');
+  li.append(timeElement(typeof msg.ts === 'number' ? msg.ts : Date.now()), ' ', body);
   if (me && msg.id === me.id) li.classList.add('mine');
-  if (typeof msg.ts === 'number') li.title = new Date(msg.ts).toLocaleTimeString();
+  appendToMessages(li);
+}
 
+/** A line in the message list where the connection dropped (`lost`) or came back. */
+function addMarker(kind, text) {
+  const li = document.createElement('li');
+  li.className = 'marker';
+  li.dataset.marker = kind;
+  li.append(timeElement(Date.now()), ' ', span('body', text));
+  appendToMessages(li);
+}
+
+/** Appends to the message list, dropping the oldest, and follows the end if it was there. */
+function appendToMessages(li) {
   const list = ui.messages;
   const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
   list.append(li);
@@ -312,11 +382,40 @@ function span(className, text) {
   return el;
 }
 
+/** Shows an error, newest first; the same error again only counts up (`×5`) on its line. */
 function showError(code, message) {
+  const key = `${code}\n${message}`;
+  const newest = ui.errors.firstElementChild;
+  if (newest && newest.dataset.key === key) {
+    const count = Number(newest.dataset.count) + 1;
+    newest.dataset.count = String(count);
+    newest.querySelector('.count').textContent = ` \u00d7${count}`;
+    return;
+  }
   const li = document.createElement('li');
-  li.append(span('code', String(code)), ': ', String(message));
+  li.dataset.key = key;
+  li.dataset.count = '1';
+  li.append(span('code', String(code)), ': ', String(message), span('count', ''));
   ui.errors.prepend(li);
   while (ui.errors.childElementCount > MAX_ERRORS) ui.errors.lastElementChild.remove();
+}
+
+/**
+ * The answer to a publish: how many connections on this server received it, and a clear note
+ * when nobody did or when this page is not in the channel (so the message is not in its list).
+ */
+function showPublished(channel, receivers) {
+  if (typeof channel !== 'string' || typeof receivers !== 'number') return;
+  const noun = receivers === 1 ? 'connection' : 'connections';
+  let text =
+    receivers === 0
+      ? `#${channel}: nobody received it; no one on this server is subscribed.`
+      : `#${channel}: received by ${receivers} ${noun}.`;
+  if (channels.get(channel) !== 'joined') {
+    text += ` You are not subscribed to #${channel}, so you do not see it.`;
+  }
+  ui.publishResult.textContent = text;
+  ui.publishResult.dataset.receivers = String(receivers);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -335,12 +434,15 @@ function channelName() {
   return name;
 }
 
-ui.subscribeBtn.addEventListener('click', () => {
+ui.joinForm.addEventListener('submit', (event) => {
+  event.preventDefault();
   const name = channelName();
   if (name === '' || channels.get(name) === 'joined') return;
   if (send({ type: 'subscribe', channel: name })) {
     channels.set(name, 'pending');
     renderChannels();
+    // The first channel joined becomes the Publish target, in plain sight in its own field.
+    if (ui.publishChannel.value.trim() === '') ui.publishChannel.value = name;
   }
 });
 
@@ -349,19 +451,33 @@ ui.unsubscribeBtn.addEventListener('click', () => {
   if (name !== '') send({ type: 'unsubscribe', channel: name });
 });
 
+// Publish goes to the channel in its own field (both fields are `required`, so the browser
+// asks for what is missing before this runs).
 ui.publishForm.addEventListener('submit', (event) => {
   event.preventDefault();
-  const channel = channelName();
+  const channel = ui.publishChannel.value.trim();
   const content = ui.publishInput.value;
   if (channel === '' || content === '') return;
+  ui.publishResult.textContent = '';
   if (send({ type: 'publish', channel, content })) ui.publishInput.value = '';
 });
 
-// A click on a joined channel puts its name in the channel box.
+// A click on a channel chip makes it the Publish target and the Join/Leave box's channel.
 ui.channels.addEventListener('click', (event) => {
   const li = event.target.closest('li[data-channel]');
-  if (li) ui.channelInput.value = li.dataset.channel;
+  if (!li) return;
+  ui.publishChannel.value = li.dataset.channel;
+  ui.channelInput.value = li.dataset.channel;
+  ui.publishInput.focus();
 });
+
+ui.reconnectBtn.addEventListener('click', () => reconnectNow('asked'));
+// A tab in the background or a laptop off the network may have used up its attempts, or wait
+// for a long delay: try again at once when the user is back or the network is.
+document.addEventListener('visibilitychange', () => {
+  if (document.visibilityState === 'visible') reconnectNow('tab visible');
+});
+window.addEventListener('online', () => reconnectNow('network back'));
 
 // ---------------------------------------------------------------------------------------------
 // Start

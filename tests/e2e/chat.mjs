@@ -1,22 +1,36 @@
 // End-to-end test of the wsloop browser client (web/) in headless Chromium, driven by
 // tests/browser.rs.
 //
-//   node chat.mjs BASE_URL SCREENSHOT_PATH
+//   node chat.mjs BASE_URL SCREENSHOT_DIR
 //
-// Two pages in two browser contexts (two independent users) open BASE_URL, chat with each other
-// and meet on the channel `e2e`. Then the script prints READY_FOR_RESTART and waits for a line
-// RESTARTED on standard input, while the driver restarts the server on the same port. Both pages
-// must notice, show a reconnecting state, reconnect by themselves (no reload), join `e2e` again
-// by themselves, and carry chat and channel messages as before. Finally a screenshot of the
-// first page goes to SCREENSHOT_PATH.
+// Page A (desktop, 1280 px wide) and page B (phone, 390 px), in two browser contexts (two
+// independent users), open BASE_URL, chat with each other, meet on the channel `e2e` and
+// publish through the Publish form's own channel field, which says how many received each
+// publication. Identical errors collapse into one line with a count. The layout is checked at
+// both widths (no sideways scrolling, no header item broken over two lines), the focus order
+// by pressing Tab, and accessibility with axe-core run inside the page (no serious or critical
+// violation). Then the script prints READY_FOR_RESTART and waits for a line RESTARTED on
+// standard input, while the driver restarts the server on the same port. Both pages must show
+// a reconnecting state with no stale latency, reconnect by themselves (no reload), clear the
+// old errors, mark in the message list where the connection dropped and where it came back,
+// join `e2e` again by themselves, and carry chat and channel messages as before.
 //
-// Prints `E2E OK` and exits 0 when every check passed; otherwise prints `E2E FAILED: ...` and
-// exits 1. Every wait is bounded, and the browser is closed on every path.
+// Page C (phone, with Playwright's fake clock so that 22 minutes of backoff pass at once) sees
+// every connection refused: it must reconnect at once with the backoff
+// reset when the tab becomes visible or the network comes back, give up after 50 attempts with
+// a "Reconnect now" button, and connect when that button is pressed.
+//
+// Screenshots (desktop.png, phone.png, phone-gave-up.png) go to SCREENSHOT_DIR, each announced
+// by a line `SCREENSHOT PATH`. Prints `E2E OK` and exits 0 when every check passed; otherwise
+// prints `E2E FAILED: ...` and exits 1. Every wait is bounded, and the browser is closed on
+// every path.
 //
 // Environment: CHROMIUM (default /usr/bin/chromium); WSLOOP_E2E_MARKER, if set, is added to the
 // browser's command line as `--wsloop-e2e-marker=VALUE` so that the driver can find and kill a
 // browser left behind if this script itself is killed.
 
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { chromium } from 'playwright-core';
 
@@ -25,7 +39,16 @@ const STEP_TIMEOUT_MS = 15_000;
 /** Bound on the driver's restart of the server. */
 const RESTART_TIMEOUT_MS = 30_000;
 /** Bound on the whole run: a backstop for anything not covered by a step bound. */
-const RUN_TIMEOUT_MS = 120_000;
+const RUN_TIMEOUT_MS = 150_000;
+/** The page's reconnection policy (web/app.js): it gives up after this many attempts... */
+const MAX_ATTEMPTS = 50;
+/** ...each delayed by at most this much. */
+const MAX_DELAY_MS = 30_000;
+/** What the latency shows without a measurement. */
+const NO_LATENCY = '\u2014';
+
+const DESKTOP = { width: 1280, height: 800 };
+const PHONE = { width: 390, height: 844 };
 
 const CHROMIUM_ARGS = [
   '--headless',
@@ -38,11 +61,14 @@ const CHROMIUM_ARGS = [
   '--disable-sync',
 ];
 
-const [baseUrl, screenshotPath] = process.argv.slice(2);
-if (!baseUrl || !screenshotPath) {
-  console.error('usage: node chat.mjs BASE_URL SCREENSHOT_PATH');
+const [baseUrl, screenshotDir] = process.argv.slice(2);
+if (!baseUrl || !screenshotDir) {
+  console.error('usage: node chat.mjs BASE_URL SCREENSHOT_DIR');
   process.exit(2);
 }
+
+/** axe-core's browser build, injected into the pages for the accessibility check. */
+const AXE_PATH = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
 
 /** Lines from standard input, consumed one by one by `nextStdinLine`. */
 const stdinLines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
@@ -54,8 +80,10 @@ let browser = null;
 /** Uncaught errors thrown by the page scripts: any of them fails the run. */
 const pageErrors = [];
 
+const started = Date.now();
+
 function log(message) {
-  console.error(`[e2e] ${message}`);
+  console.error(`[e2e] ${((Date.now() - started) / 1000).toFixed(1)}s ${message}`);
 }
 
 function withTimeout(promise, ms, what) {
@@ -72,6 +100,14 @@ async function nextStdinLine(ms) {
   return next.value.trim();
 }
 
+function expectEqual(page, what, actual, expected) {
+  if (JSON.stringify(actual) !== JSON.stringify(expected)) {
+    throw new Error(
+      `${page.label}: ${what}: got ${JSON.stringify(actual)}, expected ${JSON.stringify(expected)}`,
+    );
+  }
+}
+
 /** Waits until `predicate(arg)`, evaluated in the page, is true; `what` names it on timeout. */
 async function waitIn(page, what, predicate, arg) {
   try {
@@ -81,13 +117,38 @@ async function waitIn(page, what, predicate, arg) {
   }
 }
 
-/** Waits until the page's message list has an entry whose text is exactly `text`. */
+/**
+ * Like `waitIn`, but polls from here: `waitIn`'s polling crawls in a page on a paused fake
+ * clock.
+ */
+async function pollIn(page, what, predicate) {
+  const deadline = Date.now() + STEP_TIMEOUT_MS;
+  while (!(await page.evaluate(predicate))) {
+    if (Date.now() > deadline) throw new Error(`${page.label}: ${what} (timed out)`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/**
+ * Waits until the message list has an entry whose text, less its time, is exactly `text`, and
+ * checks that the time is shown: a <time> with the message's moment as `datetime` and a
+ * clock time as its visible text.
+ */
 function waitForMessage(page, text) {
   return waitIn(
     page,
-    `message list shows ${JSON.stringify(text)}`,
+    `message list shows ${JSON.stringify(text)} with a visible time`,
     (expected) =>
-      [...document.querySelectorAll('#messages li')].some((li) => li.textContent === expected),
+      [...document.querySelectorAll('#messages li')].some((li) => {
+        const time = li.querySelector('time');
+        return (
+          li.querySelector('.body')?.textContent === expected &&
+          time !== null &&
+          !Number.isNaN(Date.parse(time.dateTime)) &&
+          /\d{1,2}:\d{2}:\d{2}/.test(time.textContent) &&
+          time.getBoundingClientRect().width > 0
+        );
+      }),
     text,
   );
 }
@@ -105,6 +166,13 @@ async function waitOpen(page) {
   return page.evaluate(() => window.wsloop.id);
 }
 
+/** Waits until the latency shows a measurement. */
+function waitLatency(page) {
+  return waitIn(page, 'latency shows N ms', () =>
+    /^\d+ ms$/.test(document.getElementById('latency').textContent),
+  );
+}
+
 /** Waits until the channel list shows `channel` as joined (confirmed by `subscribed`). */
 function waitJoined(page, channel) {
   return waitIn(
@@ -118,6 +186,23 @@ function waitJoined(page, channel) {
   );
 }
 
+/** Waits until the Publish form's answer line says exactly `text`. */
+function waitPublished(page, text) {
+  return waitIn(
+    page,
+    `publish result says ${JSON.stringify(text)}`,
+    (expected) => document.getElementById('publish-result').textContent === expected,
+    text,
+  );
+}
+
+/** The error lines, newest first. */
+function errorLines(page) {
+  return page.evaluate(() =>
+    [...document.querySelectorAll('#errors li')].map((li) => li.textContent),
+  );
+}
+
 async function sendChat(page, content) {
   await page.fill('#chat-input', content);
   await page.press('#chat-input', 'Enter');
@@ -128,30 +213,48 @@ async function subscribe(page, channel) {
   await page.click('#subscribe-btn');
 }
 
+/**
+ * Publishes through the Publish form to `channel`, with something else in the Join/Leave box
+ * so that a page taking the channel from there would be caught.
+ */
 async function publish(page, channel, content) {
-  await page.fill('#channel-input', channel);
+  await page.fill('#channel-input', `decoy-${nonce}`);
+  await page.fill('#publish-channel', channel);
   await page.fill('#publish-input', content);
   await page.press('#publish-input', 'Enter');
 }
 
 /**
- * Records every connection state the page shows, from now on, in `window.__e2eStates`, and
- * tags the document so that a reload would be noticed.
+ * Records every connection state the page shows, from now on, in `window.__e2eStates`, every
+ * latency shown while not open in `window.__e2eStaleLatency`, and tags the document so that a
+ * reload would be noticed.
  */
 function watchStates(page) {
-  return page.evaluate((tag) => {
-    const status = document.getElementById('status');
-    window.__e2eStates = [status.dataset.state];
-    window.__e2eTag = tag;
-    new MutationObserver(() => {
-      const states = window.__e2eStates;
-      if (states[states.length - 1] !== status.dataset.state) states.push(status.dataset.state);
-    }).observe(status, { attributes: true, childList: true, characterData: true, subtree: true });
-  }, nonce);
+  return page.evaluate(
+    ([tag, noLatency]) => {
+      const status = document.getElementById('status');
+      const latency = document.getElementById('latency');
+      window.__e2eStates = [status.dataset.state];
+      window.__e2eStaleLatency = [];
+      window.__e2eTag = tag;
+      const observer = new MutationObserver(() => {
+        const states = window.__e2eStates;
+        const state = status.dataset.state;
+        if (states[states.length - 1] !== state) states.push(state);
+        if (state !== 'open' && latency.textContent !== noLatency) {
+          window.__e2eStaleLatency.push(`${state}: ${latency.textContent}`);
+        }
+      });
+      const options = { attributes: true, childList: true, characterData: true, subtree: true };
+      observer.observe(status, options);
+      observer.observe(latency, options);
+    },
+    [nonce, NO_LATENCY],
+  );
 }
 
-async function openPage(label) {
-  const context = await browser.newContext({ viewport: { width: 1100, height: 720 } });
+async function openPage(label, viewport, prepare = async () => {}) {
+  const context = await browser.newContext({ viewport });
   const page = await context.newPage();
   page.label = label;
   page.on('pageerror', (error) => {
@@ -159,11 +262,368 @@ async function openPage(label) {
     log(`${label} page error: ${error.message}`);
   });
   page.on('console', (message) => log(`${label} console.${message.type()}: ${message.text()}`));
+  await prepare(page);
   const response = await page.goto(baseUrl, { timeout: STEP_TIMEOUT_MS });
   if (!response || response.status() !== 200) {
     throw new Error(`${label}: GET ${baseUrl} answered ${response && response.status()}`);
   }
   return page;
+}
+
+async function screenshot(page, name) {
+  const path = join(screenshotDir, name);
+  await page.screenshot({ path, fullPage: true, timeout: STEP_TIMEOUT_MS });
+  console.log(`SCREENSHOT ${path}`);
+}
+
+/**
+ * The layout at this page's width: nothing wider than the window (no sideways scrolling), and
+ * each header label and value on one line (at 390 px the old header broke "1 / ms").
+ */
+async function checkLayout(page) {
+  const problems = await page.evaluate(() => {
+    const found = [];
+    const width = document.documentElement.clientWidth;
+    if (document.documentElement.scrollWidth > width) {
+      found.push(`page is ${document.documentElement.scrollWidth} px wide in a ${width} px window`);
+    }
+    // No box sticking out on the right (which scrollWidth rounds away when it is a fraction).
+    for (const el of document.querySelectorAll('body *')) {
+      const right = el.getBoundingClientRect().right;
+      if (right > width + 0.1) {
+        found.push(`${el.tagName.toLowerCase()}${el.id ? `#${el.id}` : ''}.${el.className} ends at ${right} px`);
+        break;
+      }
+    }
+    // Every piece of header text on one line...
+    const walker = document.createTreeWalker(document.querySelector('.facts'), NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      if (node.textContent.trim() === '') continue;
+      const range = document.createRange();
+      range.selectNodeContents(node);
+      const rects = [...range.getClientRects()].filter((r) => r.width > 0);
+      const tops = new Set(rects.map((r) => Math.round(r.top)));
+      if (tops.size > 1) found.push(`"${node.textContent}" is broken over ${tops.size} lines`);
+      if (rects.some((r) => r.right > width)) found.push(`"${node.textContent}" overflows`);
+    }
+    // ...and each label on the same line as its value.
+    for (const fact of document.querySelectorAll('.fact')) {
+      const middle = (el) => {
+        const r = el.getBoundingClientRect();
+        return (r.top + r.bottom) / 2;
+      };
+      const [dt, dd] = [fact.querySelector('dt'), fact.querySelector('dd')];
+      if (Math.abs(middle(dt) - middle(dd)) > 4) {
+        found.push(`"${dt.textContent}" is not on the line of its value "${dd.textContent.trim()}"`);
+      }
+    }
+    return found;
+  });
+  if (problems.length > 0) throw new Error(`${page.label}: layout: ${problems.join('; ')}`);
+}
+
+/** axe-core in the page: no serious or critical violation (labels, contrast, roles, ...). */
+async function checkAccessibility(page, when) {
+  if (!(await page.evaluate(() => typeof window.axe === 'object'))) {
+    await page.addScriptTag({ path: AXE_PATH });
+  }
+  const violations = await page.evaluate(async () => {
+    const result = await window.axe.run(document, {
+      runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'] },
+    });
+    return result.violations
+      .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+      .map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
+  });
+  if (violations.length > 0) {
+    throw new Error(`${page.label}: axe-core ${when}: ${violations.join('; ')}`);
+  }
+  log(`${page.label}: axe-core ${when}: no serious or critical violation`);
+}
+
+/** Tab from the top of the page: the focus visits the controls in reading order. */
+async function checkFocusOrder(page, expected) {
+  await page.click('h1'); // the next Tab starts from the top of the page
+  const seen = [];
+  for (let i = 0; i < expected.length; i += 1) {
+    await page.keyboard.press('Tab');
+    seen.push(
+      await page.evaluate(() => {
+        const el = document.activeElement;
+        const chip = el?.closest('#channels li');
+        return chip ? `chip:${chip.dataset.channel}` : el?.id || el?.tagName;
+      }),
+    );
+  }
+  expectEqual(page, 'focus order', seen, expected);
+}
+
+/**
+ * Page C: with a fake clock and every connection refused, the backoff is reset by
+ * `visibilitychange` and `online`, the page gives up after MAX_ATTEMPTS, and "Reconnect now"
+ * connects once the server is there.
+ */
+async function checkGivingUp() {
+  const c = await openPage('page C (phone)', PHONE, async (page) => {
+    await page.clock.install();
+    // A network that refuses every connection while `__e2eNetworkDown` is set. (Real refusals
+    // would do, but Chromium throttles WebSocket connections after failures, by seconds each:
+    // 50 of them would take minutes.) Once it is cleared, the browser's own WebSocket is used.
+    await page.addInitScript(() => {
+      const Real = window.WebSocket;
+      window.__e2eNetworkDown = true;
+      class Refused extends EventTarget {
+        constructor(url) {
+          if (!window.__e2eNetworkDown) return new Real(url);
+          super();
+          this.url = url;
+          this.readyState = Real.CONNECTING;
+          Promise.resolve().then(() => {
+            this.readyState = Real.CLOSED;
+            this.dispatchEvent(new Event('error'));
+            this.dispatchEvent(new CloseEvent('close', { code: 1006, wasClean: false }));
+          });
+        }
+        close() {}
+        send() {
+          throw new DOMException('not open', 'InvalidStateError');
+        }
+      }
+      for (const name of ['CONNECTING', 'OPEN', 'CLOSING', 'CLOSED']) Refused[name] = Real[name];
+      window.WebSocket = Refused;
+    });
+  });
+  run.pages.push(c);
+  const attempts = () => c.evaluate(() => window.wsloop.attempts);
+  /**
+   * Lets the pending reconnection fire; the refusal comes in a microtask, so the attempt has
+   * failed when the clock call returns. (No `waitIn` here: its polling crawls under the fake
+   * clock.)
+   */
+  async function failOnce() {
+    const before = await attempts();
+    await c.clock.fastForward(MAX_DELAY_MS + 1_000);
+    const after = await c.evaluate(() => [window.wsloop.state, window.wsloop.attempts]);
+    if (after[0] !== 'gave-up' && after[1] !== before + 1) {
+      throw new Error(`page C: after attempt ${before + 1} the page shows ${after}`);
+    }
+  }
+
+  await waitIn(c, 'reconnecting after the first failure', () =>
+    window.wsloop.state === 'reconnecting',
+  );
+  expectEqual(c, 'latency while never connected', await c.textContent('#latency'), NO_LATENCY);
+  expectEqual(c, '"Reconnect now" visible', await c.isVisible('#reconnect-btn'), true);
+  await checkAccessibility(c, 'while reconnecting');
+  // From here on, time moves only when this script moves it.
+  await c.clock.pauseAt(Date.now() + 60_000);
+
+  // The same client-side error three times is one line with a count.
+  for (let i = 0; i < 3; i += 1) await sendChat(c, `into the void ${i}`);
+  const errors = await errorLines(c);
+  expectEqual(c, 'errors', errors.length, 1);
+  if (!/^not_connected: .* ×3$/.test(errors[0])) {
+    throw new Error(`page C: error line ${JSON.stringify(errors[0])} is not "not_connected: ... ×3"`);
+  }
+
+  // A tab becoming visible, then the network coming back, each start over at attempt 1.
+  const resets = [
+    ['visibilitychange', () => c.evaluate(() => document.dispatchEvent(new Event('visibilitychange')))],
+    ['online', async () => {
+      await c.context().setOffline(true);
+      await c.context().setOffline(false);
+    }],
+  ];
+  for (const [event, fire] of resets) {
+    while ((await attempts()) < 4) await failOnce();
+    await fire();
+    await pollIn(
+      c,
+      `${event} reconnected at once with the backoff reset (attempts back to 1)`,
+      () => window.wsloop.state === 'reconnecting' && window.wsloop.attempts === 1,
+    );
+    log(`page C: ${event} reset the backoff`);
+  }
+
+  // Giving up after MAX_ATTEMPTS, with a button to try again.
+  for (let i = 0; i < MAX_ATTEMPTS + 5 && (await c.evaluate(() => window.wsloop.state)) !== 'gave-up'; i += 1) {
+    await failOnce();
+  }
+  expectEqual(c, 'state after the attempts', await c.evaluate(() => window.wsloop.state), 'gave-up');
+  expectEqual(c, 'status', await c.textContent('#status'), `gave up after ${MAX_ATTEMPTS} attempts`);
+  expectEqual(c, '"Reconnect now" visible', await c.isVisible('#reconnect-btn'), true);
+  // Nothing is pending any more; let time flow again (axe-core and screenshots need timers).
+  await c.clock.resume();
+  await checkLayout(c);
+  await checkAccessibility(c, 'after giving up');
+  await screenshot(c, 'phone-gave-up.png');
+
+  // The network is back: the button connects.
+  await c.evaluate(() => {
+    window.__e2eNetworkDown = false;
+  });
+  await c.click('#reconnect-btn');
+  await waitOpen(c);
+  expectEqual(c, '"Reconnect now" visible when open', await c.isVisible('#reconnect-btn'), false);
+  expectEqual(c, 'errors after connecting', await errorLines(c), []);
+  log('page C: gave up, then "Reconnect now" connected');
+}
+
+async function run() {
+  run.pages = [];
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    // Playwright gives the browser a fresh, empty profile directory and removes it at close.
+    args: process.env.WSLOOP_E2E_MARKER
+      ? [...CHROMIUM_ARGS, `--wsloop-e2e-marker=${process.env.WSLOOP_E2E_MARKER}`]
+      : CHROMIUM_ARGS,
+    timeout: 30_000,
+  });
+  log(`browser ${browser.version()}`);
+
+  const a = await openPage('page A (desktop)', DESKTOP);
+  const b = await openPage('page B (phone)', PHONE);
+  run.pages.push(a, b);
+
+  // 1. Both connect and learn their ids; the latency is measured.
+  const idA = await waitOpen(a);
+  const idB = await waitOpen(b);
+  if (idA === idB) throw new Error(`both pages got the id ${idA}`);
+  for (const page of [a, b]) await waitLatency(page);
+  log(`open: A is ${idA}, B is ${idB}`);
+
+  // 2. A chat from A reaches B, and A itself, with its time shown. Without a token the name is
+  // the id.
+  const chat1 = `hello from A ${nonce}`;
+  await sendChat(a, chat1);
+  await waitForMessage(b, `${idA}: ${chat1}`);
+  await waitForMessage(a, `${idA}: ${chat1}`);
+  log('chat delivered');
+
+  // 3. Both join `e2e`, which becomes the Publish target in its own field; B publishes there,
+  // A (and B) show it with the channel prefix, and B learns that two connections received it.
+  await subscribe(a, 'e2e');
+  await subscribe(b, 'e2e');
+  await waitJoined(a, 'e2e');
+  await waitJoined(b, 'e2e');
+  for (const page of [a, b]) {
+    expectEqual(page, 'Publish channel after joining', await page.inputValue('#publish-channel'), 'e2e');
+  }
+  const pub1 = `news from B ${nonce}`;
+  await publish(b, 'e2e', pub1);
+  await waitForMessage(a, `#e2e ${idB}: ${pub1}`);
+  await waitForMessage(b, `#e2e ${idB}: ${pub1}`);
+  await waitPublished(b, '#e2e: received by 2 connections.');
+  log('channel message delivered');
+
+  // 4. Publication feedback: to a channel nobody is in, and to one only B is in.
+  const empty = `empty-${nonce}`;
+  await publish(a, empty, 'anyone?');
+  await waitPublished(
+    a,
+    `#${empty}: nobody received it; no one on this server is subscribed. ` +
+      `You are not subscribed to #${empty}, so you do not see it.`,
+  );
+  const bOnly = `b-only-${nonce}`;
+  await subscribe(b, bOnly);
+  await waitJoined(b, bOnly);
+  await publish(a, bOnly, `for B only ${nonce}`);
+  await waitForMessage(b, `#${bOnly} ${idA}: for B only ${nonce}`);
+  await waitPublished(
+    a,
+    `#${bOnly}: received by 1 connection. You are not subscribed to #${bOnly}, so you do not see it.`,
+  );
+  log('publication feedback shown');
+
+  // 5. A server error is shown, and the same error twice is one line with a count.
+  await b.fill('#channel-input', `not-joined-${nonce}`);
+  await b.click('#unsubscribe-btn');
+  await b.click('#unsubscribe-btn');
+  await waitIn(b, 'errors show one not_subscribed line counted ×2', () => {
+    const lines = [...document.querySelectorAll('#errors li')].map((li) => li.textContent);
+    return lines.length === 1 && lines[0].startsWith('not_subscribed: ') && lines[0].endsWith(' ×2');
+  });
+  log('error shown once with a count');
+
+  // 6. Layout, focus order and accessibility at both widths.
+  for (const page of [a, b]) {
+    await checkLayout(page);
+    await checkAccessibility(page, 'while open');
+  }
+  const chipOrder = [`chip:e2e`];
+  await checkFocusOrder(a, [
+    'messages', 'chat-input', 'chat-send', 'channel-input', 'subscribe-btn', 'unsubscribe-btn',
+    ...chipOrder, 'publish-channel', 'publish-input', 'publish-btn',
+  ]);
+  log('layout, focus order and accessibility checked');
+
+  // 7. The server restarts on the same port.
+  await watchStates(a);
+  await watchStates(b);
+  console.log('READY_FOR_RESTART');
+  const line = await nextStdinLine(RESTART_TIMEOUT_MS);
+  if (line !== 'RESTARTED') throw new Error(`expected RESTARTED on stdin, got ${JSON.stringify(line)}`);
+  log('server restarted');
+
+  // 8. Both pages went through "reconnecting" with no latency shown, are open again in the
+  // same document, with the old errors gone and the drop and the return marked in the list.
+  const ids = [];
+  for (const page of [a, b]) {
+    await waitIn(page, 'showed a reconnecting state, then open again', () =>
+      window.__e2eStates.includes('reconnecting') && window.wsloop.state === 'open',
+    );
+    ids.push(await waitOpen(page));
+    const tag = await page.evaluate(() => window.__e2eTag);
+    if (tag !== nonce) throw new Error(`${page.label}: the page was reloaded`);
+    const attempts = await page.evaluate(() => window.wsloop.attempts);
+    if (attempts !== 0) throw new Error(`${page.label}: attempts is ${attempts} after open, not 0`);
+    const stale = await page.evaluate(() => window.__e2eStaleLatency);
+    expectEqual(page, 'latency shown while not open', stale, []);
+    expectEqual(page, 'errors after reconnecting', await errorLines(page), []);
+    const markers = await page.evaluate(() =>
+      [...document.querySelectorAll('#messages li.marker')].map((li) => [
+        li.dataset.marker,
+        li.querySelector('.body').textContent,
+        /\d{1,2}:\d{2}:\d{2}/.test(li.querySelector('time').textContent),
+      ]),
+    );
+    expectEqual(page, 'markers in the message list', markers, [
+      ['lost', 'Connection lost', true],
+      ['reconnected', 'Reconnected', true],
+    ]);
+    await waitLatency(page);
+    await checkAccessibility(page, 'with the drop and the return marked');
+    log(`${page.label} states seen: ${await page.evaluate(() => window.__e2eStates.join(' > '))}`);
+  }
+  const [idA2, idB2] = ids;
+
+  // 9. Chat works again, both ways round.
+  const chat2 = `hello again from B ${nonce}`;
+  await sendChat(b, chat2);
+  await waitForMessage(a, `${idB2}: ${chat2}`);
+  await waitForMessage(b, `${idB2}: ${chat2}`);
+  log('chat delivered after restart');
+
+  // 10. Both pages joined `e2e` again by themselves; a channel message gets through.
+  await waitJoined(a, 'e2e');
+  await waitJoined(b, 'e2e');
+  const pub2 = `more news from B ${nonce}`;
+  await publish(b, 'e2e', pub2);
+  await waitForMessage(a, `#e2e ${idB2}: ${pub2}`);
+  await waitPublished(b, '#e2e: received by 2 connections.');
+  const chat3 = `A is back too ${nonce}`;
+  await sendChat(a, chat3);
+  await waitForMessage(b, `${idA2}: ${chat3}`);
+  log('channel message delivered after restart');
+
+  await screenshot(a, 'desktop.png');
+  await screenshot(b, 'phone.png');
+
+  // 11. Giving up, and the ways back.
+  await checkGivingUp();
+
+  if (pageErrors.length > 0) throw new Error(`page script errors: ${pageErrors.join('; ')}`);
 }
 
 /** What a page shows, for the failure report. */
@@ -179,6 +639,7 @@ async function describe(page) {
         latency: text('latency'),
         messages: items('messages'),
         channels: items('channels'),
+        publishResult: text('publish-result'),
         errors: items('errors'),
         statesSeen: window.__e2eStates,
       });
@@ -186,108 +647,6 @@ async function describe(page) {
   } catch (error) {
     return `(page not readable: ${error.message})`;
   }
-}
-
-async function run() {
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    // Playwright gives the browser a fresh, empty profile directory and removes it at close.
-    args: process.env.WSLOOP_E2E_MARKER
-      ? [...CHROMIUM_ARGS, `--wsloop-e2e-marker=${process.env.WSLOOP_E2E_MARKER}`]
-      : CHROMIUM_ARGS,
-    timeout: 30_000,
-  });
-  log(`browser ${browser.version()}`);
-
-  const a = await openPage('page A');
-  const b = await openPage('page B');
-  run.pages = [a, b];
-
-  // 1. Both connect and learn their ids; the latency is measured.
-  const idA = await waitOpen(a);
-  const idB = await waitOpen(b);
-  if (idA === idB) throw new Error(`both pages got the id ${idA}`);
-  for (const page of [a, b]) {
-    await waitIn(page, 'latency shows N ms', () =>
-      /^\d+ ms$/.test(document.getElementById('latency').textContent),
-    );
-  }
-  log(`open: A is ${idA}, B is ${idB}`);
-
-  // 2. A chat from A reaches B, and A itself. Without a token the name is the id.
-  const chat1 = `hello from A ${nonce}`;
-  await sendChat(a, chat1);
-  await waitForMessage(b, `${idA}: ${chat1}`);
-  await waitForMessage(a, `${idA}: ${chat1}`);
-  log('chat delivered');
-
-  // 3. Both join `e2e`; B publishes, A (and B) show it with the channel prefix.
-  await subscribe(a, 'e2e');
-  await subscribe(b, 'e2e');
-  await waitJoined(a, 'e2e');
-  await waitJoined(b, 'e2e');
-  const pub1 = `news from B ${nonce}`;
-  await publish(b, 'e2e', pub1);
-  await waitForMessage(a, `#e2e ${idB}: ${pub1}`);
-  await waitForMessage(b, `#e2e ${idB}: ${pub1}`);
-  log('channel message delivered');
-
-  // 4. A server error is shown: leaving a channel B is not in.
-  await b.fill('#channel-input', `not-joined-${nonce}`);
-  await b.click('#unsubscribe-btn');
-  await waitIn(b, 'errors show not_subscribed', () =>
-    [...document.querySelectorAll('#errors li')].some((li) =>
-      li.textContent.startsWith('not_subscribed: '),
-    ),
-  );
-  log('error shown');
-
-  // 5. The server restarts on the same port.
-  await watchStates(a);
-  await watchStates(b);
-  console.log('READY_FOR_RESTART');
-  const line = await nextStdinLine(RESTART_TIMEOUT_MS);
-  if (line !== 'RESTARTED') throw new Error(`expected RESTARTED on stdin, got ${JSON.stringify(line)}`);
-  log('server restarted');
-
-  // 6. Both pages went through "reconnecting" and are open again, in the same document.
-  const ids = [];
-  for (const page of [a, b]) {
-    await waitIn(page, 'showed a reconnecting state, then open again', () =>
-      window.__e2eStates.includes('reconnecting') && window.wsloop.state === 'open',
-    );
-    ids.push(await waitOpen(page));
-    const tag = await page.evaluate(() => window.__e2eTag);
-    if (tag !== nonce) throw new Error(`${page.label}: the page was reloaded`);
-    const attempts = await page.evaluate(() => window.wsloop.attempts);
-    if (attempts !== 0) throw new Error(`${page.label}: attempts is ${attempts} after open, not 0`);
-    log(`${page.label} states seen: ${await page.evaluate(() => window.__e2eStates.join(' > '))}`);
-  }
-  const [idA2, idB2] = ids;
-
-  // 7. Chat works again, both ways round.
-  const chat2 = `hello again from B ${nonce}`;
-  await sendChat(b, chat2);
-  await waitForMessage(a, `${idB2}: ${chat2}`);
-  await waitForMessage(b, `${idB2}: ${chat2}`);
-  log('chat delivered after restart');
-
-  // 8. Both pages joined `e2e` again by themselves; a channel message gets through.
-  await waitJoined(a, 'e2e');
-  await waitJoined(b, 'e2e');
-  const pub2 = `more news from B ${nonce}`;
-  await publish(b, 'e2e', pub2);
-  await waitForMessage(a, `#e2e ${idB2}: ${pub2}`);
-  const chat3 = `A is back too ${nonce}`;
-  await sendChat(a, chat3);
-  await waitForMessage(b, `${idA2}: ${chat3}`);
-  log('channel message delivered after restart');
-
-  if (pageErrors.length > 0) throw new Error(`page script errors: ${pageErrors.join('; ')}`);
-
-  await a.screenshot({ path: screenshotPath, fullPage: true, timeout: STEP_TIMEOUT_MS });
-  log(`screenshot written to ${screenshotPath}`);
 }
 
 async function main() {
@@ -303,9 +662,9 @@ async function main() {
   }
   if (failure) {
     for (const page of run.pages || []) log(`${page.label} shows ${await describe(page)}`);
-    if (run.pages) {
-      await run.pages[0]
-        .screenshot({ path: screenshotPath, fullPage: true, timeout: 5_000 })
+    for (const [i, page] of (run.pages || []).entries()) {
+      await page
+        .screenshot({ path: join(screenshotDir, `failed-${i}.png`), fullPage: true, timeout: 5_000 })
         .catch(() => {});
     }
   }
