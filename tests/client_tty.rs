@@ -159,3 +159,36 @@ fn a_lost_connection_exits_1_with_the_terminal_out_of_raw_mode() {
         "left in raw mode: {local:?}"
     );
 }
+
+#[test]
+fn binary_lines_pings_and_pongs_are_shown_as_asked() {
+    let server = Server::echo(&[]);
+    let mut child = Command::new(wsloop_binary())
+        .args(["client", &server.url("/")])
+        .args(["--binary", "--ping-interval", "100ms", "--show-ping-pong"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the client");
+    let mut stdin = child.stdin.take().expect("stdin piped");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout piped"));
+    // A line goes out as a binary message; the echo comes back as one (5 bytes: "hello").
+    writeln!(stdin, "hello").expect("send a line");
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("the echo");
+    assert_eq!(line, "<binary, 5 bytes>\n");
+    // Let a few pings go out before the end of input closes the connection.
+    std::thread::sleep(Duration::from_millis(450));
+    drop(stdin);
+    let output = child.wait_with_output().expect("the client exits");
+    assert_eq!(output.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let pings = stderr.lines().filter(|l| *l == "> ping").count();
+    let pongs = stderr.lines().filter(|l| *l == "< pong (0 bytes)").count();
+    assert!(pings >= 2, "pings sent every 100 ms: {stderr}");
+    assert!(
+        pongs >= 1 && pongs <= pings,
+        "the echo server's pongs: {stderr}"
+    );
+}
