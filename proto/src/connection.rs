@@ -291,12 +291,13 @@ impl Connection {
         }
     }
 
-    /// Tells the connection that its caller could not run for `paused` (a stopped process, a
-    /// host that descheduled it): its deadlines move by as much, so the peer is not judged
-    /// idle or dead for time this end was not listening.
-    pub fn handle_pause(&mut self, paused: Duration) {
+    /// Tells the connection that its caller could not run for `paused`, until `now` (a stopped
+    /// process, a host that descheduled it): its deadlines move by as much, so the peer is not
+    /// judged idle or dead for time this end was not listening, and the pings it sent
+    /// meanwhile at its allowed rate are not taken for a flood when they arrive together.
+    pub fn handle_pause(&mut self, paused: Duration, now: Instant) {
         if let Some(clock) = &mut self.clock {
-            clock.pause(paused);
+            clock.pause(paused, now);
         }
     }
 

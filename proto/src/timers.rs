@@ -82,8 +82,28 @@ pub(crate) struct Clock {
     idle_check: Option<Instant>,
     /// When input last arrived.
     last_input: Instant,
-    /// Start of the current one-second window of received pings, and their count in it.
-    ping_window: (Instant, u32),
+    /// The current one-second window of received pings.
+    ping_window: PingWindow,
+}
+
+/// Pings received in a one-second window.
+#[derive(Clone, Copy, Debug)]
+struct PingWindow {
+    start: Instant,
+    count: u32,
+    /// Pings allowed in this window beyond the rate: those the peer sent while this end was
+    /// paused, which arrive together after it.
+    extra: u32,
+}
+
+impl PingWindow {
+    fn new(start: Instant, extra: u32) -> Self {
+        PingWindow {
+            start,
+            count: 0,
+            extra,
+        }
+    }
 }
 
 impl Clock {
@@ -95,7 +115,7 @@ impl Clock {
             },
             idle_check: timeouts.idle_timeout.map(|idle| now + idle),
             last_input: now,
-            ping_window: (now, 0),
+            ping_window: PingWindow::new(now, 0),
             timeouts,
         }
     }
@@ -129,13 +149,12 @@ impl Clock {
         let Some(max) = self.timeouts.max_pings_per_second else {
             return true;
         };
-        let (start, count) = &mut self.ping_window;
-        if now.saturating_duration_since(*start) >= Duration::from_secs(1) {
-            *start = now;
-            *count = 0;
+        let window = &mut self.ping_window;
+        if now.saturating_duration_since(window.start) >= Duration::from_secs(1) {
+            *window = PingWindow::new(now, 0);
         }
-        *count = count.saturating_add(1);
-        *count <= max
+        window.count = window.count.saturating_add(1);
+        window.count <= max.saturating_add(window.extra)
     }
 
     /// This end sent its close: only the close deadline counts from now on.
@@ -144,9 +163,10 @@ impl Clock {
         self.idle_check = None;
     }
 
-    /// The caller was paused (stopped, descheduled) for `paused`: every deadline moves by as
-    /// much, so time the peer could not be served is not counted against it.
-    pub(crate) fn pause(&mut self, paused: Duration) {
+    /// The caller was paused (stopped, descheduled) for `paused` until `now`: every deadline
+    /// moves by as much, so time the peer could not be served is not counted against it, and
+    /// the pings it sent meanwhile at its allowed rate, which arrive together now, are allowed.
+    pub(crate) fn pause(&mut self, paused: Duration, now: Instant) {
         self.timer = match self.timer {
             Timer::Off => Timer::Off,
             Timer::NextPing(t) => Timer::NextPing(t + paused),
@@ -155,7 +175,11 @@ impl Clock {
         };
         self.idle_check = self.idle_check.map(|t| t + paused);
         self.last_input += paused;
-        self.ping_window.0 += paused;
+        let max = self.timeouts.max_pings_per_second.unwrap_or(0);
+        // The pause's whole seconds, rounded up: each could hold a full window of pings.
+        let seconds = paused.as_secs() + u64::from(paused.subsec_nanos() > 0);
+        let seconds = u32::try_from(seconds).unwrap_or(u32::MAX);
+        self.ping_window = PingWindow::new(now, max.saturating_mul(seconds));
     }
 
     /// The deadline that has passed at `now`, with what to do. Called until it returns

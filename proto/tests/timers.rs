@@ -250,3 +250,32 @@ fn pings_past_the_rate_fail_with_1008_and_the_window_resets_each_second() {
     close.extend_from_slice(b"ping rate exceeded");
     assert_eq!(transmitted(&mut conn), close);
 }
+
+#[test]
+fn pings_sent_at_the_rate_during_a_pause_of_this_end_are_not_a_flood() {
+    let t0 = Instant::now();
+    let timeouts = Timeouts {
+        max_pings_per_second: Some(3),
+        ..Timeouts::default()
+    };
+    let mut conn = server(timeouts, t0);
+    // This end was paused for 5 s; the peer kept pinging at 3 a second. After the pause the
+    // pings of those 5 s and of the current second arrive together: 18, all allowed.
+    let after = t0 + 5 * SECOND;
+    conn.handle_pause(5 * SECOND, after);
+    let eighteen: Vec<u8> = (0..18).flat_map(|_| client_frame(0x9, b"p")).collect();
+    assert_eq!(feed(&mut conn, &eighteen, after), None);
+    // One more within that second is a flood.
+    assert_eq!(
+        feed(&mut conn, &client_frame(0x9, b"p"), after),
+        Some(ProtocolError::PingFlood)
+    );
+    // The allowance is for the pings of the pause only: a second later the rate is 3 again.
+    let mut conn = server(timeouts, t0);
+    conn.handle_pause(5 * SECOND, after);
+    let four: Vec<u8> = (0..4).flat_map(|_| client_frame(0x9, b"p")).collect();
+    assert_eq!(
+        feed(&mut conn, &four, after + SECOND),
+        Some(ProtocolError::PingFlood)
+    );
+}

@@ -29,7 +29,7 @@ impl<H: Handler, N: Net> Server<H, N> {
             };
             match &mut conn.phase {
                 Phase::Open(ws) => {
-                    ws.handle_pause(paused);
+                    ws.handle_pause(paused, now);
                     self.sync_deadline(slot);
                 }
                 Phase::Handshake(_) | Phase::Closing => {
