@@ -17,7 +17,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::driver::{Action, Driver, End, Event, Handler, Opener, Outbox};
+use super::driver::{Action, Driver, End, Event, Handler, Outbox};
+use super::opener::Opener;
 use super::report::{Report, Tally};
 use super::run::{self, Scenario, Window};
 use super::{share, BroadcastArgs, Protocol, Via};

@@ -9,7 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::driver::{Action, Driver, Event, Handler, Opener, Outbox};
+use super::driver::{Action, Driver, Event, Handler, Outbox};
+use super::opener::Opener;
 use super::report::{Report, Tally};
 use super::run::{self, Scenario, Window};
 use super::{share, ConnectArgs, IdleArgs};

@@ -18,7 +18,6 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::net::{self, Target};
-use super::report::Errors;
 use wsloop::proto::client_handshake::{self as handshake, Response};
 use wsloop::proto::frame::{decode_header, encode_header};
 use wsloop::proto::mask::{apply_mask, MaskKeys};
@@ -657,71 +656,6 @@ fn unmask_reflected(buf: &mut [u8]) -> Result<(usize, usize), String> {
     let len = buf.len();
     buf.copy_within(read..len, write);
     Ok((write, write + len - read))
-}
-
-/// Opens a fixed set of connections with at most `concurrency` opening at once, and counts
-/// those the scenario declares ready (open, or subscribed, ...).
-#[derive(Debug)]
-pub struct Opener<C> {
-    /// States still to open, last first.
-    waiting: Vec<C>,
-    total: usize,
-    opened: usize,
-    ready: usize,
-    concurrency: usize,
-    keys: Vec<usize>,
-}
-
-impl<C> Opener<C> {
-    /// Will open one connection per state, in order.
-    pub fn new(mut states: Vec<C>, concurrency: usize) -> Self {
-        states.reverse();
-        Opener {
-            total: states.len(),
-            waiting: states,
-            opened: 0,
-            ready: 0,
-            concurrency: concurrency.max(1),
-            keys: Vec::new(),
-        }
-    }
-
-    /// One more connection is ready.
-    pub fn ready(&mut self) {
-        self.ready += 1;
-    }
-
-    /// How many are ready.
-    pub fn ready_count(&self) -> usize {
-        self.ready
-    }
-
-    /// The driver keys of the opened connections, in the order of the states.
-    pub fn keys(&self) -> &[usize] {
-        &self.keys
-    }
-
-    /// Opens more while fewer than `concurrency` are opening; true once all are ready.
-    /// Setup stops at the first error: `errors` are those the scenario has seen.
-    pub fn pump(
-        &mut self,
-        driver: &mut Driver<C>,
-        now: Instant,
-        errors: &Errors,
-    ) -> Result<bool, String> {
-        if let Some(e) = errors.first() {
-            return Err(e);
-        }
-        while self.opened - self.ready.min(self.opened) < self.concurrency {
-            let Some(state) = self.waiting.pop() else {
-                break;
-            };
-            let key = driver.open(state, now).map_err(|e| e.to_string())?;
-            self.keys.push(key);
-            self.opened += 1;
-        }
-        Ok(self.ready >= self.total)
-    }
 }
 
 #[cfg(test)]

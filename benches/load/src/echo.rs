@@ -7,7 +7,8 @@
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use super::driver::{Action, Event, Handler, Opener, Outbox};
+use super::driver::{Action, Event, Handler, Outbox};
+use super::opener::Opener;
 use super::report::{Report, Tally};
 use super::run::{self, Scenario, Window};
 use super::{share, EchoArgs};

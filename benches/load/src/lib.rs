@@ -16,6 +16,7 @@ pub mod connect;
 pub mod driver;
 pub mod echo;
 pub mod net;
+pub mod opener;
 pub mod report;
 pub mod run;
 

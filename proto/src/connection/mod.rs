@@ -29,6 +29,11 @@ use crate::mask::{apply_mask, MaskKeys};
 use crate::timers::{Clock, Due, Expired, Timeouts, HEARTBEAT_PAYLOAD};
 use crate::utf8::Utf8Validator;
 
+#[cfg(feature = "deflate")]
+mod compression;
+#[cfg(feature = "deflate")]
+use compression::inflate;
+
 /// Where the closing handshake stands (§7).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum CloseState {
@@ -45,7 +50,7 @@ enum CloseState {
 
 /// A data message whose frames have not all arrived.
 #[derive(Clone, Debug)]
-struct Partial {
+pub(super) struct Partial {
     kind: MessageKind,
     /// The first frame had RSV1 (permessage-deflate): payloads are inflated as they come.
     compressed: bool,
@@ -155,45 +160,6 @@ impl Connection {
             #[cfg(feature = "deflate")]
             deflate: None,
         }
-    }
-
-    /// Turns on permessage-deflate as negotiated in the handshake
-    /// ([`crate::extension::negotiate`]): RSV1 frames are then inflated, and
-    /// [`outgoing`](Self::outgoing) says how to send each message.
-    #[cfg(feature = "deflate")]
-    pub fn with_deflate(mut self, agreed: crate::extension::Negotiated) -> Self {
-        self.deflate = Some(Box::new(crate::deflate::Session::new(agreed)));
-        self
-    }
-
-    /// What was negotiated for permessage-deflate, if anything.
-    #[cfg(feature = "deflate")]
-    pub fn deflate(&self) -> Option<&crate::extension::Negotiated> {
-        self.deflate.as_ref().map(|d| &d.agreed)
-    }
-
-    /// How a message of `len` bytes goes out on this connection.
-    #[cfg(feature = "deflate")]
-    pub fn outgoing(&self, len: usize) -> crate::deflate::Outgoing {
-        self.deflate
-            .as_ref()
-            .map_or(crate::deflate::Outgoing::Plain, |d| d.outgoing(len))
-    }
-
-    /// Appends `payload` compressed with this connection's own stream (context takeover) to
-    /// `out`; send it as a frame with RSV1. Only for [`Outgoing::Stream`](crate::deflate::Outgoing):
-    /// without permessage-deflate nothing is appended.
-    #[cfg(feature = "deflate")]
-    pub fn compress(&mut self, payload: &[u8], out: &mut Vec<u8>) {
-        if let Some(d) = &mut self.deflate {
-            d.compress(payload, out);
-        }
-    }
-
-    /// Bytes this connection holds for compression (inflater and compressor state).
-    #[cfg(feature = "deflate")]
-    pub fn compression_memory(&self) -> usize {
-        self.deflate.as_ref().map_or(0, |d| d.memory())
     }
 
     fn deflate_negotiated(&self) -> bool {
@@ -660,44 +626,4 @@ impl Connection {
             }
         }
     }
-}
-
-/// Inflates a piece of a compressed message onto `out`, or with `None` ends the message
-/// (§7.2.2's tail), checking the inflated text as it grows: the limit applies to what
-/// inflates (RFC 6455 §10.4), and an invalid text fails at its first bad byte even when the
-/// compressed frame is not complete.
-#[cfg(feature = "deflate")]
-fn inflate(
-    session: &mut Option<Box<crate::deflate::Session>>,
-    chunk: Option<&[u8]>,
-    out: &mut Vec<u8>,
-    message: &mut Partial,
-    max_message: u64,
-) -> Result<(), ProtocolError> {
-    use crate::deflate::InflateError;
-    // RSV1 is only accepted once negotiated, so the session is there.
-    let Some(session) = session else {
-        return Err(ProtocolError::ReservedBits);
-    };
-    let limit = usize::try_from(max_message).unwrap_or(usize::MAX);
-    let before = out.len();
-    let inflater = session.inflater();
-    let result = match chunk {
-        Some(chunk) => inflater.inflate(chunk, out, limit),
-        None => inflater.finish_message(out, limit),
-    };
-    result.map_err(|e| match e {
-        InflateError::Corrupt => ProtocolError::InvalidCompressedData,
-        InflateError::TooLarge => ProtocolError::MessageTooLarge,
-    })?;
-    if chunk.is_none() {
-        session.message_done();
-    }
-    if message.kind == MessageKind::Text {
-        message
-            .utf8
-            .feed(&out[before..])
-            .map_err(|_| ProtocolError::InvalidUtf8)?;
-    }
-    Ok(())
 }
