@@ -4,6 +4,8 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod raw;
+// `tls.rs` (test certificates, rcgen) is included by the TLS tests alone:
+// `#[path = "common/tls.rs"] mod tls;`.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
