@@ -113,9 +113,10 @@ impl Acceptor {
         self.reserve_from.is_some_and(|from| fd >= from)
     }
 
-    /// The next pending connection of any listener, or `None` once all would block (or
+    /// The next pending connection of any listener, with the listener's index (the order
+    /// of the addresses given to [`bind`](Self::bind)), or `None` once all would block (or
     /// accepting paused). Call until `None`: readiness is edge-triggered.
-    pub(crate) fn next(&mut self, now: Instant) -> Option<(TcpStream, SocketAddr)> {
+    pub(crate) fn next(&mut self, now: Instant) -> Option<(TcpStream, SocketAddr, usize)> {
         if self.paused_until.is_some() {
             return None;
         }
@@ -131,11 +132,11 @@ impl Acceptor {
                     );
                     break;
                 }
-                Ok(accepted) => {
+                Ok((stream, peer)) => {
                     if std::mem::take(&mut self.exhausted) {
                         log!(Level::Info, "accepting again");
                     }
-                    return Some(accepted);
+                    return Some((stream, peer, self.cursor));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.cursor += 1,
                 Err(e) if matches!(e.raw_os_error(), Some(EMFILE | ENFILE)) => {

@@ -9,8 +9,14 @@ use crate::proto::{Limits, Timeouts};
 /// Settings of the event loop.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Addresses to listen on (IPv4 and IPv6).
+    /// Addresses to listen on (IPv4 and IPv6); with [`tls`](Self::tls), they speak TLS.
     pub listen: Vec<SocketAddr>,
+    /// Further addresses that always speak plain HTTP and WebSocket, e.g. for health checks
+    /// of a load balancer beside TLS ones.
+    pub listen_plain: Vec<SocketAddr>,
+    /// Speak TLS (wss://, https://) on the `listen` addresses with this certificate.
+    #[cfg(feature = "tls")]
+    pub tls: Option<super::tls::TlsConfig>,
     /// Protocol limits (handshake, frame, message sizes).
     pub limits: Limits,
     /// A connection whose upgrade request is not complete by then is closed.
@@ -49,6 +55,9 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 9001))],
+            listen_plain: Vec::new(),
+            #[cfg(feature = "tls")]
+            tls: None,
             limits: Limits::default(),
             handshake_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(5),

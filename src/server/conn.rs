@@ -8,6 +8,7 @@ use super::handler::ConnId;
 use super::outbound::OutQueue;
 use super::outbound::OutStorage;
 use super::pool::BufferPool;
+use super::transport::Transport;
 use crate::proto::handshake::HeadReader;
 use crate::proto::{Connection, OpCode};
 
@@ -142,7 +143,8 @@ impl ReadBuf {
 #[derive(Debug)]
 pub(crate) struct Conn<S> {
     pub(crate) id: ConnId,
-    pub(crate) socket: S,
+    /// The socket, plain or with TLS.
+    pub(crate) transport: Transport<S>,
     pub(crate) peer: SocketAddr,
     pub(crate) phase: Phase,
     pub(crate) rbuf: ReadBuf,
@@ -172,14 +174,14 @@ impl<S> Conn<S> {
     /// A connection just accepted: reading its request head until `deadline`.
     pub(crate) fn accepted(
         id: ConnId,
-        socket: S,
+        transport: Transport<S>,
         peer: SocketAddr,
         deadline: Instant,
         counted: Option<Counted>,
     ) -> Self {
         Conn {
             id,
-            socket,
+            transport,
             peer,
             phase: Phase::Handshake(HeadReader::new()),
             rbuf: ReadBuf::default(),
@@ -224,6 +226,24 @@ mod tests {
         assert!(
             entry + protocol <= 512,
             "Conn {entry} B + Connection {protocol} B exceed the idle budget"
+        );
+    }
+
+    /// A plain connection pays one pointer for TLS (the session is boxed, and only TLS
+    /// connections have one).
+    #[test]
+    fn tls_costs_a_plain_connection_one_pointer() {
+        use std::mem::size_of;
+        let transport = size_of::<super::Transport<mio::net::TcpStream>>();
+        let socket = size_of::<mio::net::TcpStream>();
+        let pointer = if cfg!(feature = "tls") {
+            size_of::<usize>()
+        } else {
+            0
+        };
+        assert!(
+            transport <= (socket + pointer).next_multiple_of(size_of::<usize>()),
+            "Transport {transport} B for a {socket} B socket"
         );
     }
 }

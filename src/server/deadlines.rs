@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::conn::{queue_control_frames, Phase};
 use super::handler::{CloseReason, Ctx};
 use super::net::Net;
-use super::stats::Rejection;
+use super::stats::{Rejection, TlsFailure};
 use super::{Handler, Server};
 use crate::log::Level;
 use crate::proto::Expired;
@@ -67,6 +67,9 @@ impl<H: Handler, N: Net> Server<H, N> {
             match &mut conn.phase {
                 Phase::Handshake(_) => {
                     log!(Level::Info, "{}: handshake timed out", conn.peer);
+                    if conn.transport.is_handshaking() {
+                        self.stats.tls_failed(TlsFailure::Timeout);
+                    }
                     self.stats.reject(Rejection::HandshakeTimeout);
                     self.remove(slot, CloseReason::Abnormal, now);
                 }

@@ -38,6 +38,9 @@ pub mod sim;
 mod stats;
 mod table;
 mod timers;
+#[cfg(feature = "tls")]
+pub mod tls;
+mod transport;
 
 use std::io;
 use std::net::SocketAddr;
@@ -60,9 +63,10 @@ pub use http::HttpResponse;
 pub use net::{MioNet, Net};
 use outbound::OutStorage;
 use pool::BufferPool;
-pub use stats::{Rejection, Stats};
+pub use stats::{Rejection, Stats, TlsFailure};
 use table::ConnTable;
 use timers::Timers;
+use transport::Transport;
 
 /// Listener tokens sit just below the waker's at the top of the token space; connection tokens
 /// are slab keys.
@@ -110,9 +114,10 @@ pub struct Server<H: Handler, N: Net = MioNet> {
 }
 
 impl<H: Handler> Server<H> {
-    /// Binds every listen address.
+    /// Binds every listen address (`listen`, then `listen_plain`).
     pub fn bind(config: Config, handler: H) -> io::Result<Self> {
-        if config.listen.is_empty() || config.listen.len() > MAX_LISTENERS {
+        let addrs = [config.listen.as_slice(), &config.listen_plain].concat();
+        if config.listen.is_empty() || addrs.len() > MAX_LISTENERS {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("between 1 and {MAX_LISTENERS} listen addresses are needed"),
@@ -120,7 +125,7 @@ impl<H: Handler> Server<H> {
         }
         let poll = Poll::new()?;
         let acceptor = Acceptor::bind(
-            &config.listen,
+            &addrs,
             config.reuse_port,
             poll.registry(),
             LISTENER_TOKEN_BASE,
@@ -128,7 +133,8 @@ impl<H: Handler> Server<H> {
         Ok(Server::on_net(MioNet { poll, acceptor }, config, handler))
     }
 
-    /// The addresses actually bound (port 0 resolved).
+    /// The addresses actually bound (port 0 resolved): those of `listen`, then those of
+    /// `listen_plain`.
     pub fn local_addrs(&self) -> io::Result<Vec<SocketAddr>> {
         self.net.acceptor.local_addrs()
     }
@@ -261,12 +267,14 @@ impl<H: Handler> Server<H> {
         if self.draining {
             return;
         }
-        while let Some((socket, peer)) = self.net.acceptor.next(now) {
+        while let Some((socket, peer, listener)) = self.net.acceptor.next(now) {
             // Small frames go out at once; the loop batches writes itself.
             if let Err(e) = socket.set_nodelay(true) {
                 log!(Level::Debug, "{peer}: set_nodelay: {e}");
             }
-            self.add_conn(socket, peer, now);
+            // The `listen` addresses come first; `listen_plain` ones never speak TLS.
+            let on_listen = listener < self.config.listen.len();
+            self.add_conn(socket, peer, on_listen, now);
         }
     }
 }
@@ -363,9 +371,29 @@ impl<H: Handler, N: Net> Server<H, N> {
         self.apply_commands(None, now);
     }
 
+    /// The stream of a connection accepted on a `listen` address (`on_listen`: TLS when
+    /// configured) or a `listen_plain` one.
+    fn transport(&self, socket: N::Stream, on_listen: bool) -> Option<Transport<N::Stream>> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = self.config.tls.as_ref().filter(|_| on_listen) {
+            return match tls.accept() {
+                Ok(session) => Some(Transport::tls(socket, session)),
+                Err(e) => {
+                    log!(Level::Warn, "TLS session: {e}");
+                    None
+                }
+            };
+        }
+        let _ = on_listen;
+        Some(Transport::plain(socket))
+    }
+
     /// Takes a new connection into the table; it has the handshake timeout to send its
-    /// request head.
-    fn add_conn(&mut self, mut socket: N::Stream, peer: SocketAddr, now: Instant) {
+    /// request head (after the TLS handshake, on a TLS address).
+    fn add_conn(&mut self, socket: N::Stream, peer: SocketAddr, on_listen: bool, now: Instant) {
+        let Some(mut transport) = self.transport(socket, on_listen) else {
+            return;
+        };
         // Behind a trusted proxy every connection comes from the proxy: the per-address
         // limits then apply to the forwarded address, once the head is read.
         let handshaking = self
@@ -384,7 +412,7 @@ impl<H: Handler, N: Net> Server<H, N> {
             }
         }
         let id = self.conns.next_id();
-        if let Err(e) = self.net.register(&mut socket, id.slot()) {
+        if let Err(e) = self.net.register(transport.socket_mut(), id.slot()) {
             log!(Level::Warn, "{peer}: register: {e}");
             if let Some(ip) = handshaking {
                 self.addresses.end_handshake(ip);
@@ -394,7 +422,7 @@ impl<H: Handler, N: Net> Server<H, N> {
         let deadline = self.config.handshake_deadline(now);
         let counted = handshaking.map(Counted::Handshaking);
         self.conns
-            .insert(Conn::accepted(id, socket, peer, deadline, counted));
+            .insert(Conn::accepted(id, transport, peer, deadline, counted));
         self.timers.schedule(deadline, id);
         self.stats.accepted += 1;
         self.stats.connections += 1;
@@ -435,10 +463,14 @@ impl<H: Handler, N: Net> Server<H, N> {
                 conn.read_paused = true;
                 break;
             }
-            match conn
+            let read = conn
                 .rbuf
-                .read_from(&mut conn.socket, capacity, &mut self.read_buffers)
-            {
+                .read_from(&mut conn.transport, capacity, &mut self.read_buffers);
+            if conn.transport.take_handshake_completed() {
+                log!(Level::Debug, "{}: TLS handshake completed", conn.peer);
+                self.stats.tls_handshakes += 1;
+            }
+            match read {
                 Ok(ReadOutcome { n: 0, .. }) => {
                     if conn.opened {
                         log!(
@@ -447,30 +479,59 @@ impl<H: Handler, N: Net> Server<H, N> {
                             conn.peer
                         );
                     }
+                    if conn.transport.is_handshaking() {
+                        log!(Level::Debug, "{}: closed during the TLS handshake", conn.peer);
+                        self.stats.tls_failed(TlsFailure::Closed);
+                    }
                     self.remove(slot, CloseReason::Abnormal, now);
                     return;
                 }
                 Ok(ReadOutcome { n, short }) => {
+                    let drained = short && stop_when_short && conn.transport.short_read_drains();
                     self.stats.bytes_in += n as u64;
                     self.process_input(slot, now);
-                    if short && stop_when_short {
+                    if drained {
                         break;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    log!(Level::Debug, "{}: read: {e}", conn.peer);
-                    self.remove(slot, CloseReason::Abnormal, now);
+                    self.read_failed(slot, &e, now);
                     return;
                 }
             }
         }
-        if let Some(conn) = self.conns.get_mut(slot) {
-            if !matches!(conn.phase, Phase::Handshake(_)) {
-                conn.rbuf.release_if_empty(&mut self.read_buffers);
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        conn.rbuf.release_if_empty(&mut self.read_buffers);
+        // TLS handshake records to send.
+        if conn.transport.wants_write() {
+            self.conns.mark_dirty(slot);
+        }
+    }
+
+    /// A read failed: a TLS handshake that failed is counted by class (plain HTTP to the TLS
+    /// port is answered with a plain 400); the connection closes.
+    fn read_failed(&mut self, slot: usize, error: &io::Error, now: Instant) {
+        let Some(conn) = self.conns.get(slot) else {
+            return;
+        };
+        let peer = conn.peer;
+        #[cfg(feature = "tls")]
+        if let Some(class) = transport::failure(error) {
+            log!(Level::Info, "{peer}: {error}, closing");
+            self.stats.tls_failed(class);
+            if class == TlsFailure::PlainHttp {
+                let response =
+                    HttpResponse::text(400, "This port speaks TLS: use https:// or wss://.");
+                self.respond(slot, &response, false, now);
+                return;
             }
         }
+        log!(Level::Debug, "{peer}: read: {error}");
+        self.remove(slot, CloseReason::Abnormal, now);
     }
 
     /// Enters the Closing phase: the queued bytes are the last; tell the application.
@@ -520,7 +581,7 @@ impl<H: Handler, N: Net> Server<H, N> {
             return;
         };
         self.stats.connections -= 1;
-        if let Err(e) = self.net.deregister(&mut conn.socket) {
+        if let Err(e) = self.net.deregister(conn.transport.socket_mut()) {
             log!(Level::Debug, "{}: deregister: {e}", conn.peer);
         }
         drop(conn);
@@ -540,9 +601,13 @@ impl<H: Handler, N: Net> Server<H, N> {
             return;
         };
         let before = conn.out.len();
-        let result = conn.out.write_to(&mut conn.socket);
+        // Drained once the queue is written and nothing waits below it (TLS records).
+        let result = conn.out.write_to(&mut conn.transport).and_then(|empty| match empty {
+            true => conn.transport.flush_pending(),
+            false => Ok(false),
+        });
         self.stats.bytes_out += (before - conn.out.len()) as u64;
-        let drained = match result {
+        let mut drained = match result {
             Ok(drained) => drained,
             Err(e) => {
                 log!(Level::Debug, "{}: write: {e}", conn.peer);
@@ -552,18 +617,31 @@ impl<H: Handler, N: Net> Server<H, N> {
         };
         conn.out.give_back(&mut self.out_storage);
         if drained && matches!(conn.phase, Phase::Closing) && !conn.write_shut {
-            conn.write_shut = true;
-            conn.out.release();
-            // FIN after the last frame; the peer answers with its own FIN (§7.1.1: the
-            // server should close the TCP connection first).
-            if let Err(e) = N::shutdown_write(&mut conn.socket) {
-                log!(Level::Debug, "{}: shutdown: {e}", conn.peer);
-                self.remove(slot, CloseReason::Abnormal, now);
-                return;
+            // TLS ends with close_notify before the FIN (RFC 8446 §6.1); then FIN after the
+            // last frame, and the peer answers with its own FIN (§7.1.1: the server should
+            // close the TCP connection first).
+            let closed = conn.transport.close().and_then(|written| {
+                if written {
+                    conn.write_shut = true;
+                    conn.out.release();
+                    N::shutdown_write(conn.transport.socket_mut())?;
+                }
+                Ok(written)
+            });
+            match closed {
+                Ok(written) => drained = written,
+                Err(e) => {
+                    log!(Level::Debug, "{}: shutdown: {e}", conn.peer);
+                    self.remove(slot, CloseReason::Abnormal, now);
+                    return;
+                }
             }
         }
         if drained == conn.watching_writable {
-            if let Err(e) = self.net.watch_writable(&mut conn.socket, slot, !drained) {
+            if let Err(e) = self
+                .net
+                .watch_writable(conn.transport.socket_mut(), slot, !drained)
+            {
                 log!(Level::Debug, "{}: reregister: {e}", conn.peer);
                 self.remove(slot, CloseReason::Abnormal, now);
                 return;

@@ -49,7 +49,9 @@ pub struct OutQueue {
     /// Length of a pong at the very end of the queue, not yet started: while the peer is not
     /// reading, a newer pong replaces it (§5.5.3: a pong may answer only the most recent
     /// ping), so a peer that pings without reading is owed one pong, not one per ping.
-    tail_pong: Option<usize>,
+    /// A byte holds it: a pong frame is at most 127 bytes (§5.5: payload of 125 at most),
+    /// and the queue is in every connection, so its size counts.
+    tail_pong: Option<u8>,
     /// The socket refused part of the last write: the peer is not keeping up.
     blocked: bool,
 }
@@ -76,6 +78,7 @@ impl OutQueue {
     /// waiting at the end of the queue; a peer that reads gets a pong for every ping.
     pub fn push_pong(&mut self, frame: &[u8]) {
         if let Some(old) = self.tail_pong.take().filter(|_| self.blocked) {
+            let old = usize::from(old);
             let untouched = match self.chunks.len() {
                 0 => false,
                 // The only chunk is being written: the pong must not have started.
@@ -88,7 +91,7 @@ impl OutQueue {
             }
         }
         self.push_bytes(frame);
-        self.tail_pong = Some(frame.len());
+        self.tail_pong = u8::try_from(frame.len()).ok();
     }
 
     fn chunk_len(&self, i: usize) -> usize {

@@ -211,7 +211,7 @@ impl<H: Handler> Sim<H> {
             watching_writable: false,
         }));
         self.server
-            .add_conn(SimStream(Rc::clone(&pipe)), addr, self.now);
+            .add_conn(SimStream(Rc::clone(&pipe)), addr, true, self.now);
         if pipe.borrow().slot.is_none() {
             pipe.borrow_mut().dropped = true;
         }

@@ -138,6 +138,54 @@ impl fmt::Display for Rejection {
     }
 }
 
+/// Why a TLS handshake did not complete, by class (the `reason` label of the metric).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TlsFailure {
+    /// The client sent a plain HTTP request to the TLS port (answered with a plain 400).
+    PlainHttp,
+    /// The first bytes were not a TLS handshake record.
+    NotTls,
+    /// The client aborted with an alert (e.g. it does not trust the certificate).
+    PeerAlert,
+    /// A TLS error on the server's side: no version, cipher suite or ALPN protocol in
+    /// common, a malformed or unexpected message.
+    Protocol,
+    /// The client closed the connection before the handshake completed.
+    Closed,
+    /// The handshake deadline passed first (a stalled or trickled handshake).
+    Timeout,
+}
+
+impl TlsFailure {
+    /// Every class, so that metrics can show each one from the start.
+    pub const ALL: [TlsFailure; 6] = [
+        TlsFailure::PlainHttp,
+        TlsFailure::NotTls,
+        TlsFailure::PeerAlert,
+        TlsFailure::Protocol,
+        TlsFailure::Closed,
+        TlsFailure::Timeout,
+    ];
+
+    /// The metric label (`reason="..."`).
+    pub fn label(self) -> &'static str {
+        match self {
+            TlsFailure::PlainHttp => "plain_http",
+            TlsFailure::NotTls => "not_tls",
+            TlsFailure::PeerAlert => "peer_alert",
+            TlsFailure::Protocol => "protocol",
+            TlsFailure::Closed => "closed",
+            TlsFailure::Timeout => "timeout",
+        }
+    }
+}
+
+impl fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
 /// What the loop has seen since it started.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -180,6 +228,10 @@ pub struct Stats {
     pub idle_timeouts: u64,
     /// Connections failed for sending pings faster than allowed.
     pub ping_floods: u64,
+    /// TLS handshakes completed.
+    pub tls_handshakes: u64,
+    /// TLS handshakes that failed, by class.
+    pub tls_failures: BTreeMap<TlsFailure, u64>,
     /// Times the loop found it had been paused (stopped or descheduled for half a second or
     /// more) and moved every deadline by the pause.
     pub pauses: u64,
@@ -189,5 +241,10 @@ impl Stats {
     /// Counts one refusal.
     pub(crate) fn reject(&mut self, reason: Rejection) {
         *self.rejections.entry(reason).or_default() += 1;
+    }
+
+    /// Counts one failed TLS handshake.
+    pub(crate) fn tls_failed(&mut self, class: TlsFailure) {
+        *self.tls_failures.entry(class).or_default() += 1;
     }
 }
