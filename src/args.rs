@@ -47,6 +47,26 @@ pub(crate) struct LoopArgs {
     /// Address to listen on; repeat for several (e.g. `--listen 127.0.0.1:8080 --listen [::1]:8080`).
     #[arg(long = "listen", value_name = "ADDR", value_delimiter = ',')]
     pub(crate) listen: Vec<SocketAddr>,
+    /// PEM file of the certificate chain (the server's certificate first, then any
+    /// intermediates): every --listen address then speaks TLS (wss://, https://). Needs
+    /// --tls-key; SIGHUP reloads both for new connections.
+    #[cfg(feature = "tls")]
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// PEM file of the certificate's private key: PKCS#8, RSA (PKCS#1) or EC (SEC1).
+    #[cfg(feature = "tls")]
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
+    /// With --tls-cert: a further address that speaks plain HTTP and WebSocket (e.g. for a
+    /// load balancer's health checks on a private network); repeat for several.
+    #[cfg(feature = "tls")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        value_delimiter = ',',
+        requires = "tls_cert"
+    )]
+    pub(crate) listen_plain: Vec<SocketAddr>,
     /// Largest message (and frame) accepted, in bytes; larger ones close with 1009.
     /// Default: 64 MiB for echo, 1 MiB for serve.
     #[arg(long, value_name = "BYTES", value_parser = flags::count::<u64>)]
@@ -253,6 +273,18 @@ pub(crate) fn client_url(text: &str) -> Result<String, String> {
 }
 
 impl LoopArgs {
+    /// The TLS settings of `--tls-cert` and `--tls-key`, read and checked now: a file that
+    /// cannot be read or used is refused at start, not at the first client.
+    #[cfg(feature = "tls")]
+    pub(crate) fn tls(&self) -> Result<Option<wsloop::server::tls::TlsConfig>, String> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        wsloop::server::tls::TlsConfig::from_pem_files(cert, key)
+            .map(Some)
+            .map_err(|e| format!("--tls-cert/--tls-key: {e}"))
+    }
+
     pub(crate) fn config(
         &self,
         default_listen: SocketAddr,
@@ -267,6 +299,8 @@ impl LoopArgs {
         };
         Config {
             listen,
+            #[cfg(feature = "tls")]
+            listen_plain: self.listen_plain.clone(),
             limits: Limits {
                 max_handshake_bytes: self.max_head_bytes,
                 max_headers: self.max_headers,

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use log::Level;
 use mio::Waker;
+#[cfg(feature = "tls")]
+use signal_hook::consts::SIGHUP;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use wsloop::app::access::Tokens;
@@ -31,14 +33,39 @@ use wsloop::cluster::{Bridge, RedisConfig};
 use wsloop::proto::Limits;
 use wsloop::server::{Config, Handler, Server};
 
-use args::{parse_cli, serve_config, Command, ServeArgs};
+use args::{parse_cli, serve_config, Command, LoopArgs, ServeArgs};
 
 /// The start-up line of one listener: the WebSocket URL first (scripts and tests read the
-/// address from `listening on ws://ADDR/`), then, for `serve`, the page's URL.
-fn listening_line(addr: SocketAddr, ws_path: Option<&str>) -> String {
+/// address from `listening on ws://ADDR/` or `wss://ADDR/`), then, for `serve`, the page's URL.
+fn listening_line(addr: SocketAddr, ws_path: Option<&str>, tls: bool) -> String {
+    let (ws, http) = if tls {
+        ("wss", "https")
+    } else {
+        ("ws", "http")
+    };
     match ws_path {
-        Some(path) => format!("listening on ws://{addr}{path} (WebSocket), http://{addr}/ (page)"),
-        None => format!("listening on ws://{addr}/ (WebSocket, any path)"),
+        Some(path) => {
+            format!("listening on {ws}://{addr}{path} (WebSocket), {http}://{addr}/ (page)")
+        }
+        None => format!("listening on {ws}://{addr}/ (WebSocket, any path)"),
+    }
+}
+
+/// The loop's settings with the TLS of `--tls-cert` and `--tls-key`. A certificate or key
+/// that cannot be used stops the start with status 2, as a bad flag does.
+fn with_tls(config: Config, args: &LoopArgs) -> Result<Config, ExitCode> {
+    #[cfg(feature = "tls")]
+    return match args.tls() {
+        Ok(tls) => Ok(Config { tls, ..config }),
+        Err(e) => {
+            wsloop::log!(Level::Error, "{e}");
+            Err(ExitCode::from(2))
+        }
+    };
+    #[cfg(not(feature = "tls"))]
+    {
+        let _ = args;
+        Ok(config)
     }
 }
 
@@ -75,7 +102,11 @@ fn run_server<H: Handler>(
     }
     let stop = Arc::new(AtomicBool::new(false));
     let drain = stopping.drain_timeout;
-    if let Err(e) = watch_signals(waker, Arc::clone(&stop), stopping) {
+    #[cfg(feature = "tls")]
+    let reload = config.tls.clone();
+    #[cfg(not(feature = "tls"))]
+    let reload = None;
+    if let Err(e) = watch_signals(waker, Arc::clone(&stop), stopping, reload) {
         wsloop::log!(Level::Error, "cannot install signal handlers: {e}");
         return ExitCode::FAILURE;
     }
@@ -87,9 +118,17 @@ fn run_server<H: Handler>(
         }
     };
     let mut stdout = std::io::stdout().lock();
-    for addr in &addrs {
+    #[cfg(feature = "tls")]
+    let tls_listeners = if config.tls.is_some() {
+        config.listen.len()
+    } else {
+        0
+    };
+    #[cfg(not(feature = "tls"))]
+    let tls_listeners = 0;
+    for (i, addr) in addrs.iter().enumerate() {
         // A stable line that scripts and tests parse to learn the port.
-        let line = listening_line(*addr, ws_path);
+        let line = listening_line(*addr, ws_path, i < tls_listeners);
         let _ = writeln!(stdout, "wsloop: {line}");
         wsloop::log!(Level::Info, "{line}");
     }
@@ -144,13 +183,47 @@ struct Stopping {
 /// together, lasts at most `--drain-timeout` from then.
 static STOPPING_SINCE: OnceLock<Instant> = OnceLock::new();
 
+/// What SIGHUP reloads: the TLS certificate and key (nothing without TLS, and SIGHUP then
+/// keeps its default action).
+#[cfg(feature = "tls")]
+type Reload = Option<wsloop::server::tls::TlsConfig>;
+#[cfg(not(feature = "tls"))]
+type Reload = Option<std::convert::Infallible>;
+
 /// A thread that turns the first SIGINT/SIGTERM into a graceful stop (after the shutdown
-/// delay, during which the server says it is not ready); a second one exits at once.
-fn watch_signals(waker: Arc<Waker>, stop: Arc<AtomicBool>, how: Stopping) -> std::io::Result<()> {
+/// delay, during which the server says it is not ready); a second one exits at once. With
+/// TLS, SIGHUP reloads the certificate and key for new connections.
+fn watch_signals(
+    waker: Arc<Waker>,
+    stop: Arc<AtomicBool>,
+    how: Stopping,
+    reload: Reload,
+) -> std::io::Result<()> {
     let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    #[cfg(feature = "tls")]
+    if reload.is_some() {
+        signals.add_signal(SIGHUP)?;
+    }
     std::thread::spawn(move || {
         let mut signalled = false;
         for signal in signals.forever() {
+            #[cfg(feature = "tls")]
+            if let (SIGHUP, Some(tls)) = (signal, &reload) {
+                // On this thread: reading and parsing the files never stalls the loop.
+                match tls.reload() {
+                    Ok(()) => wsloop::log!(
+                        Level::Info,
+                        "SIGHUP: certificate and key reloaded for new connections"
+                    ),
+                    Err(e) => wsloop::log!(
+                        Level::Error,
+                        "SIGHUP: {e}; still serving the previous certificate"
+                    ),
+                }
+                continue;
+            }
+            #[cfg(not(feature = "tls"))]
+            let _ = &reload;
             if std::mem::replace(&mut signalled, true) {
                 wsloop::log!(Level::Warn, "second signal: exiting now");
                 std::process::exit(1);
@@ -182,7 +255,10 @@ fn watch_signals(waker: Arc<Waker>, stop: Arc<AtomicBool>, how: Stopping) -> std
 }
 
 fn serve(args: Box<ServeArgs>) -> ExitCode {
-    let config = serve_config(&args);
+    let config = match with_tls(serve_config(&args), &args.common) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
     let tokens = match &args.token_file {
         Some(path) => match Tokens::load(path) {
             Ok(t) => Some(t),
@@ -271,6 +347,10 @@ fn main() -> ExitCode {
                 Limits::default().max_message,
                 f64::INFINITY,
             );
+            let config = match with_tls(config, &args.common) {
+                Ok(config) => config,
+                Err(code) => return code,
+            };
             let stopping = Stopping {
                 not_ready: None,
                 delay: Duration::ZERO,

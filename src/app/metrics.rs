@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::process::ProcessStats;
-use crate::server::{Rejection, Stats};
+use crate::server::{Rejection, Stats, TlsFailure};
 
 /// The close codes shown from the start, at 0: those of RFC 6455 §7.4.1 that a connection can
 /// end with (1005: a close without a code, 1006: no close at all). Others appear when seen.
@@ -202,6 +202,25 @@ pub fn prometheus(
         "counter",
         "WebSocket connections ended, by close code.",
         &closes,
+    );
+    metric(
+        "wsloop_tls_handshakes_total",
+        "counter",
+        "TLS handshakes completed (0 without --tls-cert).",
+        &one(&stats.tls_handshakes),
+    );
+    let tls_failures: Vec<(String, String)> = TlsFailure::ALL
+        .iter()
+        .map(|class| {
+            let n = stats.tls_failures.get(class).copied().unwrap_or(0);
+            (format!("{{reason=\"{class}\"}}"), n.to_string())
+        })
+        .collect();
+    metric(
+        "wsloop_tls_handshake_failures_total",
+        "counter",
+        "TLS handshakes that did not complete, by class.",
+        &tls_failures,
     );
     metric(
         "wsloop_protocol_errors_total",

@@ -174,7 +174,11 @@ impl<H: Handler, N: Net> Server<H, N> {
 /// Whether a connection's queue is over the cap even after writing what its socket takes
 /// now: a reader whose queue filled within one turn is not a slow consumer, one whose socket
 /// is full as well is. A write error is left for the next flush to handle.
-fn over_cap<S: std::io::Read + std::io::Write>(conn: &mut Conn<S>, cap: usize, stats: &mut Stats) -> bool {
+fn over_cap<S: std::io::Read + std::io::Write>(
+    conn: &mut Conn<S>,
+    cap: usize,
+    stats: &mut Stats,
+) -> bool {
     if conn.out.len() < cap {
         return false;
     }

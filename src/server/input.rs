@@ -261,7 +261,13 @@ impl<H: Handler, N: Net> Server<H, N> {
     }
 
     /// Sends an HTTP response (its head only, for HEAD) and closes.
-    pub(super) fn respond(&mut self, slot: usize, response: &HttpResponse, head_only: bool, now: Instant) {
+    pub(super) fn respond(
+        &mut self,
+        slot: usize,
+        response: &HttpResponse,
+        head_only: bool,
+        now: Instant,
+    ) {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };

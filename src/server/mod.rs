@@ -480,7 +480,11 @@ impl<H: Handler, N: Net> Server<H, N> {
                         );
                     }
                     if conn.transport.is_handshaking() {
-                        log!(Level::Debug, "{}: closed during the TLS handshake", conn.peer);
+                        log!(
+                            Level::Debug,
+                            "{}: closed during the TLS handshake",
+                            conn.peer
+                        );
                         self.stats.tls_failed(TlsFailure::Closed);
                     }
                     self.remove(slot, CloseReason::Abnormal, now);
@@ -602,10 +606,13 @@ impl<H: Handler, N: Net> Server<H, N> {
         };
         let before = conn.out.len();
         // Drained once the queue is written and nothing waits below it (TLS records).
-        let result = conn.out.write_to(&mut conn.transport).and_then(|empty| match empty {
-            true => conn.transport.flush_pending(),
-            false => Ok(false),
-        });
+        let result = conn
+            .out
+            .write_to(&mut conn.transport)
+            .and_then(|empty| match empty {
+                true => conn.transport.flush_pending(),
+                false => Ok(false),
+            });
         self.stats.bytes_out += (before - conn.out.len()) as u64;
         let mut drained = match result {
             Ok(drained) => drained,

@@ -74,7 +74,10 @@ impl TlsConfig {
     pub fn reload(&self) -> Result<(), TlsError> {
         let store = &self.store;
         let fresh = load(&store.cert, &store.key, &store.provider)?;
-        *store.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(fresh);
+        *store
+            .current
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(fresh);
         Ok(())
     }
 
@@ -120,13 +123,8 @@ fn load(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedK
         ),
         e => in_file(key, &pem_error(e)),
     })?;
-    CertifiedKey::from_der(chain, private, provider).map_err(|e| {
-        TlsError(format!(
-            "{} with {}: {e}",
-            key.display(),
-            cert.display()
-        ))
-    })
+    CertifiedKey::from_der(chain, private, provider)
+        .map_err(|e| TlsError(format!("{} with {}: {e}", key.display(), cert.display())))
 }
 
 /// A PEM error as a sentence: the I/O error itself when the file could not be read.

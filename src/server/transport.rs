@@ -180,7 +180,7 @@ mod tls {
 
     impl fmt::Display for Failed {
         fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            write!(f, "TLS {}: {}", self.class, self.detail)
+            write!(f, "TLS handshake failed ({}): {}", self.class, self.detail)
         }
     }
 
@@ -286,7 +286,10 @@ mod tls {
                 match first {
                     HANDSHAKE_RECORD => {}
                     b'A'..=b'Z' => {
-                        return Err(failed(TlsFailure::PlainHttp, "an HTTP request"));
+                        return Err(failed(
+                            TlsFailure::PlainHttp,
+                            "plain HTTP to the TLS port, answered 400",
+                        ));
                     }
                     other => {
                         return Err(failed(
