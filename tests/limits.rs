@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 
 use common::raw::{encode_all, opcode, OutFrame, RawClient, ReadError};
 use common::{
-    closes, fetch_metrics, header, http_exchange, read_until_close, rejections, rss_kib, sample,
-    sample_with, status_line, upgrade_request, Bystander, FrameReader, Server, MANY_REQUESTS,
-    SAMPLE_ACCEPT,
+    closes, connect_from, fetch_metrics, header, http_exchange, read_until_close, rejections,
+    rss_kib, sample, sample_with, status_line, upgrade_request, Bystander, FrameReader, Server,
+    MANY_REQUESTS, SAMPLE_ACCEPT,
 };
 use serde_json::Value;
 use wsloop::client::{Client, ClientOptions, Received};
@@ -1047,30 +1047,16 @@ fn every_limit_flag_documents_its_default_in_help() {
     }
 }
 
-/// A connection from `source` (another address in 127.0.0.0/8) to `server`.
-fn connect_from(source: &str, server: &Server) -> TcpStream {
-    let socket =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    let from: std::net::SocketAddr = format!("{source}:0").parse().expect("source address");
-    socket.bind(&from.into()).expect("bind source address");
-    socket
-        .connect_timeout(&server.addr.into(), Duration::from_secs(2))
-        .expect("connect");
-    let stream: TcpStream = socket.into();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .expect("timeout");
-    stream
-}
-
 #[test]
 fn pending_handshakes_per_address_are_capped_at_accept() {
     let server = Server::serve(&["--max-pending-handshakes-per-address", "3"]);
     // Slowloris from one address: three connections that never send a request head.
-    let silent: Vec<TcpStream> = (0..3).map(|_| connect_from("127.0.0.1", &server)).collect();
+    let silent: Vec<TcpStream> = (0..3)
+        .map(|_| connect_from("127.0.0.1", server.addr))
+        .collect();
     thread::sleep(Duration::from_millis(200));
     // The fourth from that address is closed at accept, before sending anything.
-    let mut fourth = connect_from("127.0.0.1", &server);
+    let mut fourth = connect_from("127.0.0.1", server.addr);
     let started = Instant::now();
     let mut byte = [0u8; 1];
     match fourth.read(&mut byte) {
@@ -1080,7 +1066,7 @@ fn pending_handshakes_per_address_are_capped_at_accept() {
     }
     assert!(started.elapsed() < Duration::from_secs(2));
     // Another address is not affected: it gets its page at once.
-    let mut other = connect_from("127.0.0.2", &server);
+    let mut other = connect_from("127.0.0.2", server.addr);
     other
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
         .expect("write");

@@ -391,9 +391,6 @@ impl<H: Handler, N: Net> Server<H, N> {
     /// Takes a new connection into the table; it has the handshake timeout to send its
     /// request head (after the TLS handshake, on a TLS address).
     fn add_conn(&mut self, socket: N::Stream, peer: SocketAddr, on_listen: bool, now: Instant) {
-        let Some(mut transport) = self.transport(socket, on_listen) else {
-            return;
-        };
         // Behind a trusted proxy every connection comes from the proxy: the per-address
         // limits then apply to the forwarded address, once the head is read.
         let handshaking = self
@@ -412,13 +409,20 @@ impl<H: Handler, N: Net> Server<H, N> {
             }
         }
         let id = self.conns.next_id();
-        if let Err(e) = self.net.register(transport.socket_mut(), id.slot()) {
-            log!(Level::Warn, "{peer}: register: {e}");
+        // A refused connection never gets a TLS session.
+        let mut transport = self.transport(socket, on_listen);
+        let registered = transport.as_mut().is_some_and(|t| {
+            self.net
+                .register(t.socket_mut(), id.slot())
+                .map_err(|e| log!(Level::Warn, "{peer}: register: {e}"))
+                .is_ok()
+        });
+        let Some(transport) = transport.filter(|_| registered) else {
             if let Some(ip) = handshaking {
                 self.addresses.end_handshake(ip);
             }
             return;
-        }
+        };
         let deadline = self.config.handshake_deadline(now);
         let counted = handshaking.map(Counted::Handshaking);
         self.conns

@@ -80,13 +80,23 @@ pub struct Server {
     child: Child,
     /// The first address it listens on.
     pub addr: SocketAddr,
+    /// Every address it reported, in order (`--listen` ones, then `--listen-plain` ones).
+    pub addrs: Vec<SocketAddr>,
 }
 
 impl Server {
     /// Starts `wsloop <subcommand> --listen 127.0.0.1:0 <args>` and waits for the line
-    /// `wsloop: listening on ws://ADDR/` on its standard output.
+    /// `wsloop: listening on ws://ADDR/` (or `wss://ADDR/`) on its standard output.
     pub fn start(subcommand: &str, args: &[&str]) -> Server {
         Server::start_on(subcommand, "127.0.0.1:0", args)
+    }
+
+    /// Starts `wsloop <subcommand> <args>` whose flags name `listeners` addresses (no
+    /// `--listen` added) and waits for a listening line for each.
+    pub fn start_listening(subcommand: &str, args: &[&str], listeners: usize) -> Server {
+        let mut command = Command::new(wsloop_binary());
+        command.arg(subcommand).args(args);
+        Server::spawn_listening(command, &format!("wsloop {subcommand}"), listeners)
     }
 
     /// Like [`Server::start`] on a given listen address (e.g. to restart on the same port).
@@ -109,7 +119,13 @@ impl Server {
 
     /// Spawns `command` and waits for a line `... listening on ws://ADDR/` on its standard
     /// output.
-    fn spawn(mut command: Command, what: &str) -> Server {
+    fn spawn(command: Command, what: &str) -> Server {
+        Server::spawn_listening(command, what, 1)
+    }
+
+    /// Spawns `command` and waits for `listeners` lines `... listening on ws://ADDR/` (or
+    /// `wss://ADDR/`) on its standard output.
+    fn spawn_listening(mut command: Command, what: &str, listeners: usize) -> Server {
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -120,20 +136,33 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if let Some((_, rest)) = line.split_once("listening on ws://") {
+                let url = line
+                    .split_once("listening on ws://")
+                    .or_else(|| line.split_once("listening on wss://"));
+                if let Some((_, rest)) = url {
                     let addr = rest.split('/').next().unwrap_or(rest).to_owned();
                     let _ = tx.send(addr);
                 }
             }
         });
-        let addr = match rx.recv_timeout(STARTUP_TIMEOUT) {
-            Ok(a) => a.parse().expect("listening address"),
-            Err(_) => {
-                let _ = child.kill();
-                panic!("{what} did not report its address in time");
+        let deadline = std::time::Instant::now() + STARTUP_TIMEOUT;
+        let mut addrs = Vec::new();
+        while addrs.len() < listeners {
+            let wait = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(a) => addrs.push(a.parse().expect("listening address")),
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("{what} did not report its addresses in time");
+                }
             }
-        };
-        Server { child, addr }
+        }
+        Server {
+            child,
+            addr: addrs[0],
+            addrs,
+        }
     }
 
     /// `wsloop echo` with extra arguments.
@@ -347,15 +376,40 @@ pub const NO_ADDRESS_LIMITS: [&str; 8] = [
     "100000",
 ];
 
+/// A connection from `source` (another address in 127.0.0.0/8, so that per-address limits
+/// tell it apart) to `addr`, with 3 s reads.
+pub fn connect_from(source: &str, addr: SocketAddr) -> std::net::TcpStream {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    let from: SocketAddr = format!("{source}:0").parse().expect("source address");
+    socket.bind(&from.into()).expect("bind source address");
+    socket
+        .connect_timeout(&addr.into(), Duration::from_secs(2))
+        .expect("connect");
+    let stream: std::net::TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    stream
+}
+
 /// Writes `request` over a fresh connection and reads until the server closes (at most 5 s);
 /// returns the response head (status line and headers, without the blank line) and the body.
 /// A reset after the response is tolerated (the bytes read before it count).
 pub fn http_exchange(addr: SocketAddr, request: &[u8]) -> (String, Vec<u8>) {
-    use std::io::{Read, Write};
     let wait = Duration::from_secs(5);
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, wait).expect("connect");
+    let stream = std::net::TcpStream::connect_timeout(&addr, wait).expect("connect");
     stream.set_read_timeout(Some(wait)).unwrap();
     stream.set_write_timeout(Some(wait)).unwrap();
+    exchange(stream, request)
+}
+
+/// [`http_exchange`] over a connected stream (plain, or TLS from `tests/common/tls.rs`) whose
+/// reads and writes are bounded.
+pub fn exchange(
+    mut stream: impl std::io::Read + std::io::Write,
+    request: &[u8],
+) -> (String, Vec<u8>) {
     // The server may answer and stop reading before a hostile request is fully written.
     let _ = stream.write_all(request);
     let mut bytes = Vec::new();
@@ -364,7 +418,7 @@ pub fn http_exchange(addr: SocketAddr, request: &[u8]) -> (String, Vec<u8>) {
         match stream.read(&mut chunk) {
             Ok(0) => break,
             Ok(n) => bytes.extend_from_slice(&chunk[..n]),
-            Err(e) if bytes.is_empty() => panic!("no answer from {addr}: {e}"),
+            Err(e) if bytes.is_empty() => panic!("no answer: {e}"),
             Err(_) => break,
         }
     }

@@ -430,9 +430,22 @@ pub fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
+/// What a raw client talks over: the TCP connection itself, or a TLS stream on it
+/// (`tests/common/tls.rs`). Waits are set on the TCP socket underneath.
+pub trait Wire: Read + Write + Send {
+    /// The TCP socket (timeouts, options, clones for plain tests).
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl Wire for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
 /// A blocking client over one TCP connection, with a bounded wait on every read and write.
 pub struct RawClient {
-    stream: TcpStream,
+    stream: Box<dyn Wire>,
     /// Bytes read from the socket but not yet consumed.
     buf: Vec<u8>,
     timeout: Duration,
@@ -442,11 +455,20 @@ impl RawClient {
     /// Connects over TCP only (no handshake), with `TCP_NODELAY` so that each write leaves
     /// as its own segment.
     pub fn connect_tcp(addr: SocketAddr) -> RawClient {
+        RawClient::connect_wrapped(addr, |tcp| Box::new(tcp))
+    }
+
+    /// Connects over TCP (with `TCP_NODELAY`) and talks over what `wrap` makes of the
+    /// socket (e.g. a TLS stream); no WebSocket handshake.
+    pub fn connect_wrapped(
+        addr: SocketAddr,
+        wrap: impl FnOnce(TcpStream) -> Box<dyn Wire>,
+    ) -> RawClient {
         let stream = TcpStream::connect_timeout(&addr, DEFAULT_TIMEOUT)
             .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
         stream.set_nodelay(true).expect("TCP_NODELAY");
         let mut client = RawClient {
-            stream,
+            stream: wrap(stream),
             buf: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
         };
@@ -465,6 +487,7 @@ impl RawClient {
     pub fn set_timeout(&mut self, timeout: Duration) {
         self.timeout = timeout;
         self.stream
+            .tcp()
             .set_write_timeout(Some(timeout))
             .expect("set write timeout");
     }
@@ -474,9 +497,9 @@ impl RawClient {
         self.timeout
     }
 
-    /// The underlying stream, for tests that need socket options or raw access.
+    /// The TCP socket, for tests that need socket options or raw access.
     pub fn stream(&self) -> &TcpStream {
-        &self.stream
+        self.stream.tcp()
     }
 
     /// Sends an upgrade request for `path` with a fresh key and checks the answer: status 101,
@@ -589,6 +612,7 @@ impl RawClient {
                 });
             }
             self.stream
+                .tcp()
                 .set_read_timeout(Some(deadline - now))
                 .expect("set read timeout");
             match self.stream.read(&mut chunk) {

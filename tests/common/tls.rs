@@ -1,13 +1,21 @@
 //! Certificates made at test time (rcgen): a test CA and the certificates it signs, written as
 //! PEM files into a directory of their own, removed when the [`TestPki`] is dropped.
 
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use rcgen::{
     date_time_ymd, BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose,
 };
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+
+use crate::common::raw::Wire;
 
 /// How long a certificate is valid for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,4 +117,67 @@ impl Drop for TestPki {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A rustls client configuration (ring, TLS 1.2 and 1.3) that trusts only the CA of
+/// `ca_cert`, offering ALPN `http/1.1` as browsers do.
+pub fn client_config(ca_cert: &Path) -> Arc<ClientConfig> {
+    client_config_with(ca_cert, &[&rustls::version::TLS13, &rustls::version::TLS12])
+}
+
+/// [`client_config`] limited to the given protocol versions.
+pub fn client_config_with(
+    ca_cert: &Path,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_cert).expect("open the CA file") {
+        roots.add(cert.expect("CA PEM")).expect("trust the CA");
+    }
+    let mut config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(versions)
+            .expect("protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// A TLS stream over a TCP connection (the handshake happens at the first read or write).
+pub type TlsStream = StreamOwned<ClientConnection, TcpStream>;
+
+impl Wire for TlsStream {
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref()
+    }
+}
+
+/// Wraps a connected socket in TLS for `name` (a DNS name or an IP address) with `config`.
+pub fn wrap(tcp: TcpStream, config: &Arc<ClientConfig>, name: &str) -> TlsStream {
+    let name = ServerName::try_from(name.to_owned()).expect("server name");
+    let conn = ClientConnection::new(Arc::clone(config), name).expect("client connection");
+    StreamOwned::new(conn, tcp)
+}
+
+/// Connects to `addr` over TLS as `127.0.0.1`, trusting `ca_cert`, with 5 s waits, and
+/// completes the TLS handshake.
+pub fn connect(addr: SocketAddr, ca_cert: &Path) -> TlsStream {
+    let wait = Duration::from_secs(5);
+    let tcp = TcpStream::connect_timeout(&addr, wait).expect("connect");
+    tcp.set_read_timeout(Some(wait)).expect("read timeout");
+    tcp.set_write_timeout(Some(wait)).expect("write timeout");
+    let mut tls = wrap(tcp, &client_config(ca_cert), "127.0.0.1");
+    while tls.conn.is_handshaking() {
+        tls.conn
+            .complete_io(&mut tls.sock)
+            .unwrap_or_else(|e| panic!("TLS handshake with {addr}: {e}"));
+    }
+    tls
+}
+
+/// Writes `request` over TLS and reads until the server's close_notify; returns the response
+/// head and body (see `common::exchange`).
+pub fn https_exchange(addr: SocketAddr, ca_cert: &Path, request: &[u8]) -> (String, Vec<u8>) {
+    crate::common::exchange(connect(addr, ca_cert), request)
 }
