@@ -127,10 +127,19 @@ fn load(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedK
         .map_err(|e| TlsError(format!("{} with {}: {e}", key.display(), cert.display())))
 }
 
-/// A PEM error as a sentence: the I/O error itself when the file could not be read.
+/// A PEM error as a sentence (markers as text, not bytes).
 fn pem_error(e: rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error;
     match e {
-        rustls::pki_types::pem::Error::Io(e) => e.to_string(),
-        e => format!("not valid PEM ({e:?})"),
+        Error::Io(e) => e.to_string(),
+        Error::MissingSectionEnd { end_marker } => format!(
+            "not valid PEM: no \"-----END {}-----\" line",
+            String::from_utf8_lossy(&end_marker)
+        ),
+        Error::IllegalSectionStart { line } => format!(
+            "not valid PEM: bad line {:?}",
+            String::from_utf8_lossy(&line)
+        ),
+        e => format!("not valid PEM: {e}"),
     }
 }

@@ -193,9 +193,7 @@ impl Server {
     /// Sends a signal with `kill(1)` (e.g. `TERM`) and waits up to `timeout` for the exit;
     /// returns the exit code, or `None` if it did not exit in time.
     pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> Option<i32> {
-        let _ = Command::new("kill")
-            .args([&format!("-{signal}"), &self.child.id().to_string()])
-            .status();
+        self.signal(signal);
         let deadline = std::time::Instant::now() + timeout;
         while std::time::Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -204,6 +202,13 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// Sends a signal with `kill(1)` (e.g. `HUP`) and returns at once.
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status();
     }
 
     /// Whether the process is still running.

@@ -467,8 +467,13 @@ impl RawClient {
         let stream = TcpStream::connect_timeout(&addr, DEFAULT_TIMEOUT)
             .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
         stream.set_nodelay(true).expect("TCP_NODELAY");
+        RawClient::from_wire(wrap(stream))
+    }
+
+    /// A client over a connected stream; no WebSocket handshake.
+    pub fn from_wire(stream: Box<dyn Wire>) -> RawClient {
         let mut client = RawClient {
-            stream: wrap(stream),
+            stream,
             buf: Vec::new(),
             timeout: DEFAULT_TIMEOUT,
         };

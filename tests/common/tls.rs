@@ -1,5 +1,6 @@
 //! Certificates made at test time (rcgen): a test CA and the certificates it signs, written as
 //! PEM files into a directory of their own, removed when the [`TestPki`] is dropped.
+#![allow(dead_code)] // each test binary uses a different subset
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -32,6 +33,32 @@ pub struct TestPki {
     issuer: Issuer<'static, KeyPair>,
     /// The CA certificate (PEM file): what a client trusts.
     pub ca_cert: PathBuf,
+}
+
+/// How a leaf's private key file is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyFormat {
+    /// `PRIVATE KEY` (PKCS#8), ECDSA P-256.
+    Pkcs8,
+    /// `RSA PRIVATE KEY` (PKCS#1), RSA 2048.
+    Pkcs1Rsa,
+    /// `EC PRIVATE KEY` (SEC1), ECDSA P-256.
+    Sec1Ec,
+}
+
+/// Runs `openssl ARGS -out OUT`; panics with its stderr if it fails.
+fn run_openssl(openssl: &Path, args: &[&str], out: &Path) {
+    let result = std::process::Command::new(openssl)
+        .args(args)
+        .arg("-out")
+        .arg(out)
+        .output()
+        .expect("run openssl");
+    assert!(
+        result.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&result.stderr)
+    );
 }
 
 /// A certificate (with its chain: leaf, then CA) and its private key, as PEM files.
@@ -77,11 +104,49 @@ impl TestPki {
     /// A server certificate for `names` (DNS names or IP addresses), signed by this CA, with
     /// an ECDSA P-256 key in PKCS#8; the certificate file holds the chain (leaf, then CA).
     pub fn leaf(&self, file_stem: &str, names: &[&str], validity: Validity) -> Leaf {
+        let key = KeyPair::generate().expect("leaf key");
+        self.leaf_for(file_stem, names, validity, &key)
+    }
+
+    /// A current `localhost`/`127.0.0.1` certificate whose key file is in `format`: PKCS#1
+    /// (RSA) and SEC1 (EC) keys are made and converted by the `openssl` CLI at `openssl`
+    /// (rcgen's ring backend cannot generate RSA keys nor write those formats).
+    pub fn leaf_with_key_format(&self, file_stem: &str, format: KeyFormat, openssl: &Path) -> Leaf {
+        let names = &["localhost", "127.0.0.1"];
+        let pkcs8 = self.dir.join(format!("{file_stem}.p8"));
+        let key = match format {
+            KeyFormat::Pkcs8 | KeyFormat::Sec1Ec => KeyPair::generate().expect("EC key"),
+            KeyFormat::Pkcs1Rsa => {
+                let args = [
+                    "genpkey",
+                    "-algorithm",
+                    "RSA",
+                    "-pkeyopt",
+                    "rsa_keygen_bits:2048",
+                ];
+                run_openssl(openssl, &args, &pkcs8);
+                let pem = std::fs::read_to_string(&pkcs8).expect("read the RSA key");
+                KeyPair::from_pem(&pem).expect("RSA key for rcgen")
+            }
+        };
+        let leaf = self.leaf_for(file_stem, names, Validity::Current, &key);
+        if format != KeyFormat::Pkcs8 {
+            // `-traditional`: "RSA PRIVATE KEY" (PKCS#1) or "EC PRIVATE KEY" (SEC1).
+            std::fs::rename(&leaf.key, &pkcs8).expect("move the PKCS#8 key");
+            let input = pkcs8.to_string_lossy().into_owned();
+            run_openssl(openssl, &["pkey", "-traditional", "-in", &input], &leaf.key);
+        }
+        leaf
+    }
+
+    /// [`leaf`](Self::leaf) for a given key.
+    fn leaf_for(&self, file_stem: &str, names: &[&str], validity: Validity, key: &KeyPair) -> Leaf {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut params = CertificateParams::new(names.clone()).expect("leaf params");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, names.first().cloned().unwrap_or_default());
+        params.distinguished_name.push(
+            DnType::CommonName,
+            names.first().cloned().unwrap_or_default(),
+        );
         params.use_authority_key_identifier_extension = true;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
@@ -91,8 +156,7 @@ impl TestPki {
         };
         params.not_before = from;
         params.not_after = until;
-        let key = KeyPair::generate().expect("leaf key");
-        let cert = params.signed_by(&key, &self.issuer).expect("sign the leaf");
+        let cert = params.signed_by(key, &self.issuer).expect("sign the leaf");
         let chain = format!(
             "{}{}",
             cert.pem(),
