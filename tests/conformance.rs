@@ -1,5 +1,7 @@
 //! Autobahn|Testsuite conformance of `wsloop echo`: one test per case of sections 1-7 and 10,
-//! and section 9 with fewer repetitions. Each test sends the bytes its Autobahn case sends and
+//! and section 9 with fewer repetitions, each run twice: `CASE::ws` over plain TCP and
+//! `CASE::wss` over TLS (`--tls-cert`, a certificate made for the test, tests/common/tls.rs),
+//! where the server's closing of TCP must come after its close_notify. Each test sends the bytes its Autobahn case sends and
 //! asserts what a strict "OK" verdict needs: echoed payloads byte-exact, in order and
 //! unfragmented, pongs in their place, the close code, and the server closing TCP afterwards.
 //!
@@ -10,12 +12,16 @@
 //! (7.1.6, 7.13.x) assert the exact behaviour of this server.
 
 mod common;
+#[path = "common/tls.rs"]
+mod tls;
 
+use std::cell::Cell;
 use std::io;
 use std::time::Duration;
 
 use common::raw::{fragments, hex, opcode, Frame, OutFrame, RawClient};
 use common::Server;
+use tls::TestPki;
 
 /// How long the server must stay silent where a case expects it to wait for more input.
 const QUIET: Duration = Duration::from_millis(200);
@@ -92,10 +98,32 @@ enum Wire {
     Chop(usize),
 }
 
+/// How a case reaches the server.
+#[derive(Clone, Copy, Debug)]
+enum Scheme {
+    /// ws://: plain TCP.
+    Ws,
+    /// wss://: TLS, the test CA trusted.
+    Wss,
+}
+
+thread_local! {
+    /// The scheme of the case running on this thread (each test has its own thread).
+    static SCHEME: Cell<Scheme> = const { Cell::new(Scheme::Ws) };
+}
+
+/// Runs a case with every connection it opens over `scheme`.
+fn over(scheme: Scheme, case: impl FnOnce()) {
+    SCHEME.with(|s| s.set(scheme));
+    case();
+}
+
 /// One conformance case in progress: a fresh server, a raw client connected to it, and what
 /// the client has sent so far.
 struct Run {
     _server: Server,
+    /// The certificates of a wss:// case (removed after the server is gone).
+    _pki: Option<TestPki>,
     client: RawClient,
     /// The first failed write: fine once the server has failed the connection, a bug before.
     write_error: Option<io::Error>,
@@ -103,12 +131,31 @@ struct Run {
     sent_close: bool,
 }
 
-/// Starts `wsloop echo` with default limits and opens a WebSocket connection to it.
+/// Starts `wsloop echo` with default limits and opens a WebSocket connection to it, over the
+/// scheme of the running case.
 fn run() -> Run {
-    let server = Server::echo(&[]);
-    let client = RawClient::open(server.addr);
+    let (server, pki, mut client) = match SCHEME.with(Cell::get) {
+        Scheme::Ws => {
+            let server = Server::echo(&[]);
+            let client = RawClient::connect_tcp(server.addr);
+            (server, None, client)
+        }
+        Scheme::Wss => {
+            let pki = TestPki::new("conformance");
+            let leaf = pki.localhost();
+            let (cert, key) = (leaf.cert.to_string_lossy(), leaf.key.to_string_lossy());
+            let server = Server::echo(&["--tls-cert", &cert, "--tls-key", &key]);
+            let config = tls::client_config(&pki.ca_cert);
+            let client = RawClient::connect_wrapped(server.addr, |tcp| {
+                Box::new(tls::wrap(tcp, &config, "127.0.0.1"))
+            });
+            (server, Some(pki), client)
+        }
+    };
+    client.handshake("/");
     Run {
         _server: server,
+        _pki: pki,
         client,
         write_error: None,
         sent_close: false,
@@ -462,10 +509,29 @@ const TRUNCATED: [&[u8]; 10] = [
     b"\xfd\xbf\xbf\xbf\xbf",
 ];
 
-/// Declares one `#[test]` per entry, each running its expression.
+/// Declares a case as a module with two tests, `ws` and `wss`, each running `$body` over its
+/// scheme.
+macro_rules! both_schemes {
+    ($(#[$attr:meta])* $name:ident => $body:block) => {
+        $(#[$attr])*
+        mod $name {
+            use super::*;
+            #[test]
+            fn ws() {
+                over(Scheme::Ws, || $body);
+            }
+            #[test]
+            fn wss() {
+                over(Scheme::Wss, || $body);
+            }
+        }
+    };
+}
+
+/// Declares one case per entry, each running its expression.
 macro_rules! cases {
     ($($(#[$attr:meta])* $name:ident => $body:expr;)*) => {
-        $( $(#[$attr])* #[test] fn $name() { $body; } )*
+        $( both_schemes! { $(#[$attr])* $name => { $body; } } )*
     };
 }
 
@@ -474,23 +540,23 @@ macro_rules! cases {
 macro_rules! paired_cases {
     ($run:ident; $($text:ident, $binary:ident: $($arg:expr),+;)*) => {
         $(
-            #[test] fn $text() { $run(opcode::TEXT, $($arg),+); }
-            #[test] fn $binary() { $run(opcode::BINARY, $($arg),+); }
+            both_schemes! { $text => { $run(opcode::TEXT, $($arg),+); } }
+            both_schemes! { $binary => { $run(opcode::BINARY, $($arg),+); } }
         )*
     };
 }
 
-/// Declares the UTF-8 table tests of 6.5-6.23.
+/// Declares the UTF-8 table cases of 6.5-6.23.
 macro_rules! utf8_cases {
     ($($name:ident: $valid:ident $payload:expr;)*) => {
-        $( #[test] fn $name() { utf8_case($payload, $valid); } )*
+        $( both_schemes! { $name => { utf8_case($payload, $valid); } } )*
     };
 }
 
-/// Declares close code tests: the client closes with the code, the server answers with another.
+/// Declares close code cases: the client closes with the code, the server answers with another.
 macro_rules! close_code_cases {
     ($($name:ident: $sent:expr => $answer:expr;)*) => {
-        $( #[test] fn $name() { run().send(&[close($sent)]).expect_close(Some($answer)); } )*
+        $( both_schemes! { $name => { run().send(&[close($sent)]).expect_close(Some($answer)); } } )*
     };
 }
 
