@@ -6,11 +6,16 @@
 //! 0 and printed its summary line, which it prints only when every check of the scenario
 //! passed: exact echoed payloads (16 MiB ones included), pong payloads and close codes.
 //!
+//! The `*_over_wss` tests run the same scenarios over TLS (`--tls-cert`, a certificate of a
+//! test CA the client is told to trust with `--ca`).
+//!
 //! The clients are external dependencies: `python3` with `websockets` >= 13 and `node` with
 //! `ws` 8 installed in `tests/interop/node_modules` (`npm install` in `tests/interop`).
 //! Without them the tests print a skip, or fail when `WSLOOP_REQUIRE_EXTERNAL=1`.
 
 mod common;
+#[path = "common/tls.rs"]
+mod tls;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -165,19 +170,27 @@ fn node_with_ws() -> Option<PathBuf> {
     }
 }
 
-/// Runs `interpreter script URL scenario` against `server` and asserts that it exits 0 and
+/// Runs `interpreter script URL scenario [--ca FILE]` and asserts that it exits 0 and
 /// prints `summary` as a line of its own.
-fn run_client(interpreter: &Path, script: &str, server: &Server, scenario: &str, summary: &str) {
+fn run_client(
+    interpreter: &Path,
+    script: &str,
+    url: &str,
+    ca: Option<&Path>,
+    scenario: &str,
+    summary: &str,
+) {
     let dir = interop_dir();
-    let url = server.url("/");
-    let out = run_bounded(
-        Command::new(interpreter)
-            .current_dir(&dir)
-            .arg(dir.join(script))
-            .args([url.as_str(), scenario]),
-        CLIENT_TIMEOUT,
-    )
-    .unwrap_or_else(|e| panic!("{script} {scenario}: {e}"));
+    let mut command = Command::new(interpreter);
+    command
+        .current_dir(&dir)
+        .arg(dir.join(script))
+        .args([url, scenario]);
+    if let Some(ca) = ca {
+        command.arg("--ca").arg(ca);
+    }
+    let out = run_bounded(&mut command, CLIENT_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{script} {scenario}: {e}"));
     let report = format!(
         "{script} {scenario} against {url}: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
         out.status, out.stdout, out.stderr
@@ -194,7 +207,14 @@ fn python_scenario(scenario: &str, server_args: &[&str], summary: &str) {
         return;
     };
     let server = Server::echo(server_args);
-    run_client(&python, "client.py", &server, scenario, summary);
+    run_client(
+        &python,
+        "client.py",
+        &server.url("/"),
+        None,
+        scenario,
+        summary,
+    );
 }
 
 fn node_scenario(scenario: &str, server_args: &[&str], summary: &str) {
@@ -202,7 +222,35 @@ fn node_scenario(scenario: &str, server_args: &[&str], summary: &str) {
         return;
     };
     let server = Server::echo(server_args);
-    run_client(&node, "client.js", &server, scenario, summary);
+    run_client(
+        &node,
+        "client.js",
+        &server.url("/"),
+        None,
+        scenario,
+        summary,
+    );
+}
+
+/// A scenario of `script` run by `interpreter` against `wsloop echo` over wss://, with a
+/// certificate of a test CA that the client is told to trust.
+fn wss_scenario(interpreter: Option<PathBuf>, script: &str, scenario: &str, summary: &str) {
+    let Some(interpreter) = interpreter else {
+        return;
+    };
+    let pki = tls::TestPki::new("interop");
+    let leaf = pki.localhost();
+    let (cert, key) = (leaf.cert.to_string_lossy(), leaf.key.to_string_lossy());
+    let server = Server::echo(&["--tls-cert", &cert, "--tls-key", &key]);
+    let url = format!("wss://localhost:{}/", server.addr.port());
+    run_client(
+        &interpreter,
+        script,
+        &url,
+        Some(&pki.ca_cert),
+        scenario,
+        summary,
+    );
 }
 
 /// Text, binary, fragmented (UTF-8 split across frames), 16 MiB messages, pings, close 1000.
@@ -278,6 +326,50 @@ fn node_ws_too_big() {
         "too-big",
         &["--max-message", TOO_BIG_LIMIT],
         "interop ok: node-ws too-big (4 checks)",
+    );
+}
+
+/// The whole session over wss:// (text, binary, fragments, 16 MiB messages, pings, close).
+#[test]
+fn python_websockets_session_over_wss() {
+    wss_scenario(
+        python_with_websockets(),
+        "client.py",
+        "session",
+        "interop ok: python-websockets session (20 checks)",
+    );
+}
+
+/// A close with 4000 over wss:// is echoed with 4000.
+#[test]
+fn python_websockets_close_4000_over_wss() {
+    wss_scenario(
+        python_with_websockets(),
+        "client.py",
+        "close-4000",
+        "interop ok: python-websockets close-4000 (5 checks)",
+    );
+}
+
+/// The whole session over wss:// (text, binary, fragments, 16 MiB messages, pings, close).
+#[test]
+fn node_ws_session_over_wss() {
+    wss_scenario(
+        node_with_ws(),
+        "client.js",
+        "session",
+        "interop ok: node-ws session (17 checks)",
+    );
+}
+
+/// A close with 4000 over wss:// is echoed with 4000.
+#[test]
+fn node_ws_close_4000_over_wss() {
+    wss_scenario(
+        node_with_ws(),
+        "client.js",
+        "close-4000",
+        "interop ok: node-ws close-4000 (5 checks)",
     );
 }
 

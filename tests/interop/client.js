@@ -1,7 +1,10 @@
 #!/usr/bin/env node
 // Interop client: drives `wsloop echo` with the Node `ws` package (8.x).
 //
-// Usage: node client.js URL SCENARIO
+// Usage: node client.js URL SCENARIO [--ca FILE]
+//
+// URL is ws:// or wss://; for wss://, --ca names the PEM file of the CA to trust (the tests'
+// own CA), instead of the system's roots.
 //
 // Scenarios (each on a fresh connection to URL):
 //   session       text (ASCII, non-ASCII, empty), binary (and empty), fragmented messages
@@ -21,6 +24,7 @@
 'use strict';
 
 const crypto = require('crypto');
+const fs = require('fs');
 const WebSocket = require('ws');
 
 const CLIENT = 'node-ws';
@@ -143,9 +147,13 @@ class Conn {
   }
 }
 
+// The CA of wss:// connections (undefined: the system's roots), read from --ca.
+let trustedCa;
+
 async function openConnection(url, options = {}) {
   const ws = new WebSocket(url, {
     ...options,
+    ...(trustedCa ? { ca: trustedCa } : {}),
     maxPayload: 32 * MIB,
     handshakeTimeout: STEP_TIMEOUT,
     closeTimeout: CLOSE_TIMEOUT
@@ -356,9 +364,14 @@ const scenarios = {
 };
 
 async function main() {
-  const [url, name] = process.argv.slice(2);
-  if (process.argv.length !== 4 || !Object.prototype.hasOwnProperty.call(scenarios, name)) {
-    console.error(`usage: node client.js URL {${Object.keys(scenarios).join('|')}}`);
+  const args = process.argv.slice(2);
+  if (args.length === 4 && args[2] === '--ca') {
+    trustedCa = fs.readFileSync(args[3]);
+    args.splice(2, 2);
+  }
+  const [url, name] = args;
+  if (args.length !== 2 || !Object.prototype.hasOwnProperty.call(scenarios, name)) {
+    console.error(`usage: node client.js URL {${Object.keys(scenarios).join('|')}} [--ca FILE]`);
     return 2;
   }
   console.log(`info: ws ${require('ws/package.json').version}, node ${process.version}, scenario ${name}, ${url}`);

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Interop client: drives `wsloop echo` with the Python `websockets` package (asyncio API).
 
-Usage: client.py URL SCENARIO
+Usage: client.py URL SCENARIO [--ca FILE]
+
+URL is ws:// or wss://; for wss://, --ca names the PEM file of the CA to trust (the tests'
+own CA), instead of the system's roots.
 
 Scenarios (each on a fresh connection to URL):
   session       text (ASCII, non-ASCII, empty), binary (and empty), fragmented messages
@@ -26,6 +29,7 @@ Prints one `ok: ...` line per check and, when every check passed, the summary li
 import asyncio
 import hashlib
 import random
+import ssl
 import sys
 import time
 
@@ -96,7 +100,13 @@ def close_info(exc):
     return f"close received: {rcvd}, close sent: {sent}"
 
 
+# The TLS context of wss:// connections (None: the system's roots), set from --ca.
+TLS_CONTEXT = None
+
+
 async def open_connection(url, checks, **options):
+    if url.startswith("wss://") and TLS_CONTEXT is not None:
+        options["ssl"] = TLS_CONTEXT
     ws = await step(
         connect(
             url,
@@ -330,10 +340,15 @@ async def run(url, name):
 
 
 def main():
-    if len(sys.argv) != 3 or sys.argv[2] not in SCENARIOS:
-        print(f"usage: {sys.argv[0]} URL {{{'|'.join(SCENARIOS)}}}", file=sys.stderr)
+    global TLS_CONTEXT
+    args = sys.argv[1:]
+    if len(args) == 4 and args[2] == "--ca":
+        TLS_CONTEXT = ssl.create_default_context(cafile=args[3])
+        args = args[:2]
+    if len(args) != 2 or args[1] not in SCENARIOS:
+        print(f"usage: {sys.argv[0]} URL {{{'|'.join(SCENARIOS)}}} [--ca FILE]", file=sys.stderr)
         return 2
-    url, name = sys.argv[1], sys.argv[2]
+    url, name = args
     print(f"info: websockets {websockets.__version__}, scenario {name}, {url}", flush=True)
     try:
         count = asyncio.run(run(url, name))
