@@ -7,13 +7,19 @@
 //! The browser is driven by `tests/e2e/chat.mjs` with Playwright (`playwright-core`, which
 //! drives the system's Chromium and downloads nothing). This test starts the server, runs the
 //! script, restarts the server when the script asks for it, and checks the script's verdict
-//! and the screenshots it leaves in `target/test-artifacts/browser/` (look at them).
+//! and the screenshots it leaves in `target/test-artifacts/browser-http/` and `browser-https/`
+//! (look at them).
+//!
+//! The same run goes over https:// and wss:// (`--tls-cert`, a certificate of a test CA;
+//! the browser ignores certificate errors, as its fresh profile cannot trust that CA).
 //!
 //! External dependencies: Chromium (`/usr/bin/chromium` or `chromium` on PATH), `node`, and
 //! `npm ci` run in `tests/e2e`. Without them the test prints a skip, or fails when
 //! `WSLOOP_REQUIRE_EXTERNAL=1`.
 
 mod common;
+#[path = "common/tls.rs"]
+mod tls;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -165,16 +171,36 @@ fn write_line(stdin: &mut ChildStdin, line: &str) {
 /// (exact texts, layout, focus order and accessibility checked by the script).
 #[test]
 fn browser_pages_chat_and_reconnect_after_restart() {
+    chat_and_reconnect(None);
+}
+
+/// The same over https:// and wss://.
+#[test]
+fn browser_pages_chat_and_reconnect_over_https() {
+    let pki = tls::TestPki::new("browser");
+    chat_and_reconnect(Some((&pki, pki.localhost())));
+}
+
+/// The browser run against `wsloop serve`, with TLS when a certificate is given.
+fn chat_and_reconnect(tls: Option<(&tls::TestPki, tls::Leaf)>) {
     let Some((chromium, node)) = browser_tools() else {
         return;
     };
-    let shots = artifact_dir().join("browser");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let shots = artifact_dir().join(format!("browser-{scheme}"));
     let _ = std::fs::remove_dir_all(&shots); // never check a stale one
     std::fs::create_dir_all(&shots).expect("create the screenshot folder");
 
-    let mut server = Server::serve(&SERVER_ARGS);
+    let mut args: Vec<String> = SERVER_ARGS.iter().map(|a| a.to_string()).collect();
+    if let Some((_, leaf)) = &tls {
+        for (flag, file) in [("--tls-cert", &leaf.cert), ("--tls-key", &leaf.key)] {
+            args.extend([flag.to_owned(), file.to_string_lossy().into_owned()]);
+        }
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut server = Server::serve(&args);
     let listen = server.addr.to_string();
-    let url = server.http_url("/");
+    let url = format!("{scheme}://{}/", server.addr);
 
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -218,7 +244,7 @@ fn browser_pages_chat_and_reconnect_after_restart() {
                 if line == "READY_FOR_RESTART" && !restarted {
                     drop(server);
                     std::thread::sleep(DOWN_TIME);
-                    server = Server::start_on("serve", &listen, &SERVER_ARGS);
+                    server = Server::start_on("serve", &listen, &args);
                     write_line(&mut stdin, "RESTARTED");
                     restarted = true;
                 }
@@ -234,10 +260,18 @@ fn browser_pages_chat_and_reconnect_after_restart() {
         script.wait_for_exit(deadline.saturating_duration_since(Instant::now()))
     };
     drop(script); // stops the script and its browser if still running
-                  // Both pages' handshakes with the restarted server accepted Chromium's deflate offer.
-    let deflated = common::fetch_metrics(server.addr, "")
-        .get("wsloop_deflate_negotiated_total")
-        .copied();
+    let metrics = match &tls {
+        Some((pki, _)) => {
+            let request = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n";
+            let (_, body) = tls::https_exchange(server.addr, &pki.ca_cert, request);
+            common::parse_metrics(&String::from_utf8_lossy(&body))
+        }
+        None => common::fetch_metrics(server.addr, ""),
+    };
+    // Both pages' handshakes with the restarted server accepted Chromium's deflate offer.
+    let deflated = metrics.get("wsloop_deflate_negotiated_total").copied();
+    // Over https, the pages' WebSocket connections were TLS connections too.
+    let tls_handshakes = metrics.get("wsloop_tls_handshakes_total").copied();
     drop(server);
     let report = format!(
         "node chat.mjs {url}: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
@@ -276,5 +310,11 @@ fn browser_pages_chat_and_reconnect_after_restart() {
         deflated >= Some(2),
         "permessage-deflate negotiated {deflated:?} times: {report}"
     );
+    if tls.is_some() {
+        assert!(
+            tls_handshakes >= Some(2),
+            "{tls_handshakes:?} TLS handshakes with the restarted server: {report}"
+        );
+    }
     eprintln!("{report}\nscreenshots in {}", shots.display());
 }
