@@ -4,6 +4,8 @@
 //! Every peer binds 127.0.0.1 (port 0 unless `--port N` is given), prints
 //! `listening on 127.0.0.1:PORT` on stdout once it accepts connections, and runs on one thread.
 
+pub mod raw;
+
 use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
