@@ -1,6 +1,6 @@
 //! Certificates made at test time (rcgen): a test CA and the certificates it signs, written as
 //! PEM files into a directory of their own, removed when the [`TestPki`] is dropped.
-#![allow(dead_code)] // each test binary uses a different subset
+#![allow(dead_code)] // each TLS test binary uses a different subset
 
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

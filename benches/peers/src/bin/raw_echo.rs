@@ -33,29 +33,21 @@
 //! only bytes the socket did not take are copied into a per-connection queue (released once
 //! written). That is what the 0.08 KB per idle connection measures.
 
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Read};
 use std::net::Shutdown;
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use sha1::{Digest, Sha1};
 use slab::Slab;
+use wsloop_peers::raw::{self, Header, Upgrade, MAX_HEADER};
 use wsloop_peers::{announce, Args};
 
 /// The listener's token; connections use their slot numbers.
 const LISTENER: Token = Token(usize::MAX);
 /// The loop's one read buffer.
 const READ_BUFFER: usize = 64 * 1024;
-/// Largest upgrade request head.
-const MAX_HEAD: usize = 8 * 1024;
 /// Reading from a connection stops while this many bytes wait for it to read its echoes.
 const MAX_QUEUED: usize = 4 << 20;
-/// RFC 6455 §1.3: appended to the client's key before hashing.
-const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-/// The largest frame header: 2 bytes, 8 of extended length, 4 of mask key (§5.2).
-const MAX_HEADER: usize = 14;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
@@ -215,11 +207,14 @@ impl Server {
                     on_head(conn, self.mode, &mut self.output)
                 }
                 Phase::Open(frames) => match self.mode {
-                    Mode::Bytes => send(conn, input).map(|()| Outcome::Open),
+                    Mode::Bytes => {
+                        raw::send(&mut conn.stream, &mut conn.queued, input).map(|()| Outcome::Open)
+                    }
                     Mode::Frames => {
                         self.output.clear();
                         let outcome = echo_frames(frames, input, &mut self.output);
-                        send(conn, &self.output).map(|()| outcome)
+                        raw::send(&mut conn.stream, &mut conn.queued, &self.output)
+                            .map(|()| outcome)
                     }
                 },
             };
@@ -239,7 +234,7 @@ impl Server {
             return;
         };
         let queued = std::mem::take(&mut conn.queued);
-        let result = write_some(&mut conn.stream, &queued).map(|written| {
+        let result = raw::write_some(&mut conn.stream, &queued).map(|written| {
             conn.queued = queued;
             conn.queued.drain(..written);
             if conn.queued.is_empty() {
@@ -295,37 +290,17 @@ fn on_head(conn: &mut Conn, mode: Mode, output: &mut Vec<u8>) -> io::Result<Outc
     let Phase::Head(head) = &mut conn.phase else {
         return Ok(Outcome::Open);
     };
-    let Some(end) = head
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| i + 4)
-    else {
-        if head.len() > MAX_HEAD {
-            send(
-                conn,
-                b"HTTP/1.1 431 Request Header Fields Too Large\r\n\r\n",
-            )?;
+    let (response, len) = match raw::upgrade(head) {
+        Upgrade::Incomplete => return Ok(Outcome::Open),
+        Upgrade::Refuse(answer) => {
+            raw::send(&mut conn.stream, &mut conn.queued, answer)?;
             return Ok(Outcome::Closing);
         }
-        return Ok(Outcome::Open);
+        Upgrade::Accept { response, len } => (response, len),
     };
-    let Some(key) = header_value(&head[..end], "sec-websocket-key") else {
-        send(
-            conn,
-            b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
-        )?;
-        return Ok(Outcome::Closing);
-    };
-    let mut sha = Sha1::new();
-    sha.update(key);
-    sha.update(GUID.as_bytes());
-    let accept = BASE64.encode(sha.finalize());
-    let mut rest = head.split_off(end);
+    let mut rest = head.split_off(len);
     output.clear();
-    output.extend_from_slice(
-        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
-    );
-    output.extend_from_slice(format!("Sec-WebSocket-Accept: {accept}\r\n\r\n").as_bytes());
+    output.extend_from_slice(&response);
     conn.phase = Phase::Open(Frames::default());
     // Frames that came in the same read as the head.
     let outcome = match (&mut conn.phase, mode) {
@@ -336,20 +311,8 @@ fn on_head(conn: &mut Conn, mode: Mode, output: &mut Vec<u8>) -> io::Result<Outc
         (Phase::Open(frames), Mode::Frames) => echo_frames(frames, &mut rest, output),
         _ => Outcome::Open,
     };
-    send(conn, output)?;
+    raw::send(&mut conn.stream, &mut conn.queued, output)?;
     Ok(outcome)
-}
-
-/// The value of a header in a request head, by case-insensitive name.
-fn header_value<'a>(head: &'a [u8], name: &str) -> Option<&'a [u8]> {
-    head.split(|&b| b == b'\n').skip(1).find_map(|line| {
-        let colon = line.iter().position(|&b| b == b':')?;
-        let (field, value) = line.split_at(colon);
-        if !field.eq_ignore_ascii_case(name.as_bytes()) {
-            return None;
-        }
-        Some(value[1..].trim_ascii())
-    })
 }
 
 /// Rewrites the client frames in `input` into `output`: unmasked payload, header without the
@@ -361,7 +324,7 @@ fn echo_frames(frames: &mut Frames, input: &mut [u8], output: &mut Vec<u8>) -> O
         if let Some((key, remaining, offset)) = &mut frames.payload {
             let n = (*remaining).min((input.len() - pos) as u64) as usize;
             let chunk = &mut input[pos..pos + n];
-            unmask(chunk, *key, *offset);
+            raw::unmask(chunk, *key, *offset);
             output.extend_from_slice(chunk);
             pos += n;
             *remaining -= n as u64;
@@ -381,7 +344,13 @@ fn echo_frames(frames: &mut Frames, input: &mut [u8], output: &mut Vec<u8>) -> O
         let have = frames.header_len as usize;
         let take = (MAX_HEADER - have).min(input.len() - pos);
         frames.header[have..have + take].copy_from_slice(&input[pos..pos + take]);
-        let Some((b0, len, key, header_len)) = parse_header(&frames.header[..have + take]) else {
+        let Some(Header {
+            b0,
+            len,
+            key,
+            header_len,
+        }) = raw::parse_header(&frames.header[..have + take])
+        else {
             frames.header_len = (have + take) as u8;
             return Outcome::Open;
         };
@@ -394,86 +363,11 @@ fn echo_frames(frames: &mut Frames, input: &mut [u8], output: &mut Vec<u8>) -> O
         let opcode = b0 & 0x0F;
         let b0 = if opcode == 0x9 { (b0 & 0xF0) | 0xA } else { b0 };
         frames.is_close = opcode == 0x8;
-        match len {
-            0..=125 => output.extend_from_slice(&[b0, len as u8]),
-            126..=0xFFFF => {
-                output.extend_from_slice(&[b0, 126]);
-                output.extend_from_slice(&(len as u16).to_be_bytes());
-            }
-            _ => {
-                output.extend_from_slice(&[b0, 127]);
-                output.extend_from_slice(&len.to_be_bytes());
-            }
-        }
+        raw::push_header(output, b0, len);
         if len > 0 {
             frames.payload = Some((key, len, 0));
         } else if frames.is_close {
             return Outcome::Closing;
         }
     }
-}
-
-/// Decodes a frame header (§5.2): first byte, payload length, mask key, header length; `None`
-/// while incomplete. Nothing is validated.
-fn parse_header(buf: &[u8]) -> Option<(u8, u64, Option<[u8; 4]>, usize)> {
-    let (&b0, rest) = buf.split_first()?;
-    let &b1 = rest.first()?;
-    let (len, mut pos) = match b1 & 0x7F {
-        126 => (
-            u64::from(u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?)),
-            4,
-        ),
-        127 => (u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?), 10),
-        short => (u64::from(short), 2),
-    };
-    let key = if b1 & 0x80 != 0 {
-        let key: [u8; 4] = buf.get(pos..pos + 4)?.try_into().ok()?;
-        pos += 4;
-        Some(key)
-    } else {
-        None
-    };
-    Some((b0, len, key, pos))
-}
-
-/// §5.3: `octet i XOR key[(offset + i) mod 4]`, eight bytes at a time.
-fn unmask(buf: &mut [u8], key: [u8; 4], offset: usize) {
-    let k: [u8; 4] = std::array::from_fn(|i| key[(offset + i) % 4]);
-    let wide = u64::from_ne_bytes([k[0], k[1], k[2], k[3], k[0], k[1], k[2], k[3]]);
-    let mut chunks = buf.chunks_exact_mut(8);
-    for chunk in &mut chunks {
-        let mut word = [0; 8];
-        word.copy_from_slice(chunk);
-        chunk.copy_from_slice(&(u64::from_ne_bytes(word) ^ wide).to_ne_bytes());
-    }
-    for (i, byte) in chunks.into_remainder().iter_mut().enumerate() {
-        *byte ^= k[i % 4];
-    }
-}
-
-/// Writes `bytes` after what is already queued: straight to the socket when nothing is, and
-/// whatever the socket does not take is queued (writable interest follows in `after_write`).
-fn send(conn: &mut Conn, bytes: &[u8]) -> io::Result<()> {
-    if !conn.queued.is_empty() {
-        conn.queued.extend_from_slice(bytes);
-        return Ok(());
-    }
-    let written = write_some(&mut conn.stream, bytes)?;
-    conn.queued.extend_from_slice(&bytes[written..]);
-    Ok(())
-}
-
-/// Writes until done or the socket would block; returns how much was written.
-fn write_some(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
-    let mut written = 0;
-    while written < bytes.len() {
-        match stream.write(&bytes[written..]) {
-            Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(n) => written += n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(written)
 }

@@ -22,8 +22,6 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-/// Read and write buffer size, in bytes.
-const BUFFER: usize = 8 * 1024;
 /// Largest message; the same default as wsloop's `serve` (1 MiB).
 const MAX_MESSAGE: usize = 1 << 20;
 
@@ -48,8 +46,8 @@ async fn client(stream: TcpStream, id: u64, clients: Clients) {
     // The same as wsloop: small frames go out at once.
     let _ = stream.set_nodelay(true);
     let config = WebSocketConfig::default()
-        .read_buffer_size(BUFFER)
-        .write_buffer_size(BUFFER)
+        .read_buffer_size(wsloop_peers::TUNGSTENITE_BUFFER)
+        .write_buffer_size(wsloop_peers::TUNGSTENITE_BUFFER)
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE));
     let Ok(ws) = tokio_tungstenite::accept_async_with_config(stream, Some(config)).await else {
