@@ -1,6 +1,7 @@
 //! The `wsloop` command line: `echo`, `serve`, `client` (feature `cli`). The load generator
 //! is the separate `wsloop-bench` binary (benches/load).
 
+mod access_flags;
 mod args;
 mod config_file;
 mod flags;
@@ -17,7 +18,6 @@ use log::Level;
 use mio::Waker;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use wsloop::app::access::Tokens;
 use wsloop::app::chat::ChatLimits;
 use wsloop::app::echo::Echo;
 #[cfg(feature = "redis")]
@@ -183,15 +183,12 @@ fn watch_signals(waker: Arc<Waker>, stop: Arc<AtomicBool>, how: Stopping) -> std
 
 fn serve(args: Box<ServeArgs>) -> ExitCode {
     let config = serve_config(&args);
-    let tokens = match &args.token_file {
-        Some(path) => match Tokens::load(path) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                wsloop::log!(Level::Error, "--token-file: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => None,
+    let access = match access_flags::access(&args) {
+        Ok(access) => access,
+        Err(e) => {
+            wsloop::log!(Level::Error, "{e}");
+            return ExitCode::from(2);
+        }
     };
     #[cfg(not(feature = "redis"))]
     if args.redis.is_some() {
@@ -222,7 +219,8 @@ fn serve(args: Box<ServeArgs>) -> ExitCode {
     };
     let serve_config = ServeConfig {
         ws_path: args.ws_path,
-        tokens,
+        access,
+        auth_timeout: config.handshake_timeout,
         allowed_origins: args.allow_origin,
         chat: ChatLimits {
             max_content: args.max_content,

@@ -695,7 +695,7 @@ impl Peer {
             next_ts: 1_000,
         };
         let welcome = peer.recv();
-        assert_keys(&welcome, &["type", "id", "name", "ts"]);
+        assert_keys(&welcome, &["type", "id", "user", "name", "ts"]);
         assert_eq!(welcome["type"], "welcome", "first message: {welcome}");
         assert_recent_ts(&welcome["ts"], TS_SLACK_MS, &welcome);
         let id = welcome["id"].as_str().expect("welcome.id is a string");

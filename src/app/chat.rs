@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
+use super::identity::{ChannelRules, Identity};
 use super::metrics::ChatCounters;
 use super::topics::Topic;
 use crate::proto::{Message, MessageKind};
@@ -45,8 +46,12 @@ impl Default for ChatLimits {
 /// One connected client.
 #[derive(Clone, Debug)]
 pub struct Member {
-    /// The name shown as `from`: the token's user, or the connection id.
+    /// The user id: a credential's subject, or the connection id when anonymous.
+    pub user: String,
+    /// The name shown as `from`: the credential's name, or the connection id.
     pub name: String,
+    /// The channels the credential allows (`None`: all).
+    rules: Option<ChannelRules>,
     /// The channels it is subscribed to.
     pub channels: BTreeSet<String>,
     /// Message budget (a token bucket refilled at the rate limit).
@@ -68,7 +73,8 @@ pub struct ChatError {
 }
 
 impl ChatError {
-    fn new(code: &'static str, message: impl Into<String>) -> Self {
+    /// An error with this code and message.
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
         ChatError {
             code,
             message: message.into(),
@@ -84,6 +90,7 @@ enum Request {
     Subscribe { channel: String },
     Unsubscribe { channel: String },
     Publish { channel: String, content: String },
+    Auth { token: String },
 }
 
 /// Milliseconds since the Unix epoch.
@@ -139,6 +146,11 @@ impl Chat {
             node: Some(node_id),
             ..Chat::default()
         }
+    }
+
+    /// A connected member.
+    pub fn member(&self, id: ConnId) -> Option<&Member> {
+        self.members.get(&id)
     }
 
     /// Rate-limit counters, for `/metrics`.
@@ -200,16 +212,20 @@ impl Chat {
         }
     }
 
-    /// Registers a new connection and sends it `welcome`.
-    pub fn join(&mut self, ctx: &mut Ctx<'_>, id: ConnId, name: Option<String>) {
+    /// Registers a new connection (anonymous without an identity: its id is its name) and
+    /// sends it `welcome`.
+    pub fn join(&mut self, ctx: &mut Ctx<'_>, id: ConnId, identity: Option<Identity>) {
         let public_id = self.public_id(id);
-        let name = name.unwrap_or_else(|| public_id.clone());
-        let welcome = json!({"type": "welcome", "id": public_id, "name": name, "ts": now_ms()});
+        let identity = identity.unwrap_or_else(|| Identity::named(&public_id, &public_id));
+        let welcome = json!({"type": "welcome", "id": public_id, "user": identity.user,
+                             "name": identity.name, "ts": now_ms()});
         send_json(ctx, id, &welcome);
         self.members.insert(
             id,
             Member {
-                name,
+                user: identity.user,
+                name: identity.name,
+                rules: identity.channels,
                 channels: BTreeSet::new(),
                 tokens: self.burst(),
                 refilled: ctx.now(),
@@ -283,23 +299,53 @@ impl Chat {
         Err(Some(close))
     }
 
-    /// Handles one message from a member.
-    pub fn handle(&mut self, ctx: &mut Ctx<'_>, id: ConnId, message: Message<'_>) {
+    /// A member sent a new token (`auth` while open) and it verified: the same user goes on
+    /// under the token's name and channels, and is told so. A token of another user is
+    /// refused with `forbidden`.
+    pub fn reauthenticate(&mut self, ctx: &mut Ctx<'_>, id: ConnId, identity: Identity) {
+        let Some(member) = self.members.get_mut(&id) else {
+            return;
+        };
+        if member.user != identity.user {
+            let error = ChatError::new(
+                "forbidden",
+                "a new token must be for the same user (\"sub\")",
+            );
+            return send_error(ctx, id, &error);
+        }
+        member.name = identity.name;
+        member.rules = identity.channels;
+        let reply = json!({"type": "authenticated", "user": member.user, "name": member.name,
+                           "expires": identity.expires_at});
+        send_json(ctx, id, &reply);
+    }
+
+    /// Handles one message from a member. Returns the token of an `auth` message, which the
+    /// caller checks (the chat knows no keys) and answers with [`reauthenticate`] or an
+    /// `error`.
+    ///
+    /// [`reauthenticate`]: Self::reauthenticate
+    pub fn handle(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: ConnId,
+        message: Message<'_>,
+    ) -> Option<String> {
         match self.admit(id, ctx.now()) {
             Ok(()) => {}
-            Err(None) => return,
+            Err(None) => return None,
             Err(Some(false)) => {
                 self.counters.rate_limited += 1;
                 let reply = json!({"type": "error", "code": "rate_limited",
                     "message": format!("more than {} messages per second", self.limits.max_messages_per_second)});
                 send_json(ctx, id, &reply);
-                return;
+                return None;
             }
             Err(Some(true)) => {
                 self.counters.flood_disconnects += 1;
                 log!(crate::log::Level::Warn, "{id}: message flood, closing");
                 ctx.fail_for(id, crate::proto::Policy::MessageFlood);
-                return;
+                return None;
             }
         }
         let result = match message.kind {
@@ -307,14 +353,16 @@ impl Chat {
                 "binary_not_supported",
                 "binary messages are not part of the protocol; send JSON text",
             )),
-            MessageKind::Text => self
-                .parse(message.data)
-                .and_then(|request| self.execute(ctx, id, request)),
+            MessageKind::Text => match self.parse(message.data) {
+                Ok(Request::Auth { token }) => return Some(token),
+                Ok(request) => self.execute(ctx, id, request),
+                Err(error) => Err(error),
+            },
         };
         if let Err(error) = result {
-            let reply = json!({"type": "error", "code": error.code, "message": error.message});
-            send_json(ctx, id, &reply);
+            send_error(ctx, id, &error);
         }
+        None
     }
 
     fn parse(&self, data: &[u8]) -> Result<Request, ChatError> {
@@ -356,13 +404,16 @@ impl Chat {
                 channel: self.channel(&object)?,
                 content: self.content(&object)?,
             }),
+            "auth" => Ok(Request::Auth {
+                token: string_field(&object, "token")?.to_owned(),
+            }),
             other => {
                 // Quote at most a short prefix: the reply must not echo a huge value back.
                 let shown: String = other.chars().take(32).collect();
                 let more = if shown.len() < other.len() { "..." } else { "" };
                 Err(ChatError::new(
                     "unknown_type",
-                    format!("unknown type {shown:?}{more} (ping, chat, subscribe, unsubscribe, publish)"),
+                    format!("unknown type {shown:?}{more} (ping, chat, subscribe, unsubscribe, publish, auth)"),
                 ))
             }
         }
@@ -423,6 +474,7 @@ impl Chat {
                 self.record(ClusterOp::Publish(Topic::All, out));
             }
             Request::Subscribe { channel } => {
+                permitted(member, &channel)?;
                 if !member.channels.contains(&channel) {
                     if member.channels.len() >= self.limits.max_channels {
                         return Err(ChatError::new(
@@ -473,6 +525,7 @@ impl Chat {
                 );
             }
             Request::Publish { channel, content } => {
+                permitted(member, &channel)?;
                 let out = json!({"type": "message", "channel": channel, "from": member.name,
                                  "id": public_id, "content": content, "ts": now_ms()})
                 .to_string();
@@ -485,9 +538,28 @@ impl Chat {
                     &json!({"type": "published", "channel": channel, "receivers": receivers}),
                 );
             }
+            // Taken apart in `handle`.
+            Request::Auth { .. } => {}
         }
         Ok(())
     }
+}
+
+/// A member may use a channel its credential's `channels` allows (any without such a list).
+fn permitted(member: &Member, channel: &str) -> Result<(), ChatError> {
+    match &member.rules {
+        Some(rules) if !rules.allows(channel) => Err(ChatError::new(
+            "forbidden",
+            format!("your token does not allow channel {channel:?}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Sends an `error` reply.
+pub fn send_error(ctx: &mut Ctx<'_>, to: ConnId, error: &ChatError) {
+    let reply = json!({"type": "error", "code": error.code, "message": error.message});
+    send_json(ctx, to, &reply);
 }
 
 fn missing(field: &str) -> ChatError {

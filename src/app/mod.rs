@@ -1,8 +1,12 @@
 //! Applications that run on the event loop.
 
 pub mod access;
+#[cfg(feature = "auth")]
+pub mod auth;
 pub mod chat;
 pub mod echo;
+pub mod gate;
+pub mod identity;
 pub mod metrics;
 #[cfg(feature = "redis")]
 pub mod node;

@@ -56,6 +56,11 @@ impl<H: Handler, N: Net> Server<H, N> {
     }
 
     pub(super) fn fire_deadlines(&mut self, now: Instant) {
+        if self.handler.next_timer().is_some_and(|due| due <= now) {
+            let mut ctx = Ctx::new(&mut self.commands, now);
+            self.handler.on_timer(&mut ctx);
+            self.apply_commands(None, now);
+        }
         while let Some((when, id)) = self.timers.pop_due(now) {
             let Some((slot, conn)) = self.conns.by_id(id) else {
                 continue;

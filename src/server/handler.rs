@@ -118,6 +118,16 @@ pub trait Handler {
     /// clients sent meanwhile arrives at once. Rate limits should not charge them for it.
     /// The loop has already moved every connection's deadlines by as much.
     fn on_pause(&mut self, _ctx: &mut Ctx<'_>, _paused: Duration) {}
+
+    /// When the application next needs [`on_timer`](Self::on_timer) (a deadline of its own,
+    /// such as a credential's expiry); asked after every callback. `None`: no deadline.
+    fn next_timer(&self) -> Option<Instant> {
+        None
+    }
+
+    /// The time [`next_timer`](Self::next_timer) asked for has come (`ctx.now()` is at or
+    /// past it).
+    fn on_timer(&mut self, _ctx: &mut Ctx<'_>) {}
 }
 
 /// A recorded action, carried out by the loop after the callback.

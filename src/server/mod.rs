@@ -320,9 +320,13 @@ impl<H: Handler, N: Net> Server<H, N> {
         READ_BUFFER.max(self.config.limits.max_handshake_bytes + 1)
     }
 
-    /// When the loop must next act without input: the earliest connection deadline.
+    /// When the loop must next act without input: the earliest connection deadline, or the
+    /// application's own.
     fn next_deadline(&self) -> Option<Instant> {
-        self.timers.next()
+        [self.timers.next(), self.handler.next_timer()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Starts the closing handshake (1001) with every client and drops connections whose
