@@ -701,14 +701,20 @@ impl Peer {
         let id = welcome["id"].as_str().expect("welcome.id is a string");
         assert_eq!(welcome["name"], id, "name without a token is the id");
         peer.id = id.to_owned();
-        peer.node = id.rsplit_once('-').map_or("", |(n, _)| n).to_owned();
+        // `<node>-<start tag>-<serial>`: the node id may hold dashes itself.
+        peer.node = id.rsplitn(3, '-').nth(2).unwrap_or("").to_owned();
         peer
     }
 
-    /// Joins `node` and checks the node-prefixed id: `<node>-<serial>`.
+    /// Joins `node` and checks the node-prefixed id: `<node>-<start tag>-<serial>`.
     fn join_node(node: &Node, serial: u32) -> Peer {
         let peer = Peer::join(&node.url(), &[]);
-        assert_eq!(peer.id, format!("{}-{serial}", node.name), "welcome id");
+        let tag = peer
+            .id
+            .strip_prefix(&format!("{}-", node.name))
+            .and_then(|rest| rest.strip_suffix(&format!("-{serial}")))
+            .unwrap_or_else(|| panic!("welcome id {} of {}", peer.id, node.name));
+        assert_eq!(tag.len(), 6, "the start tag of {}", peer.id);
         peer
     }
 

@@ -120,6 +120,9 @@ pub struct Chat {
     /// This node's id when clustered: prefixes connection ids (unique across nodes) and
     /// turns on `cluster_ops`.
     node: Option<String>,
+    /// A random tag of this start of the server: connection ids carry it, so that they do
+    /// not repeat after a restart (serials start again at 1).
+    incarnation: String,
     cluster_ops: Vec<ClusterOp>,
     /// Clustered: channels whose Redis subscription is not confirmed yet, with the members
     /// waiting for their `subscribed`.
@@ -135,6 +138,7 @@ impl Chat {
     pub fn new(limits: ChatLimits) -> Self {
         Chat {
             limits,
+            incarnation: incarnation(),
             ..Chat::default()
         }
     }
@@ -144,6 +148,7 @@ impl Chat {
         Chat {
             limits,
             node: Some(node_id),
+            incarnation: incarnation(),
             ..Chat::default()
         }
     }
@@ -169,11 +174,12 @@ impl Chat {
         }
     }
 
-    /// The public id of a connection: its serial, prefixed with the node id in a cluster.
-    fn public_id(&self, id: ConnId) -> String {
+    /// The public id of a connection, unique across restarts and nodes: the node id in a
+    /// cluster, this start's tag, and the connection's serial (`node1-k3x9qa-7`).
+    pub fn public_id(&self, id: ConnId) -> String {
         match &self.node {
-            Some(node) => format!("{node}-{id}"),
-            None => id.to_string(),
+            Some(node) => format!("{node}-{}-{id}", self.incarnation),
+            None => format!("{}-{id}", self.incarnation),
         }
     }
 
@@ -560,6 +566,25 @@ fn permitted(member: &Member, channel: &str) -> Result<(), ChatError> {
 pub fn send_error(ctx: &mut Ctx<'_>, to: ConnId, error: &ChatError) {
     let reply = json!({"type": "error", "code": error.code, "message": error.message});
     send_json(ctx, to, &reply);
+}
+
+/// Six base-36 digits, random per start (the standard library's randomly seeded hasher, mixed
+/// with the time): two starts share a tag with a chance of one in two billion.
+fn incarnation() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    let mut n = hasher.finish() % 36u64.pow(6);
+    let mut tag = [b'0'; 6];
+    for digit in tag.iter_mut().rev() {
+        *digit = b"0123456789abcdefghijklmnopqrstuvwxyz"[(n % 36) as usize];
+        n /= 36;
+    }
+    String::from_utf8_lossy(&tag).into_owned()
 }
 
 fn missing(field: &str) -> ChatError {

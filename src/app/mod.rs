@@ -7,6 +7,10 @@ pub mod chat;
 pub mod echo;
 pub mod gate;
 pub mod identity;
+#[cfg(feature = "auth")]
+pub mod json_http;
+#[cfg(feature = "auth")]
+pub mod login;
 pub mod metrics;
 #[cfg(feature = "redis")]
 pub mod node;

@@ -45,6 +45,18 @@ fn unauthorized(error: &AuthError) -> HttpResponse {
     response
 }
 
+/// The body a POST route takes at most (`None`: the request is answered from its head).
+fn body_limit(request: &Request) -> Option<usize> {
+    if request.method != "POST" {
+        return None;
+    }
+    match request.path() {
+        #[cfg(feature = "auth")]
+        "/login" | "/logout" => Some(super::login::MAX_LOGIN_BODY),
+        _ => None,
+    }
+}
+
 /// Settings of `wsloop serve` beyond the event loop's.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
@@ -291,6 +303,8 @@ impl Serve {
                 },
             },
             "/readyz" => self.readiness(),
+            #[cfg(feature = "auth")]
+            "/session" => super::login::current(&self.config.access, request),
             "/metrics" => {
                 let format = Exposition::negotiate(request.header("Accept"));
                 HttpResponse {
@@ -337,9 +351,28 @@ impl Handler for Serve {
         );
         if request.wants_upgrade() {
             self.route_upgrade(request)
+        } else if let Some(limit) = body_limit(request) {
+            Route::ReadBody(limit)
         } else {
             Route::Respond(self.route_http(request, stats))
         }
+    }
+
+    fn on_body(&mut self, _ctx: &mut Ctx<'_>, request: &Request, _body: &[u8]) -> HttpResponse {
+        #[cfg(feature = "auth")]
+        match request.path() {
+            "/login" => {
+                return super::login::login(
+                    &self.config.access,
+                    &self.config.allowed_origins,
+                    request,
+                    _body,
+                )
+            }
+            "/logout" => return super::login::logout(),
+            _ => {}
+        }
+        HttpResponse::text(404, &format!("nothing takes a body at {}", request.path()))
     }
 
     fn on_open(&mut self, ctx: &mut Ctx<'_>, id: ConnId, info: &OpenInfo<'_>) {

@@ -32,7 +32,7 @@ impl<H: Handler, N: Net> Server<H, N> {
                     ws.handle_pause(paused, now);
                     self.sync_deadline(slot);
                 }
-                Phase::Handshake(_) | Phase::Closing => {
+                Phase::Handshake(_) | Phase::Body(_) | Phase::Closing => {
                     if let Some(deadline) = conn.deadline.as_mut() {
                         *deadline += paused;
                         self.timers.schedule(*deadline, conn.id);
@@ -70,7 +70,7 @@ impl<H: Handler, N: Net> Server<H, N> {
                 continue;
             }
             match &mut conn.phase {
-                Phase::Handshake(_) => {
+                Phase::Handshake(_) | Phase::Body(_) => {
                     log!(Level::Info, "{}: handshake timed out", conn.peer);
                     self.stats.reject(Rejection::HandshakeTimeout);
                     self.remove(slot, CloseReason::Abnormal, now);

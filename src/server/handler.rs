@@ -90,6 +90,9 @@ pub enum Route {
     Respond(HttpResponse),
     /// Refuse an upgrade (counted in the stats under the reason).
     Reject(HttpResponse, Rejection),
+    /// Read the request's body (its `Content-Length`, at most this many bytes; longer gets
+    /// 413, chunked 411), then answer what [`Handler::on_body`] returns.
+    ReadBody(usize),
 }
 
 /// An application on the event loop.
@@ -97,6 +100,12 @@ pub trait Handler {
     /// Routes a request head; the default treats every request as a WebSocket upgrade.
     fn on_request(&mut self, _request: &Request, _peer: SocketAddr, _stats: &Stats) -> Route {
         Route::Upgrade
+    }
+
+    /// The body of a request routed with [`Route::ReadBody`] has arrived: the answer. The
+    /// callback may send to WebSocket connections through `ctx`.
+    fn on_body(&mut self, _ctx: &mut Ctx<'_>, _request: &Request, _body: &[u8]) -> HttpResponse {
+        HttpResponse::text(404, "not found")
     }
 
     /// A WebSocket connection was opened (the 101 is queued).

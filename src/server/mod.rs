@@ -22,6 +22,7 @@
 
 mod acceptor;
 pub mod admission;
+mod body;
 mod compress;
 pub mod config;
 mod conn;
@@ -344,7 +345,9 @@ impl<H: Handler, N: Net> Server<H, N> {
                 continue;
             };
             match &conn.phase {
-                Phase::Handshake(_) => self.remove(slot, CloseReason::Abnormal, now),
+                Phase::Handshake(_) | Phase::Body(_) => {
+                    self.remove(slot, CloseReason::Abnormal, now)
+                }
                 Phase::Open(_) => {
                     let id = conn.id;
                     self.close_conn(
