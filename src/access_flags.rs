@@ -3,7 +3,7 @@
 
 use wsloop::app::access::{Access, Tokens};
 #[cfg(feature = "auth")]
-use wsloop::app::auth::{jwt::JwtVerifier, session::SessionKey, users::Users};
+use wsloop::app::auth::{jwt::JwtVerifier, keys::ApiKeys, session::SessionKey, users::Users};
 
 use crate::args::ServeArgs;
 
@@ -36,11 +36,16 @@ pub(crate) fn access(args: &ServeArgs) -> Result<Access, String> {
             Some(path) => Some(Users::load(path).map_err(|e| format!("--users-file: {e}"))?),
             None => None,
         };
+        let api_keys = match &args.api_key_file {
+            Some(path) => Some(ApiKeys::load(path).map_err(|e| format!("--api-key-file: {e}"))?),
+            None => None,
+        };
         let access = Access {
             tokens,
             jwt,
             sessions: Some(sessions),
             users,
+            api_keys,
         };
         if access.users.is_some() && access.token_mode() {
             return Err(

@@ -188,6 +188,12 @@ pub(crate) struct ServeArgs {
     #[cfg(feature = "auth")]
     #[arg(long, value_name = "FILE")]
     pub(crate) users_file: Option<PathBuf>,
+    /// File of server API keys, one a line (16 characters or more): the application's
+    /// backend then publishes, sends and disconnects through /api/* with
+    /// `Authorization: apikey KEY`.
+    #[cfg(feature = "auth")]
+    #[arg(long, value_name = "FILE")]
+    pub(crate) api_key_file: Option<PathBuf>,
     /// Origin allowed to connect (repeat for several); browsers from other origins get 403.
     #[arg(long, value_name = "ORIGIN", value_delimiter = ',', value_parser = flags::origin)]
     pub(crate) allow_origin: Vec<String>,

@@ -179,7 +179,10 @@ fn browser_pages_chat_and_reconnect_after_restart() {
     let _ = std::fs::remove_dir_all(&shots); // never check a stale one
     std::fs::create_dir_all(&shots).expect("create the screenshot folder");
 
-    let secret = common::TempFile::new("browser-session", "the browser test's session secret, 32+ bytes");
+    let secret = common::TempFile::new(
+        "browser-session",
+        "the browser test's session secret, 32+ bytes",
+    );
     let server_args: Vec<&str> = SERVER_ARGS
         .iter()
         .copied()

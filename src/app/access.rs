@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 #[cfg(feature = "auth")]
-use super::auth::{jwt::JwtVerifier, session, session::SessionKey, users::Users};
+use super::auth::{jwt::JwtVerifier, keys::ApiKeys, session, session::SessionKey, users::Users};
 use super::identity::{AuthError, Identity, MAX_TOKEN};
 use crate::proto::handshake::Request;
 
@@ -41,6 +41,9 @@ pub struct Access {
     /// `--users-file`: `/login` checks passwords, and upgrades need a session.
     #[cfg(feature = "auth")]
     pub users: Option<Users>,
+    /// `--api-key-file`: the keys of the server API (`None`: the API is off).
+    #[cfg(feature = "auth")]
+    pub api_keys: Option<ApiKeys>,
 }
 
 /// Seconds since the Unix epoch: what tokens' and cookies' expiry claims count in.

@@ -215,6 +215,7 @@ impl Chat {
             Topic::Channel(name) => self.channels.get(name).map_or(0, |set| {
                 broadcast_to(ctx, set.iter().copied(), set.len(), event)
             }),
+            Topic::Users => self.deliver_to_user(ctx, event),
         }
     }
 
@@ -427,6 +428,12 @@ impl Chat {
 
     fn content(&self, object: &Map<String, Value>) -> Result<String, ChatError> {
         let content = string_field(object, "content")?;
+        self.check_content(content)?;
+        Ok(content.to_owned())
+    }
+
+    /// `content` is within `--max-content`.
+    fn check_content(&self, content: &str) -> Result<(), ChatError> {
         if content.len() > self.limits.max_content {
             return Err(ChatError::new(
                 "content_too_long",
@@ -437,11 +444,17 @@ impl Chat {
                 ),
             ));
         }
-        Ok(content.to_owned())
+        Ok(())
     }
 
     fn channel(&self, object: &Map<String, Value>) -> Result<String, ChatError> {
         let channel = string_field(object, "channel")?;
+        self.check_channel(channel)?;
+        Ok(channel.to_owned())
+    }
+
+    /// A channel name is 1 to `--max-channel-name` bytes long.
+    fn check_channel(&self, channel: &str) -> Result<(), ChatError> {
         if channel.is_empty() || channel.len() > self.limits.max_channel_name {
             return Err(ChatError::new(
                 "invalid_channel",
@@ -451,7 +464,7 @@ impl Chat {
                 ),
             ));
         }
-        Ok(channel.to_owned())
+        Ok(())
     }
 
     fn execute(
@@ -620,5 +633,6 @@ fn broadcast_to(
     count
 }
 
+mod backend;
 #[cfg(test)]
 mod tests;

@@ -2,6 +2,8 @@
 
 pub mod access;
 #[cfg(feature = "auth")]
+pub mod api;
+#[cfg(feature = "auth")]
 pub mod auth;
 pub mod chat;
 pub mod echo;

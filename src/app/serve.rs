@@ -45,18 +45,6 @@ fn unauthorized(error: &AuthError) -> HttpResponse {
     response
 }
 
-/// The body a POST route takes at most (`None`: the request is answered from its head).
-fn body_limit(request: &Request) -> Option<usize> {
-    if request.method != "POST" {
-        return None;
-    }
-    match request.path() {
-        #[cfg(feature = "auth")]
-        "/login" | "/logout" => Some(super::login::MAX_LOGIN_BODY),
-        _ => None,
-    }
-}
-
 /// Settings of `wsloop serve` beyond the event loop's.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
@@ -272,7 +260,25 @@ impl Serve {
         }
     }
 
+    /// The body a POST route takes at most (`None`: the request is answered from its head).
+    fn body_limit(&self, request: &Request) -> Option<usize> {
+        if request.method != "POST" {
+            return None;
+        }
+        match request.path() {
+            #[cfg(feature = "auth")]
+            "/login" | "/logout" => Some(super::login::MAX_LOGIN_BODY),
+            #[cfg(feature = "auth")]
+            _ if super::api::takes_body(request) => Some(super::api::body_limit(&self.config.chat)),
+            _ => None,
+        }
+    }
+
     fn route_http(&self, request: &Request, stats: &Stats) -> HttpResponse {
+        #[cfg(feature = "auth")]
+        if super::api::is_api(request.path()) {
+            return super::api::answer_head(&self.config.access, &self.chat, request);
+        }
         // RFC 9110 §9.3.2: HEAD is GET without the content (the loop leaves the body out);
         // §15.5.6: a 405 "MUST generate an Allow header field".
         if request.method != "GET" && request.method != "HEAD" {
@@ -351,7 +357,7 @@ impl Handler for Serve {
         );
         if request.wants_upgrade() {
             self.route_upgrade(request)
-        } else if let Some(limit) = body_limit(request) {
+        } else if let Some(limit) = self.body_limit(request) {
             Route::ReadBody(limit)
         } else {
             Route::Respond(self.route_http(request, stats))
@@ -359,6 +365,13 @@ impl Handler for Serve {
     }
 
     fn on_body(&mut self, _ctx: &mut Ctx<'_>, request: &Request, _body: &[u8]) -> HttpResponse {
+        #[cfg(feature = "auth")]
+        if super::api::is_api(request.path()) {
+            let access = &self.config.access;
+            let response = super::api::answer_body(access, &mut self.chat, _ctx, request, _body);
+            self.forward_cluster_ops();
+            return response;
+        }
         #[cfg(feature = "auth")]
         match request.path() {
             "/login" => {
