@@ -265,13 +265,16 @@ impl Serve {
         if request.method != "POST" {
             return None;
         }
-        match request.path() {
-            #[cfg(feature = "auth")]
-            "/login" | "/logout" => Some(super::login::MAX_LOGIN_BODY),
-            #[cfg(feature = "auth")]
-            _ if super::api::takes_body(request) => Some(super::api::body_limit(&self.config.chat)),
-            _ => None,
+        #[cfg(feature = "auth")]
+        {
+            if matches!(request.path(), "/login" | "/logout") {
+                return Some(super::login::MAX_LOGIN_BODY);
+            }
+            if super::api::takes_body(request) {
+                return Some(super::api::body_limit(&self.config.chat));
+            }
         }
+        None
     }
 
     fn route_http(&self, request: &Request, stats: &Stats) -> HttpResponse {
