@@ -632,11 +632,16 @@ impl Redis {
         out
     }
 
-    /// Waits until the Redis subscriptions under PREFIX are exactly `want`.
+    /// Waits until the Redis subscriptions under PREFIX are exactly `want`, plus the users
+    /// topic (the server API's), which every node holds as it holds the chat's.
     fn wait_topics(&self, want: &BTreeMap<String, i64>, limit: Duration) {
+        let mut want = want.clone();
+        if let Some(nodes) = want.get(&format!("{PREFIX}chat")).copied() {
+            want.insert(format!("{PREFIX}users"), nodes);
+        }
         wait_until(&format!("Redis subscriptions {want:?}"), limit, || {
             let got = self.topics();
-            if &got == want {
+            if got == want {
                 Ok(())
             } else {
                 Err(format!("{got:?}"))
@@ -2312,6 +2317,8 @@ fn nginx_proxies_websocket_heartbeat_close_and_real_ip() {
 
 /// Which node logged `<id> joined from <addr>` (exactly one must, within [`WAIT`]).
 fn serving_node(nodes: &[Node; 2], id: &str, addr: &str) -> usize {
+    // The log names the connection by its serial, the last part of `<node>-<tag>-<serial>`.
+    let id = id.rsplit('-').next().unwrap_or(id);
     let deadline = Instant::now() + WAIT;
     loop {
         let hits: Vec<usize> = (0..2)
