@@ -185,9 +185,35 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = flags::positive_duration)]
     pub(crate) ping_timeout: Duration,
     /// File of `token name` lines: upgrades then need a known token (Authorization: Bearer,
-    /// `token` query parameter or cookie), else 401; messages are sent under the name.
+    /// `token` cookie or query parameter, or the first message), else 401; messages are
+    /// sent under the name.
     #[arg(long, value_name = "FILE")]
     pub(crate) token_file: Option<PathBuf>,
+    /// HS256 secret (at least 32 bytes) of the signed tokens (JWT) your backend issues:
+    /// upgrades then need a token with `sub` and `exp` (header, cookie or first message).
+    #[cfg(feature = "auth")]
+    #[arg(long, value_name = "FILE", conflicts_with = "jwt_public_key")]
+    pub(crate) jwt_secret_file: Option<PathBuf>,
+    /// PEM public key (RSA: RS256, EC P-256: ES256) of the signed tokens your backend issues.
+    #[cfg(feature = "auth")]
+    #[arg(long, value_name = "FILE")]
+    pub(crate) jwt_public_key: Option<PathBuf>,
+    /// Key (at least 32 bytes) signing the page's session cookies; share it between nodes.
+    /// Default: random per process (logins end with a restart).
+    #[cfg(feature = "auth")]
+    #[arg(long, value_name = "FILE")]
+    pub(crate) session_secret_file: Option<PathBuf>,
+    /// File of `name argon2-hash` lines: /login then checks passwords, and upgrades need a
+    /// login.
+    #[cfg(feature = "auth")]
+    #[arg(long, value_name = "FILE")]
+    pub(crate) users_file: Option<PathBuf>,
+    /// File of server API keys, one a line (16 characters or more): the application's
+    /// backend then publishes, sends and disconnects through /api/* with
+    /// `Authorization: apikey KEY`.
+    #[cfg(feature = "auth")]
+    #[arg(long, value_name = "FILE")]
+    pub(crate) api_key_file: Option<PathBuf>,
     /// Origin allowed to connect (repeat for several); browsers from other origins get 403.
     #[arg(long, value_name = "ORIGIN", value_delimiter = ',', value_parser = flags::origin)]
     pub(crate) allow_origin: Vec<String>,

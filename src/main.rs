@@ -1,6 +1,7 @@
 //! The `wsloop` command line: `echo`, `serve`, `client` (feature `cli`). The load generator
 //! is the separate `wsloop-bench` binary (benches/load).
 
+mod access_flags;
 mod args;
 mod config_file;
 mod flags;
@@ -19,7 +20,6 @@ use mio::Waker;
 use signal_hook::consts::SIGHUP;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use wsloop::app::access::Tokens;
 use wsloop::app::chat::ChatLimits;
 use wsloop::app::echo::Echo;
 #[cfg(feature = "redis")]
@@ -259,15 +259,12 @@ fn serve(args: Box<ServeArgs>) -> ExitCode {
         Ok(config) => config,
         Err(code) => return code,
     };
-    let tokens = match &args.token_file {
-        Some(path) => match Tokens::load(path) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                wsloop::log!(Level::Error, "--token-file: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => None,
+    let access = match access_flags::access(&args) {
+        Ok(access) => access,
+        Err(e) => {
+            wsloop::log!(Level::Error, "{e}");
+            return ExitCode::from(2);
+        }
     };
     #[cfg(not(feature = "redis"))]
     if args.redis.is_some() {
@@ -298,7 +295,8 @@ fn serve(args: Box<ServeArgs>) -> ExitCode {
     };
     let serve_config = ServeConfig {
         ws_path: args.ws_path,
-        tokens,
+        access,
+        auth_timeout: config.handshake_timeout,
         allowed_origins: args.allow_origin,
         chat: ChatLimits {
             max_content: args.max_content,

@@ -33,14 +33,21 @@ use common::Server;
 /// Bound on the whole script run: the script bounds itself at 150 s, this is the backstop.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(210);
 /// The screenshots the script must leave: desktop and phone width, and the page that gave up.
-const SCREENSHOTS: [&str; 3] = ["desktop.png", "phone.png", "phone-gave-up.png"];
+const SCREENSHOTS: [&str; 4] = [
+    "desktop.png",
+    "phone.png",
+    "phone-gave-up.png",
+    "phone-refused.png",
+];
 /// How long the server stays down during the restart: the pages see at least one refused
 /// reconnection attempt.
 const DOWN_TIME: Duration = Duration::from_millis(1500);
 /// How long the script gets to close its browser after SIGTERM before it is killed.
 const TERM_GRACE: Duration = Duration::from_secs(5);
 /// Short server timers, so that the run also covers the server pinging browsers; and
-/// permessage-deflate, which Chromium offers by itself: the chat runs compressed.
+/// permessage-deflate, which Chromium offers by itself: the chat runs compressed. The pages
+/// log in with a nickname; the session key comes from a file, so that their logins hold
+/// across the restart (`--session-secret-file` follows these).
 const SERVER_ARGS: [&str; 5] = ["--ping-interval", "2s", "--ping-timeout", "2s", "--deflate"];
 /// Prefix of the marker argument the script adds to the browser's command line.
 const MARKER_ARG: &str = "--wsloop-e2e-marker=";
@@ -191,7 +198,12 @@ fn chat_and_reconnect(tls: Option<(&tls::TestPki, tls::Leaf)>) {
     let _ = std::fs::remove_dir_all(&shots); // never check a stale one
     std::fs::create_dir_all(&shots).expect("create the screenshot folder");
 
+    let secret = common::TempFile::new(
+        "browser-session",
+        "the browser test's session secret, 32+ bytes",
+    );
     let mut args: Vec<String> = SERVER_ARGS.iter().map(|a| a.to_string()).collect();
+    args.extend(["--session-secret-file".to_owned(), secret.path().to_owned()]);
     if let Some((_, leaf)) = &tls {
         for (flag, file) in [("--tls-cert", &leaf.cert), ("--tls-key", &leaf.key)] {
             args.extend([flag.to_owned(), file.to_string_lossy().into_owned()]);

@@ -653,10 +653,15 @@ impl Drop for Redis {
 
 /// `topic -> number of subscribed nodes`.
 fn topics(entries: &[(&str, i64)]) -> BTreeMap<String, i64> {
-    entries
+    let mut topics: BTreeMap<String, i64> = entries
         .iter()
         .map(|(t, n)| (format!("{PREFIX}{t}"), *n))
-        .collect()
+        .collect();
+    // Every node holds the users topic (the server API's) as it holds the chat's.
+    if let Some(nodes) = topics.get(&format!("{PREFIX}chat")).copied() {
+        topics.insert(format!("{PREFIX}users"), nodes);
+    }
+    topics
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -695,20 +700,26 @@ impl Peer {
             next_ts: 1_000,
         };
         let welcome = peer.recv();
-        assert_keys(&welcome, &["type", "id", "name", "ts"]);
+        assert_keys(&welcome, &["type", "id", "user", "name", "ts"]);
         assert_eq!(welcome["type"], "welcome", "first message: {welcome}");
         assert_recent_ts(&welcome["ts"], TS_SLACK_MS, &welcome);
         let id = welcome["id"].as_str().expect("welcome.id is a string");
         assert_eq!(welcome["name"], id, "name without a token is the id");
         peer.id = id.to_owned();
-        peer.node = id.rsplit_once('-').map_or("", |(n, _)| n).to_owned();
+        // `<node>-<start tag>-<serial>`: the node id may hold dashes itself.
+        peer.node = id.rsplitn(3, '-').nth(2).unwrap_or("").to_owned();
         peer
     }
 
-    /// Joins `node` and checks the node-prefixed id: `<node>-<serial>`.
+    /// Joins `node` and checks the node-prefixed id: `<node>-<start tag>-<serial>`.
     fn join_node(node: &Node, serial: u32) -> Peer {
         let peer = Peer::join(&node.url(), &[]);
-        assert_eq!(peer.id, format!("{}-{serial}", node.name), "welcome id");
+        let tag = peer
+            .id
+            .strip_prefix(&format!("{}-", node.name))
+            .and_then(|rest| rest.strip_suffix(&format!("-{serial}")))
+            .unwrap_or_else(|| panic!("welcome id {} of {}", peer.id, node.name));
+        assert_eq!(tag.len(), 6, "the start tag of {}", peer.id);
         peer
     }
 
@@ -1307,7 +1318,7 @@ fn redis_restart_with_nothing_published_meanwhile_loses_nothing_after() {
     }
     redis.wait_topics(&topics(&[("chat", 2)]), WAIT);
     // One chat from a-1; b-1 must get it.
-    let first = json!({"type": "chat", "from": "a-1", "id": "a-1",
+    let first = json!({"type": "chat", "from": peers[0].id, "id": peers[0].id,
                        "content": "first after the restart"})
     .to_string();
     peers[0].send(&json!({"type": "chat", "content": "first after the restart"}));
@@ -1359,8 +1370,8 @@ fn redis_publication_after_subscribed_reaches_a_subscriber_on_another_node() {
         let channel = format!("fresh-{i}");
         peers[b1].subscribe(&channel);
         let content = format!("right after subscribed {i}");
-        let expected = json!({"type": "message", "channel": channel, "from": "a-1",
-                              "id": "a-1", "content": content})
+        let expected = json!({"type": "message", "channel": channel, "from": peers[a1].id,
+                              "id": peers[a1].id, "content": content})
         .to_string();
         peers[a1].send(&json!({"type": "publish", "channel": channel, "content": content}));
         let reply = peers[a1].recv();
@@ -1907,8 +1918,8 @@ fn reuse_port_two_processes_share_a_port_and_chat_through_redis() {
         let serial = serials.entry(peer.node.clone()).or_default();
         *serial += 1;
         assert_eq!(
-            peer.id,
-            format!("{}-{serial}", peer.node),
+            peer.id.rsplit('-').next(),
+            Some(serial.to_string().as_str()),
             "ids are node-prefixed and consecutive per process"
         );
         assert!(peer.node == "a" || peer.node == "b", "id {}", peer.id);
@@ -2083,7 +2094,9 @@ impl Drop for Nginx {
 }
 
 /// The line a node logs at debug level when a client connects: `<serial> joined from <addr>`.
-fn joined(line: &str, serial: &str, addr: &str) -> bool {
+fn joined(line: &str, id: &str, addr: &str) -> bool {
+    // The log names the connection by its serial, the last part of `<node>-<tag>-<serial>`.
+    let serial = id.rsplit('-').next().unwrap_or(id);
     line.contains(" DEBUG ") && line.ends_with(&format!(" {serial} joined from {addr}"))
 }
 
@@ -2446,7 +2459,12 @@ fn systemd_unit_exec_start_runs_and_stops_on_sigterm() {
     let mut node = Node::start_argv(&env["WSLOOP_NODE_ID"], &argv[1..]);
     assert_eq!(node.health_status(), "degraded");
     let peer = Peer::join(&node.url(), &[]);
-    assert_eq!(peer.id, format!("{}-2", env["WSLOOP_NODE_ID"]));
+    let node_id = &env["WSLOOP_NODE_ID"];
+    assert!(
+        peer.id.starts_with(&format!("{node_id}-")) && peer.id.ends_with("-2"),
+        "{}",
+        peer.id
+    );
     peer.close();
     assert_eq!(node.terminate(Duration::from_secs(stop)), Some(0));
 }

@@ -4,7 +4,11 @@
 // exponential backoff and jitter, then joins again the channels it was in (the server forgets
 // subscriptions when a connection ends). After giving up it offers "Reconnect now", and it
 // tries again at once, with the backoff reset, when the tab becomes visible or the network
-// comes back. Everything the server sends is written into the page
+// comes back. Before the first connection it asks the server who it is (GET /session) and,
+// when the server wants a login, shows the login form (POST /login sets the session cookie the
+// WebSocket upgrade carries). A connection refused before it opened is checked the same way:
+// "not logged in" brings the form back instead of reconnecting for ever; a close with 4001
+// (token refused or expired) stops and says why. Everything the server sends is written into the page
 // with textContent, never innerHTML, so a message can never inject markup.
 
 /** Reconnection policy: 1 s, 1.5 s, 2.25 s, ... up to 30 s, at most 50 tries in a row. */
@@ -50,12 +54,20 @@ const ui = {
   publishInput: $('publish-input'),
   publishResult: $('publish-result'),
   errors: $('errors'),
+  logoutBtn: $('logout-btn'),
+  login: $('login'),
+  loginWhy: $('login-why'),
+  loginForm: $('login-form'),
+  loginName: $('login-name'),
+  loginPassword: $('login-password'),
+  loginPasswordLabel: $('login-password-label'),
+  loginError: $('login-error'),
 };
 
 // ---------------------------------------------------------------------------------------------
 // Connection state
 
-/** 'connecting' | 'open' | 'reconnecting' | 'gave-up' */
+/** 'connecting' | 'open' | 'reconnecting' | 'gave-up' | 'logged-out' | 'refused' */
 let state = 'connecting';
 /** The current socket; events from an older, replaced socket are ignored. */
 let socket = null;
@@ -72,6 +84,8 @@ let pingInFlight = null;
 let me = null;
 /** An open connection dropped and none has opened since: the next open gets a marker. */
 let dropped = false;
+/** How this server logs people in (GET /session): 'nickname', 'password' or 'token'. */
+let loginKind = 'token';
 /**
  * Channels the user asked to be in: name -> 'pending' (subscribe sent, or to be sent again
  * after a reconnection) or 'joined' (the server answered `subscribed`).
@@ -130,10 +144,113 @@ function onOpen() {
   pingTimer = setInterval(sendPing, PING_EVERY_MS);
 }
 
+/** The close code of a refused or expired credential (PROTOCOL.md). */
+const AUTH_CLOSE = 4001;
+
 function onClose(event) {
   console.info(`wsloop: connection closed (code ${event.code})`);
+  const neverOpened = state !== 'open';
   dropSocket();
+  if (event.code === AUTH_CLOSE) {
+    refuse(`The server closed the connection: ${event.reason || 'not authenticated'}.`);
+    return;
+  }
   scheduleReconnect();
+  // A refused upgrade (401) looks like any failed connection to a page: ask the server
+  // whether the login is the reason, and if so stop and show the form instead of retrying.
+  if (neverOpened) checkSession(false);
+}
+
+/** Stops reconnecting and shows why, with the login form as the way forward when there is one. */
+function refuse(why) {
+  clearTimeout(reconnectTimer);
+  clearInterval(countdownTimer);
+  setState('refused');
+  showError('refused', why);
+  if (loginKind !== 'token') showLogin(why);
+}
+
+/**
+ * Asks the server who this page is logged in as. Logged in (or no login here): connect, when
+ * `start`. Not logged in: stop reconnecting and show the form. No answer: leave things as
+ * they are (the reconnection goes on).
+ */
+async function checkSession(start) {
+  let answer;
+  try {
+    const response = await fetch('/session', { cache: 'no-store' });
+    answer = { status: response.status, body: await response.json() };
+  } catch {
+    return;
+  }
+  loginKind = answer.body.login || 'token';
+  if (answer.status === 200) {
+    ui.logoutBtn.hidden = false;
+    if (start) connect();
+    return;
+  }
+  if (loginKind === 'token') {
+    // The user's own backend hands out tokens; the page has none to ask for.
+    if (start) connect();
+    return;
+  }
+  clearTimeout(reconnectTimer);
+  clearInterval(countdownTimer);
+  if (socket) dropSocket();
+  setState('logged-out');
+  showLogin(start ? '' : 'Not logged in, so the server refused the connection. Log in again.');
+}
+
+function showLogin(why) {
+  const password = loginKind === 'password';
+  ui.loginPassword.hidden = !password;
+  ui.loginPassword.required = password;
+  ui.loginPasswordLabel.hidden = !password;
+  ui.loginName.previousElementSibling.textContent = password ? 'Name' : 'Nickname';
+  ui.loginWhy.textContent = why;
+  ui.login.hidden = false;
+  ui.logoutBtn.hidden = true;
+  ui.loginName.focus();
+}
+
+async function logIn() {
+  ui.loginError.textContent = '';
+  const body = { name: ui.loginName.value };
+  if (loginKind === 'password') body.password = ui.loginPassword.value;
+  let response;
+  try {
+    response = await fetch('/login', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+  } catch {
+    ui.loginError.textContent = 'The server cannot be reached; try again.';
+    return;
+  }
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    ui.loginError.textContent = `Not logged in: ${answer.error || `HTTP ${response.status}`}.`;
+    return;
+  }
+  ui.login.hidden = true;
+  ui.loginPassword.value = '';
+  ui.logoutBtn.hidden = false;
+  attempts = 0;
+  connect();
+}
+
+async function logOut() {
+  try {
+    await fetch('/logout', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{}' });
+  } catch {
+    // The cookie stays; closing the connection is still right.
+  }
+  clearTimeout(reconnectTimer);
+  clearInterval(countdownTimer);
+  dropSocket();
+  setState('logged-out');
+  showLogin('Logged out.');
 }
 
 /** Forgets the current socket (closing it if needed) and what belonged to it. */
@@ -177,7 +294,7 @@ function scheduleReconnect() {
  * the tab becomes visible or the network comes back. Does nothing while connecting or open.
  */
 function reconnectNow(why) {
-  if (state !== 'reconnecting' && state !== 'gave-up') return;
+  if (!['reconnecting', 'gave-up', 'refused'].includes(state)) return;
   console.info(`wsloop: reconnecting now (${why})`);
   attempts = 0;
   connect();
@@ -229,6 +346,7 @@ function onMessage(data) {
   switch (msg.type) {
     case 'welcome':
       me = { id: msg.id, name: msg.name };
+      ui.login.hidden = true;
       renderMe();
       break;
     case 'pong':
@@ -297,10 +415,16 @@ function renderStatus() {
     case 'gave-up':
       text = `gave up after ${attempts} attempts`;
       break;
+    case 'logged-out':
+      text = 'not logged in';
+      break;
+    case 'refused':
+      text = 'refused by the server';
+      break;
   }
   ui.status.textContent = text;
   ui.status.dataset.state = state;
-  ui.reconnectBtn.hidden = state !== 'reconnecting' && state !== 'gave-up';
+  ui.reconnectBtn.hidden = !['reconnecting', 'gave-up', 'refused'].includes(state);
 }
 
 function renderMe() {
@@ -472,6 +596,11 @@ ui.channels.addEventListener('click', (event) => {
 });
 
 ui.reconnectBtn.addEventListener('click', () => reconnectNow('asked'));
+ui.loginForm.addEventListener('submit', (event) => {
+  event.preventDefault();
+  logIn();
+});
+ui.logoutBtn.addEventListener('click', logOut);
 // A tab in the background or a laptop off the network may have used up its attempts, or wait
 // for a long delay: try again at once when the user is back or the network is.
 document.addEventListener('visibilitychange', () => {
@@ -496,4 +625,4 @@ window.wsloop = Object.freeze({
 });
 
 renderMe();
-connect();
+checkSession(true);

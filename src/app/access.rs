@@ -1,9 +1,119 @@
-//! Who may connect to `wsloop serve`: tokens and allowed origins.
+//! Who may connect to `wsloop serve`: the credentials an upgrade carries (a token from the
+//! token file or signed by the user's backend, the page's session cookie), the decision they
+//! lead to, allowed origins, and request targets with their tokens hidden for the logs.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
 
+#[cfg(feature = "auth")]
+use super::auth::{jwt::JwtVerifier, keys::ApiKeys, session, session::SessionKey, users::Users};
+use super::identity::{AuthError, Identity, MAX_TOKEN};
 use crate::proto::handshake::Request;
+
+/// What an upgrade request's credentials allow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// It carries a valid credential.
+    Identified(Identity),
+    /// Nothing is required and nothing was offered: the connection's id is its name.
+    Anonymous,
+    /// Tokens are required and none was offered: the connection opens and must send
+    /// `{"type":"auth","token":...}` first, within the handshake timeout (a browser thus
+    /// never puts the token in a URL).
+    AwaitAuth,
+    /// A credential was offered and is not valid, or a login is required: 401.
+    Refused(AuthError),
+}
+
+/// The credentials `wsloop serve` accepts.
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    /// `--token-file`.
+    pub tokens: Option<Tokens>,
+    /// `--jwt-secret-file` or `--jwt-public-key`.
+    #[cfg(feature = "auth")]
+    pub jwt: Option<JwtVerifier>,
+    /// The key of the page's session cookies (`None`: no `/login`).
+    #[cfg(feature = "auth")]
+    pub sessions: Option<SessionKey>,
+    /// `--users-file`: `/login` checks passwords, and upgrades need a session.
+    #[cfg(feature = "auth")]
+    pub users: Option<Users>,
+    /// `--api-key-file`: the keys of the server API (`None`: the API is off).
+    #[cfg(feature = "auth")]
+    pub api_keys: Option<ApiKeys>,
+}
+
+/// Seconds since the Unix epoch: what tokens' and cookies' expiry claims count in.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Access {
+    /// Tokens (a file or signed ones) are configured: an upgrade needs one, in the request or
+    /// in-band.
+    pub fn token_mode(&self) -> bool {
+        #[cfg(feature = "auth")]
+        if self.jwt.is_some() {
+            return true;
+        }
+        self.tokens.is_some()
+    }
+
+    /// The page's login is offered: a session key, and no tokens (with tokens the user's own
+    /// backend logs people in).
+    #[cfg(feature = "auth")]
+    pub fn login_offered(&self) -> Option<&SessionKey> {
+        self.sessions.as_ref().filter(|_| !self.token_mode())
+    }
+
+    /// Who a token stands for: a line of the token file, else a token signed with the
+    /// configured key.
+    pub fn check_token(&self, token: &str) -> Result<Identity, AuthError> {
+        if token.len() > MAX_TOKEN {
+            return Err(AuthError::TooLong);
+        }
+        if let Some(name) = self.tokens.as_ref().and_then(|t| t.names.get(token)) {
+            return Ok(Identity::named(name, name));
+        }
+        #[cfg(feature = "auth")]
+        if let Some(jwt) = &self.jwt {
+            return jwt.verify(token);
+        }
+        Err(AuthError::Unknown)
+    }
+
+    /// What an upgrade request's credentials allow.
+    pub fn admit(&self, request: &Request) -> Admission {
+        if self.token_mode() {
+            let mut refusal = None;
+            for token in request_tokens(request) {
+                match self.check_token(&token) {
+                    Ok(identity) => return Admission::Identified(identity),
+                    Err(e) => refusal = Some(e),
+                }
+            }
+            return refusal.map_or(Admission::AwaitAuth, Admission::Refused);
+        }
+        #[cfg(feature = "auth")]
+        if let Some(key) = self.login_offered() {
+            if let Some(cookie) = cookie(request, session::COOKIE) {
+                return match key.verify(cookie, unix_now()) {
+                    Ok(identity) => Admission::Identified(identity),
+                    Err(e) => Admission::Refused(e),
+                };
+            }
+            if self.users.is_some() {
+                return Admission::Refused(AuthError::Missing);
+            }
+        }
+        Admission::Anonymous
+    }
+}
 
 /// Tokens and the user names they stand for, from a file of `token name` lines.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -46,11 +156,6 @@ impl Tokens {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         Tokens::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
-
-    /// The user name of the token the request carries, if it carries a known one.
-    pub fn user(&self, request: &Request) -> Option<&str> {
-        request_tokens(request).find_map(|t| self.names.get(&t).map(String::as_str))
-    }
 }
 
 /// Tokens offered by a request: `Authorization: Bearer`, a `token` query parameter, a `token`
@@ -70,12 +175,46 @@ fn request_tokens(request: &Request) -> impl Iterator<Item = String> + '_ {
         .split('&')
         .filter_map(|pair| pair.strip_prefix("token="))
         .map(percent_decode);
-    let cookie = request
+    let cookie = cookies(request, "token").map(str::to_owned);
+    bearer.chain(query).chain(cookie)
+}
+
+/// The values of the cookies named `name` (RFC 6265 §5.4: `name=value` pairs split by `;`).
+fn cookies<'a>(request: &'a Request, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    request
         .header_values("Cookie")
         .flat_map(|v| v.split(';'))
-        .filter_map(|c| c.trim().strip_prefix("token="))
-        .map(str::to_owned);
-    bearer.chain(query).chain(cookie)
+        .filter_map(move |c| {
+            let (n, value) = c.trim().split_once('=')?;
+            (n == name).then_some(value)
+        })
+}
+
+/// The value of the first cookie named `name`.
+pub fn cookie<'a>(request: &'a Request, name: &'a str) -> Option<&'a str> {
+    cookies(request, name).next()
+}
+
+/// The request target as logs show it: the value of every `token` query parameter replaced
+/// by `***` (a URL lands in access logs, proxies' too; this server's logs never keep it).
+pub fn redacted_target(target: &str) -> Cow<'_, str> {
+    let Some((path, query)) = target.split_once('?') else {
+        return Cow::Borrowed(target);
+    };
+    if !query.split('&').any(|pair| pair.starts_with("token=")) {
+        return Cow::Borrowed(target);
+    }
+    let pairs: Vec<&str> = query
+        .split('&')
+        .map(|pair| {
+            if pair.starts_with("token=") {
+                "token=***"
+            } else {
+                pair
+            }
+        })
+        .collect();
+    Cow::Owned(format!("{path}?{}", pairs.join("&")))
 }
 
 /// Decodes `%XX` escapes and `+` (a query string's space); invalid escapes stay as they are.
@@ -136,22 +275,62 @@ mod tests {
     #[test]
     fn tokens_from_header_query_and_cookie() {
         let tokens = Tokens::parse("# users\nabc alice\nx%y bob\n\ns3 carol\n").unwrap();
+        let access = Access {
+            tokens: Some(tokens),
+            ..Access::default()
+        };
+        let user = |request: &Request| match access.admit(request) {
+            Admission::Identified(identity) => Some(identity.name),
+            _ => None,
+        };
         let bearer = request("/ws", &[("Authorization", "Bearer abc")]);
-        assert_eq!(tokens.user(&bearer), Some("alice"));
+        assert_eq!(user(&bearer).as_deref(), Some("alice"));
         let query = request("/ws?room=1&token=x%25y", &[]);
-        assert_eq!(tokens.user(&query), Some("bob"));
+        assert_eq!(user(&query).as_deref(), Some("bob"));
         let cookie = request("/ws", &[("Cookie", "theme=dark; token=s3")]);
-        assert_eq!(tokens.user(&cookie), Some("carol"));
-        assert_eq!(tokens.user(&request("/ws?token=nope", &[])), None);
+        assert_eq!(user(&cookie).as_deref(), Some("carol"));
         assert_eq!(
-            tokens.user(&request("/ws", &[("Authorization", "Basic abc")])),
-            None
+            access.admit(&request("/ws?token=nope", &[])),
+            Admission::Refused(AuthError::Unknown)
+        );
+        assert_eq!(
+            access.admit(&request("/ws", &[("Authorization", "Basic abc")])),
+            Admission::AwaitAuth,
+            "no token offered: it may come in-band"
+        );
+        assert_eq!(
+            access.admit(&request("/ws", &[("Cookie", "xtoken=abc")])),
+            Admission::AwaitAuth
         );
         assert!(Tokens::parse("one two three\n").is_err());
         assert!(Tokens::parse("# nothing\n").is_err());
         assert_eq!(
             Tokens::parse("abc alice\nabc mallory\n").err().as_deref(),
             Some("line 2: the token is already on a line above")
+        );
+    }
+
+    #[test]
+    fn token_query_parameters_are_redacted() {
+        for (target, logged) in [
+            ("/ws", "/ws"),
+            ("/ws?room=1", "/ws?room=1"),
+            ("/ws?token=s3cret", "/ws?token=***"),
+            ("/ws?a=1&token=s3cret&b=2", "/ws?a=1&token=***&b=2"),
+            ("/ws?token=x&token=y", "/ws?token=***&token=***"),
+            ("/ws?xtoken=1", "/ws?xtoken=1"),
+        ] {
+            assert_eq!(redacted_target(target), logged, "{target}");
+        }
+    }
+
+    #[test]
+    fn without_tokens_everyone_is_anonymous() {
+        let access = Access::default();
+        assert!(!access.token_mode());
+        assert_eq!(
+            access.admit(&request("/ws?token=abc", &[])),
+            Admission::Anonymous
         );
     }
 

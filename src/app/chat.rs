@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
+use super::identity::{ChannelRules, Identity};
 use super::metrics::ChatCounters;
 use super::topics::Topic;
 use crate::proto::{Message, MessageKind};
@@ -45,8 +46,12 @@ impl Default for ChatLimits {
 /// One connected client.
 #[derive(Clone, Debug)]
 pub struct Member {
-    /// The name shown as `from`: the token's user, or the connection id.
+    /// The user id: a credential's subject, or the connection id when anonymous.
+    pub user: String,
+    /// The name shown as `from`: the credential's name, or the connection id.
     pub name: String,
+    /// The channels the credential allows (`None`: all).
+    rules: Option<ChannelRules>,
     /// The channels it is subscribed to.
     pub channels: BTreeSet<String>,
     /// Message budget (a token bucket refilled at the rate limit).
@@ -68,7 +73,8 @@ pub struct ChatError {
 }
 
 impl ChatError {
-    fn new(code: &'static str, message: impl Into<String>) -> Self {
+    /// An error with this code and message.
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
         ChatError {
             code,
             message: message.into(),
@@ -84,6 +90,7 @@ enum Request {
     Subscribe { channel: String },
     Unsubscribe { channel: String },
     Publish { channel: String, content: String },
+    Auth { token: String },
 }
 
 /// Milliseconds since the Unix epoch.
@@ -113,6 +120,9 @@ pub struct Chat {
     /// This node's id when clustered: prefixes connection ids (unique across nodes) and
     /// turns on `cluster_ops`.
     node: Option<String>,
+    /// A random tag of this start of the server: connection ids carry it, so that they do
+    /// not repeat after a restart (serials start again at 1).
+    incarnation: String,
     cluster_ops: Vec<ClusterOp>,
     /// Clustered: channels whose Redis subscription is not confirmed yet, with the members
     /// waiting for their `subscribed`.
@@ -128,6 +138,7 @@ impl Chat {
     pub fn new(limits: ChatLimits) -> Self {
         Chat {
             limits,
+            incarnation: incarnation(),
             ..Chat::default()
         }
     }
@@ -137,8 +148,14 @@ impl Chat {
         Chat {
             limits,
             node: Some(node_id),
+            incarnation: incarnation(),
             ..Chat::default()
         }
+    }
+
+    /// A connected member.
+    pub fn member(&self, id: ConnId) -> Option<&Member> {
+        self.members.get(&id)
     }
 
     /// Rate-limit counters, for `/metrics`.
@@ -157,11 +174,12 @@ impl Chat {
         }
     }
 
-    /// The public id of a connection: its serial, prefixed with the node id in a cluster.
-    fn public_id(&self, id: ConnId) -> String {
+    /// The public id of a connection, unique across restarts and nodes: the node id in a
+    /// cluster, this start's tag, and the connection's serial (`node1-k3x9qa-7`).
+    pub fn public_id(&self, id: ConnId) -> String {
         match &self.node {
-            Some(node) => format!("{node}-{id}"),
-            None => id.to_string(),
+            Some(node) => format!("{node}-{}-{id}", self.incarnation),
+            None => format!("{}-{id}", self.incarnation),
         }
     }
 
@@ -197,19 +215,24 @@ impl Chat {
             Topic::Channel(name) => self.channels.get(name).map_or(0, |set| {
                 broadcast_to(ctx, set.iter().copied(), set.len(), event)
             }),
+            Topic::Users => self.deliver_to_user(ctx, event),
         }
     }
 
-    /// Registers a new connection and sends it `welcome`.
-    pub fn join(&mut self, ctx: &mut Ctx<'_>, id: ConnId, name: Option<String>) {
+    /// Registers a new connection (anonymous without an identity: its id is its name) and
+    /// sends it `welcome`.
+    pub fn join(&mut self, ctx: &mut Ctx<'_>, id: ConnId, identity: Option<Identity>) {
         let public_id = self.public_id(id);
-        let name = name.unwrap_or_else(|| public_id.clone());
-        let welcome = json!({"type": "welcome", "id": public_id, "name": name, "ts": now_ms()});
+        let identity = identity.unwrap_or_else(|| Identity::named(&public_id, &public_id));
+        let welcome = json!({"type": "welcome", "id": public_id, "user": identity.user,
+                             "name": identity.name, "ts": now_ms()});
         send_json(ctx, id, &welcome);
         self.members.insert(
             id,
             Member {
-                name,
+                user: identity.user,
+                name: identity.name,
+                rules: identity.channels,
                 channels: BTreeSet::new(),
                 tokens: self.burst(),
                 refilled: ctx.now(),
@@ -283,23 +306,53 @@ impl Chat {
         Err(Some(close))
     }
 
-    /// Handles one message from a member.
-    pub fn handle(&mut self, ctx: &mut Ctx<'_>, id: ConnId, message: Message<'_>) {
+    /// A member sent a new token (`auth` while open) and it verified: the same user goes on
+    /// under the token's name and channels, and is told so. A token of another user is
+    /// refused with `forbidden`.
+    pub fn reauthenticate(&mut self, ctx: &mut Ctx<'_>, id: ConnId, identity: Identity) {
+        let Some(member) = self.members.get_mut(&id) else {
+            return;
+        };
+        if member.user != identity.user {
+            let error = ChatError::new(
+                "forbidden",
+                "a new token must be for the same user (\"sub\")",
+            );
+            return send_error(ctx, id, &error);
+        }
+        member.name = identity.name;
+        member.rules = identity.channels;
+        let reply = json!({"type": "authenticated", "user": member.user, "name": member.name,
+                           "expires": identity.expires_at});
+        send_json(ctx, id, &reply);
+    }
+
+    /// Handles one message from a member. Returns the token of an `auth` message, which the
+    /// caller checks (the chat knows no keys) and answers with [`reauthenticate`] or an
+    /// `error`.
+    ///
+    /// [`reauthenticate`]: Self::reauthenticate
+    pub fn handle(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        id: ConnId,
+        message: Message<'_>,
+    ) -> Option<String> {
         match self.admit(id, ctx.now()) {
             Ok(()) => {}
-            Err(None) => return,
+            Err(None) => return None,
             Err(Some(false)) => {
                 self.counters.rate_limited += 1;
                 let reply = json!({"type": "error", "code": "rate_limited",
                     "message": format!("more than {} messages per second", self.limits.max_messages_per_second)});
                 send_json(ctx, id, &reply);
-                return;
+                return None;
             }
             Err(Some(true)) => {
                 self.counters.flood_disconnects += 1;
                 log!(crate::log::Level::Warn, "{id}: message flood, closing");
                 ctx.fail_for(id, crate::proto::Policy::MessageFlood);
-                return;
+                return None;
             }
         }
         let result = match message.kind {
@@ -307,14 +360,16 @@ impl Chat {
                 "binary_not_supported",
                 "binary messages are not part of the protocol; send JSON text",
             )),
-            MessageKind::Text => self
-                .parse(message.data)
-                .and_then(|request| self.execute(ctx, id, request)),
+            MessageKind::Text => match self.parse(message.data) {
+                Ok(Request::Auth { token }) => return Some(token),
+                Ok(request) => self.execute(ctx, id, request),
+                Err(error) => Err(error),
+            },
         };
         if let Err(error) = result {
-            let reply = json!({"type": "error", "code": error.code, "message": error.message});
-            send_json(ctx, id, &reply);
+            send_error(ctx, id, &error);
         }
+        None
     }
 
     fn parse(&self, data: &[u8]) -> Result<Request, ChatError> {
@@ -356,13 +411,16 @@ impl Chat {
                 channel: self.channel(&object)?,
                 content: self.content(&object)?,
             }),
+            "auth" => Ok(Request::Auth {
+                token: string_field(&object, "token")?.to_owned(),
+            }),
             other => {
                 // Quote at most a short prefix: the reply must not echo a huge value back.
                 let shown: String = other.chars().take(32).collect();
                 let more = if shown.len() < other.len() { "..." } else { "" };
                 Err(ChatError::new(
                     "unknown_type",
-                    format!("unknown type {shown:?}{more} (ping, chat, subscribe, unsubscribe, publish)"),
+                    format!("unknown type {shown:?}{more} (ping, chat, subscribe, unsubscribe, publish, auth)"),
                 ))
             }
         }
@@ -370,6 +428,12 @@ impl Chat {
 
     fn content(&self, object: &Map<String, Value>) -> Result<String, ChatError> {
         let content = string_field(object, "content")?;
+        self.check_content(content)?;
+        Ok(content.to_owned())
+    }
+
+    /// `content` is within `--max-content`.
+    fn check_content(&self, content: &str) -> Result<(), ChatError> {
         if content.len() > self.limits.max_content {
             return Err(ChatError::new(
                 "content_too_long",
@@ -380,11 +444,17 @@ impl Chat {
                 ),
             ));
         }
-        Ok(content.to_owned())
+        Ok(())
     }
 
     fn channel(&self, object: &Map<String, Value>) -> Result<String, ChatError> {
         let channel = string_field(object, "channel")?;
+        self.check_channel(channel)?;
+        Ok(channel.to_owned())
+    }
+
+    /// A channel name is 1 to `--max-channel-name` bytes long.
+    fn check_channel(&self, channel: &str) -> Result<(), ChatError> {
         if channel.is_empty() || channel.len() > self.limits.max_channel_name {
             return Err(ChatError::new(
                 "invalid_channel",
@@ -394,7 +464,7 @@ impl Chat {
                 ),
             ));
         }
-        Ok(channel.to_owned())
+        Ok(())
     }
 
     fn execute(
@@ -423,6 +493,7 @@ impl Chat {
                 self.record(ClusterOp::Publish(Topic::All, out));
             }
             Request::Subscribe { channel } => {
+                permitted(member, &channel)?;
                 if !member.channels.contains(&channel) {
                     if member.channels.len() >= self.limits.max_channels {
                         return Err(ChatError::new(
@@ -473,6 +544,7 @@ impl Chat {
                 );
             }
             Request::Publish { channel, content } => {
+                permitted(member, &channel)?;
                 let out = json!({"type": "message", "channel": channel, "from": member.name,
                                  "id": public_id, "content": content, "ts": now_ms()})
                 .to_string();
@@ -485,9 +557,47 @@ impl Chat {
                     &json!({"type": "published", "channel": channel, "receivers": receivers}),
                 );
             }
+            // Taken apart in `handle`.
+            Request::Auth { .. } => {}
         }
         Ok(())
     }
+}
+
+/// A member may use a channel its credential's `channels` allows (any without such a list).
+fn permitted(member: &Member, channel: &str) -> Result<(), ChatError> {
+    match &member.rules {
+        Some(rules) if !rules.allows(channel) => Err(ChatError::new(
+            "forbidden",
+            format!("your token does not allow channel {channel:?}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Sends an `error` reply.
+pub fn send_error(ctx: &mut Ctx<'_>, to: ConnId, error: &ChatError) {
+    let reply = json!({"type": "error", "code": error.code, "message": error.message});
+    send_json(ctx, to, &reply);
+}
+
+/// Six base-36 digits, random per start (the standard library's randomly seeded hasher, mixed
+/// with the time): two starts share a tag with a chance of one in two billion.
+fn incarnation() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    let mut n = hasher.finish() % 36u64.pow(6);
+    let mut tag = [b'0'; 6];
+    for digit in tag.iter_mut().rev() {
+        *digit = b"0123456789abcdefghijklmnopqrstuvwxyz"[(n % 36) as usize];
+        n /= 36;
+    }
+    String::from_utf8_lossy(&tag).into_owned()
 }
 
 fn missing(field: &str) -> ChatError {
@@ -523,5 +633,6 @@ fn broadcast_to(
     count
 }
 
+mod backend;
 #[cfg(test)]
 mod tests;

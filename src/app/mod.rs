@@ -1,8 +1,18 @@
 //! Applications that run on the event loop.
 
 pub mod access;
+#[cfg(feature = "auth")]
+pub mod api;
+#[cfg(feature = "auth")]
+pub mod auth;
 pub mod chat;
 pub mod echo;
+pub mod gate;
+pub mod identity;
+#[cfg(feature = "auth")]
+pub mod json_http;
+#[cfg(feature = "auth")]
+pub mod login;
 pub mod metrics;
 #[cfg(feature = "redis")]
 pub mod node;

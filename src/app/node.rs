@@ -85,8 +85,8 @@ pub struct ClusterNode {
 }
 
 impl ClusterNode {
-    /// Joins the cluster through a started bridge: subscribes the topic every node
-    /// publishes chat on. `id` must pass [`validate_node_id`](super::topics::validate_node_id).
+    /// Joins the cluster through a started bridge: subscribes the topics every node
+    /// publishes chat and the server API's user events on. `id` must pass [`validate_node_id`](super::topics::validate_node_id).
     pub fn new(bridge: Bridge, id: String, prefix: String) -> ClusterNode {
         let mut node = ClusterNode {
             stream: format!("{}.0", bridge.token()),
@@ -102,6 +102,7 @@ impl ClusterNode {
             twin_seen: None,
         };
         node.want(Topic::All.name(&node.prefix));
+        node.want(Topic::Users.name(&node.prefix));
         node
     }
 

@@ -7,8 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::access::{origin_allowed, Tokens};
-use super::chat::{Chat, ChatLimits};
+use super::access::{origin_allowed, redacted_target, Access, Admission};
+use super::chat::{send_error, Chat, ChatError, ChatLimits};
+use super::gate::{Gate, Lapse};
+use super::identity::{AuthError, Identity, LEEWAY_SECS};
 use super::metrics::{self, ClusterMetrics, Exposition};
 #[cfg(feature = "redis")]
 use super::node::ClusterNode;
@@ -23,13 +25,36 @@ const INDEX_HTML: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
 const STYLE_CSS: &str = include_str!("../../web/style.css");
 
+/// The close code of a connection that failed to authenticate in-band, sent no `auth` in
+/// time, or whose token expired (PROTOCOL.md): 4001, from the range RFC 6455 §7.4.2 leaves
+/// to applications, after HTTP's 401.
+pub const AUTH_CLOSE: u16 = 4001;
+
+/// The 401 of an upgrade whose credential is refused: RFC 6750 §3's challenge, with
+/// `invalid_token` when a token was offered.
+fn unauthorized(error: &AuthError) -> HttpResponse {
+    let (challenge, body) = match error {
+        AuthError::Missing => ("Bearer", "not logged in".to_owned()),
+        _ => (
+            r#"Bearer error="invalid_token""#,
+            format!("invalid credential: {error}"),
+        ),
+    };
+    let mut response = HttpResponse::text(401, &body);
+    response.headers = format!("WWW-Authenticate: {challenge}\r\n");
+    response
+}
+
 /// Settings of `wsloop serve` beyond the event loop's.
 #[derive(Clone, Debug)]
 pub struct ServeConfig {
     /// The WebSocket endpoint's path.
     pub ws_path: String,
-    /// When set, an upgrade needs one of these tokens.
-    pub tokens: Option<Tokens>,
+    /// The credentials upgrades need.
+    pub access: Access,
+    /// How long a connection that opened without a token has to send its `auth` message
+    /// (the loop's handshake timeout).
+    pub auth_timeout: Duration,
     /// When not empty, browsers from other origins are refused.
     pub allowed_origins: Vec<String>,
     /// Chat protocol limits.
@@ -40,7 +65,8 @@ impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
             ws_path: "/ws".into(),
-            tokens: None,
+            access: Access::default(),
+            auth_timeout: Duration::from_secs(10),
             allowed_origins: Vec::new(),
             chat: ChatLimits::default(),
         }
@@ -56,6 +82,11 @@ pub struct Serve {
     started: Instant,
     /// Set when the process is about to drain: `/readyz` then answers 503.
     stopping: Arc<AtomicBool>,
+    /// The in-band `auth` deadlines and token expiries.
+    gate: Gate,
+    /// What the upgrade request just routed may do: `on_request` decides, and the loop calls
+    /// `on_open` for that same request right after it, before any other request is routed.
+    admitted: Option<Admission>,
     #[cfg(feature = "redis")]
     cluster: Option<ClusterNode>,
 }
@@ -80,6 +111,8 @@ impl Serve {
             config,
             started: Instant::now(),
             stopping: Arc::default(),
+            gate: Gate::default(),
+            admitted: None,
             #[cfg(feature = "redis")]
             cluster: None,
         }
@@ -146,7 +179,7 @@ impl Serve {
         None
     }
 
-    fn route_upgrade(&self, request: &Request) -> Route {
+    fn route_upgrade(&mut self, request: &Request) -> Route {
         if request.path() != self.config.ws_path {
             let body = format!("no WebSocket endpoint here; use {}", self.config.ws_path);
             return Route::Reject(HttpResponse::text(404, &body), Rejection::NotFound);
@@ -157,17 +190,98 @@ impl Serve {
                 Rejection::OriginNotAllowed,
             );
         }
-        if let Some(tokens) = &self.config.tokens {
-            if tokens.user(request).is_none() {
-                let mut response = HttpResponse::text(401, "a valid token is required");
-                response.headers = "WWW-Authenticate: Bearer\r\n".into();
-                return Route::Reject(response, Rejection::Unauthorized);
-            }
+        let admission = self.config.access.admit(request);
+        if let Admission::Refused(error) = &admission {
+            log!(crate::log::Level::Info, "upgrade refused: {error}");
+            return Route::Reject(unauthorized(error), Rejection::Unauthorized);
         }
+        self.admitted = Some(admission);
         Route::Upgrade
     }
 
+    /// A connection is who `identity` says: it joins the chat, and its token's expiry (plus
+    /// the leeway) becomes its deadline.
+    fn enter(&mut self, ctx: &mut Ctx<'_>, id: ConnId, identity: Option<Identity>) {
+        self.track_expiry(ctx, id, identity.as_ref());
+        self.chat.join(ctx, id, identity);
+    }
+
+    fn track_expiry(&mut self, ctx: &Ctx<'_>, id: ConnId, identity: Option<&Identity>) {
+        match identity.and_then(|i| i.expires_at) {
+            Some(exp) => {
+                let left = (exp + LEEWAY_SECS).saturating_sub(super::access::unix_now());
+                let when = ctx.now() + Duration::from_secs(left);
+                self.gate.set(id, when, Lapse::TokenExpired);
+            }
+            None => self.gate.forget(id),
+        }
+    }
+
+    /// A message from a connection that opened without a token: it must be
+    /// `{"type":"auth","token":...}` with a valid token, or the connection is closed with
+    /// 4001.
+    fn authenticate_first(&mut self, ctx: &mut Ctx<'_>, id: ConnId, message: &Message<'_>) {
+        let token = serde_json::from_slice::<serde_json::Value>(message.data)
+            .ok()
+            .filter(|v| v["type"] == "auth")
+            .and_then(|v| v["token"].as_str().map(str::to_owned));
+        let Some(token) = token else {
+            log!(
+                crate::log::Level::Info,
+                "{id}: first message is not auth, closing"
+            );
+            self.gate.forget(id);
+            return ctx.close(id, AUTH_CLOSE, "authentication required");
+        };
+        match self.config.access.check_token(&token) {
+            Ok(identity) => self.enter(ctx, id, Some(identity)),
+            Err(error) => {
+                log!(crate::log::Level::Info, "{id}: auth refused: {error}");
+                self.gate.forget(id);
+                ctx.close(id, AUTH_CLOSE, &error.to_string());
+            }
+        }
+    }
+
+    /// A member sent a new token while open: refresh its expiry, or tell it why not.
+    fn reauthenticate(&mut self, ctx: &mut Ctx<'_>, id: ConnId, token: &str) {
+        match self.config.access.check_token(token) {
+            Ok(identity) => {
+                if self
+                    .chat
+                    .member(id)
+                    .is_some_and(|m| m.user == identity.user)
+                {
+                    self.track_expiry(ctx, id, Some(&identity));
+                }
+                self.chat.reauthenticate(ctx, id, identity);
+            }
+            Err(error) => send_error(ctx, id, &ChatError::new("invalid_token", error.to_string())),
+        }
+    }
+
+    /// The body a POST route takes at most (`None`: the request is answered from its head).
+    fn body_limit(&self, request: &Request) -> Option<usize> {
+        if request.method != "POST" {
+            return None;
+        }
+        #[cfg(feature = "auth")]
+        {
+            if matches!(request.path(), "/login" | "/logout") {
+                return Some(super::login::MAX_LOGIN_BODY);
+            }
+            if super::api::takes_body(request) {
+                return Some(super::api::body_limit(&self.config.chat));
+            }
+        }
+        None
+    }
+
     fn route_http(&self, request: &Request, stats: &Stats) -> HttpResponse {
+        #[cfg(feature = "auth")]
+        if super::api::is_api(request.path()) {
+            return super::api::answer_head(&self.config.access, &self.chat, request);
+        }
         // RFC 9110 §9.3.2: HEAD is GET without the content (the loop leaves the body out);
         // §15.5.6: a 405 "MUST generate an Allow header field".
         if request.method != "GET" && request.method != "HEAD" {
@@ -198,6 +312,8 @@ impl Serve {
                 },
             },
             "/readyz" => self.readiness(),
+            #[cfg(feature = "auth")]
+            "/session" => super::login::current(&self.config.access, request),
             "/metrics" => {
                 let format = Exposition::negotiate(request.header("Accept"));
                 HttpResponse {
@@ -235,37 +351,95 @@ impl Serve {
 }
 
 impl Handler for Serve {
-    fn on_request(&mut self, request: &Request, _peer: SocketAddr, stats: &Stats) -> Route {
+    fn on_request(&mut self, request: &Request, peer: SocketAddr, stats: &Stats) -> Route {
+        log!(
+            crate::log::Level::Debug,
+            "{peer}: {} {}",
+            request.method,
+            redacted_target(&request.target)
+        );
         if request.wants_upgrade() {
             self.route_upgrade(request)
+        } else if let Some(limit) = self.body_limit(request) {
+            Route::ReadBody(limit)
         } else {
             Route::Respond(self.route_http(request, stats))
         }
     }
 
+    fn on_body(&mut self, _ctx: &mut Ctx<'_>, request: &Request, _body: &[u8]) -> HttpResponse {
+        #[cfg(feature = "auth")]
+        if super::api::is_api(request.path()) {
+            let access = &self.config.access;
+            let response = super::api::answer_body(access, &mut self.chat, _ctx, request, _body);
+            self.forward_cluster_ops();
+            return response;
+        }
+        #[cfg(feature = "auth")]
+        match request.path() {
+            "/login" => {
+                return super::login::login(
+                    &self.config.access,
+                    &self.config.allowed_origins,
+                    request,
+                    _body,
+                )
+            }
+            "/logout" => return super::login::logout(),
+            _ => {}
+        }
+        HttpResponse::text(404, &format!("nothing takes a body at {}", request.path()))
+    }
+
     fn on_open(&mut self, ctx: &mut Ctx<'_>, id: ConnId, info: &OpenInfo<'_>) {
-        let user = self
-            .config
-            .tokens
-            .as_ref()
-            .and_then(|t| t.user(info.request))
-            .map(str::to_owned);
         log!(crate::log::Level::Debug, "{id} joined from {}", info.client);
-        self.chat.join(ctx, id, user);
+        match self.admitted.take() {
+            Some(Admission::Identified(identity)) => self.enter(ctx, id, Some(identity)),
+            Some(Admission::AwaitAuth) => {
+                let deadline = ctx.now() + self.config.auth_timeout;
+                self.gate.set(id, deadline, Lapse::AuthTimeout);
+            }
+            // `Refused` never reaches the loop's upgrade.
+            Some(Admission::Anonymous | Admission::Refused(_)) | None => self.enter(ctx, id, None),
+        }
     }
 
     fn on_message(&mut self, ctx: &mut Ctx<'_>, id: ConnId, message: Message<'_>) {
-        self.chat.handle(ctx, id, message);
+        if self.gate.awaits_auth(id) {
+            self.authenticate_first(ctx, id, &message);
+            return;
+        }
+        if let Some(token) = self.chat.handle(ctx, id, message) {
+            self.reauthenticate(ctx, id, &token);
+        }
         self.forward_cluster_ops();
     }
 
     fn on_pause(&mut self, _ctx: &mut Ctx<'_>, paused: Duration) {
         self.chat.pause(paused);
+        self.gate.pause(paused);
     }
 
     fn on_close(&mut self, _ctx: &mut Ctx<'_>, id: ConnId, _reason: CloseReason) {
+        self.gate.forget(id);
         self.chat.leave(id);
         self.forward_cluster_ops();
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        self.gate.next()
+    }
+
+    /// Closes connections whose `auth` did not come in time or whose token expired.
+    fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
+        while let Some((id, lapse)) = self.gate.pop_due(ctx.now()) {
+            let reason = match lapse {
+                Lapse::AuthTimeout => "authentication timeout",
+                Lapse::TokenExpired => "token expired",
+            };
+            log!(crate::log::Level::Info, "{id}: {reason}, closing");
+            ctx.close(id, AUTH_CLOSE, reason);
+        }
     }
 
     /// Delivers what other nodes published.

@@ -10,6 +10,9 @@ pub enum Topic {
     All,
     /// The subscribers of one channel.
     Channel(String),
+    /// The connections of the users an event names (`direct` messages and disconnections
+    /// from the server API): every node holds this topic and finds the user's connections.
+    Users,
 }
 
 impl Topic {
@@ -17,6 +20,7 @@ impl Topic {
     pub fn name(&self, prefix: &str) -> String {
         match self {
             Topic::All => format!("{prefix}chat"),
+            Topic::Users => format!("{prefix}users"),
             Topic::Channel(name) => format!("{prefix}channel:{name}"),
         }
     }
@@ -24,8 +28,10 @@ impl Topic {
     /// The topic a name on the bus stands for (`None` for names of somebody else's).
     pub fn from_name(name: &str, prefix: &str) -> Option<Topic> {
         let rest = name.strip_prefix(prefix)?;
-        if rest == "chat" {
-            return Some(Topic::All);
+        match rest {
+            "chat" => return Some(Topic::All),
+            "users" => return Some(Topic::Users),
+            _ => {}
         }
         rest.strip_prefix("channel:")
             .map(|c| Topic::Channel(c.to_owned()))
@@ -107,6 +113,7 @@ mod tests {
     fn topics_round_trip() {
         for topic in [
             Topic::All,
+            Topic::Users,
             Topic::Channel("news".into()),
             Topic::Channel("a:b".into()),
         ] {

@@ -4,6 +4,7 @@ use std::io::{self, Read};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
+use super::body::BodyRead;
 use super::handler::ConnId;
 use super::outbound::OutQueue;
 use super::outbound::OutStorage;
@@ -45,6 +46,9 @@ pub(crate) enum Counted {
 pub(crate) enum Phase {
     /// Reading the HTTP upgrade request.
     Handshake(HeadReader),
+    /// Reading the body of a request the application asked for (`Route::ReadBody`), under
+    /// the head's deadline.
+    Body(Box<BodyRead>),
     /// WebSocket frames flow (possibly with a close sent and its reply awaited).
     Open(Box<Connection>),
     /// The last bytes (a close frame or an HTTP error) are queued; after they are written the

@@ -32,7 +32,7 @@ impl<H: Handler, N: Net> Server<H, N> {
                     ws.handle_pause(paused, now);
                     self.sync_deadline(slot);
                 }
-                Phase::Handshake(_) | Phase::Closing => {
+                Phase::Handshake(_) | Phase::Body(_) | Phase::Closing => {
                     if let Some(deadline) = conn.deadline.as_mut() {
                         *deadline += paused;
                         self.timers.schedule(*deadline, conn.id);
@@ -56,6 +56,11 @@ impl<H: Handler, N: Net> Server<H, N> {
     }
 
     pub(super) fn fire_deadlines(&mut self, now: Instant) {
+        if self.handler.next_timer().is_some_and(|due| due <= now) {
+            let mut ctx = Ctx::new(&mut self.commands, now);
+            self.handler.on_timer(&mut ctx);
+            self.apply_commands(None, now);
+        }
         while let Some((when, id)) = self.timers.pop_due(now) {
             let Some((slot, conn)) = self.conns.by_id(id) else {
                 continue;
@@ -65,7 +70,7 @@ impl<H: Handler, N: Net> Server<H, N> {
                 continue;
             }
             match &mut conn.phase {
-                Phase::Handshake(_) => {
+                Phase::Handshake(_) | Phase::Body(_) => {
                     log!(Level::Info, "{}: handshake timed out", conn.peer);
                     if conn.transport.is_handshaking() {
                         self.stats.tls_failed(TlsFailure::Timeout);

@@ -90,6 +90,9 @@ pub enum Route {
     Respond(HttpResponse),
     /// Refuse an upgrade (counted in the stats under the reason).
     Reject(HttpResponse, Rejection),
+    /// Read the request's body (its `Content-Length`, at most this many bytes; longer gets
+    /// 413, chunked 411), then answer what [`Handler::on_body`] returns.
+    ReadBody(usize),
 }
 
 /// An application on the event loop.
@@ -97,6 +100,12 @@ pub trait Handler {
     /// Routes a request head; the default treats every request as a WebSocket upgrade.
     fn on_request(&mut self, _request: &Request, _peer: SocketAddr, _stats: &Stats) -> Route {
         Route::Upgrade
+    }
+
+    /// The body of a request routed with [`Route::ReadBody`] has arrived: the answer. The
+    /// callback may send to WebSocket connections through `ctx`.
+    fn on_body(&mut self, _ctx: &mut Ctx<'_>, _request: &Request, _body: &[u8]) -> HttpResponse {
+        HttpResponse::text(404, "not found")
     }
 
     /// A WebSocket connection was opened (the 101 is queued).
@@ -118,6 +127,16 @@ pub trait Handler {
     /// clients sent meanwhile arrives at once. Rate limits should not charge them for it.
     /// The loop has already moved every connection's deadlines by as much.
     fn on_pause(&mut self, _ctx: &mut Ctx<'_>, _paused: Duration) {}
+
+    /// When the application next needs [`on_timer`](Self::on_timer) (a deadline of its own,
+    /// such as a credential's expiry); asked after every callback. `None`: no deadline.
+    fn next_timer(&self) -> Option<Instant> {
+        None
+    }
+
+    /// The time [`next_timer`](Self::next_timer) asked for has come (`ctx.now()` is at or
+    /// past it).
+    fn on_timer(&mut self, _ctx: &mut Ctx<'_>) {}
 }
 
 /// A recorded action, carried out by the loop after the callback.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::admission::{admit, client_addr, refusal};
+use super::body::{body_length, BodyRead};
 use super::conn::{queue_control_frames, Counted, Phase};
 use super::handler::{CloseReason, Ctx, OpenInfo, Requester, Route};
 use super::http::HttpResponse;
@@ -50,6 +51,14 @@ impl<H: Handler, N: Net> Server<H, N> {
                             false
                         }
                     }
+                }
+                Phase::Body(read) => {
+                    let used = read.absorb(conn.rbuf.pending());
+                    conn.rbuf.consume(used);
+                    if read.complete() {
+                        self.answer_body(slot, now);
+                    }
+                    false
                 }
                 Phase::Open(_) => self.next_frame(slot, now),
             };
@@ -162,7 +171,52 @@ impl<H: Handler, N: Net> Server<H, N> {
                 self.refuse(slot, &response, rejection, asker, now);
                 false
             }
+            Route::ReadBody(limit) => self.start_body(slot, request, limit, now),
         }
+    }
+
+    /// Starts reading a request's body; the bytes after the head are its first ones.
+    /// Returns whether more input may be decoded now.
+    fn start_body(&mut self, slot: usize, request: &Request, limit: usize, now: Instant) -> bool {
+        let length = match body_length(request, limit) {
+            Ok(length) => length,
+            Err(response) => {
+                self.respond(slot, &response, false, now);
+                return false;
+            }
+        };
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return false;
+        };
+        // RFC 9110 §10.1.1: a client that waits for "100 Continue" before the body (curl does
+        // for bodies over 1 KiB) is told to go on at once, the length being acceptable.
+        let go_on = length > 0 && request.has_token("Expect", "100-continue");
+        if go_on {
+            conn.out.push_bytes(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        conn.phase = Phase::Body(Box::new(BodyRead {
+            request: request.clone(),
+            body: Vec::with_capacity(length),
+            length,
+        }));
+        if go_on {
+            self.conns.mark_dirty(slot);
+        }
+        true
+    }
+
+    /// A request's body is complete: the application answers it.
+    fn answer_body(&mut self, slot: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let Phase::Body(read) = std::mem::replace(&mut conn.phase, Phase::Closing) else {
+            return;
+        };
+        let mut ctx = Ctx::new(&mut self.commands, now);
+        let response = self.handler.on_body(&mut ctx, &read.request, &read.body);
+        self.apply_commands(None, now);
+        self.respond(slot, &response, false, now);
     }
 
     /// Answers a refused request, logs and counts why, and closes.

@@ -22,6 +22,7 @@
 
 mod acceptor;
 pub mod admission;
+mod body;
 mod compress;
 pub mod config;
 mod conn;
@@ -328,9 +329,13 @@ impl<H: Handler, N: Net> Server<H, N> {
         READ_BUFFER.max(self.config.limits.max_handshake_bytes + 1)
     }
 
-    /// When the loop must next act without input: the earliest connection deadline.
+    /// When the loop must next act without input: the earliest connection deadline, or the
+    /// application's own.
     fn next_deadline(&self) -> Option<Instant> {
-        self.timers.next()
+        [self.timers.next(), self.handler.next_timer()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Starts the closing handshake (1001) with every client and drops connections whose
@@ -348,7 +353,9 @@ impl<H: Handler, N: Net> Server<H, N> {
                 continue;
             };
             match &conn.phase {
-                Phase::Handshake(_) => self.remove(slot, CloseReason::Abnormal, now),
+                Phase::Handshake(_) | Phase::Body(_) => {
+                    self.remove(slot, CloseReason::Abnormal, now)
+                }
                 Phase::Open(_) => {
                     let id = conn.id;
                     self.close_conn(

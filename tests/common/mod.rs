@@ -82,6 +82,8 @@ pub struct Server {
     pub addr: SocketAddr,
     /// Every address it reported, in order (`--listen` ones, then `--listen-plain` ones).
     pub addrs: Vec<SocketAddr>,
+    /// What it wrote to standard error, when captured ([`Server::serve_logged`]).
+    log: Option<std::sync::Arc<std::sync::Mutex<String>>>,
 }
 
 impl Server {
@@ -96,7 +98,7 @@ impl Server {
     pub fn start_listening(subcommand: &str, args: &[&str], listeners: usize) -> Server {
         let mut command = Command::new(wsloop_binary());
         command.arg(subcommand).args(args);
-        Server::spawn_listening(command, &format!("wsloop {subcommand}"), listeners)
+        Server::spawn_listening(command, &format!("wsloop {subcommand}"), listeners, false)
     }
 
     /// Like [`Server::start`] on a given listen address (e.g. to restart on the same port).
@@ -106,7 +108,42 @@ impl Server {
             .arg(subcommand)
             .args(["--listen", listen])
             .args(args);
-        Server::spawn(command, &format!("wsloop {subcommand}"))
+        Server::spawn(command, &format!("wsloop {subcommand}"), false)
+    }
+
+    /// `wsloop serve` with extra arguments, its standard error kept for [`Server::log`].
+    pub fn serve_logged(args: &[&str]) -> Server {
+        let mut command = Command::new(wsloop_binary());
+        command
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args);
+        Server::spawn(command, "wsloop serve", true)
+    }
+
+    /// What the server has written to standard error so far (empty unless started with
+    /// [`Server::serve_logged`]).
+    pub fn log(&self) -> String {
+        self.log
+            .as_ref()
+            .map(|log| log.lock().expect("log lock").clone())
+            .unwrap_or_default()
+    }
+
+    /// The log once it holds `needle`, waiting up to `wait` (panics after).
+    pub fn wait_for_log(&self, needle: &str, wait: Duration) -> String {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let log = self.log();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {needle:?} in the log within {wait:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Starts an example program (`examples/NAME.rs`) on 127.0.0.1:0.
@@ -114,23 +151,47 @@ impl Server {
     pub fn example(name: &str) -> Server {
         let mut command = Command::new(example_binary(name));
         command.arg("127.0.0.1:0");
-        Server::spawn(command, &format!("example {name}"))
+        Server::spawn(command, &format!("example {name}"), false)
     }
 
     /// Spawns `command` and waits for a line `... listening on ws://ADDR/` on its standard
     /// output.
-    fn spawn(command: Command, what: &str) -> Server {
-        Server::spawn_listening(command, what, 1)
+    fn spawn(command: Command, what: &str, capture_stderr: bool) -> Server {
+        Server::spawn_listening(command, what, 1, capture_stderr)
     }
 
     /// Spawns `command` and waits for `listeners` lines `... listening on ws://ADDR/` (or
-    /// `wss://ADDR/`) on its standard output.
-    fn spawn_listening(mut command: Command, what: &str, listeners: usize) -> Server {
+    /// `wss://ADDR/`) on its standard output; with `capture_stderr`, keeps its standard error
+    /// for [`Server::log`].
+    fn spawn_listening(
+        mut command: Command,
+        what: &str,
+        listeners: usize,
+        capture_stderr: bool,
+    ) -> Server {
+        let stderr = if capture_stderr {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        };
         let mut child = command
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        let log = child.stderr.take().map(|stderr| {
+            let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+            let sink = std::sync::Arc::clone(&log);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    let mut log = sink.lock().expect("log lock");
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+            log
+        });
         let stdout = child.stdout.take().expect("stdout piped");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -162,6 +223,7 @@ impl Server {
             child,
             addr: addrs[0],
             addrs,
+            log,
         }
     }
 
@@ -221,6 +283,29 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A temporary file, removed on drop.
+pub struct TempFile(PathBuf);
+
+impl TempFile {
+    /// A file named after this test process and `tag`, holding `contents`.
+    pub fn new(tag: &str, contents: &str) -> TempFile {
+        let path = std::env::temp_dir().join(format!("wsloop-test-{}-{tag}", std::process::id()));
+        std::fs::write(&path, contents).expect("write temp file");
+        TempFile(path)
+    }
+
+    /// Its path, for a command line.
+    pub fn path(&self) -> &str {
+        self.0.to_str().expect("UTF-8 temp path")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 

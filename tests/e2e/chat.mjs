@@ -156,6 +156,17 @@ function waitForMessage(page, text) {
   );
 }
 
+/**
+ * Logs in with `name` through the page's form (it shows it when the server wants a login) and
+ * returns once the form is gone.
+ */
+async function logIn(page, name) {
+  await waitIn(page, 'the login form is shown', () => !document.getElementById('login').hidden);
+  await page.fill('#login-name', name);
+  await page.click('#login-btn');
+  await waitIn(page, 'the login form is gone', () => document.getElementById('login').hidden);
+}
+
 /** Waits until the page shows the connection as open and has its id from `welcome`. */
 async function waitOpen(page) {
   await waitIn(
@@ -397,6 +408,7 @@ async function checkGivingUp() {
     });
   });
   run.pages.push(c);
+  await logIn(c, `Cid-${nonce}`);
   const attempts = () => c.evaluate(() => window.wsloop.attempts);
   /**
    * Lets the pending reconnection fire; the refusal comes in a microtask, so the attempt has
@@ -489,19 +501,22 @@ async function run() {
   const b = await openPage('page B (phone)', PHONE);
   run.pages.push(a, b);
 
-  // 1. Both connect and learn their ids; the latency is measured.
+  // 1. Each logs in with a nickname, connects and learns its id; the latency is measured.
+  const [nameA, nameB] = [`Ann-${nonce}`, `Bob-${nonce}`];
+  await logIn(a, nameA);
+  await logIn(b, nameB);
   const idA = await waitOpen(a);
   const idB = await waitOpen(b);
   if (idA === idB) throw new Error(`both pages got the id ${idA}`);
+  expectEqual(a, 'who the page says it is', await a.textContent('#me'), `${nameA} (id ${idA})`);
   for (const page of [a, b]) await waitLatency(page);
   log(`open: A is ${idA}, B is ${idB}`);
 
-  // 2. A chat from A reaches B, and A itself, with its time shown. Without a token the name is
-  // the id.
+  // 2. A chat from A reaches B, and A itself, with its time shown, under A's nickname.
   const chat1 = `hello from A ${nonce}`;
   await sendChat(a, chat1);
-  await waitForMessage(b, `${idA}: ${chat1}`);
-  await waitForMessage(a, `${idA}: ${chat1}`);
+  await waitForMessage(b, `${nameA}: ${chat1}`);
+  await waitForMessage(a, `${nameA}: ${chat1}`);
   log('chat delivered');
 
   // 3. Both join `e2e`, which becomes the Publish target in its own field; B publishes there,
@@ -515,8 +530,8 @@ async function run() {
   }
   const pub1 = `news from B ${nonce}`;
   await publish(b, 'e2e', pub1);
-  await waitForMessage(a, `#e2e ${idB}: ${pub1}`);
-  await waitForMessage(b, `#e2e ${idB}: ${pub1}`);
+  await waitForMessage(a, `#e2e ${nameB}: ${pub1}`);
+  await waitForMessage(b, `#e2e ${nameB}: ${pub1}`);
   await waitPublished(b, '#e2e: received by 2 connections.');
   log('channel message delivered');
 
@@ -532,7 +547,7 @@ async function run() {
   await subscribe(b, bOnly);
   await waitJoined(b, bOnly);
   await publish(a, bOnly, `for B only ${nonce}`);
-  await waitForMessage(b, `#${bOnly} ${idA}: for B only ${nonce}`);
+  await waitForMessage(b, `#${bOnly} ${nameA}: for B only ${nonce}`);
   await waitPublished(
     a,
     `#${bOnly}: received by 1 connection. You are not subscribed to #${bOnly}, so you do not see it.`,
@@ -556,10 +571,21 @@ async function run() {
   }
   const chipOrder = [`chip:e2e`];
   await checkFocusOrder(a, [
-    'messages', 'chat-input', 'chat-send', 'channel-input', 'subscribe-btn', 'unsubscribe-btn',
+    'logout-btn', 'messages', 'chat-input', 'chat-send', 'channel-input', 'subscribe-btn', 'unsubscribe-btn',
     ...chipOrder, 'publish-channel', 'publish-input', 'publish-btn',
   ]);
   log('layout, focus order and accessibility checked');
+
+  // Page D logs in, then its cookie is replaced by a forged one: after the restart its
+  // upgrade is refused (401), and the page must say so and offer the login, not reconnect
+  // for ever.
+  const d = await openPage('page D (phone)', PHONE);
+  run.pages.push(d);
+  await logIn(d, `Dee-${nonce}`);
+  await waitOpen(d);
+  await d.context().addCookies([
+    { name: 'wsloop_session', value: 'v1.e30.forged', url: baseUrl, httpOnly: true, sameSite: 'Strict' },
+  ]);
 
   // 7. The server restarts on the same port.
   await watchStates(a);
@@ -571,12 +597,11 @@ async function run() {
 
   // 8. Both pages went through "reconnecting" with no latency shown, are open again in the
   // same document, with the old errors gone and the drop and the return marked in the list.
-  const ids = [];
   for (const page of [a, b]) {
     await waitIn(page, 'showed a reconnecting state, then open again', () =>
       window.__e2eStates.includes('reconnecting') && window.wsloop.state === 'open',
     );
-    ids.push(await waitOpen(page));
+    await waitOpen(page);
     const tag = await page.evaluate(() => window.__e2eTag);
     if (tag !== nonce) throw new Error(`${page.label}: the page was reloaded`);
     const attempts = await page.evaluate(() => window.wsloop.attempts);
@@ -599,13 +624,11 @@ async function run() {
     await checkAccessibility(page, 'with the drop and the return marked');
     log(`${page.label} states seen: ${await page.evaluate(() => window.__e2eStates.join(' > '))}`);
   }
-  const [idA2, idB2] = ids;
-
   // 9. Chat works again, both ways round.
   const chat2 = `hello again from B ${nonce}`;
   await sendChat(b, chat2);
-  await waitForMessage(a, `${idB2}: ${chat2}`);
-  await waitForMessage(b, `${idB2}: ${chat2}`);
+  await waitForMessage(a, `${nameB}: ${chat2}`);
+  await waitForMessage(b, `${nameB}: ${chat2}`);
   log('chat delivered after restart');
 
   // 10. Both pages joined `e2e` again by themselves; a channel message gets through.
@@ -613,15 +636,33 @@ async function run() {
   await waitJoined(b, 'e2e');
   const pub2 = `more news from B ${nonce}`;
   await publish(b, 'e2e', pub2);
-  await waitForMessage(a, `#e2e ${idB2}: ${pub2}`);
+  await waitForMessage(a, `#e2e ${nameB}: ${pub2}`);
   await waitPublished(b, '#e2e: received by 2 connections.');
   const chat3 = `A is back too ${nonce}`;
   await sendChat(a, chat3);
-  await waitForMessage(b, `${idA2}: ${chat3}`);
+  await waitForMessage(b, `${nameA}: ${chat3}`);
   log('channel message delivered after restart');
 
   await screenshot(a, 'desktop.png');
   await screenshot(b, 'phone.png');
+
+  // 10b. Page D's refused upgrade is shown as "not logged in" with the form, and it stops.
+  await waitIn(d, 'the refused page shows the login form and stops', () =>
+    window.wsloop.state === 'logged-out' &&
+    !document.getElementById('login').hidden &&
+    document.getElementById('status').textContent === 'not logged in' &&
+    document.getElementById('login-why').textContent ===
+      'Not logged in, so the server refused the connection. Log in again.',
+  );
+  const attemptsD = await d.evaluate(() => window.wsloop.attempts);
+  await d.waitForTimeout(3_000);
+  expectEqual(d, 'attempts after the refusal (no more tries)', await d.evaluate(() => window.wsloop.attempts), attemptsD);
+  expectEqual(d, 'state after the refusal', await d.evaluate(() => window.wsloop.state), 'logged-out');
+  await checkAccessibility(d, 'refused, with the login form');
+  await screenshot(d, 'phone-refused.png');
+  await logIn(d, `Dee-${nonce}`);
+  await waitOpen(d);
+  log('page D: refused upgrade shown, logged in again');
 
   // 11. Giving up, and the ways back.
   await checkGivingUp();

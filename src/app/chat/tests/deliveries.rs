@@ -159,7 +159,7 @@ fn chat_and_channel_deliveries_reach_exactly_their_members() {
                     let want: Vec<ConnId> = members.iter().map(|m| d.members[*m]).collect();
                     assert_eq!(targets, want, "{name}: receivers");
                     let event = json_of(payload);
-                    let sender = from.to_string();
+                    let sender = d.room.chat.public_id(from);
                     assert_eq!(
                         (
                             &event["type"],
