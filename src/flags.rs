@@ -136,7 +136,10 @@ pub fn origin(text: &str) -> Result<String, String> {
 /// `rediss://...` for TLS (in a build with the `tls` feature).
 pub fn redis_url(text: &str) -> Result<String, String> {
     let want = "want redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] (rediss:// for TLS)";
-    let rest = match (text.strip_prefix("redis://"), text.strip_prefix("rediss://")) {
+    let rest = match (
+        text.strip_prefix("redis://"),
+        text.strip_prefix("rediss://"),
+    ) {
         (Some(rest), _) => rest,
         (_, Some(_)) if !cfg!(feature = "tls") => {
             return Err("rediss://: this wsloop was built without the `tls` feature".into())

@@ -14,7 +14,7 @@ use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -194,14 +194,7 @@ impl Client {
     pub fn connect_with(url: &str, options: &ClientOptions) -> Result<Client, ClientError> {
         let url = WsUrl::parse(url)?;
         let stream = match options.timeout {
-            Some(t) => {
-                let addr = url
-                    .authority
-                    .to_socket_addrs()?
-                    .next()
-                    .ok_or_else(|| ClientError::Url(url.authority.clone()))?;
-                TcpStream::connect_timeout(&addr, t)?
-            }
+            Some(t) => transport::connect_timeout(&url.authority, t)?,
             None => TcpStream::connect(&url.authority)?,
         };
         stream.set_read_timeout(options.timeout)?;

@@ -44,9 +44,7 @@ pub fn client_config(options: &TlsOptions) -> Result<Arc<ClientConfig>, ClientEr
             Some(path) => ca_file_roots(path).map_err(ClientError::Tls)?,
             None => system_roots()?,
         };
-        builder
-            .with_root_certificates(roots)
-            .with_no_client_auth()
+        builder.with_root_certificates(roots).with_no_client_auth()
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
@@ -119,7 +117,8 @@ pub fn describe_io(error: &io::Error) -> String {
 }
 
 fn describe_certificate(error: &CertificateError) -> String {
-    let days = |from: &UnixTime, to: &UnixTime| to.as_secs().saturating_sub(from.as_secs()) / 86_400;
+    let days =
+        |from: &UnixTime, to: &UnixTime| to.as_secs().saturating_sub(from.as_secs()) / 86_400;
     match error {
         CertificateError::ExpiredContext { time, not_after } => format!(
             "the server's certificate expired {} days ago",
@@ -150,6 +149,9 @@ fn describe_certificate(error: &CertificateError) -> String {
         }
         CertificateError::UnknownIssuer => "the server's certificate is not signed by a trusted \
             CA (for a private or test CA, trust its certificate as the CA file)"
+            .into(),
+        CertificateError::BadSignature => "the server's certificate is not signed by the \
+            trusted CA of its issuer's name (another CA with the same name?)"
             .into(),
         other => format!("the server's certificate was refused: {other}"),
     }

@@ -4,7 +4,7 @@
 //! interleave), the read half belongs to the [`Client`](super::Client).
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,6 +29,22 @@ pub(super) enum WriteHalf {
     /// `wss://`: bytes are encrypted on the way.
     #[cfg(feature = "tls")]
     Tls(super::tls::TlsWriter),
+}
+
+/// Connects to the first of `authority`'s addresses that answers, giving each `timeout`
+/// (`localhost` may resolve to `::1` first, where nothing listens).
+pub(super) fn connect_timeout(
+    authority: &str,
+    timeout: Duration,
+) -> Result<TcpStream, ClientError> {
+    let mut failure = None;
+    for addr in authority.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(stream) => return Ok(stream),
+            Err(e) => failure = Some(e),
+        }
+    }
+    Err(failure.map_or_else(|| ClientError::Url(authority.to_owned()), ClientError::Io))
 }
 
 /// Splits a connected socket into halves; for `wss://` after the TLS handshake, which checks
