@@ -105,15 +105,10 @@ pub fn describe(error: &rustls::Error) -> String {
 }
 
 /// [`describe`] for an I/O error that carries a rustls error (as rustls's `io` adapters
-/// return them); other I/O errors as they are.
-pub fn describe_io(error: &io::Error) -> String {
-    match error
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    {
-        Some(tls) => describe(tls),
-        None => error.to_string(),
-    }
+/// return them); `None` for other I/O errors.
+pub fn tls_error(error: &io::Error) -> Option<String> {
+    let inner = error.get_ref()?.downcast_ref::<rustls::Error>()?;
+    Some(describe(inner))
 }
 
 fn describe_certificate(error: &CertificateError) -> String {
@@ -221,9 +216,9 @@ pub(super) fn handshake(
     let mut tls = ClientConnection::new(client_config(options)?, server_name(host)?)
         .map_err(|e| ClientError::Tls(describe(&e)))?;
     while tls.is_handshaking() {
-        tls.complete_io(&mut tcp).map_err(|e| match e.kind() {
-            io::ErrorKind::InvalidData => ClientError::Tls(describe_io(&e)),
-            _ => ClientError::Io(e),
+        tls.complete_io(&mut tcp).map_err(|e| match tls_error(&e) {
+            Some(why) => ClientError::Tls(why),
+            None => ClientError::Io(e),
         })?;
     }
     let tls = Arc::new(Mutex::new(tls));

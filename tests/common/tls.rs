@@ -2,6 +2,7 @@
 //! PEM files into a directory of their own, removed when the [`TestPki`] is dropped. And a
 //! TLS terminator in the test process ([`TlsTerminator`], rustls) to put in front of a plain
 //! wsloop server, as nginx would be.
+#![allow(dead_code)] // each test binary uses a different subset
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
