@@ -496,21 +496,50 @@ struct Redis {
     program: PathBuf,
     dir: TempDir,
     port: u16,
+    /// A TLS port besides the plain one (which stays for the test's own commands).
+    tls: Option<RedisTls>,
     child: Option<Child>,
     log: Lines,
 }
 
+/// Redis's TLS listener: its port and the PEM files of its certificate, key and CA.
+struct RedisTls {
+    port: u16,
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+}
+
 impl Redis {
     fn start(program: PathBuf) -> Redis {
+        Redis::start_with(program, None)
+    }
+
+    /// Redis with a TLS port too, serving `leaf`; clients need no certificate of their own.
+    fn start_tls(program: PathBuf, leaf: &tls::Leaf, ca: &Path) -> Redis {
+        let tls = RedisTls {
+            port: 0,
+            cert: leaf.cert.clone(),
+            key: leaf.key.clone(),
+            ca: ca.to_owned(),
+        };
+        Redis::start_with(program, Some(tls))
+    }
+
+    fn start_with(program: PathBuf, tls: Option<RedisTls>) -> Redis {
         let mut redis = Redis {
             program,
             dir: TempDir::new("redis"),
             port: 0,
+            tls,
             child: None,
             log: Lines::default(),
         };
         let mut failures = Vec::new();
         for _ in 0..5 {
+            if let Some(tls) = &mut redis.tls {
+                tls.port = free_port();
+            }
             let port = free_port();
             match redis.spawn_on(port) {
                 Ok(()) => return redis,
@@ -520,23 +549,34 @@ impl Redis {
         panic!("redis-server did not start on a free port: {failures:#?}");
     }
 
+    /// What the nodes connect to: the TLS port if there is one.
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        match &self.tls {
+            Some(tls) => format!("rediss://127.0.0.1:{}/0", tls.port),
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+        }
     }
 
     /// Starts redis-server on `port` and waits until it answers PING; `Err` (with its log)
     /// if it exits first (e.g. the port was taken).
     fn spawn_on(&mut self, port: u16) -> Result<(), String> {
         let conf = self.dir.file("redis.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "port {port}\nbind 127.0.0.1\nprotected-mode yes\nsave \"\"\nappendonly no\n\
-                 daemonize no\nlogfile \"\"\ndir {}\nenable-debug-command local\n",
-                self.dir.path().display()
-            ),
-        )
-        .expect("write redis.conf");
+        let mut text = format!(
+            "port {port}\nbind 127.0.0.1\nprotected-mode yes\nsave \"\"\nappendonly no\n\
+             daemonize no\nlogfile \"\"\ndir {}\nenable-debug-command local\n",
+            self.dir.path().display()
+        );
+        if let Some(tls) = &self.tls {
+            text.push_str(&format!(
+                "tls-port {}\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
+                 tls-auth-clients no\n",
+                tls.port,
+                tls.cert.display(),
+                tls.key.display(),
+                tls.ca.display()
+            ));
+        }
+        std::fs::write(&conf, text).expect("write redis.conf");
         let mut child = Command::new(&self.program)
             .arg(&conf)
             .stdin(Stdio::null())
@@ -1836,6 +1876,80 @@ fn redis_user_allowed_only_pubsub_still_chats_without_the_id_check() {
         );
         node.wait_health("ok", WAIT);
     }
+}
+
+/// Redis over TLS: nodes given `rediss://` and the CA with `--redis-ca` join through the TLS
+/// port only, and deliver exactly once; a node without the CA file refuses Redis's
+/// certificate and says so; `--redis-ca` with a `redis://` URL is refused at start.
+#[test]
+fn redis_over_tls_with_rediss_and_a_ca_file() {
+    let Some(program) = redis_program() else {
+        return;
+    };
+    let pki = tls::TestPki::new("redis");
+    let redis = Redis::start_tls(program, &pki.localhost(), &pki.ca_cert);
+    let url = redis.url();
+    assert!(url.starts_with("rediss://127.0.0.1:"), "{url}");
+    let ca = pki.ca_cert.to_str().expect("UTF-8 path");
+    let nodes: Vec<Node> = ["a", "b"]
+        .iter()
+        .map(|name| Node::clustered(name, &redis, "127.0.0.1:0", &["--redis-ca", ca]))
+        .collect();
+    redis.wait_topics(&topics(&[("chat", 2)]), WAIT);
+    let mut peers = vec![Peer::join_node(&nodes[0], 1), Peer::join_node(&nodes[1], 1)];
+    peers[0].subscribe("secret");
+    round(
+        "rediss",
+        &mut peers,
+        &[
+            chat(0, "a over rediss"),
+            chat(1, "b over rediss"),
+            publish(1, "secret", "to a over rediss"),
+        ],
+        Reach::Cluster,
+    );
+    // Each node's subscriber and publisher are connected to the TLS port; the plain port
+    // has only the test's own connection, which asks.
+    let Resp::Bulk(Some(list)) = redis.command(&["CLIENT", "LIST"]) else {
+        panic!("CLIENT LIST: unexpected reply");
+    };
+    let on_port = |port: u16| {
+        list.lines()
+            .filter(|l| l.contains(&format!(" laddr=127.0.0.1:{port} ")))
+            .count()
+    };
+    let tls_port = redis.tls.as_ref().expect("TLS port").port;
+    assert_eq!((on_port(tls_port), on_port(redis.port)), (4, 1), "{list}");
+
+    // Without --redis-ca the system's CAs are asked, which do not know the test CA.
+    let args = ["--redis", &url, "--node-id", "c", "--redis-prefix", PREFIX];
+    let stranger = Node::start("c", "127.0.0.1:0", &args);
+    stranger.log.wait_for("the certificate refused", |l| {
+        l.contains("invalid peer certificate: UnknownIssuer")
+    });
+    stranger.wait_health("degraded", WAIT);
+
+    // A CA file for a plain redis:// URL is a mistake, said at start.
+    let plain = format!("redis://127.0.0.1:{}/0", redis.port);
+    let (mut child, _stdout, log) = spawn_collecting(
+        Path::new(env!("CARGO_BIN_EXE_wsloop")),
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--redis",
+            &plain,
+            "--redis-ca",
+            ca,
+        ]
+        .map(String::from),
+        "node d",
+    );
+    let status = wait_exit(&mut child, WAIT).expect("exits at start");
+    assert_eq!(status.code(), Some(2), "{}", log.text());
+    log.wait_for("the refusal", |l| {
+        l.ends_with("--redis-ca: the --redis URL is not rediss://")
+    });
 }
 
 #[test]
