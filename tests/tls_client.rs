@@ -9,7 +9,8 @@ mod common;
 #[path = "common/tls.rs"]
 mod tls;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
@@ -111,6 +112,38 @@ fn a_writer_thread_sends_while_the_reader_waits() {
             .expect("the reader got the echo within 10 s"),
         Ok(Received::Text("from another thread".into()))
     );
+}
+
+#[test]
+fn wss_to_a_plain_server_says_it_does_not_speak_tls() {
+    // wsloop waits for a request head that the ClientHello never completes, then hangs up.
+    let echo = Server::echo(&["--handshake-timeout", "300ms"]);
+    // A server that answers anything with an HTTP error at once, as nginx's plain port does.
+    let http = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    let http_port = http.local_addr().expect("address").port();
+    thread::spawn(move || {
+        let (mut stream, _) = http.accept().expect("accept");
+        let _ = stream.read(&mut [0; 1024]);
+        let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+    });
+    let cases = [
+        (
+            echo.addr.port(),
+            "TLS: the server closed the connection during the TLS handshake: a ws:// server?",
+        ),
+        (
+            http_port,
+            "TLS: the server does not speak TLS here (received corrupt message of type \
+             InvalidContentType): a ws:// server?",
+        ),
+    ];
+    for (port, says) in cases {
+        let url = format!("wss://127.0.0.1:{port}/");
+        match Client::connect_with(&url, &options(INSECURE)) {
+            Ok(_) => panic!("a plain server on {port} passed for TLS"),
+            Err(e) => assert_eq!(e.to_string(), says),
+        }
+    }
 }
 
 #[test]

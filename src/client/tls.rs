@@ -100,6 +100,10 @@ pub fn describe(error: &rustls::Error) -> String {
         rustls::Error::AlertReceived(alert) => {
             format!("the server refused the TLS handshake ({alert:?} alert)")
         }
+        // Typically a plain HTTP answer ("HTTP/1.1 400 ...") read as a TLS record.
+        rustls::Error::InvalidMessage(_) => {
+            format!("the server does not speak TLS here ({error}): a ws:// server?")
+        }
         other => other.to_string(),
     }
 }
@@ -218,6 +222,9 @@ pub(super) fn handshake(
     while tls.is_handshaking() {
         tls.complete_io(&mut tcp).map_err(|e| match tls_error(&e) {
             Some(why) => ClientError::Tls(why),
+            None if e.kind() == io::ErrorKind::UnexpectedEof => ClientError::Tls(
+                "the server closed the connection during the TLS handshake: a ws:// server?".into(),
+            ),
             None => ClientError::Io(e),
         })?;
     }
