@@ -155,7 +155,8 @@ fn certificates_that_do_not_hold_are_refused_with_one_line() {
     let expired = pki.leaf("expired", &["localhost", "127.0.0.1"], Validity::Expired);
     let other_name = pki.leaf("other", &["other.example"], Validity::Current);
     let good = pki.localhost();
-    let cases: [(&str, &tls::Leaf, &Path, &str, &str); 4] = [
+    let openssl_style = pki.self_signed_ca("self-signed", &["127.0.0.1"]);
+    let cases: [(&str, &tls::Leaf, &Path, &str, &str); 5] = [
         (
             "expired",
             &expired,
@@ -176,6 +177,14 @@ fn certificates_that_do_not_hold_are_refused_with_one_line() {
             &stranger.ca_cert,
             "TLS: the server's certificate is not signed by a trusted CA (for a private or \
              test CA, trust its certificate as the CA file)",
+            "",
+        ),
+        (
+            "a self-signed CA certificate",
+            &openssl_style,
+            &openssl_style.cert,
+            "TLS: the server's certificate is a CA certificate, which cannot identify a server \
+             (self-signed with `openssl req -x509`? sign a server certificate with it instead)",
             "",
         ),
         (

@@ -152,7 +152,15 @@ fn describe_certificate(error: &CertificateError) -> String {
         CertificateError::BadSignature => "the server's certificate is not signed by the \
             trusted CA of its issuer's name (another CA with the same name?)"
             .into(),
-        other => format!("the server's certificate was refused: {other}"),
+        CertificateError::Other(other) => match other.to_string().as_str() {
+            // What `openssl req -x509` makes by default (basicConstraints CA:TRUE).
+            "CaUsedAsEndEntity" => "the server's certificate is a CA certificate, which \
+                cannot identify a server (self-signed with `openssl req -x509`? sign a server \
+                certificate with it instead)"
+                .into(),
+            why => format!("the server's certificate was refused ({why})"),
+        },
+        other => format!("the server's certificate was refused ({other})"),
     }
 }
 

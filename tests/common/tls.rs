@@ -113,6 +113,23 @@ impl TestPki {
         leaf
     }
 
+    /// A self-signed certificate for `names` that is a CA's (basicConstraints CA:TRUE), as
+    /// `openssl req -x509` makes by default; not signed by this CA.
+    pub fn self_signed_ca(&self, file_stem: &str, names: &[&str]) -> Leaf {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(names).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let key = KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("self-sign");
+        let leaf = Leaf {
+            cert: self.dir.join(format!("{file_stem}.pem")),
+            key: self.dir.join(format!("{file_stem}.key")),
+        };
+        std::fs::write(&leaf.cert, cert.pem()).expect("write the certificate");
+        std::fs::write(&leaf.key, key.serialize_pem()).expect("write the key");
+        leaf
+    }
+
     /// The usual server certificate: `localhost` and `127.0.0.1`, valid now.
     pub fn localhost(&self) -> Leaf {
         self.leaf("server", &["localhost", "127.0.0.1"], Validity::Current)
