@@ -42,6 +42,8 @@
 //! - `cli` (default): the `wsloop` binary (clap, signal handling) and `client::cli`.
 //! - `redis` (default): the Redis Pub/Sub bridge, `cluster::Bridge`.
 //! - `reuse-port` (default): `Config::reuse_port` (`SO_REUSEPORT`) through socket2.
+//! - `tls` (default): `wss://` in the client (`client::tls`, rustls with the ring provider)
+//!   and `rediss://` to Redis.
 //!
 //! With no features the library needs only mio, slab, httparse, sha1, base64, serde_json
 //! and the `log` facade.
