@@ -70,7 +70,10 @@ mod tests {
             ),
             ("redis://user:secret@host/2", "redis://***@host/2"),
             ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
-            ("rediss://:secret@redis.lan:6380/0", "rediss://***@redis.lan:6380/0"),
+            (
+                "rediss://:secret@redis.lan:6380/0",
+                "rediss://***@redis.lan:6380/0",
+            ),
             ("redis://host/path@x", "redis://host/path@x"),
         ];
         for (url, logged) in cases {
