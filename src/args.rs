@@ -242,6 +242,11 @@ pub(crate) struct ServeArgs {
     /// This node's id in the cluster (default: random). [A-Za-z0-9_-], at most 64.
     #[arg(long, value_name = "ID", requires = "redis")]
     pub(crate) node_id: Option<String>,
+    /// With a rediss:// URL: PEM file of the CA certificates that Redis's certificate must
+    /// chain to, trusted instead of the system's (a private CA).
+    #[cfg(feature = "tls")]
+    #[arg(long, value_name = "FILE", value_parser = flags::ca_file, requires = "redis")]
+    pub(crate) redis_ca: Option<PathBuf>,
     /// On SIGINT/SIGTERM, how long to keep serving with /readyz answering 503 before the
     /// listeners close and the drain starts (time for a load balancer to stop sending new
     /// clients; 0: drain at once).
@@ -259,7 +264,7 @@ pub(crate) struct ServeArgs {
 
 #[derive(Args, Debug)]
 pub(crate) struct ClientArgs {
-    /// Server URL, e.g. ws://127.0.0.1:8080/ws
+    /// Server URL, e.g. ws://127.0.0.1:8080/ws or wss://chat.example.org/ws
     #[arg(value_parser = client_url)]
     pub(crate) url: String,
     /// Reconnect when the connection is lost (1 s backoff growing 1.5x to 30 s, 50 attempts).
@@ -289,6 +294,16 @@ pub(crate) struct ClientArgs {
     /// Pretty-print received messages that are JSON.
     #[arg(long)]
     pub(crate) json: bool,
+    /// For wss://: PEM file of the CA certificates to trust instead of the system's (a
+    /// private or test CA).
+    #[cfg(feature = "tls")]
+    #[arg(long, value_name = "FILE", value_parser = flags::ca_file)]
+    pub(crate) ca: Option<PathBuf>,
+    /// For wss://: accept any certificate, for any name (self-signed test setups only; the
+    /// server is then not authenticated, and a warning says so).
+    #[cfg(feature = "tls")]
+    #[arg(long, conflicts_with = "ca")]
+    pub(crate) insecure: bool,
 }
 
 /// The client's URL, checked before connecting.

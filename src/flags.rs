@@ -2,6 +2,8 @@
 //! a path without its slash, an origin with one) are refused at start; clap then prints the
 //! message and exits with status 2.
 
+#[cfg(feature = "tls")]
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -130,17 +132,43 @@ pub fn origin(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
-/// A Redis URL the bridge can use: `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`.
+/// A Redis URL the bridge can use: `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`, or
+/// `rediss://...` for TLS (in a build with the `tls` feature).
 pub fn redis_url(text: &str) -> Result<String, String> {
-    let rest = text
-        .strip_prefix("redis://")
-        .ok_or_else(|| "want redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]".to_owned())?;
+    let want = "want redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] (rediss:// for TLS)";
+    let rest = match (
+        text.strip_prefix("redis://"),
+        text.strip_prefix("rediss://"),
+    ) {
+        (Some(rest), _) => rest,
+        (_, Some(_)) if !cfg!(feature = "tls") => {
+            return Err("rediss://: this wsloop was built without the `tls` feature".into())
+        }
+        (_, Some(rest)) => rest,
+        _ => return Err(want.into()),
+    };
+    if rest.contains('#') {
+        // The redis crate reads `#insecure` (no certificate check) from the fragment.
+        return Err(
+            "no #fragment: the certificate is always checked (--redis-ca trusts a private CA)"
+                .into(),
+        );
+    }
     let authority = rest.split('/').next().unwrap_or("");
     let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     if host.is_empty() || host.starts_with(':') {
         return Err("the Redis URL has no host (e.g. redis://127.0.0.1:6379)".into());
     }
     Ok(text.to_owned())
+}
+
+/// A PEM file of CA certificates (`client --ca`, `serve --redis-ca`): readable and holding a
+/// certificate, checked at start rather than at the first connection.
+#[cfg(feature = "tls")]
+pub fn ca_file(text: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(text);
+    wsloop::client::tls::ca_file_roots(&path)?;
+    Ok(path)
 }
 
 /// An extra request header of `wsloop client`: `Name: value` with a token for a name
@@ -229,6 +257,12 @@ mod tests {
         assert!(redis_url("redis://:secret@127.0.0.1:6379/2").is_ok());
         assert!(redis_url("127.0.0.1:6379").is_err());
         assert!(redis_url("redis://:secret@/0").is_err());
+        assert!(redis_url("rediss://127.0.0.1:6380/0#insecure").is_err());
+        assert!(redis_url("redis://127.0.0.1:6379#insecure").is_err());
+        assert_eq!(
+            redis_url("rediss://:secret@127.0.0.1:6380/0").is_ok(),
+            cfg!(feature = "tls")
+        );
         assert_eq!(header("X-A:  b "), Ok("X-A: b".into()));
         assert_eq!(
             header("Authorization Bearer x"),

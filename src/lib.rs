@@ -42,8 +42,9 @@
 //! - `cli` (default): the `wsloop` binary (clap, signal handling) and `client::cli`.
 //! - `redis` (default): the Redis Pub/Sub bridge, `cluster::Bridge`.
 //! - `reuse-port` (default): `Config::reuse_port` (`SO_REUSEPORT`) through socket2.
-//! - `tls` (default): TLS on the listen addresses (`server::tls::TlsConfig`, `Config::tls`)
-//!   with rustls and the ring provider.
+//! - `tls` (default): TLS on the listen addresses (`server::tls::TlsConfig`, `Config::tls`),
+//!   `wss://` in the client (`client::tls`) and `rediss://` to Redis, with rustls and the ring
+//!   provider.
 //!
 //! With no features the library needs only mio, slab, httparse, sha1, base64, serde_json
 //! and the `log` facade.

@@ -27,13 +27,13 @@ use wsloop::app::node::ClusterNode;
 use wsloop::app::serve::{Serve, ServeConfig};
 #[cfg(feature = "redis")]
 use wsloop::app::topics;
-use wsloop::client::ClientOptions;
+use wsloop::client::{ClientOptions, TlsOptions};
 #[cfg(feature = "redis")]
 use wsloop::cluster::{Bridge, RedisConfig};
 use wsloop::proto::Limits;
 use wsloop::server::{Config, Handler, Server};
 
-use args::{parse_cli, serve_config, Command, LoopArgs, ServeArgs};
+use args::{parse_cli, serve_config, ClientArgs, Command, LoopArgs, ServeArgs};
 
 /// The start-up line of one listener: the WebSocket URL first (scripts and tests read the
 /// address from `listening on ws://ADDR/` or `wss://ADDR/`), then, for `serve`, the page's URL.
@@ -282,8 +282,17 @@ fn serve(args: Box<ServeArgs>) -> ExitCode {
                 wsloop::log!(Level::Error, "--node-id: {e}");
                 return ExitCode::from(2);
             }
+            #[cfg(feature = "tls")]
+            let ca_file = args.redis_ca;
+            #[cfg(not(feature = "tls"))]
+            let ca_file = None;
+            if ca_file.is_some() && !url.starts_with("rediss://") {
+                wsloop::log!(Level::Error, "--redis-ca: the --redis URL is not rediss://");
+                return ExitCode::from(2);
+            }
             let config = RedisConfig {
                 url,
+                ca_file,
                 // An event quotes at most `max_content` bytes, which JSON escaping can grow
                 // six times (`\u0001`), plus names, ids and the envelope.
                 max_payload: args.max_content.saturating_mul(6).saturating_add(4096),
@@ -334,6 +343,24 @@ fn serve(args: Box<ServeArgs>) -> ExitCode {
     )
 }
 
+/// `--ca` and `--insecure`; the warning that `--insecure` owes the user.
+#[cfg(feature = "tls")]
+fn client_tls(args: &ClientArgs) -> TlsOptions {
+    let secure = wsloop::client::WsUrl::parse(&args.url).is_ok_and(|u| u.secure);
+    if args.insecure && secure {
+        eprintln!("{}", wsloop::client::tls::INSECURE_WARNING);
+    }
+    TlsOptions {
+        ca_file: args.ca.clone(),
+        insecure: args.insecure,
+    }
+}
+
+#[cfg(not(feature = "tls"))]
+fn client_tls(_args: &ClientArgs) -> TlsOptions {
+    TlsOptions::default()
+}
+
 fn main() -> ExitCode {
     let cli = parse_cli(std::env::args_os().collect());
     stderr_log::install(Level::Info);
@@ -361,11 +388,13 @@ fn main() -> ExitCode {
             serve(args)
         }
         Command::Client(args) => {
+            let tls = client_tls(&args);
             let options = ClientOptions {
                 headers: args.headers,
                 protocols: args.protocols,
                 timeout: Some(args.connect_timeout),
                 max_message: None,
+                tls,
             };
             let settings = wsloop::client::cli::Settings {
                 reconnect: args.reconnect,

@@ -107,6 +107,18 @@ fn nonsense_values_exit_2_with_a_message() {
             "want redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]",
         ),
         (
+            &["serve", "--redis", "rediss://127.0.0.1:6380/#insecure"],
+            "no #fragment: the certificate is always checked",
+        ),
+        (
+            &["serve", "--redis", "rediss://127.0.0.1:6380", "--redis-ca", "/nonexistent.pem"],
+            "CA file /nonexistent.pem: I/O error",
+        ),
+        (
+            &["client", "wss://127.0.0.1:9/", "--ca", "/nonexistent.pem"],
+            "CA file /nonexistent.pem: I/O error",
+        ),
+        (
             &["echo", "--max-pings-per-second", "0"],
             "'--max-pings-per-second <N>': must be at least 1",
         ),

@@ -15,6 +15,8 @@
 //! meant for it, nothing else.
 
 mod common;
+#[path = "common/tls.rs"]
+mod tls;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -30,7 +32,7 @@ use std::time::{Duration, Instant};
 use common::raw::{is_timeout, opcode, OutFrame, RawClient, ReadError};
 use common::{assert_keys, assert_recent_ts};
 use serde_json::{json, Value};
-use wsloop::client::{Client, ClientError, ClientOptions, Received};
+use wsloop::client::{Client, ClientError, ClientOptions, Received, TlsOptions};
 
 /// The bound on a wait for something that should happen soon.
 const WAIT: Duration = Duration::from_secs(10);
@@ -294,7 +296,8 @@ struct Node {
     log: Lines,
 }
 
-/// Spawns `program args`, collecting stdout lines into a channel and stderr into [`Lines`].
+/// Spawns `program args`, collecting stdout lines into a channel and stderr into [`Lines`];
+/// its standard input is a pipe (a client reads it, servers leave it alone).
 fn spawn_collecting(
     program: &Path,
     args: &[String],
@@ -302,7 +305,7 @@ fn spawn_collecting(
 ) -> (Child, mpsc::Receiver<String>, Lines) {
     let mut child = Command::new(program)
         .args(args)
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -493,21 +496,50 @@ struct Redis {
     program: PathBuf,
     dir: TempDir,
     port: u16,
+    /// A TLS port besides the plain one (which stays for the test's own commands).
+    tls: Option<RedisTls>,
     child: Option<Child>,
     log: Lines,
 }
 
+/// Redis's TLS listener: its port and the PEM files of its certificate, key and CA.
+struct RedisTls {
+    port: u16,
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+}
+
 impl Redis {
     fn start(program: PathBuf) -> Redis {
+        Redis::start_with(program, None)
+    }
+
+    /// Redis with a TLS port too, serving `leaf`; clients need no certificate of their own.
+    fn start_tls(program: PathBuf, leaf: &tls::Leaf, ca: &Path) -> Redis {
+        let tls = RedisTls {
+            port: 0,
+            cert: leaf.cert.clone(),
+            key: leaf.key.clone(),
+            ca: ca.to_owned(),
+        };
+        Redis::start_with(program, Some(tls))
+    }
+
+    fn start_with(program: PathBuf, tls: Option<RedisTls>) -> Redis {
         let mut redis = Redis {
             program,
             dir: TempDir::new("redis"),
             port: 0,
+            tls,
             child: None,
             log: Lines::default(),
         };
         let mut failures = Vec::new();
         for _ in 0..5 {
+            if let Some(tls) = &mut redis.tls {
+                tls.port = free_port();
+            }
             let port = free_port();
             match redis.spawn_on(port) {
                 Ok(()) => return redis,
@@ -517,23 +549,34 @@ impl Redis {
         panic!("redis-server did not start on a free port: {failures:#?}");
     }
 
+    /// What the nodes connect to: the TLS port if there is one.
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        match &self.tls {
+            Some(tls) => format!("rediss://127.0.0.1:{}/0", tls.port),
+            None => format!("redis://127.0.0.1:{}/0", self.port),
+        }
     }
 
     /// Starts redis-server on `port` and waits until it answers PING; `Err` (with its log)
     /// if it exits first (e.g. the port was taken).
     fn spawn_on(&mut self, port: u16) -> Result<(), String> {
         let conf = self.dir.file("redis.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "port {port}\nbind 127.0.0.1\nprotected-mode yes\nsave \"\"\nappendonly no\n\
-                 daemonize no\nlogfile \"\"\ndir {}\nenable-debug-command local\n",
-                self.dir.path().display()
-            ),
-        )
-        .expect("write redis.conf");
+        let mut text = format!(
+            "port {port}\nbind 127.0.0.1\nprotected-mode yes\nsave \"\"\nappendonly no\n\
+             daemonize no\nlogfile \"\"\ndir {}\nenable-debug-command local\n",
+            self.dir.path().display()
+        );
+        if let Some(tls) = &self.tls {
+            text.push_str(&format!(
+                "tls-port {}\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
+                 tls-auth-clients no\n",
+                tls.port,
+                tls.cert.display(),
+                tls.key.display(),
+                tls.ca.display()
+            ));
+        }
+        std::fs::write(&conf, text).expect("write redis.conf");
         let mut child = Command::new(&self.program)
             .arg(&conf)
             .stdin(Stdio::null())
@@ -688,8 +731,13 @@ impl Peer {
             timeout: Some(WAIT),
             ..ClientOptions::default()
         };
+        Peer::join_with(url, &options)
+    }
+
+    /// [`Peer::join`] with these options (`wss://` and the CA to trust, say).
+    fn join_with(url: &str, options: &ClientOptions) -> Peer {
         let client =
-            Client::connect_with(url, &options).unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+            Client::connect_with(url, options).unwrap_or_else(|e| panic!("connect to {url}: {e}"));
         let mut peer = Peer {
             client,
             node: String::new(),
@@ -1841,6 +1889,80 @@ fn redis_user_allowed_only_pubsub_still_chats_without_the_id_check() {
     }
 }
 
+/// Redis over TLS: nodes given `rediss://` and the CA with `--redis-ca` join through the TLS
+/// port only, and deliver exactly once; a node without the CA file refuses Redis's
+/// certificate and says so; `--redis-ca` with a `redis://` URL is refused at start.
+#[test]
+fn redis_over_tls_with_rediss_and_a_ca_file() {
+    let Some(program) = redis_program() else {
+        return;
+    };
+    let pki = tls::TestPki::new("redis");
+    let redis = Redis::start_tls(program, &pki.localhost(), &pki.ca_cert);
+    let url = redis.url();
+    assert!(url.starts_with("rediss://127.0.0.1:"), "{url}");
+    let ca = pki.ca_cert.to_str().expect("UTF-8 path");
+    let nodes: Vec<Node> = ["a", "b"]
+        .iter()
+        .map(|name| Node::clustered(name, &redis, "127.0.0.1:0", &["--redis-ca", ca]))
+        .collect();
+    redis.wait_topics(&topics(&[("chat", 2)]), WAIT);
+    let mut peers = vec![Peer::join_node(&nodes[0], 1), Peer::join_node(&nodes[1], 1)];
+    peers[0].subscribe("secret");
+    round(
+        "rediss",
+        &mut peers,
+        &[
+            chat(0, "a over rediss"),
+            chat(1, "b over rediss"),
+            publish(1, "secret", "to a over rediss"),
+        ],
+        Reach::Cluster,
+    );
+    // Each node's subscriber and publisher are connected to the TLS port; the plain port
+    // has only the test's own connection, which asks.
+    let Resp::Bulk(Some(list)) = redis.command(&["CLIENT", "LIST"]) else {
+        panic!("CLIENT LIST: unexpected reply");
+    };
+    let on_port = |port: u16| {
+        list.lines()
+            .filter(|l| l.contains(&format!(" laddr=127.0.0.1:{port} ")))
+            .count()
+    };
+    let tls_port = redis.tls.as_ref().expect("TLS port").port;
+    assert_eq!((on_port(tls_port), on_port(redis.port)), (4, 1), "{list}");
+
+    // Without --redis-ca the system's CAs are asked, which do not know the test CA.
+    let args = ["--redis", &url, "--node-id", "c", "--redis-prefix", PREFIX];
+    let stranger = Node::start("c", "127.0.0.1:0", &args);
+    stranger.log.wait_for("the certificate refused", |l| {
+        l.contains("invalid peer certificate: UnknownIssuer")
+    });
+    stranger.wait_health("degraded", WAIT);
+
+    // A CA file for a plain redis:// URL is a mistake, said at start.
+    let plain = format!("redis://127.0.0.1:{}/0", redis.port);
+    let (mut child, _stdout, log) = spawn_collecting(
+        Path::new(env!("CARGO_BIN_EXE_wsloop")),
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--redis",
+            &plain,
+            "--redis-ca",
+            ca,
+        ]
+        .map(String::from),
+        "node d",
+    );
+    let status = wait_exit(&mut child, WAIT).expect("exits at start");
+    assert_eq!(status.code(), Some(2), "{}", log.text());
+    log.wait_for("the refusal", |l| {
+        l.ends_with("--redis-ca: the --redis URL is not rediss://")
+    });
+}
+
 #[test]
 fn redis_two_nodes_with_one_id_are_reported_and_hear_each_other() {
     // Defect 7: two processes started with the same --node-id: both say so (/healthz
@@ -1979,18 +2101,22 @@ fn fill_placeholder(text: &str, from: &str, to: &str) -> String {
 /// stopped when dropped.
 struct Nginx {
     child: Child,
+    /// Plain HTTP (`listen 80`).
     addr: SocketAddr,
+    /// TLS (`listen 443 ssl`).
+    tls_addr: SocketAddr,
     log: Lines,
     _dir: TempDir,
 }
 
 impl Nginx {
     /// Runs deploy/nginx.conf (included in a minimal main config that keeps pid, logs and
-    /// temp files in a temp dir) in front of `upstreams`.
-    fn start(program: &Path, upstreams: [SocketAddr; 2]) -> Nginx {
+    /// temp files in a temp dir) in front of `upstreams`, with `leaf` as its certificate.
+    fn start(program: &Path, upstreams: [SocketAddr; 2], leaf: &tls::Leaf) -> Nginx {
         let mut failures = Vec::new();
         for _ in 0..5 {
-            match Nginx::try_start(program, upstreams, free_port()) {
+            let ports = [free_port(), free_port()];
+            match Nginx::try_start(program, upstreams, leaf, ports) {
                 Ok(nginx) => return nginx,
                 Err(e) => failures.push(e),
             }
@@ -1998,10 +2124,30 @@ impl Nginx {
         panic!("nginx did not start: {failures:#?}");
     }
 
-    fn try_start(program: &Path, upstreams: [SocketAddr; 2], port: u16) -> Result<Nginx, String> {
+    fn try_start(
+        program: &Path,
+        upstreams: [SocketAddr; 2],
+        leaf: &tls::Leaf,
+        [port, tls_port]: [u16; 2],
+    ) -> Result<Nginx, String> {
         let dir = TempDir::new("nginx");
         let site = repo_file("deploy/nginx.conf");
         let site = fill_placeholder(&site, "listen 80;", &format!("listen 127.0.0.1:{port};"));
+        let site = fill_placeholder(
+            &site,
+            "listen 443 ssl;",
+            &format!("listen 127.0.0.1:{tls_port} ssl;"),
+        );
+        let site = fill_placeholder(
+            &site,
+            "/etc/letsencrypt/live/chat.example.org/fullchain.pem",
+            &leaf.cert.display().to_string(),
+        );
+        let site = fill_placeholder(
+            &site,
+            "/etc/letsencrypt/live/chat.example.org/privkey.pem",
+            &leaf.key.display().to_string(),
+        );
         let site = fill_placeholder(
             &site,
             "server 127.0.0.1:8081",
@@ -2052,6 +2198,7 @@ impl Nginx {
         let mut nginx = Nginx {
             child,
             addr,
+            tls_addr: SocketAddr::from(([127, 0, 0, 1], tls_port)),
             log,
             _dir: dir,
         };
@@ -2120,7 +2267,8 @@ fn nginx_proxies_websocket_heartbeat_close_and_real_ip() {
         Node::start("a", "127.0.0.1:0", &args),
         Node::start("b", "127.0.0.1:0", &args),
     ];
-    let nginx = Nginx::start(&program, [nodes[0].addr, nodes[1].addr]);
+    let pki = tls::TestPki::new("nginx");
+    let nginx = Nginx::start(&program, [nodes[0].addr, nodes[1].addr], &pki.localhost());
     let url = format!("ws://{}/ws", nginx.addr);
 
     // Plain HTTP passes too (the health page of whichever node); metrics are not published.
@@ -2178,19 +2326,7 @@ fn nginx_proxies_websocket_heartbeat_close_and_real_ip() {
     // WebSocket traffic both ways, a message larger than nginx's proxy buffers included.
     p1.subscribe("news");
     let big = "x".repeat(16 * 1024);
-    for (from, content) in [(0, "hello through nginx"), (1, big.as_str())] {
-        let sender_id = [&p1, &p2][from].id.clone();
-        [&mut p1, &mut p2][from].send(&json!({"type": "chat", "content": content}));
-        for peer in [&mut p1, &mut p2] {
-            let mut message = peer.recv();
-            assert_recent_ts(&message["ts"], TS_SLACK_MS, &message);
-            message.as_object_mut().expect("object").remove("ts");
-            assert_eq!(
-                message,
-                json!({"type": "chat", "from": sender_id, "id": sender_id, "content": content})
-            );
-        }
-    }
+    chat_both_ways(&mut p1, &mut p2, &["hello through nginx", &big]);
     p2.send(&json!({"type": "publish", "channel": "news", "content": "n1"}));
     let mut message = p1.recv();
     message.as_object_mut().expect("object").remove("ts");
@@ -2317,6 +2453,127 @@ fn nginx_proxies_websocket_heartbeat_close_and_real_ip() {
     drop(nginx);
 }
 
+/// Each of `contents` chatted by `a` and `b` in turn reaches both, exactly as sent.
+fn chat_both_ways(a: &mut Peer, b: &mut Peer, contents: &[&str]) {
+    for (i, content) in contents.iter().enumerate() {
+        let sender = if i % 2 == 0 { &mut *a } else { &mut *b };
+        let sender_id = sender.id.clone();
+        sender.send(&json!({"type": "chat", "content": content}));
+        for peer in [&mut *a, &mut *b] {
+            let mut message = peer.recv();
+            assert_recent_ts(&message["ts"], TS_SLACK_MS, &message);
+            message.as_object_mut().expect("object").remove("ts");
+            assert_eq!(
+                message,
+                json!({"type": "chat", "from": sender_id, "id": sender_id, "content": content})
+            );
+        }
+    }
+}
+
+/// Python `websockets` over wss: joins, chats `content`, waits for it to come back and closes
+/// with 1000; prints the welcome's id and the server's close code.
+const PYTHON_WSS_CHAT: &str = r#"
+import asyncio, json, ssl, sys
+from websockets.asyncio.client import connect
+
+async def main(url, ca, content):
+    context = ssl.create_default_context(cafile=ca)
+    async with connect(url, ssl=context, open_timeout=10, close_timeout=10) as ws:
+        welcome = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        await ws.send(json.dumps({"type": "chat", "content": content}))
+        while True:
+            message = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            if message.get("type") == "chat" and message.get("content") == content:
+                break
+        await ws.close(1000, "done")
+    print(welcome["id"], ws.close_code)
+
+asyncio.run(main(*sys.argv[1:4]))
+"#;
+
+/// nginx terminating TLS (deploy/nginx.conf's `listen 443 ssl`, with a certificate made by the
+/// test) in front of two nodes: `wsloop client wss://`, the library client and Python
+/// `websockets` over wss chat with a client on plain ws through the same nginx, and the node
+/// knows each one's address from X-Real-IP.
+#[test]
+fn nginx_terminates_tls_for_wss_clients_of_two_nodes() {
+    let Some(program) = nginx_program() else {
+        return;
+    };
+    let args = ["--trust-proxy", "--log-level", "debug"];
+    let nodes = [
+        Node::start("a", "127.0.0.1:0", &args),
+        Node::start("b", "127.0.0.1:0", &args),
+    ];
+    let pki = tls::TestPki::new("nginx-tls");
+    let nginx = Nginx::start(&program, [nodes[0].addr, nodes[1].addr], &pki.localhost());
+    let wss = format!("wss://localhost:{}/ws", nginx.tls_addr.port());
+    let options = ClientOptions {
+        timeout: Some(WAIT),
+        tls: TlsOptions {
+            ca_file: Some(pki.ca_cert.clone()),
+            insecure: false,
+        },
+        ..ClientOptions::default()
+    };
+    let mut secure = Peer::join_with(&wss, &options);
+    let mut plain = Peer::join(&format!("ws://{}/ws", nginx.addr), &[]);
+    // One client address, so one node (hash $remote_addr), whichever the scheme.
+    let serving = serving_node(&nodes, &secure.id, "127.0.0.1");
+    assert_eq!(serving_node(&nodes, &plain.id, "127.0.0.1"), serving);
+    // 16 KiB (the content limit): more than one TLS record.
+    let big = "y".repeat(16 * 1024);
+    chat_both_ways(&mut secure, &mut plain, &["over wss", "over ws", &big]);
+
+    // The terminal client, piped.
+    let ca = pki.ca_cert.to_str().expect("UTF-8 path");
+    let argv: Vec<String> = ["client", &wss, "--ca", ca].map(String::from).to_vec();
+    let (mut cli, stdout, log) =
+        spawn_collecting(Path::new(env!("CARGO_BIN_EXE_wsloop")), &argv, "client");
+    let line = r#"{"type":"chat","content":"from wsloop client"}"#;
+    writeln!(cli.stdin.as_mut().expect("stdin piped"), "{line}").expect("type a line");
+    let welcome = stdout.recv_timeout(WAIT).expect("the welcome over wss");
+    assert!(welcome.contains(r#""type":"welcome""#), "{welcome}");
+    let chat = stdout.recv_timeout(WAIT).expect("the chat back");
+    assert!(chat.contains(r#""content":"from wsloop client""#), "{chat}");
+    assert_eq!(secure.recv()["content"], "from wsloop client");
+    assert_eq!(plain.recv()["content"], "from wsloop client");
+    drop(cli.stdin.take());
+    let status = wait_exit(&mut cli, WAIT).expect("the client exits at the end of input");
+    assert_eq!(status.code(), Some(0), "{}", log.text());
+    assert!(
+        log.any(|l| l == format!("connected to {wss}")),
+        "{}",
+        log.text()
+    );
+
+    // Python websockets, trusting the test CA through its own ssl module.
+    if let Some(python) = common::find_program("python3", "Python websockets over wss") {
+        let output = Command::new(python)
+            .args(["-c", PYTHON_WSS_CHAT, &wss, ca, "from python"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run python3");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr),
+        );
+        if stderr.contains("No module named 'websockets'") {
+            common::skip_or_fail("Python module websockets (pip install websockets)");
+        } else {
+            assert!(output.status.success(), "{stdout}\n{stderr}");
+            let (id, code) = stdout.trim().split_once(' ').expect("id and close code");
+            assert_eq!(code, "1000", "the node's close reply through nginx");
+            assert_eq!(serving_node(&nodes, id, "127.0.0.1"), serving);
+            assert_eq!(secure.recv()["content"], "from python");
+            assert_eq!(plain.recv()["content"], "from python");
+        }
+    }
+    secure.close();
+    plain.close();
+}
+
 /// Which node logged `<id> joined from <addr>` (exactly one must, within [`WAIT`]).
 fn serving_node(nodes: &[Node; 2], id: &str, addr: &str) -> usize {
     let deadline = Instant::now() + WAIT;
@@ -2360,6 +2617,8 @@ fn nginx_conf_outlasts_the_heartbeat() {
         "proxy_set_header Connection $connection_upgrade;",
         "proxy_set_header X-Real-IP $remote_addr;",
         "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        "listen 443 ssl;",
+        "ssl_protocols TLSv1.2 TLSv1.3;",
     ] {
         assert!(has(d), "deploy/nginx.conf lacks `{d}`");
     }

@@ -1,16 +1,21 @@
 //! A small blocking WebSocket client on `std::net`, driving the same protocol core as the
-//! server (in the client role: frames masked with fresh keys, §5.3).
+//! server (in the client role: frames masked with fresh keys, §5.3), over plain TCP
+//! (`ws://`) or TLS (`wss://`, feature `tls`).
 //!
 //! Used by `wsloop client`, the load generator and tests.
 
 #[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "tls")]
+pub mod tls;
+mod transport;
 
 use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::TcpStream;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,14 +23,19 @@ use crate::proto::client_handshake::{self, Response, MAX_RESPONSE_HEAD};
 use crate::proto::frame::{encode_frame, OpCode};
 use crate::proto::mask::MaskKeys;
 use crate::proto::{Connection, Event, Limits, MessageKind, ProtocolError};
+use transport::{ReadHalf, SharedWriter, WriteHalf};
 
 /// Why a client operation failed.
 #[derive(Debug)]
 pub enum ClientError {
-    /// The URL is not `ws://host[:port][/path]`.
+    /// The URL is not `ws://host[:port][/path]` or `wss://host[:port][/path]`.
     Url(String),
     /// The socket failed.
     Io(io::Error),
+    /// TLS could not be set up: the server's certificate was refused (expired, for another
+    /// name, from an unknown CA), the handshake failed, or the CA file is unusable; or this
+    /// build has no TLS. One line, for people.
+    Tls(String),
     /// The server refused the upgrade or answered something else than a valid 101.
     Handshake(String),
     /// The server broke the protocol.
@@ -37,8 +47,12 @@ pub enum ClientError {
 impl fmt::Display for ClientError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ClientError::Url(u) => write!(f, "invalid URL {u:?} (want ws://host:port/path)"),
+            ClientError::Url(u) => write!(
+                f,
+                "invalid URL {u:?} (want ws://host[:port]/path or wss://host[:port]/path)"
+            ),
             ClientError::Io(e) => write!(f, "{e}"),
+            ClientError::Tls(why) => write!(f, "TLS: {why}"),
             ClientError::Handshake(why) => write!(f, "handshake failed: {why}"),
             ClientError::Protocol(e) => write!(f, "protocol error: {e}"),
             ClientError::Closed => f.write_str("connection closed"),
@@ -69,21 +83,25 @@ pub enum Received {
     Close(Option<u16>, String),
 }
 
-/// The parts of a `ws://` URL.
+/// The parts of a `ws://` or `wss://` URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WsUrl {
-    /// `host:port` to connect to (port 80 when absent).
+    /// `wss://`: the connection runs over TLS (RFC 6455 §3).
+    pub secure: bool,
+    /// `host:port` to connect to (port 80, or 443 for `wss://`, when absent).
     pub authority: String,
     /// The request target, `/` when absent.
     pub path: String,
 }
 
 impl WsUrl {
-    /// Parses `ws://host[:port][/path]` (`wss://` is not supported: put a TLS proxy in front).
+    /// Parses `ws://host[:port][/path]` or `wss://host[:port][/path]` (RFC 6455 §3).
     pub fn parse(url: &str) -> Result<WsUrl, ClientError> {
-        let rest = url
-            .strip_prefix("ws://")
-            .ok_or_else(|| ClientError::Url(url.to_owned()))?;
+        let (secure, rest) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+            (Some(rest), _) => (false, rest),
+            (_, Some(rest)) => (true, rest),
+            _ => return Err(ClientError::Url(url.to_owned())),
+        };
         let (authority, path) = match rest.find(['/', '?']) {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -95,18 +113,43 @@ impl WsUrl {
             Some(i) => !authority[i..].contains(']'),
             None => false,
         };
-        let authority = if has_port {
-            authority.to_owned()
-        } else {
-            format!("{authority}:80")
+        let authority = match (has_port, secure) {
+            (true, _) => authority.to_owned(),
+            (false, false) => format!("{authority}:80"),
+            (false, true) => format!("{authority}:443"),
         };
         let path = if path.starts_with('?') {
             format!("/{path}")
         } else {
             path.to_owned()
         };
-        Ok(WsUrl { authority, path })
+        Ok(WsUrl {
+            secure,
+            authority,
+            path,
+        })
     }
+
+    /// The host without the port (and an IPv6 address without its brackets): the name the
+    /// server's certificate must be valid for.
+    pub fn host(&self) -> &str {
+        let host = self
+            .authority
+            .rsplit_once(':')
+            .map_or(self.authority.as_str(), |(host, _)| host);
+        host.trim_start_matches('[').trim_end_matches(']')
+    }
+}
+
+/// How a `wss://` connection checks the server's certificate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsOptions {
+    /// A PEM file of CA certificates to trust *instead of* the system's (a private CA, or
+    /// test certificates); `None`: the system's trusted CAs.
+    pub ca_file: Option<PathBuf>,
+    /// Accept whatever certificate the server shows, for any name (self-signed test setups
+    /// only: the connection is encrypted but the server is not authenticated).
+    pub insecure: bool,
 }
 
 /// Options for [`Client::connect_with`].
@@ -120,14 +163,16 @@ pub struct ClientOptions {
     pub timeout: Option<Duration>,
     /// Largest message accepted from the server (default 64 MiB).
     pub max_message: Option<u64>,
+    /// Certificate checks for `wss://`.
+    pub tls: TlsOptions,
 }
 
 /// A connected WebSocket client.
 pub struct Client {
     /// The read side.
-    stream: TcpStream,
+    stream: ReadHalf,
     /// The write side, shared with [`ClientWriter`]s so frames never interleave.
-    writer: Arc<Mutex<TcpStream>>,
+    writer: SharedWriter,
     conn: Connection,
     buf: Vec<u8>,
     start: usize,
@@ -149,14 +194,7 @@ impl Client {
     pub fn connect_with(url: &str, options: &ClientOptions) -> Result<Client, ClientError> {
         let url = WsUrl::parse(url)?;
         let stream = match options.timeout {
-            Some(t) => {
-                let addr = url
-                    .authority
-                    .to_socket_addrs()?
-                    .next()
-                    .ok_or_else(|| ClientError::Url(url.authority.clone()))?;
-                TcpStream::connect_timeout(&addr, t)?
-            }
+            Some(t) => transport::connect_timeout(&url.authority, t)?,
             None => TcpStream::connect(&url.authority)?,
         };
         stream.set_read_timeout(options.timeout)?;
@@ -177,10 +215,11 @@ impl Client {
     }
 
     fn handshake(
-        mut stream: TcpStream,
+        stream: TcpStream,
         url: &WsUrl,
         options: &ClientOptions,
     ) -> Result<Client, ClientError> {
+        let (mut stream, writer) = transport::open(stream, url, &options.tls)?;
         let mut nonce = [0u8; 16];
         nonce[..8].copy_from_slice(&random_u64().to_ne_bytes());
         nonce[8..].copy_from_slice(&random_u64().to_ne_bytes());
@@ -191,7 +230,7 @@ impl Client {
             &options.protocols,
             &options.headers,
         );
-        stream.write_all(&request.bytes)?;
+        lock(&writer)?.write_all(&request.bytes)?;
 
         let mut buf = vec![0u8; MAX_RESPONSE_HEAD + 1];
         let mut end = 0;
@@ -212,7 +251,7 @@ impl Client {
         let limits =
             Limits::with_max_message(options.max_message.unwrap_or(Limits::default().max_message));
         Ok(Client {
-            writer: Arc::new(Mutex::new(stream.try_clone()?)),
+            writer,
             stream,
             conn: Connection::new_client(limits, random_u64()),
             buf,
@@ -336,7 +375,7 @@ impl Client {
 
 /// Sends data messages on a [`Client`]'s connection from another thread.
 pub struct ClientWriter {
-    stream: Arc<Mutex<TcpStream>>,
+    stream: SharedWriter,
     keys: MaskKeys,
 }
 
@@ -362,7 +401,7 @@ impl ClientWriter {
     }
 }
 
-fn lock(stream: &Mutex<TcpStream>) -> Result<std::sync::MutexGuard<'_, TcpStream>, ClientError> {
+fn lock(stream: &Mutex<WriteHalf>) -> Result<std::sync::MutexGuard<'_, WriteHalf>, ClientError> {
     stream
         .lock()
         .map_err(|_| ClientError::Io(io::Error::other("writer lock poisoned")))
@@ -370,7 +409,7 @@ fn lock(stream: &Mutex<TcpStream>) -> Result<std::sync::MutexGuard<'_, TcpStream
 
 /// Encodes and writes one whole frame under the write lock.
 fn write_frame(
-    stream: &Mutex<TcpStream>,
+    stream: &Mutex<WriteHalf>,
     opcode: OpCode,
     mask: Option<[u8; 4]>,
     payload: &[u8],
@@ -413,7 +452,21 @@ mod tests {
         assert_eq!(u.authority, "[::1]:8080");
         let u = WsUrl::parse("ws://[::1]/x").unwrap();
         assert_eq!(u.authority, "[::1]:80");
+        assert!(!u.secure);
+        assert_eq!(u.host(), "::1");
+        let u = WsUrl::parse("wss://chat.example.org/ws").unwrap();
+        assert_eq!(
+            (u.secure, u.authority.as_str(), u.host(), u.path.as_str()),
+            (true, "chat.example.org:443", "chat.example.org", "/ws")
+        );
+        let u = WsUrl::parse("wss://127.0.0.1:8443?x").unwrap();
+        assert_eq!(
+            (u.authority.as_str(), u.host(), u.path.as_str()),
+            ("127.0.0.1:8443", "127.0.0.1", "/?x")
+        );
         assert!(WsUrl::parse("http://x").is_err());
+        assert!(WsUrl::parse("https://x").is_err());
         assert!(WsUrl::parse("ws://").is_err());
+        assert!(WsUrl::parse("wss://").is_err());
     }
 }

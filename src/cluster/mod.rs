@@ -11,13 +11,18 @@
 
 mod redis_bridge;
 
+use std::path::PathBuf;
+
 pub use redis_bridge::{Bridge, Inbound};
 
 /// Settings of the Redis bridge.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RedisConfig {
-    /// `redis://HOST:PORT[/DB]`.
+    /// `redis://HOST:PORT[/DB]`, or `rediss://...` for TLS (feature `tls`).
     pub url: String,
+    /// With `rediss://`: a PEM file of the CA certificates that Redis's certificate must
+    /// chain to, trusted instead of the system's (feature `tls`).
+    pub ca_file: Option<PathBuf>,
     /// Largest publication relayed from Redis to the loop; a larger one is dropped (the
     /// application makes none, so it comes from somebody else on the topics).
     pub max_payload: usize,
@@ -54,6 +59,7 @@ mod tests {
     fn logged_urls_carry_no_password() {
         let config = |url: &str| RedisConfig {
             url: url.into(),
+            ca_file: None,
             max_payload: 1,
             claim: None,
         };
@@ -64,6 +70,10 @@ mod tests {
             ),
             ("redis://user:secret@host/2", "redis://***@host/2"),
             ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+            (
+                "rediss://:secret@redis.lan:6380/0",
+                "rediss://***@redis.lan:6380/0",
+            ),
             ("redis://host/path@x", "redis://host/path@x"),
         ];
         for (url, logged) in cases {

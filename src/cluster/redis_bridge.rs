@@ -120,6 +120,27 @@ fn redis_backoff() -> Backoff {
     )
 }
 
+/// The Redis client for `config`'s URL, trusting the CAs of its CA file if it names one.
+fn open_client(config: &RedisConfig) -> Result<redis::Client, String> {
+    let url = config.url.as_str();
+    let client = match &config.ca_file {
+        None => redis::Client::open(url),
+        #[cfg(feature = "tls")]
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("redis CA file {}: {e}", path.display()))?;
+            let certificates = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            };
+            redis::Client::build_with_tls(url, certificates)
+        }
+        #[cfg(not(feature = "tls"))]
+        Some(_) => return Err("a redis CA file needs the `tls` feature".into()),
+    };
+    client.map_err(|e| format!("redis URL {:?}: {e}", config.redacted_url()))
+}
+
 /// 16 random hex digits: tells this process apart from any other.
 fn random_token() -> String {
     use std::hash::{BuildHasher, Hasher};
@@ -132,8 +153,7 @@ impl Bridge {
     /// Starts the subscriber and publisher threads. `waker` wakes the loop when messages
     /// arrive; the loop then calls [`drain`](Self::drain).
     pub fn start(config: RedisConfig, waker: Arc<Waker>) -> Result<Bridge, String> {
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| format!("redis URL {:?}: {e}", config.redacted_url()))?;
+        let client = open_client(&config)?;
         let shared = Arc::new(Shared {
             max_payload: config.max_payload,
             ..Shared::default()

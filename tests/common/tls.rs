@@ -1,11 +1,16 @@
 //! Certificates made at test time (rcgen): a test CA and the certificates it signs, written as
-//! PEM files into a directory of their own, removed when the [`TestPki`] is dropped.
+//! PEM files into a directory of their own, removed when the [`TestPki`] is dropped; rustls
+//! clients that trust such a CA; and a TLS terminator in the test process ([`TlsTerminator`])
+//! to put in front of a plain wsloop server, as nginx would be.
 #![allow(dead_code)] // each TLS test binary uses a different subset
 
-use std::net::{SocketAddr, TcpStream};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
+use std::thread;
 use std::time::Duration;
 
 use rcgen::{
@@ -13,8 +18,10 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose,
 };
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::{
+    ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection, StreamOwned,
+};
 
 use crate::common::raw::Wire;
 
@@ -68,7 +75,8 @@ pub struct Leaf {
 }
 
 impl TestPki {
-    /// A new CA, in a new directory under the system's temporary directory.
+    /// A new CA named after `tag` (two CAs of one tag have one name, but not one key), in a
+    /// new directory under the system's temporary directory.
     pub fn new(tag: &str) -> TestPki {
         static SERIAL: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -81,7 +89,7 @@ impl TestPki {
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params
             .distinguished_name
-            .push(DnType::CommonName, "wsloop test CA");
+            .push(DnType::CommonName, format!("wsloop test CA {tag}"));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         params.not_before = date_time_ymd(2020, 1, 1);
         params.not_after = date_time_ymd(2099, 1, 1);
@@ -171,6 +179,23 @@ impl TestPki {
         leaf
     }
 
+    /// A self-signed certificate for `names` that is a CA's (basicConstraints CA:TRUE), as
+    /// `openssl req -x509` makes by default; not signed by this CA.
+    pub fn self_signed_ca(&self, file_stem: &str, names: &[&str]) -> Leaf {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = CertificateParams::new(names).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let key = KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("self-sign");
+        let leaf = Leaf {
+            cert: self.dir.join(format!("{file_stem}.pem")),
+            key: self.dir.join(format!("{file_stem}.key")),
+        };
+        std::fs::write(&leaf.cert, cert.pem()).expect("write the certificate");
+        std::fs::write(&leaf.key, key.serialize_pem()).expect("write the key");
+        leaf
+    }
+
     /// The usual server certificate: `localhost` and `127.0.0.1`, valid now.
     pub fn localhost(&self) -> Leaf {
         self.leaf("server", &["localhost", "127.0.0.1"], Validity::Current)
@@ -244,4 +269,158 @@ pub fn connect(addr: SocketAddr, ca_cert: &Path) -> TlsStream {
 /// head and body (see `common::exchange`).
 pub fn https_exchange(addr: SocketAddr, ca_cert: &Path, request: &[u8]) -> (String, Vec<u8>) {
     crate::common::exchange(connect(addr, ca_cert), request)
+
+/// What a [`TlsTerminator`] saw of one client's TLS handshake.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Handshake {
+    /// Done: the name the client asked for (SNI; none for an IP address, RFC 6066 §3) and
+    /// the protocol agreed by ALPN.
+    Done {
+        sni: Option<String>,
+        alpn: Option<String>,
+    },
+    /// The client gave up (refused the certificate) or broke the protocol: rustls's error.
+    Failed(String),
+}
+
+/// A TLS terminator on 127.0.0.1:0 in this process, in front of a plain `backend` (a wsloop
+/// server): what nginx does in production, with a certificate made at test time and
+/// nothing to install. One thread per connection relays both ways until either side ends.
+pub struct TlsTerminator {
+    pub addr: SocketAddr,
+    handshakes: Receiver<Handshake>,
+}
+
+impl TlsTerminator {
+    /// Serves `leaf` (its chain and key) and relays to `backend`.
+    pub fn start(leaf: &Leaf, backend: SocketAddr) -> TlsTerminator {
+        let chain = CertificateDer::pem_file_iter(&leaf.cert)
+            .expect("open the certificate")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("parse the certificate");
+        let key = PrivateKeyDer::from_pem_file(&leaf.key).expect("parse the key");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("certificate and key");
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let config = Arc::new(config);
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local address");
+        let (tx, handshakes) = mpsc::channel();
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let (Ok(client), Ok(server)) = (client, TcpStream::connect(backend)) else {
+                    continue;
+                };
+                let (config, tx) = (Arc::clone(&config), tx.clone());
+                thread::spawn(move || relay(client, server, config, &tx));
+            }
+        });
+        TlsTerminator { addr, handshakes }
+    }
+
+    /// The next client's handshake, within 10 s.
+    pub fn next_handshake(&self) -> Handshake {
+        self.handshakes
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a TLS handshake within 10 s")
+    }
+}
+
+/// Moves bytes between a TLS client and the plain backend on non-blocking sockets, polling
+/// every millisecond while nothing moves (test traffic only). Ends when the backend closes
+/// (after a close_notify to the client) or either socket fails.
+fn relay(
+    mut client: TcpStream,
+    mut backend: TcpStream,
+    config: Arc<ServerConfig>,
+    handshakes: &Sender<Handshake>,
+) {
+    let mut tls = ServerConnection::new(config).expect("server connection");
+    // Bounded anyway: the backend is read only once everything before went to the client.
+    tls.set_buffer_limit(None);
+    let _ = (client.set_nonblocking(true), backend.set_nonblocking(true));
+    let (mut to_backend, mut buf) = (Vec::new(), vec![0u8; 64 * 1024]);
+    let (mut reported, mut client_done) = (false, false);
+    loop {
+        let mut moved = false;
+        if !client_done {
+            match tls.read_tls(&mut client) {
+                Ok(0) if tls.is_handshaking() => {
+                    let why = "the client closed the connection during the handshake";
+                    let _ = handshakes.send(Handshake::Failed(why.into()));
+                    return;
+                }
+                Ok(0) => {
+                    client_done = true;
+                    let _ = backend.shutdown(Shutdown::Write);
+                }
+                Ok(_) => {
+                    moved = true;
+                    if let Err(e) = tls.process_new_packets() {
+                        let _ = tls.write_tls(&mut client);
+                        let _ = handshakes.send(Handshake::Failed(e.to_string()));
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+        if !reported && !tls.is_handshaking() {
+            reported = true;
+            let _ = handshakes.send(Handshake::Done {
+                sni: tls.server_name().map(str::to_owned),
+                alpn: tls
+                    .alpn_protocol()
+                    .map(|p| String::from_utf8_lossy(p).into_owned()),
+            });
+        }
+        loop {
+            match tls.reader().read(&mut buf) {
+                Ok(n) if n > 0 => to_backend.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        if !to_backend.is_empty() {
+            match backend.write(&to_backend) {
+                Ok(n) => {
+                    to_backend.drain(..n);
+                    moved = true;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+        if !tls.is_handshaking() && !tls.wants_write() {
+            match backend.read(&mut buf) {
+                Ok(0) => {
+                    tls.send_close_notify();
+                    let _ = client.set_nonblocking(false);
+                    while tls.wants_write() && tls.write_tls(&mut client).is_ok() {}
+                    return;
+                }
+                Ok(n) => {
+                    tls.writer().write_all(&buf[..n]).expect("unbounded buffer");
+                    moved = true;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+        while tls.wants_write() {
+            match tls.write_tls(&mut client) {
+                Ok(_) => moved = true,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => return,
+            }
+        }
+        if !moved {
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! A non-blocking WebSocket client on mio for the load generator: many connections on one
 //! thread, frames masked and decoded by the protocol core in the client role
 //! ([`wsloop::proto::Connection`]), and everything a turn queued for a connection written with
-//! one `write`.
+//! one `write`, over plain TCP or TLS ([`Stream`]).
 //!
 //! A scenario is a [`Handler`]: it owns per-connection state (`Handler::Conn`) and gets each
 //! connection's events (opened, data message, ended) with an [`Outbox`] to answer into.
@@ -13,20 +13,22 @@ use std::io::{self, Read, Write};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use super::net::{self, Target};
+use super::reflect::unmask_reflected;
+use super::stream::{Stream, TlsTarget};
+use wsloop::client::tls::tls_error;
 use wsloop::proto::client_handshake::{self as handshake, Response};
-use wsloop::proto::frame::{decode_header, encode_header};
+use wsloop::proto::frame::encode_header;
 use wsloop::proto::mask::{apply_mask, MaskKeys};
 use wsloop::proto::{close_code, Connection, Event as WsEvent, Limits, Message, MessageKind};
 
 /// The per-thread read buffer. Whole messages up to this size are handed out in place; a
 /// larger one is gathered by the protocol core as it arrives, so only a partial frame
 /// header or control frame (or a partial response head) is ever left over between reads.
-const READ_CHUNK: usize = 64 * 1024;
+pub const READ_CHUNK: usize = 64 * 1024;
 
 /// How often deadlines (connect, handshake, close) are checked while any is pending.
 const DEADLINE_SCAN: Duration = Duration::from_millis(50);
@@ -150,7 +152,7 @@ enum Phase {
 
 #[derive(Debug)]
 struct Client<C> {
-    socket: TcpStream,
+    stream: Stream,
     phase: Phase,
     ws: Connection,
     out: Outbox,
@@ -177,6 +179,8 @@ pub struct Driver<C> {
     ready: Vec<usize>,
     clients: Slab<Client<C>>,
     target: Target,
+    /// `wss://`: each connection runs TLS with this.
+    tls: Option<TlsTarget>,
     sources: Vec<Ipv4Addr>,
     next_source: usize,
     random: MaskKeys,
@@ -189,10 +193,12 @@ pub struct Driver<C> {
 
 impl<C> Driver<C> {
     /// A driver for connections to `target`, bound round-robin to `sources` (starting at
-    /// `first_source`; none: the kernel picks the source address). `accept_masked`: the
-    /// server reflects the client's masked frames (see `unmask_reflected`).
+    /// `first_source`; none: the kernel picks the source address), over TLS with `tls`.
+    /// `accept_masked`: the server reflects the client's masked frames (see
+    /// `unmask_reflected`).
     pub fn new(
         target: Target,
+        tls: Option<TlsTarget>,
         sources: Vec<Ipv4Addr>,
         first_source: usize,
         timeouts: Timeouts,
@@ -206,6 +212,7 @@ impl<C> Driver<C> {
             ready: Vec::new(),
             clients: Slab::new(),
             target,
+            tls,
             sources,
             next_source: first_source,
             random: MaskKeys::new(RandomState::new().build_hasher().finish()),
@@ -261,7 +268,7 @@ impl<C> Driver<C> {
             Interest::READABLE | Interest::WRITABLE,
         )?;
         entry.insert(Client {
-            socket,
+            stream: Stream::new(socket, self.tls.as_ref())?,
             phase: Phase::Connecting(request.accept),
             ws,
             out: Outbox::new(request.bytes, keys),
@@ -397,7 +404,7 @@ impl<C> Driver<C> {
         };
         // Closing the descriptor would remove it from the epoll set anyway; this keeps mio's
         // bookkeeping exact.
-        let _ = self.poll.registry().deregister(&mut client.socket);
+        let _ = self.poll.registry().deregister(client.stream.socket());
         h.on_event(&mut client.conn, Event::Ended(end), &mut client.out, now);
     }
 
@@ -444,7 +451,7 @@ impl<C> Client<C> {
     /// `fin`: the event said the server's FIN is in (read until EOF).
     fn service<H: Handler<Conn = C>>(&mut self, t: &mut Turn<'_, H>, fin: bool) -> Result<(), End> {
         if let Phase::Connecting(accept) = &mut self.phase {
-            match net::connect_finished(&self.socket) {
+            match net::connect_finished(self.stream.socket()) {
                 Ok(false) => return Ok(()),
                 Ok(true) => self.phase = Phase::Handshaking(std::mem::take(accept)),
                 Err(e) => return Err(End::Failed(format!("connect: {e}"))),
@@ -489,7 +496,7 @@ impl<C> Client<C> {
                     "response head larger than the read buffer".into(),
                 ));
             }
-            let n = match self.socket.read(&mut t.scratch[filled..]) {
+            let n = match self.stream.read(&mut t.scratch[filled..]) {
                 Ok(0) => {
                     eof = true;
                     0
@@ -497,7 +504,12 @@ impl<C> Client<C> {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(End::Failed(format!("read: {e}"))),
+                Err(e) => {
+                    return Err(End::Failed(match tls_error(&e) {
+                        Some(why) => format!("TLS: {why}"),
+                        None => format!("read: {e}"),
+                    }))
+                }
             };
             filled += n;
             let used;
@@ -508,7 +520,7 @@ impl<C> Client<C> {
             // edge-triggered epoll, bytes (or a FIN) that arrive later raise a new event, so
             // the extra read(2) that would only answer EAGAIN is skipped. A FIN already in
             // when the event was raised raises no other: then read on to the EOF.
-            if eof || (n < space && !fin) {
+            if eof || (n < space && !fin && self.stream.short_read_drains()) {
                 break;
             }
         }
@@ -604,13 +616,13 @@ impl<C> Client<C> {
     }
 
     /// Writes the outbox until it is empty or the socket is full (the rest goes when it is
-    /// writable again).
+    /// writable again), then the TLS records still waiting.
     fn flush(&mut self) -> Result<(), End> {
         if matches!(self.phase, Phase::Connecting(_)) {
             return Ok(());
         }
         while !self.out.is_flushed() {
-            match self.socket.write(&self.out.buf[self.out.written..]) {
+            match self.stream.write(&self.out.buf[self.out.written..]) {
                 Ok(0) => return Err(End::Failed("write: connection closed".into())),
                 Ok(n) => self.out.written += n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -620,77 +632,8 @@ impl<C> Client<C> {
         }
         self.out.buf.clear();
         self.out.written = 0;
-        Ok(())
-    }
-}
-
-/// Rewrites the complete frames at the start of `buf` as a server would have sent them:
-/// payload unmasked, header without the mask key. This is for a server that reflects the
-/// client's bytes unchanged (`raw-echo --mode bytes`, the bare TCP ceiling of the benchmarks),
-/// whose masked frames RFC 6455 §5.1 would have this client refuse. An incomplete frame at the
-/// end is moved down behind the rewritten ones, untouched, to be rewritten once whole.
-/// Returns the length of the rewritten frames and of all the bytes left.
-fn unmask_reflected(buf: &mut [u8]) -> Result<(usize, usize), String> {
-    let (mut read, mut write) = (0, 0);
-    while let Some((header, header_len)) = decode_header(&buf[read..]).map_err(|e| e.to_string())? {
-        let payload_len = header.payload_len as usize;
-        let total = header_len.saturating_add(payload_len);
-        if total > READ_CHUNK {
-            return Err(format!("a {total}-byte frame does not fit the read buffer"));
-        }
-        if buf.len() - read < total {
-            break;
-        }
-        let plain = encode_header(header.fin, header.opcode, None, header.payload_len);
-        let plain = plain.as_bytes();
-        // The header only shrinks, so the payload moves down (or stays).
-        let payload_at = write + plain.len();
-        buf.copy_within(read + header_len..read + total, payload_at);
-        buf[write..payload_at].copy_from_slice(plain);
-        if let Some(key) = header.mask {
-            apply_mask(&mut buf[payload_at..payload_at + payload_len], key, 0);
-        }
-        read += total;
-        write = payload_at + payload_len;
-    }
-    let len = buf.len();
-    buf.copy_within(read..len, write);
-    Ok((write, write + len - read))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use wsloop::proto::frame::encode_frame;
-    use wsloop::proto::OpCode;
-
-    #[test]
-    fn reflected_frames_lose_their_masks_and_a_partial_one_waits() {
-        let key = Some([0x37, 0xfa, 0x21, 0x3d]);
-        let mut wire = Vec::new();
-        encode_frame(&mut wire, true, OpCode::Text, key, b"Hello");
-        encode_frame(&mut wire, true, OpCode::Binary, key, &[9; 300]);
-        let whole = wire.len();
-        encode_frame(&mut wire, true, OpCode::Text, key, b"later");
-        // The third frame has only its header and two payload bytes so far.
-        wire.truncate(whole + 2 + 4 + 2);
-        let partial = wire[whole..].to_vec();
-        let (rewritten, left) = unmask_reflected(&mut wire).unwrap();
-        let mut want = Vec::new();
-        encode_frame(&mut want, true, OpCode::Text, None, b"Hello");
-        encode_frame(&mut want, true, OpCode::Binary, None, &[9; 300]);
-        assert_eq!(&wire[..rewritten], &want[..]);
-        assert_eq!(&wire[rewritten..left], &partial[..]);
-        // Once whole, it is rewritten too.
-        let mut full = Vec::new();
-        encode_frame(&mut full, true, OpCode::Text, key, b"later");
-        let (rewritten, left) = unmask_reflected(&mut full).unwrap();
-        assert_eq!((rewritten, left), (7, 7));
-        assert_eq!(&full[..7], b"\x81\x05later");
-        // A frame that cannot fit the read buffer is an error, not a wait forever.
-        let mut huge = Vec::new();
-        encode_frame(&mut huge, true, OpCode::Binary, key, &vec![0; READ_CHUNK]);
-        huge.truncate(100);
-        assert!(unmask_reflected(&mut huge).is_err());
+        self.stream
+            .send_pending()
+            .map_err(|e| End::Failed(format!("write: {e}")))
     }
 }

@@ -17,10 +17,13 @@ pub mod driver;
 pub mod echo;
 pub mod net;
 pub mod opener;
+pub mod reflect;
 pub mod report;
 pub mod run;
+pub mod stream;
 
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -30,6 +33,9 @@ use wsloop::duration::parse_duration;
 use self::driver::Timeouts;
 use self::report::Report;
 use self::run::Plan;
+use self::stream::TlsTarget;
+use wsloop::client::tls::INSECURE_WARNING;
+use wsloop::client::TlsOptions;
 use wsloop::proto::Limits;
 
 /// Longest duration any flag accepts (keeps every deadline computation in range).
@@ -104,11 +110,18 @@ one. Above 1000 connections, lift --max-connections-per-address on the server or
 /// Flags every scenario takes.
 #[derive(Args, Clone, Debug)]
 pub struct CommonArgs {
-    /// Server URL, ws://HOST:PORT/PATH. HOST must be an IPv4 address in 127.0.0.0/8 or
-    /// `localhost`: any other host is refused without being resolved, so this tool can only
-    /// load the machine it runs on.
+    /// Server URL, ws://HOST:PORT/PATH or wss://HOST:PORT/PATH (TLS). HOST must be an IPv4
+    /// address in 127.0.0.0/8 or `localhost`: any other host is refused without being
+    /// resolved, so this tool can only load the machine it runs on.
     #[arg(long, value_name = "URL")]
     pub url: String,
+    /// For wss://: PEM file of the CA certificates to trust instead of the system's (a
+    /// private or test CA).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// For wss://: accept any certificate, for any name (self-signed test setups only).
+    #[arg(long, conflicts_with = "ca")]
+    pub insecure: bool,
     /// The server's process id: its CPU time (/proc/PID/stat) and memory (/proc/PID/status)
     /// over the measured window are reported.
     #[arg(long, value_name = "PID")]
@@ -278,6 +291,19 @@ impl CommonArgs {
     /// the run.
     pub fn plan(&self, connections: usize) -> Result<Plan, String> {
         let target = net::Target::parse(&self.url)?;
+        let tls = match target.secure {
+            false => None,
+            true => {
+                let options = TlsOptions {
+                    ca_file: self.ca.clone(),
+                    insecure: self.insecure,
+                };
+                if self.insecure {
+                    eprintln!("{INSECURE_WARNING}");
+                }
+                Some(TlsTarget::new(target.host_name(), &options)?)
+            }
+        };
         let sources = net::source_addrs(&self.source_addrs, self.source_count)?;
         if self.threads == 0 || self.concurrency == 0 {
             return Err("--threads and --concurrency must be at least 1".into());
@@ -306,6 +332,7 @@ impl CommonArgs {
         }
         Ok(Plan {
             target,
+            tls,
             sources,
             server_pid: self.server_pid,
             threads: self.threads,
@@ -337,6 +364,7 @@ impl CommonArgs {
         );
         let mut report = Report::new(scenario, headline);
         report.set("url", self.url.as_str());
+        report.set("tls", plan.tls.is_some());
         report.set("server_pid", self.server_pid);
         report.set("threads", self.threads);
         report.set("accept_masked", self.accept_masked);

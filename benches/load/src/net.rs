@@ -19,12 +19,14 @@ pub struct Target {
     pub addr: SocketAddrV4,
     /// The `Host` header (the URL's authority).
     pub host: String,
+    /// `wss://`: TLS over the connection.
+    pub secure: bool,
     /// The request target.
     pub path: String,
 }
 
 impl Target {
-    /// Parses `ws://HOST:PORT/PATH` and refuses any host outside 127.0.0.0/8.
+    /// Parses `ws://HOST:PORT/PATH` (or `wss://`) and refuses any host outside 127.0.0.0/8.
     ///
     /// This tool sends load; from this repository it must never be pointed at another
     /// machine. So the host is not resolved at all: it must be an IPv4 literal in
@@ -50,7 +52,15 @@ impl Target {
             addr: SocketAddrV4::new(ip, port),
             host: parsed.authority,
             path: parsed.path,
+            secure: parsed.secure,
         })
+    }
+
+    /// The host without the port: the name the server's certificate must hold.
+    pub fn host_name(&self) -> &str {
+        self.host
+            .rsplit_once(':')
+            .map_or(&self.host, |(name, _)| name)
     }
 }
 
@@ -124,6 +134,12 @@ mod tests {
             (t.host.as_str(), t.path.as_str()),
             ("127.0.0.1:9001", "/x?y")
         );
+        assert!(!t.secure);
+        let t = Target::parse("wss://localhost:8443/").unwrap();
+        assert_eq!(
+            (t.secure, t.host_name(), t.addr.port()),
+            (true, "localhost", 8443)
+        );
         let t = Target::parse("ws://127.3.2.1:80").unwrap();
         assert_eq!(t.addr.ip(), &Ipv4Addr::new(127, 3, 2, 1));
         assert_eq!(
@@ -138,6 +154,7 @@ mod tests {
             "ws://[::1]:9001/",
             "ws://0.0.0.0:9001/",
             "http://127.0.0.1:9001/",
+            "wss://10.0.0.1:443/",
         ] {
             assert!(Target::parse(url).is_err(), "{url} accepted");
         }

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use super::driver::{Driver, Handler, Timeouts};
 use super::net::Target;
 use super::report::{sample, ProcSample, ProcWindow};
+use super::stream::TlsTarget;
 use wsloop::proto::Limits;
 
 /// Turns wait at most this long, so that phase changes are noticed promptly.
@@ -73,6 +74,8 @@ pub trait Scenario: Handler + Sized {
 pub struct Plan {
     /// The server under test.
     pub target: Target,
+    /// `wss://`: how every connection runs TLS.
+    pub tls: Option<TlsTarget>,
     /// Source addresses (empty: the kernel's choice).
     pub sources: Vec<Ipv4Addr>,
     /// The server's pid, for /proc.
@@ -226,6 +229,7 @@ fn worker<S: Scenario>(
     let limits = Limits::with_max_message(plan.max_message);
     let driver = Driver::new(
         plan.target.clone(),
+        plan.tls.clone(),
         plan.sources.clone(),
         thread,
         plan.timeouts,

@@ -6,6 +6,9 @@
 // from this package (see `common::wsloop_binary`).
 #[path = "../../../tests/common/mod.rs"]
 mod common;
+// Test certificates and a TLS terminator in this process, for the wss:// run.
+#[path = "../../../tests/common/tls.rs"]
+mod tls;
 
 use std::process::Command;
 
@@ -33,9 +36,13 @@ fn bench(args: &[&str]) -> (Option<i32>, Option<Value>, String) {
 
 /// Runs a scenario that must succeed; returns its report.
 fn clean_run(scenario: &str, server: &Server, path: &str, extra: &[&str]) -> Value {
-    let url = server.url(path);
+    clean_run_at(scenario, &server.url(path), server, extra)
+}
+
+/// [`clean_run`] against `url` (the server's, or a proxy's in front of it).
+fn clean_run_at(scenario: &str, url: &str, server: &Server, extra: &[&str]) -> Value {
     let pid = server.pid().to_string();
-    let mut args = vec![scenario, "--url", &url, "--server-pid", &pid];
+    let mut args = vec![scenario, "--url", url, "--server-pid", &pid];
     args.extend_from_slice(SHORT);
     args.extend_from_slice(extra);
     let (code, json, stderr) = bench(&args);
@@ -96,6 +103,62 @@ fn echo_checks_every_payload() {
         assert!(number(&report, "server_cpu_us_per_msg") >= 0.0);
         assert!(number(&report, "client_cpu_us_per_msg") >= 0.0);
     }
+}
+
+#[test]
+fn echo_over_wss_checks_every_payload_and_the_certificate() {
+    let pki = tls::TestPki::new("bench");
+    let server = Server::echo(&[]);
+    let terminator = tls::TlsTerminator::start(&pki.localhost(), server.addr);
+    let url = format!("wss://localhost:{}/", terminator.addr.port());
+    let ca = pki.ca_cert.to_str().expect("UTF-8 path");
+    // Messages of several TLS records each way, on two threads.
+    let extra = [
+        "--ca",
+        ca,
+        "--connections",
+        "4",
+        "--in-flight",
+        "2",
+        "--size",
+        "70000",
+        "--binary",
+        "--threads",
+        "2",
+    ];
+    let report = clean_run_at("echo", &url, &server, &extra);
+    assert_eq!(report["tls"], true);
+    assert!(number(&report, "messages") > 0.0);
+    assert!(number(&report, "checked") >= number(&report, "messages"));
+    assert_eq!(report["mismatches"], 0);
+    assert_eq!(
+        terminator.next_handshake(),
+        tls::Handshake::Done {
+            sni: Some("localhost".into()),
+            alpn: Some("http/1.1".into())
+        }
+    );
+    // A CA nobody told it to trust: no connection opens, and it says why.
+    let stranger = tls::TestPki::new("bench-stranger");
+    let other_ca = stranger.ca_cert.to_str().expect("UTF-8 path");
+    let (code, json, stderr) = bench(&[
+        "echo",
+        "--url",
+        &url,
+        "--ca",
+        other_ca,
+        "--connections",
+        "1",
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(json.is_none());
+    assert!(
+        stderr.contains("TLS: the server's certificate is not signed by a trusted CA"),
+        "{stderr}"
+    );
+    // --insecure skips the check, after a warning.
+    let report = clean_run_at("echo", &url, &server, &["--insecure", "--connections", "1"]);
+    assert_eq!(report["tls"], true);
 }
 
 /// The limits `wsloop serve` must lift for a benchmark (see `wsloop-bench broadcast --help`).
