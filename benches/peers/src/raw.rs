@@ -4,6 +4,16 @@
 //! block. Nothing is validated beyond what these need.
 
 use std::io::{self, ErrorKind, Write};
+use std::net::Shutdown;
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Registry, Token};
+use slab::Slab;
+
+use crate::{announce, Args};
+
+/// The listener's token; connections use their slot numbers.
+pub const LISTENER: Token = Token(usize::MAX);
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -165,6 +175,147 @@ pub fn write_some<W: Write>(stream: &mut W, bytes: &[u8]) -> io::Result<usize> {
         }
     }
     Ok(written)
+}
+
+/// A raw peer's server: what its loop ([`run`]) calls on readiness.
+pub trait Peer {
+    fn poll(&mut self) -> &mut Poll;
+    /// The listener is ready: accept what is pending.
+    fn accept_all(&mut self);
+    /// A connection's socket takes output again.
+    fn on_writable(&mut self, slot: usize);
+    /// A connection's socket has input (or its end, or an error).
+    fn on_readable(&mut self, slot: usize);
+    /// Every event of this poll is handled.
+    fn end_turn(&mut self) {}
+}
+
+/// Binds 127.0.0.1 (the port of `args`), announces the address, makes the server from its
+/// poll and listener and runs its loop forever.
+pub fn run<P: Peer>(args: &Args, make: impl FnOnce(Poll, TcpListener) -> P) -> io::Result<()> {
+    let mut listener = TcpListener::bind(args.addr())?;
+    let poll = Poll::new()?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    announce(listener.local_addr()?);
+    let mut server = make(poll, listener);
+    let mut events = Events::with_capacity(1024);
+    loop {
+        match server.poll().poll(&mut events, None) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        for event in events.iter() {
+            match event.token() {
+                LISTENER => server.accept_all(),
+                Token(slot) => {
+                    if event.is_writable() {
+                        server.on_writable(slot);
+                    }
+                    if event.is_readable() || event.is_read_closed() || event.is_error() {
+                        server.on_readable(slot);
+                    }
+                }
+            }
+        }
+        server.end_turn();
+    }
+}
+
+/// A raw peer's connected socket and the bytes it has not taken yet.
+#[derive(Debug)]
+pub struct Socket {
+    pub stream: TcpStream,
+    /// Bytes the socket has not taken yet (usually none, and then unallocated).
+    pub queued: Vec<u8>,
+    writable_interest: bool,
+    write_shut: bool,
+}
+
+impl Socket {
+    /// Writes `bytes` after what is queued ([`send`]).
+    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        send(&mut self.stream, &mut self.queued, bytes)
+    }
+
+    /// On writability: writes what is queued, as much as the socket takes.
+    pub fn write_queued(&mut self) -> io::Result<()> {
+        let queued = std::mem::take(&mut self.queued);
+        let written = write_some(&mut self.stream, &queued)?;
+        self.queued = queued;
+        self.queued.drain(..written);
+        if self.queued.is_empty() {
+            // Idle connections hold no buffer.
+            self.queued = Vec::new();
+        }
+        Ok(())
+    }
+
+    /// After a write: keeps writable interest only while bytes are queued, and shuts the
+    /// write side of a `closing` connection once its last bytes are out.
+    pub fn after_write(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        closing: bool,
+    ) -> io::Result<()> {
+        let want_writable = !self.queued.is_empty();
+        if want_writable != self.writable_interest {
+            let interest = if want_writable {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            registry.reregister(&mut self.stream, token, interest)?;
+            self.writable_interest = want_writable;
+        }
+        if !want_writable && closing && !self.write_shut {
+            self.write_shut = true;
+            self.stream.shutdown(Shutdown::Write)?;
+        }
+        Ok(())
+    }
+
+    /// Whether writable interest is not what the queue asks for ([`Socket::after_write`] due).
+    pub fn interest_stale(&self) -> bool {
+        self.queued.is_empty() == self.writable_interest
+    }
+}
+
+/// Accepts every pending connection into `conns` (slot numbers as tokens), each made by `make`
+/// around its socket, registered for input.
+pub fn accept_all<T>(
+    listener: &TcpListener,
+    registry: &Registry,
+    conns: &mut Slab<T>,
+    make: impl Fn(Socket) -> T,
+) {
+    loop {
+        match listener.accept() {
+            Ok((mut stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                let entry = conns.vacant_entry();
+                let token = Token(entry.key());
+                if registry
+                    .register(&mut stream, token, Interest::READABLE)
+                    .is_err()
+                {
+                    continue;
+                }
+                entry.insert(make(Socket {
+                    stream,
+                    queued: Vec::new(),
+                    writable_interest: false,
+                    write_shut: false,
+                }));
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            // Gone before it was accepted, or out of descriptors: the next readiness event.
+            Err(_) => return,
+        }
+    }
 }
 
 #[cfg(test)]

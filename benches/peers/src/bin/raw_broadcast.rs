@@ -14,16 +14,13 @@
 //! The upgrade is answered as `raw-echo` answers it (`wsloop_peers::raw`).
 
 use std::io::{self, ErrorKind, Read};
-use std::net::Shutdown;
 
-use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::net::TcpListener;
+use mio::{Poll, Token};
 use slab::Slab;
-use wsloop_peers::raw::{self, Header, Upgrade};
-use wsloop_peers::{announce, Args};
+use wsloop_peers::raw::{self, Header, Socket, Upgrade};
+use wsloop_peers::Args;
 
-/// The listener's token; connections use their slot numbers.
-const LISTENER: Token = Token(usize::MAX);
 /// The loop's one read buffer.
 const READ_BUFFER: usize = 64 * 1024;
 /// Largest frame (header and payload) a client may send; the same as `serve`'s 1 MiB.
@@ -43,12 +40,8 @@ enum Phase {
 
 #[derive(Debug)]
 struct Conn {
-    stream: TcpStream,
+    socket: Socket,
     phase: Phase,
-    /// Bytes the socket has not taken yet (usually none, and then unallocated).
-    queued: Vec<u8>,
-    writable_interest: bool,
-    write_shut: bool,
 }
 
 /// What a client's frames asked for besides the broadcast.
@@ -73,73 +66,31 @@ struct Server {
 
 fn main() -> io::Result<()> {
     let args = Args::parse("raw-broadcast", &[]);
-    let mut listener = TcpListener::bind(args.addr())?;
-    let poll = Poll::new()?;
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)?;
-    announce(listener.local_addr()?);
-    let mut server = Server {
+    raw::run(&args, |poll, listener| Server {
         poll,
         listener,
         conns: Slab::default(),
         input: vec![0; READ_BUFFER],
         turn: Vec::with_capacity(READ_BUFFER),
         reply: Vec::new(),
-    };
-    let mut events = Events::with_capacity(1024);
-    loop {
-        match server.poll.poll(&mut events, None) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-        for event in events.iter() {
-            match event.token() {
-                LISTENER => server.accept_all(),
-                Token(slot) => {
-                    if event.is_writable() {
-                        server.on_writable(slot);
-                    }
-                    if event.is_readable() || event.is_read_closed() || event.is_error() {
-                        server.on_readable(slot);
-                    }
-                }
-            }
-        }
-        server.deliver_turn();
-    }
+    })
 }
 
-impl Server {
+impl raw::Peer for Server {
+    fn poll(&mut self) -> &mut Poll {
+        &mut self.poll
+    }
+
     fn accept_all(&mut self) {
-        loop {
-            match self.listener.accept() {
-                Ok((mut stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    let entry = self.conns.vacant_entry();
-                    let slot = entry.key();
-                    if self
-                        .poll
-                        .registry()
-                        .register(&mut stream, Token(slot), Interest::READABLE)
-                        .is_err()
-                    {
-                        continue;
-                    }
-                    entry.insert(Conn {
-                        stream,
-                        phase: Phase::Head(Vec::new()),
-                        queued: Vec::new(),
-                        writable_interest: false,
-                        write_shut: false,
-                    });
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                // Gone before it was accepted, or out of descriptors: next readiness event.
-                Err(_) => return,
-            }
-        }
+        raw::accept_all(
+            &self.listener,
+            self.poll.registry(),
+            &mut self.conns,
+            |socket| Conn {
+                socket,
+                phase: Phase::Head(Vec::new()),
+            },
+        );
     }
 
     /// Reads until the socket would block (mio is edge-triggered): data frames go into the
@@ -149,7 +100,7 @@ impl Server {
             let Some(conn) = self.conns.get_mut(slot) else {
                 return;
             };
-            let n = match conn.stream.read(&mut self.input) {
+            let n = match conn.socket.stream.read(&mut self.input) {
                 Ok(0) => return self.remove(slot),
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
@@ -195,9 +146,9 @@ impl Server {
                 Outcome::Drop => return self.remove(slot),
                 Outcome::Closing => {
                     conn.phase = Phase::Closing;
-                    raw::send(&mut conn.stream, &mut conn.queued, &self.reply)
+                    conn.socket.send(&self.reply)
                 }
-                Outcome::Open => raw::send(&mut conn.stream, &mut conn.queued, &self.reply),
+                Outcome::Open => conn.socket.send(&self.reply),
             };
             if result.and_then(|()| self.after_write(slot)).is_err() {
                 return self.remove(slot);
@@ -206,7 +157,7 @@ impl Server {
     }
 
     /// The end of a loop turn: this turn's frames to every open connection, one write each.
-    fn deliver_turn(&mut self) {
+    fn end_turn(&mut self) {
         if self.turn.is_empty() {
             return;
         }
@@ -215,8 +166,8 @@ impl Server {
             if !matches!(conn.phase, Phase::Open(_)) {
                 continue;
             }
-            if conn.queued.len() + self.turn.len() > MAX_QUEUED
-                || raw::send(&mut conn.stream, &mut conn.queued, &self.turn).is_err()
+            if conn.socket.queued.len() + self.turn.len() > MAX_QUEUED
+                || conn.socket.send(&self.turn).is_err()
             {
                 failed.push(slot);
             }
@@ -225,7 +176,7 @@ impl Server {
         let slots: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.queued.is_empty() == c.writable_interest)
+            .filter(|(_, c)| c.socket.interest_stale())
             .map(|(slot, _)| slot)
             .collect();
         for slot in slots {
@@ -242,48 +193,30 @@ impl Server {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
-        let queued = std::mem::take(&mut conn.queued);
-        let result = raw::write_some(&mut conn.stream, &queued).map(|written| {
-            conn.queued = queued;
-            conn.queued.drain(..written);
-            if conn.queued.is_empty() {
-                // Idle connections hold no buffer.
-                conn.queued = Vec::new();
-            }
-        });
-        if result.and_then(|()| self.after_write(slot)).is_err() {
+        if conn
+            .socket
+            .write_queued()
+            .and_then(|()| self.after_write(slot))
+            .is_err()
+        {
             self.remove(slot);
         }
     }
+}
 
-    /// Keeps writable interest only while bytes are queued; shuts the write side of a closing
-    /// connection once its last bytes are out.
+impl Server {
     fn after_write(&mut self, slot: usize) -> io::Result<()> {
         let Some(conn) = self.conns.get_mut(slot) else {
             return Ok(());
         };
-        let want_writable = !conn.queued.is_empty();
-        if want_writable != conn.writable_interest {
-            let interest = if want_writable {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            self.poll
-                .registry()
-                .reregister(&mut conn.stream, Token(slot), interest)?;
-            conn.writable_interest = want_writable;
-        }
-        if !want_writable && matches!(conn.phase, Phase::Closing) && !conn.write_shut {
-            conn.write_shut = true;
-            conn.stream.shutdown(Shutdown::Write)?;
-        }
-        Ok(())
+        let closing = matches!(conn.phase, Phase::Closing);
+        conn.socket
+            .after_write(self.poll.registry(), Token(slot), closing)
     }
 
     fn remove(&mut self, slot: usize) {
         if let Some(mut conn) = self.conns.try_remove(slot) {
-            let _ = self.poll.registry().deregister(&mut conn.stream);
+            let _ = self.poll.registry().deregister(&mut conn.socket.stream);
         }
     }
 }

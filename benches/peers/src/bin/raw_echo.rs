@@ -34,16 +34,13 @@
 //! written). That is what the 0.08 KB per idle connection measures.
 
 use std::io::{self, ErrorKind, Read};
-use std::net::Shutdown;
 
-use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::net::TcpListener;
+use mio::{Poll, Token};
 use slab::Slab;
-use wsloop_peers::raw::{self, Header, Upgrade, MAX_HEADER};
-use wsloop_peers::{announce, Args};
+use wsloop_peers::raw::{self, Header, Socket, Upgrade, MAX_HEADER};
+use wsloop_peers::Args;
 
-/// The listener's token; connections use their slot numbers.
-const LISTENER: Token = Token(usize::MAX);
 /// The loop's one read buffer.
 const READ_BUFFER: usize = 64 * 1024;
 /// Reading from a connection stops while this many bytes wait for it to read its echoes.
@@ -79,13 +76,9 @@ enum Phase {
 
 #[derive(Debug)]
 struct Conn {
-    stream: TcpStream,
+    socket: Socket,
     phase: Phase,
-    /// Bytes the socket has not taken yet (usually none, and then unallocated).
-    queued: Vec<u8>,
-    writable_interest: bool,
     read_paused: bool,
-    write_shut: bool,
 }
 
 /// What one piece of input did to the connection.
@@ -112,74 +105,32 @@ fn main() -> io::Result<()> {
         Some("bytes") => Mode::Bytes,
         _ => Mode::Frames,
     };
-    let mut listener = TcpListener::bind(args.addr())?;
-    let poll = Poll::new()?;
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)?;
-    announce(listener.local_addr()?);
-    let mut server = Server {
+    raw::run(&args, |poll, listener| Server {
         poll,
         listener,
         conns: Slab::default(),
         mode,
         input: vec![0; READ_BUFFER],
         output: Vec::with_capacity(READ_BUFFER + MAX_HEADER),
-    };
-    let mut events = Events::with_capacity(1024);
-    loop {
-        match server.poll.poll(&mut events, None) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-        for event in events.iter() {
-            match event.token() {
-                LISTENER => server.accept_all(),
-                Token(slot) => {
-                    if event.is_writable() {
-                        server.on_writable(slot);
-                    }
-                    if event.is_readable() || event.is_read_closed() || event.is_error() {
-                        server.on_readable(slot);
-                    }
-                }
-            }
-        }
-    }
+    })
 }
 
-impl Server {
+impl raw::Peer for Server {
+    fn poll(&mut self) -> &mut Poll {
+        &mut self.poll
+    }
+
     fn accept_all(&mut self) {
-        loop {
-            match self.listener.accept() {
-                Ok((mut stream, _)) => {
-                    let _ = stream.set_nodelay(true);
-                    let entry = self.conns.vacant_entry();
-                    let slot = entry.key();
-                    if self
-                        .poll
-                        .registry()
-                        .register(&mut stream, Token(slot), Interest::READABLE)
-                        .is_err()
-                    {
-                        continue;
-                    }
-                    entry.insert(Conn {
-                        stream,
-                        phase: Phase::Head(Vec::new()),
-                        queued: Vec::new(),
-                        writable_interest: false,
-                        read_paused: false,
-                        write_shut: false,
-                    });
-                }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                // A connection that went away before it was accepted, or out of descriptors:
-                // try again on the next readiness event.
-                Err(_) => return,
-            }
-        }
+        raw::accept_all(
+            &self.listener,
+            self.poll.registry(),
+            &mut self.conns,
+            |socket| Conn {
+                socket,
+                phase: Phase::Head(Vec::new()),
+                read_paused: false,
+            },
+        );
     }
 
     /// Reads until the socket would block (mio is edge-triggered), echoing after each read.
@@ -188,11 +139,11 @@ impl Server {
             let Some(conn) = self.conns.get_mut(slot) else {
                 return;
             };
-            if conn.queued.len() >= MAX_QUEUED {
+            if conn.socket.queued.len() >= MAX_QUEUED {
                 conn.read_paused = true;
                 return;
             }
-            let n = match conn.stream.read(&mut self.input) {
+            let n = match conn.socket.stream.read(&mut self.input) {
                 Ok(0) => return self.remove(slot),
                 Ok(n) => n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
@@ -207,14 +158,11 @@ impl Server {
                     on_head(conn, self.mode, &mut self.output)
                 }
                 Phase::Open(frames) => match self.mode {
-                    Mode::Bytes => {
-                        raw::send(&mut conn.stream, &mut conn.queued, input).map(|()| Outcome::Open)
-                    }
+                    Mode::Bytes => conn.socket.send(input).map(|()| Outcome::Open),
                     Mode::Frames => {
                         self.output.clear();
                         let outcome = echo_frames(frames, input, &mut self.output);
-                        raw::send(&mut conn.stream, &mut conn.queued, &self.output)
-                            .map(|()| outcome)
+                        conn.socket.send(&self.output).map(|()| outcome)
                     }
                 },
             };
@@ -233,54 +181,36 @@ impl Server {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
-        let queued = std::mem::take(&mut conn.queued);
-        let result = raw::write_some(&mut conn.stream, &queued).map(|written| {
-            conn.queued = queued;
-            conn.queued.drain(..written);
-            if conn.queued.is_empty() {
-                // Idle connections hold no buffer.
-                conn.queued = Vec::new();
-            }
-        });
-        if result.and_then(|()| self.after_write(slot)).is_err() {
+        if conn
+            .socket
+            .write_queued()
+            .and_then(|()| self.after_write(slot))
+            .is_err()
+        {
             return self.remove(slot);
         }
         if let Some(conn) = self.conns.get_mut(slot) {
-            if conn.read_paused && conn.queued.len() < MAX_QUEUED / 2 {
+            if conn.read_paused && conn.socket.queued.len() < MAX_QUEUED / 2 {
                 conn.read_paused = false;
                 self.on_readable(slot);
             }
         }
     }
+}
 
-    /// Keeps writable interest only while bytes are queued; shuts the write side of a closing
-    /// connection once its last bytes are out.
+impl Server {
     fn after_write(&mut self, slot: usize) -> io::Result<()> {
         let Some(conn) = self.conns.get_mut(slot) else {
             return Ok(());
         };
-        let want_writable = !conn.queued.is_empty();
-        if want_writable != conn.writable_interest {
-            let interest = if want_writable {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
-            self.poll
-                .registry()
-                .reregister(&mut conn.stream, Token(slot), interest)?;
-            conn.writable_interest = want_writable;
-        }
-        if !want_writable && matches!(conn.phase, Phase::Closing) && !conn.write_shut {
-            conn.write_shut = true;
-            conn.stream.shutdown(Shutdown::Write)?;
-        }
-        Ok(())
+        let closing = matches!(conn.phase, Phase::Closing);
+        conn.socket
+            .after_write(self.poll.registry(), Token(slot), closing)
     }
 
     fn remove(&mut self, slot: usize) {
         if let Some(mut conn) = self.conns.try_remove(slot) {
-            let _ = self.poll.registry().deregister(&mut conn.stream);
+            let _ = self.poll.registry().deregister(&mut conn.socket.stream);
         }
     }
 }
@@ -293,7 +223,7 @@ fn on_head(conn: &mut Conn, mode: Mode, output: &mut Vec<u8>) -> io::Result<Outc
     let (response, len) = match raw::upgrade(head) {
         Upgrade::Incomplete => return Ok(Outcome::Open),
         Upgrade::Refuse(answer) => {
-            raw::send(&mut conn.stream, &mut conn.queued, answer)?;
+            conn.socket.send(answer)?;
             return Ok(Outcome::Closing);
         }
         Upgrade::Accept { response, len } => (response, len),
@@ -311,7 +241,7 @@ fn on_head(conn: &mut Conn, mode: Mode, output: &mut Vec<u8>) -> io::Result<Outc
         (Phase::Open(frames), Mode::Frames) => echo_frames(frames, &mut rest, output),
         _ => Outcome::Open,
     };
-    raw::send(&mut conn.stream, &mut conn.queued, output)?;
+    conn.socket.send(output)?;
     Ok(outcome)
 }
 
