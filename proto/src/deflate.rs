@@ -4,6 +4,7 @@
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
+use crate::event::Role;
 use crate::extension::Negotiated;
 
 /// §7.2.1: the bytes a sync flush ends with, removed from each compressed message and
@@ -188,14 +189,48 @@ pub enum Outgoing {
     Stream,
 }
 
+/// What one end needs to compress what it sends: the agreement, the role it plays in it
+/// (which parameters govern its sending), and, once used, its own compressor.
+#[derive(Debug)]
+pub(crate) struct Sending {
+    pub(crate) agreed: Negotiated,
+    role: Role,
+    deflater: Option<Deflater>,
+}
+
+impl Sending {
+    pub(crate) fn new(agreed: Negotiated, role: Role) -> Self {
+        Sending {
+            agreed,
+            role,
+            deflater: None,
+        }
+    }
+
+    pub(crate) fn outgoing(&self, len: usize) -> Outgoing {
+        self.agreed.outgoing(self.role, len)
+    }
+
+    /// Appends `payload` compressed with this end's own compressor; `fresh`: on its own.
+    pub(crate) fn compress(&mut self, payload: &[u8], out: &mut Vec<u8>, fresh: bool) {
+        let level = self.agreed.level;
+        self.deflater
+            .get_or_insert_with(|| Deflater::new(level))
+            .compress_message(payload, out, fresh);
+    }
+
+    fn memory(&self) -> usize {
+        self.deflater.as_ref().map_or(0, |_| DEFLATER_BYTES)
+    }
+}
+
 /// A connection's permessage-deflate state: what was agreed, and the inflater and
 /// compressor, each allocated only while needed (an inflater for a message in progress or,
 /// with context takeover, for the connection's life; a compressor only with context takeover).
 #[derive(Debug)]
 pub(crate) struct Session {
-    pub(crate) agreed: Negotiated,
+    pub(crate) sending: Sending,
     inflater: Option<Inflater>,
-    deflater: Option<Deflater>,
 }
 
 /// What an inflater holds (miniz_oxide's `InflateState`: the 32 KiB window and the
@@ -206,11 +241,10 @@ pub const INFLATER_BYTES: usize = 43_296;
 pub const DEFLATER_BYTES: usize = 319_326;
 
 impl Session {
-    pub(crate) fn new(agreed: Negotiated) -> Self {
+    pub(crate) fn new(agreed: Negotiated, role: Role) -> Self {
         Session {
-            agreed,
+            sending: Sending::new(agreed, role),
             inflater: None,
-            deflater: None,
         }
     }
 
@@ -219,36 +253,23 @@ impl Session {
         self.inflater.get_or_insert_with(Inflater::new)
     }
 
-    /// A compressed message is complete: with `client_no_context_takeover` the window is of
-    /// no further use, and the inflater's memory goes back.
+    /// A compressed message is complete: when the peer compresses each message on its own,
+    /// the window is of no further use, and the inflater's memory goes back.
     pub(crate) fn message_done(&mut self) {
-        if self.agreed.client_no_context_takeover {
+        let peer = match self.sending.role {
+            Role::Server => Role::Client,
+            Role::Client => Role::Server,
+        };
+        if self.sending.agreed.sender_rules(peer).0 {
             self.inflater = None;
         }
-    }
-
-    pub(crate) fn outgoing(&self, len: usize) -> Outgoing {
-        if !self.agreed.compresses(len) {
-            Outgoing::Plain
-        } else if self.agreed.server_no_context_takeover {
-            Outgoing::Fresh
-        } else {
-            Outgoing::Stream
-        }
-    }
-
-    pub(crate) fn compress(&mut self, payload: &[u8], out: &mut Vec<u8>) {
-        let level = self.agreed.level;
-        self.deflater
-            .get_or_insert_with(|| Deflater::new(level))
-            .compress_message(payload, out, false);
     }
 
     /// Bytes held for compression now (approximate: the backend's state sizes).
     pub(crate) fn memory(&self) -> usize {
         std::mem::size_of::<Self>()
             + self.inflater.as_ref().map_or(0, |_| INFLATER_BYTES)
-            + self.deflater.as_ref().map_or(0, |_| DEFLATER_BYTES)
+            + self.sending.memory()
     }
 }
 
