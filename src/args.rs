@@ -243,6 +243,11 @@ pub(crate) struct ClientArgs {
     /// Pretty-print received messages that are JSON.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Offer permessage-deflate (RFC 7692) as browsers do; the connected line says what the
+    /// server agreed to.
+    #[cfg(feature = "deflate")]
+    #[arg(long)]
+    pub(crate) deflate: bool,
 }
 
 /// The client's URL, checked before connecting.

@@ -288,6 +288,10 @@ fn main() -> ExitCode {
                 protocols: args.protocols,
                 timeout: Some(args.connect_timeout),
                 max_message: None,
+                #[cfg(feature = "deflate")]
+                deflate: args
+                    .deflate
+                    .then(wsloop::proto::extension::DeflateOffer::default),
             };
             let settings = wsloop::client::cli::Settings {
                 reconnect: args.reconnect,

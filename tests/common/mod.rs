@@ -107,9 +107,9 @@ impl Server {
         Server::spawn(command, &format!("example {name}"))
     }
 
-    /// Spawns `command` and waits for a line `... listening on ws://ADDR/` on its standard
-    /// output.
-    fn spawn(mut command: Command, what: &str) -> Server {
+    /// Spawns `command` (any server that prints a line `... listening on ws://ADDR/` on its
+    /// standard output when ready) and waits for that line.
+    pub fn spawn(mut command: Command, what: &str) -> Server {
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -505,6 +505,7 @@ pub fn run(args: &BroadcastArgs) -> Result<Report, String> {
     );
     report.latency("latency", "publish->receive", &tally.latency);
     report.cpu(outcome.server.as_ref(), &outcome.client, "frame", delivered);
+    report.wire(outcome.wire, "frame", delivered);
     report.figure("sent", "sent in all", sent);
     report.figure("expected", "expected", expected);
     report.figure("received_in_order", "received", in_order);

@@ -241,6 +241,7 @@ pub fn run(args: &EchoArgs) -> Result<Report, String> {
     report.count("messages", "messages", messages, seconds);
     report.latency("latency", "round trip", &tally.latency);
     report.cpu(outcome.server.as_ref(), &outcome.client, "msg", messages);
+    report.wire(outcome.wire, "msg", messages);
     report.figure("checked", "echoes checked", outcome.sum(|t| t.checked));
     report.problems("mismatches", "mismatches", outcome.sum(|t| t.mismatches));
     report.problems("lost", "lost in flight", outcome.sum(|t| t.lost));

@@ -30,6 +30,7 @@ use wsloop::duration::parse_duration;
 use self::driver::Timeouts;
 use self::report::Report;
 use self::run::Plan;
+use wsloop::proto::extension::DeflateOffer;
 use wsloop::proto::Limits;
 
 /// Longest duration any flag accepts (keeps every deadline computation in range).
@@ -159,6 +160,11 @@ pub struct CommonArgs {
     /// Print one JSON object with every figure on stdout (the text summary goes to stderr).
     #[arg(long)]
     pub json: bool,
+    /// Offer permessage-deflate (RFC 7692) as browsers do (`client_max_window_bits`), and
+    /// compress what is sent (messages of 64 bytes and more) when the server accepts; the
+    /// report gives the bytes on the wire per message both ways.
+    #[arg(long)]
+    pub deflate: bool,
 }
 
 /// `wsloop-bench echo`.
@@ -319,6 +325,7 @@ impl CommonArgs {
             },
             max_message: Limits::default().max_message,
             accept_masked: self.accept_masked,
+            deflate: self.deflate.then(DeflateOffer::default),
         })
     }
 
@@ -340,6 +347,7 @@ impl CommonArgs {
         report.set("server_pid", self.server_pid);
         report.set("threads", self.threads);
         report.set("accept_masked", self.accept_masked);
+        report.set("deflate", self.deflate);
         report.set("duration_s", self.duration.as_secs_f64());
         report.set("warmup_s", self.warmup.as_secs_f64());
         let sources: Vec<String> = plan.sources.iter().map(|a| a.to_string()).collect();

@@ -12,6 +12,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 
+use super::driver::Wire;
+
 /// Longest latency the histograms hold (longer ones are recorded as this).
 const MAX_LATENCY_NS: u64 = 60_000_000_000;
 
@@ -304,6 +306,21 @@ impl Report {
             self.line(
                 &format!("{who} CPU"),
                 format!("{seconds:.2} s = {per} µs per {unit}"),
+            );
+        }
+    }
+
+    /// Bytes on the wire in the window, both ways, also per `unit` (`count` of them): what
+    /// permessage-deflate saves.
+    pub fn wire(&mut self, wire: Wire, unit: &str, count: u64) {
+        for (way, bytes) in [("in", wire.bytes_in), ("out", wire.bytes_out)] {
+            let per = (count > 0).then(|| bytes as f64 / count as f64);
+            self.set(&format!("wire_bytes_{way}"), bytes);
+            self.set(&format!("wire_bytes_{way}_per_{unit}"), per);
+            let per = per.map_or("-".into(), |p| format!("{p:.1}"));
+            self.line(
+                &format!("wire {way}"),
+                format!("{bytes} B = {per} B per {unit}"),
             );
         }
     }
