@@ -148,7 +148,9 @@ fn echo_each(client: &mut Client, sizes: &[usize]) {
         client.send_text(&text).expect("send text");
         assert_eq!(client.recv_message().expect("echo"), Received::Text(text));
         let data = json(len).into_bytes();
-        writer.send(MessageKind::Binary, &data).expect("send binary");
+        writer
+            .send(MessageKind::Binary, &data)
+            .expect("send binary");
         assert_eq!(client.recv_message().expect("echo"), Received::Binary(data));
     }
 }
@@ -270,7 +272,11 @@ fn the_library_client_against_python_websockets_each_parameter_set() {
     // (parameters, what the client agrees to, the largest message the client compresses)
     let rows = [
         ("default", agreed(false, false, 12, Some(12)), 4096),
-        ("no-context-takeover", agreed(true, true, 15, None), usize::MAX),
+        (
+            "no-context-takeover",
+            agreed(true, true, 15, None),
+            usize::MAX,
+        ),
         ("small-windows", agreed(false, false, 9, Some(9)), 512),
     ];
     for (parameters, want, largest) in rows {

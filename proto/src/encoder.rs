@@ -70,9 +70,7 @@ impl MessageEncoder {
                 Outgoing::Stream => Some(false),
             };
             if let Some(fresh) = fresh {
-                compressed_frame(out, kind, mask, |out| {
-                    sending.compress(payload, out, fresh)
-                });
+                compressed_frame(out, kind, mask, |out| sending.compress(payload, out, fresh));
                 return;
             }
         }

@@ -68,7 +68,9 @@ fn rfc_7692_7_2_3_frames_from_a_server_inflate_in_a_client() {
     // §7.2.3.3: a stored block; §7.2.3.4: a block with BFINAL set.
     stream.extend(server_frame(
         0xc1,
-        &[0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00],
+        &[
+            0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00,
+        ],
     ));
     stream.extend(server_frame(
         0xc1,
@@ -101,7 +103,10 @@ fn rsv1_on_a_client_without_the_extension_is_1002() {
     let close = plain.poll_transmit().unwrap();
     assert_eq!(
         unmasked(close.as_bytes()),
-        (0x88, b"\x03\xeareserved bits set without an extension".to_vec())
+        (
+            0x88,
+            b"\x03\xeareserved bits set without an extension".to_vec()
+        )
     );
 }
 
@@ -150,8 +155,7 @@ fn rfc_7692_7_2_3_frames_from_a_client_encoder() {
         .accept(["permessage-deflate; server_no_context_takeover"])
         .unwrap()
         .unwrap();
-    let mut encoder =
-        MessageEncoder::new(Role::Client, 7).with_deflate(server_only, Role::Client);
+    let mut encoder = MessageEncoder::new(Role::Client, 7).with_deflate(server_only, Role::Client);
     assert_eq!(hello(&mut encoder), (0xc1, HELLO.to_vec()));
     assert_eq!(hello(&mut encoder), (0xc1, HELLO_AGAIN.to_vec()));
 }
@@ -288,7 +292,11 @@ fn client_and_server_cores_round_trip_every_parameter_set() {
                 let mut wire = Vec::new();
                 pair.client_out
                     .encode(MessageKind::Text, &message, &mut wire);
-                assert_eq!(wire[0] & 0x40 != 0, fits(len, client_bits), "{len} B {case}");
+                assert_eq!(
+                    wire[0] & 0x40 != 0,
+                    fits(len, client_bits),
+                    "{len} B {case}"
+                );
                 assert_eq!(
                     receive(&mut pair.server, wire),
                     (vec![message.clone()], None),
@@ -297,7 +305,11 @@ fn client_and_server_cores_round_trip_every_parameter_set() {
                 let mut wire = Vec::new();
                 pair.server_out
                     .encode(MessageKind::Binary, &message, &mut wire);
-                assert_eq!(wire[0] & 0x40 != 0, fits(len, server_bits), "{len} B {case}");
+                assert_eq!(
+                    wire[0] & 0x40 != 0,
+                    fits(len, server_bits),
+                    "{len} B {case}"
+                );
                 assert_eq!(
                     receive(&mut pair.client, wire),
                     (vec![message], None),

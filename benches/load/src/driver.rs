@@ -307,8 +307,7 @@ impl<C> Driver<C> {
         let mut nonce = [0u8; 16];
         nonce[..8].copy_from_slice(&self.random_u64().to_ne_bytes());
         nonce[8..].copy_from_slice(&self.random_u64().to_ne_bytes());
-        let mut request =
-            handshake::request(&self.target.host, &self.target.path, nonce, &[], &[]);
+        let mut request = handshake::request(&self.target.host, &self.target.path, nonce, &[], &[]);
         if let Some(offer) = &self.deflate {
             request = request.with_deflate(offer.clone());
         }

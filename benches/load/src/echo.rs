@@ -11,7 +11,7 @@ use super::driver::{Action, Event, Handler, Outbox};
 use super::opener::Opener;
 use super::report::{Report, Tally};
 use super::run::{self, Scenario, Window};
-use super::{share, EchoArgs};
+use super::{share, text, EchoArgs};
 use crate::driver::Driver;
 use wsloop::proto::mask::MaskKeys;
 use wsloop::proto::{Message, MessageKind};
@@ -29,13 +29,15 @@ struct Payload {
 }
 
 impl Payload {
-    /// Text payloads are printable ASCII; binary ones cover every byte value (and so are
-    /// not valid UTF-8).
-    fn new(size: usize, binary: bool) -> Self {
+    /// Text payloads are printable ASCII (a repeating pattern, or JSON-like text with
+    /// `json`); binary ones cover every byte value (and so are not valid UTF-8).
+    fn new(size: usize, binary: bool, json: bool) -> Self {
         let (kind, template) = if binary {
             let mut keys = MaskKeys::new(0x5eed);
             let bytes = std::iter::repeat_with(|| keys.next_key()).flatten();
             (MessageKind::Binary, bytes.take(size).collect())
+        } else if json {
+            (MessageKind::Text, text::json_like(size, 1).into_bytes())
         } else {
             let text = (0..size).map(|i| b' ' + ((i * 7 + 3) % 95) as u8);
             (MessageKind::Text, text.collect())
@@ -201,7 +203,7 @@ pub fn run(args: &EchoArgs) -> Result<Report, String> {
     }
     let mut plan = args.common.plan(args.connections)?;
     plan.max_message = plan.max_message.max(args.size as u64);
-    let payload = Payload::new(args.size, args.binary);
+    let payload = Payload::new(args.size, args.binary, args.json_text);
     let threads = plan.threads;
     let outcome = run::run(&plan, |t| {
         let conns = share(args.connections, threads, t).map(|id| EchoConn {
@@ -227,7 +229,11 @@ pub fn run(args: &EchoArgs) -> Result<Report, String> {
 
     let tally = Tally::sum(outcome.threads.iter().map(|t| &t.tally));
     let messages = outcome.sum(|t| t.messages);
-    let kind = if args.binary { "binary" } else { "text" };
+    let kind = match (args.binary, args.json_text) {
+        (true, _) => "binary",
+        (false, true) => "JSON-like text",
+        (false, false) => "text",
+    };
     let what = format!(
         "{} connections x {} in flight, {}-byte {kind}",
         args.connections, args.in_flight, args.size
@@ -259,7 +265,7 @@ mod tests {
         assert_eq!(&Payload::stamp(0, 0x1f), b"000000000000001f");
         assert_eq!(&Payload::stamp(3, 1), b"0000030000000001");
         for binary in [false, true] {
-            let p = Payload::new(40, binary);
+            let p = Payload::new(40, binary, false);
             let mut buf = vec![0; 40];
             p.write(&mut buf, 7, 9);
             let message = Message {
@@ -276,17 +282,18 @@ mod tests {
             };
             assert!(!p.matches(&message, 7, 9));
         }
-        assert!(std::str::from_utf8(&Payload::new(1000, false).template).is_ok());
-        assert!(std::str::from_utf8(&Payload::new(1000, true).template).is_err());
+        assert!(std::str::from_utf8(&Payload::new(1000, false, false).template).is_ok());
+        assert!(std::str::from_utf8(&Payload::new(1000, false, true).template).is_ok());
+        assert!(std::str::from_utf8(&Payload::new(1000, true, false).template).is_err());
     }
 
     #[test]
     fn short_payloads_keep_the_low_digits() {
-        let p = Payload::new(3, false);
+        let p = Payload::new(3, false, false);
         let mut buf = [0u8; 3];
         p.write(&mut buf, 1, 0xabc);
         assert_eq!(&buf, b"abc");
-        let empty = Payload::new(0, true);
+        let empty = Payload::new(0, true, false);
         let message = Message {
             kind: MessageKind::Binary,
             data: &[],

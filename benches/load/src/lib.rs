@@ -19,6 +19,7 @@ pub mod net;
 pub mod opener;
 pub mod report;
 pub mod run;
+pub mod text;
 
 use std::net::Ipv4Addr;
 use std::process::ExitCode;
@@ -79,10 +80,10 @@ connections per address) would show up as errors; lift them for a run:
       --handshakes-per-second 1000000 --max-connections-per-address 100000 &
   wsloop-bench broadcast --url ws://127.0.0.1:8080/ws --server-pid $! --subscribers 100
 
-Publishers send {\"type\":\"publish\",\"channel\":C,\"content\":\"P:SEQ:MICROS:xxx\"} (or \
+Publishers send {\"type\":\"publish\",\"channel\":C,\"content\":\"P:SEQ:MICROS:words\"} (or \
 `chat` with --via chat) and keep --in-flight of them unacknowledged (the `published` reply, \
 or their own chat coming back); subscribers check SEQ per publisher and take the latency \
-from MICROS. With --protocol raw the message is the bare content P:SEQ:MICROS:xxx, for a \
+from MICROS. With --protocol raw the message is the bare content P:SEQ:MICROS:words, for a \
 server that sends every text message to every client (benches/peers tungstenite-broadcast).")]
     Broadcast(BroadcastArgs),
     /// Connection storm: open, handshake, close, again, with --concurrency connections at a
@@ -184,6 +185,10 @@ pub struct EchoArgs {
     /// Send binary messages (default: text).
     #[arg(long)]
     pub binary: bool,
+    /// Text of JSON-like chat messages with varying fields, which compresses as real
+    /// traffic does (default: a repeating ASCII pattern, which compresses to almost nothing).
+    #[arg(long, conflicts_with = "binary")]
+    pub json_text: bool,
 }
 
 /// How broadcast publishers reach the subscribers.

@@ -110,9 +110,7 @@ impl DeflateOffer {
         // end offered still binds it.
         let client_bits = match (self.client_max_window_bits, answer.client_max_window_bits) {
             (_, Some(None)) => return refuse("has client_max_window_bits without a value"),
-            (None, Some(_)) => {
-                return refuse("has client_max_window_bits, which was not offered")
-            }
+            (None, Some(_)) => return refuse("has client_max_window_bits, which was not offered"),
             (Some(offered), Some(Some(bits))) if bits > offered => {
                 return refuse(&format!(
                     "has client_max_window_bits={bits}, more than the {offered} offered"
