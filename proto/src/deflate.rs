@@ -29,14 +29,17 @@ pub enum InflateError {
 /// An inflater for one direction of one connection.
 pub struct Inflater {
     raw: Decompress,
-    /// The sender ended its DEFLATE stream (a block with BFINAL) inside this message.
+    /// The sender ended its DEFLATE stream (a block with BFINAL) and nothing followed yet.
     ended: bool,
+    /// A stream ended in the message in progress (see [`Inflater::inflate`]).
+    ended_in_message: bool,
 }
 
 impl std::fmt::Debug for Inflater {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Inflater")
             .field("ended", &self.ended)
+            .field("ended_in_message", &self.ended_in_message)
             .finish()
     }
 }
@@ -53,6 +56,7 @@ impl Inflater {
         Inflater {
             raw: Decompress::new(false),
             ended: false,
+            ended_in_message: false,
         }
     }
 
@@ -96,9 +100,18 @@ impl Inflater {
                 return Err(InflateError::TooLarge);
             }
             match status {
+                // §7.2.3.4: a sender may end a message with a final block; the bytes after
+                // it (with the tail, an empty block) start a new stream. A second end in one
+                // message is no sender's way of flushing, and each end costs a reset that
+                // clears the 32 KiB window: refused, so that a message of two-byte final
+                // blocks cannot buy 32 KiB of work with every two bytes.
+                Ok(Status::StreamEnd) if self.ended_in_message => {
+                    return Err(InflateError::Corrupt)
+                }
                 Ok(Status::StreamEnd) => {
                     self.raw.reset(false);
                     self.ended = true;
+                    self.ended_in_message = true;
                 }
                 Ok(Status::Ok) if used > 0 || produced > 0 => {}
                 // No progress with room to write: the input cannot be inflated.
@@ -116,6 +129,7 @@ impl Inflater {
             self.inflate(&TAIL, out, limit)?;
         }
         self.ended = false;
+        self.ended_in_message = false;
         Ok(())
     }
 
@@ -123,6 +137,7 @@ impl Inflater {
     pub fn reset(&mut self) {
         self.raw.reset(false);
         self.ended = false;
+        self.ended_in_message = false;
     }
 }
 
