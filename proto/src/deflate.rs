@@ -210,7 +210,8 @@ pub enum Outgoing {
 pub(crate) struct Sending {
     pub(crate) agreed: Negotiated,
     role: Role,
-    deflater: Option<Deflater>,
+    /// Boxed: zlib-rs keeps its stream inline, and an idle connection should not carry it.
+    deflater: Option<Box<Deflater>>,
 }
 
 impl Sending {
@@ -230,7 +231,7 @@ impl Sending {
     pub(crate) fn compress(&mut self, payload: &[u8], out: &mut Vec<u8>, fresh: bool) {
         let level = self.agreed.level;
         self.deflater
-            .get_or_insert_with(|| Deflater::new(level))
+            .get_or_insert_with(|| Box::new(Deflater::new(level)))
             .compress_message(payload, out, fresh);
     }
 
@@ -245,15 +246,16 @@ impl Sending {
 #[derive(Debug)]
 pub(crate) struct Session {
     pub(crate) sending: Sending,
-    inflater: Option<Inflater>,
+    /// Boxed like the compressor.
+    inflater: Option<Box<Inflater>>,
 }
 
-/// What an inflater holds (miniz_oxide's `InflateState`: the 32 KiB window and the
-/// decoding tables), for memory accounting.
-pub const INFLATER_BYTES: usize = 43_296;
-/// What a compressor holds (miniz_oxide's `CompressorOxide`: window, hash chains, output
-/// buffers), for memory accounting.
-pub const DEFLATER_BYTES: usize = 319_326;
+/// What a boxed inflater holds once used (zlib-rs: its state and the 32 KiB window), for
+/// memory accounting; `proto/tests/inflate_cost.rs` checks it against an allocator's count.
+pub const INFLATER_BYTES: usize = 47_712;
+/// What a boxed compressor holds once used (zlib-rs at memory level 8: window, hash chains,
+/// output buffer), for memory accounting; checked the same way.
+pub const DEFLATER_BYTES: usize = 380_176;
 
 impl Session {
     pub(crate) fn new(agreed: Negotiated, role: Role) -> Self {
@@ -265,7 +267,7 @@ impl Session {
 
     /// The inflater for the message in progress.
     pub(crate) fn inflater(&mut self) -> &mut Inflater {
-        self.inflater.get_or_insert_with(Inflater::new)
+        self.inflater.get_or_insert_with(Box::default)
     }
 
     /// A compressed message is complete: when the peer compresses each message on its own,
