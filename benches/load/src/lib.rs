@@ -166,6 +166,10 @@ pub struct CommonArgs {
     /// report gives the bytes on the wire per message both ways.
     #[arg(long)]
     pub deflate: bool,
+    /// With --deflate: also ask for server_no_context_takeover and offer
+    /// client_no_context_takeover (each message compressed on its own, both ways).
+    #[arg(long, requires = "deflate")]
+    pub deflate_no_context_takeover: bool,
 }
 
 /// `wsloop-bench echo`.
@@ -258,6 +262,11 @@ pub struct IdleArgs {
     /// Connections to open and hold.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub connections: usize,
+    /// Each connection sends one JSON-like text message of this many bytes once open and is
+    /// held after its echo came back (against an echo server): what a connection keeps after
+    /// its first messages, e.g. permessage-deflate's compressor and inflater.
+    #[arg(long, value_name = "BYTES")]
+    pub first_message: Option<usize>,
 }
 
 /// Runs a scenario and prints its report. See [`BenchArgs`] for the exit status.
@@ -330,7 +339,11 @@ impl CommonArgs {
             },
             max_message: Limits::default().max_message,
             accept_masked: self.accept_masked,
-            deflate: self.deflate.then(DeflateOffer::default),
+            deflate: self.deflate.then(|| DeflateOffer {
+                server_no_context_takeover: self.deflate_no_context_takeover,
+                client_no_context_takeover: self.deflate_no_context_takeover,
+                ..DeflateOffer::default()
+            }),
         })
     }
 
@@ -353,6 +366,10 @@ impl CommonArgs {
         report.set("threads", self.threads);
         report.set("accept_masked", self.accept_masked);
         report.set("deflate", self.deflate);
+        report.set(
+            "deflate_no_context_takeover",
+            self.deflate_no_context_takeover,
+        );
         report.set("duration_s", self.duration.as_secs_f64());
         report.set("warmup_s", self.warmup.as_secs_f64());
         let sources: Vec<String> = plan.sources.iter().map(|a| a.to_string()).collect();

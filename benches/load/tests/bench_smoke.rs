@@ -200,6 +200,32 @@ fn deflate_compresses_both_ways_and_reports_the_bytes_on_the_wire() {
 }
 
 #[test]
+fn idle_after_a_first_compressed_echo_holds_the_compression_state() {
+    // A fresh server each time: memory freed earlier would hide the cost.
+    let rss = |extra: &[&str]| {
+        let server = Server::echo(&["--deflate"]);
+        let mut args = vec![
+            "--connections",
+            "50",
+            "--first-message",
+            "2000",
+            "--deflate",
+        ];
+        args.extend_from_slice(extra);
+        let report = clean_run("idle", &server, "/", &args);
+        assert_eq!(report["first_message"], 2000);
+        number(&report, "rss_per_connection_bytes")
+    };
+    // Context takeover both ways: an inflater and a compressor stay per connection.
+    let kept = rss(&[]);
+    assert!(kept > 100_000.0, "{kept} B");
+    // Each message on its own both ways: nothing stays per connection but the agreed
+    // parameters (the loop's one shared compressor, shared by the 50, is in the figure).
+    let none = rss(&["--deflate-no-context-takeover"]);
+    assert!(none < kept / 10.0, "{none} B");
+}
+
+#[test]
 fn connect_storm() {
     let server = Server::echo(&[]);
     let report = clean_run("connect", &server, "/", &["--concurrency", "4"]);
