@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Interop server: an echo server of the Python `websockets` package with permessage-deflate,
 for the client side of wsloop (`wsloop client --deflate` and the library client,
-tests/client_deflate.rs).
+tests/client_deflate.rs), and the Python peer of benches/compare_deflate.py.
 
 Usage: server.py PARAMETERS
 
 Parameter sets (what the server accepts of a client's offer, RFC 7692 §7.1):
+  off                  no permessage-deflate (the benchmarks' "compression off",
+                       benches/compare_deflate.py)
   default              websockets' own `compression="deflate"`: windows of 12 bits both ways
                        (the client's only when it offered client_max_window_bits)
   no-context-takeover  server_no_context_takeover and client_no_context_takeover, full windows
@@ -26,6 +28,7 @@ from websockets.extensions.permessage_deflate import (
 )
 
 PARAMETERS = {
+    "off": [],
     "default": enable_server_permessage_deflate(None),
     "no-context-takeover": [
         ServerPerMessageDeflateFactory(

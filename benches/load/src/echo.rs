@@ -1,8 +1,9 @@
 //! `wsloop-bench echo`: N connections each keeping K messages in flight against an echo
 //! server. Each echo is compared byte for byte with what was sent: the payload is a
-//! per-thread template whose first 16 bytes are overwritten with the connection's id and the
-//! message's sequence number (in hex), so a lost, repeated, reordered or crossed echo is a
-//! mismatch, and checking costs two comparisons.
+//! per-thread template (for JSON-like text, one of 64 taken in turn by sequence number) whose
+//! first 16 bytes are overwritten with the connection's id and the message's sequence number
+//! (in hex), so a lost, repeated, reordered or crossed echo is a mismatch, and checking costs
+//! two comparisons.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -21,28 +22,45 @@ const STAMP: usize = 16;
 /// Bits of the stamp that hold the sequence number; the connection id sits above them.
 const SEQ_BITS: u32 = 40;
 
-/// The payloads of one run: a template, stamped per message.
+/// JSON-like payloads come in this many variants, taken in turn, so that a compressor with
+/// context takeover cannot simply refer back to the same message sent just before.
+const JSON_VARIANTS: u64 = 64;
+
+/// The payloads of one run: templates of one size, one per sequence number in turn,
+/// stamped per message.
 #[derive(Clone, Debug)]
 struct Payload {
     kind: MessageKind,
-    template: Vec<u8>,
+    templates: Vec<Vec<u8>>,
 }
 
 impl Payload {
-    /// Text payloads are printable ASCII (a repeating pattern, or JSON-like text with
-    /// `json`); binary ones cover every byte value (and so are not valid UTF-8).
+    /// Text payloads are printable ASCII (a repeating pattern, or JSON-like text in
+    /// [`JSON_VARIANTS`] variants with `json`); binary ones cover every byte value (and so
+    /// are not valid UTF-8).
     fn new(size: usize, binary: bool, json: bool) -> Self {
-        let (kind, template) = if binary {
+        let (kind, templates) = if binary {
             let mut keys = MaskKeys::new(0x5eed);
             let bytes = std::iter::repeat_with(|| keys.next_key()).flatten();
-            (MessageKind::Binary, bytes.take(size).collect())
+            (MessageKind::Binary, vec![bytes.take(size).collect()])
         } else if json {
-            (MessageKind::Text, text::json_like(size, 1).into_bytes())
+            let variants = (0..JSON_VARIANTS).map(|v| text::json_like(size, v).into_bytes());
+            (MessageKind::Text, variants.collect())
         } else {
             let text = (0..size).map(|i| b' ' + ((i * 7 + 3) % 95) as u8);
-            (MessageKind::Text, text.collect())
+            (MessageKind::Text, vec![text.collect()])
         };
-        Payload { kind, template }
+        Payload { kind, templates }
+    }
+
+    /// The template of message `seq`.
+    fn template(&self, seq: u64) -> &[u8] {
+        &self.templates[(seq % self.templates.len() as u64) as usize]
+    }
+
+    /// Bytes per message.
+    fn len(&self) -> usize {
+        self.templates[0].len()
     }
 
     /// The stamp: connection id and sequence number as 16 hex digits.
@@ -58,21 +76,21 @@ impl Payload {
 
     /// How much of the stamp fits (its low digits, for payloads shorter than 16 bytes).
     fn stamped(&self) -> usize {
-        self.template.len().min(STAMP)
+        self.len().min(STAMP)
     }
 
     fn write(&self, dst: &mut [u8], id: u64, seq: u64) {
         let n = self.stamped();
-        dst.copy_from_slice(&self.template);
+        dst.copy_from_slice(self.template(seq));
         dst[..n].copy_from_slice(&Self::stamp(id, seq)[STAMP - n..]);
     }
 
     fn matches(&self, message: &Message<'_>, id: u64, seq: u64) -> bool {
         let n = self.stamped();
         message.kind == self.kind
-            && message.data.len() == self.template.len()
+            && message.data.len() == self.len()
             && message.data[..n] == Self::stamp(id, seq)[STAMP - n..]
-            && message.data[n..] == self.template[n..]
+            && message.data[n..] == self.template(seq)[n..]
     }
 }
 
@@ -110,7 +128,7 @@ impl EchoThread {
     fn send(&mut self, conn: &mut EchoConn, out: &mut Outbox, now: Instant) {
         let (id, seq) = (conn.id, conn.sent);
         let payload = &self.payload;
-        out.send_with(payload.kind, payload.template.len(), |dst| {
+        out.send_with(payload.kind, payload.len(), |dst| {
             payload.write(dst, id, seq);
         });
         conn.sent += 1;
@@ -282,9 +300,20 @@ mod tests {
             };
             assert!(!p.matches(&message, 7, 9));
         }
-        assert!(std::str::from_utf8(&Payload::new(1000, false, false).template).is_ok());
-        assert!(std::str::from_utf8(&Payload::new(1000, false, true).template).is_ok());
-        assert!(std::str::from_utf8(&Payload::new(1000, true, false).template).is_err());
+        assert!(std::str::from_utf8(Payload::new(1000, false, false).template(0)).is_ok());
+        assert!(std::str::from_utf8(Payload::new(1000, true, false).template(0)).is_err());
+        // JSON-like text in variants taken in turn, each checked against its own.
+        let json = Payload::new(1000, false, true);
+        assert!(std::str::from_utf8(json.template(3)).is_ok());
+        assert_ne!(json.template(3), json.template(4));
+        assert_eq!(json.template(3), json.template(3 + JSON_VARIANTS));
+        let mut buf = vec![0; 1000];
+        json.write(&mut buf, 1, 4);
+        let message = Message {
+            kind: MessageKind::Text,
+            data: &buf,
+        };
+        assert!(json.matches(&message, 1, 4));
     }
 
     #[test]

@@ -26,13 +26,30 @@ impl Sequence {
     }
 }
 
-/// Appends words separated by spaces to `out` until it has grown by exactly `len` bytes.
-/// ASCII without quotes or backslashes: it fits a JSON string as it is.
+/// Syllables of the rarer words: two or three make one of about 8,000.
+const SYLLABLES: &[&str] = &[
+    "ka", "lo", "mi", "sen", "tor", "va", "ri", "pel", "dun", "ex", "qua", "zo", "bri", "nat",
+    "ul", "fem", "gos", "hy", "jen", "wer",
+];
+
+/// Appends words separated by spaces to `out` until it has grown by exactly `len` bytes:
+/// half of them common chat words, the others rarer made-up words and numbers, so that the
+/// text compresses about as well as chat does (a few common words alone would compress
+/// far better, and make a compressor search long match chains). ASCII without quotes or
+/// backslashes: it fits a JSON string as it is.
 pub fn push_words(out: &mut String, len: usize, seed: u64) {
     let end = out.len() + len;
     let mut sequence = Sequence::new(seed);
     while out.len() < end {
-        out.push_str(WORDS[sequence.below(WORDS.len())]);
+        match sequence.below(4) {
+            0 | 1 => out.push_str(WORDS[sequence.below(WORDS.len())]),
+            2 => {
+                for _ in 0..2 + sequence.below(2) {
+                    out.push_str(SYLLABLES[sequence.below(SYLLABLES.len())]);
+                }
+            }
+            _ => out.push_str(&sequence.below(100_000).to_string()),
+        }
         out.push(' ');
     }
     out.truncate(end);
