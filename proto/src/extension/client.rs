@@ -202,7 +202,9 @@ mod tests {
             client_max_window_bits: Some(11),
             ..offer()
         };
-        let rows: &[(&DeflateOffer, &[&str], Option<[&str; 4]>)] = &[
+        /// An offer, the server's answer, and the agreement (`None`: declined).
+        type Row<'a> = (&'a DeflateOffer, &'a [&'a str], Option<[&'a str; 4]>);
+        let rows: &[Row] = &[
             // The server declined: no extension header.
             (&offer(), &[], None),
             (&offer(), &[""], None),

@@ -1,7 +1,7 @@
 //! Negotiating permessage-deflate (RFC 7692 §5, §7.1). The server's side is here: reading the
 //! client's `Sec-WebSocket-Extensions` offers, picking the first one this server can honour,
 //! and the response header that accepts it. The client's side (its offer, and the check of
-//! the answer) is in [`client`]; both read parameters with the same parser.
+//! the answer) is [`DeflateOffer`]; both read parameters with the same parser.
 //!
 //! An offer this server cannot honour, or one that breaks §7's rules (an unknown parameter, a
 //! repeated one, a bad value), is declined by not answering it; the handshake itself never
