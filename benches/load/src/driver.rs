@@ -22,8 +22,11 @@ use wsloop::proto::client_handshake::{self as handshake, ClientRequest, Response
 use wsloop::proto::extension::DeflateOffer;
 use wsloop::proto::frame::{decode_header, encode_header};
 use wsloop::proto::mask::{apply_mask, MaskKeys};
+
+pub use super::outbox::Outbox;
+use super::report::Wire;
 use wsloop::proto::{
-    close_code, Connection, Event as WsEvent, Limits, Message, MessageEncoder, MessageKind, Role,
+    close_code, Connection, Event as WsEvent, Limits, Message, MessageEncoder, Role,
 };
 
 /// The per-thread read buffer. Whole messages up to this size are handed out in place; a
@@ -93,58 +96,6 @@ pub trait Handler {
     ) -> Action;
 }
 
-/// Frames queued for one connection, masked with fresh keys (§5.3) and compressed when
-/// permessage-deflate was agreed, written in one go.
-#[derive(Debug)]
-pub struct Outbox {
-    buf: Vec<u8>,
-    written: usize,
-    encoder: MessageEncoder,
-    /// A payload to be compressed is built here first.
-    scratch: Vec<u8>,
-}
-
-impl Outbox {
-    fn new(bytes: Vec<u8>, encoder: MessageEncoder) -> Self {
-        Outbox {
-            buf: bytes,
-            written: 0,
-            encoder,
-            scratch: Vec::new(),
-        }
-    }
-
-    /// Queues a data message in one frame.
-    pub fn send(&mut self, kind: MessageKind, payload: &[u8]) {
-        self.encoder.encode(kind, payload, &mut self.buf);
-    }
-
-    /// Queues a data message of `len` bytes that `fill` writes: in place in the frame when
-    /// it goes out plain (no copy of a payload built elsewhere), else in a scratch buffer
-    /// that is then compressed.
-    pub fn send_with(&mut self, kind: MessageKind, len: usize, fill: impl FnOnce(&mut [u8])) {
-        if self.encoder.compresses(len) {
-            self.scratch.resize(len, 0);
-            fill(&mut self.scratch);
-            self.encoder.encode(kind, &self.scratch, &mut self.buf);
-            return;
-        }
-        let key = self.encoder.next_mask();
-        let header = encode_header(true, kind.opcode(), key, len as u64);
-        self.buf.extend_from_slice(header.as_bytes());
-        let start = self.buf.len();
-        self.buf.resize(start + len, 0);
-        fill(&mut self.buf[start..]);
-        if let Some(key) = key {
-            apply_mask(&mut self.buf[start..], key, 0);
-        }
-    }
-
-    fn is_flushed(&self) -> bool {
-        self.written == self.buf.len()
-    }
-}
-
 /// Connect and close timeouts.
 #[derive(Clone, Copy, Debug)]
 pub struct Timeouts {
@@ -206,33 +157,6 @@ pub struct Driver<C> {
     next_scan: Option<Instant>,
     /// Bytes read from and written to the sockets so far (handshakes included).
     wire: Wire,
-}
-
-/// Bytes on the wire, both ways.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Wire {
-    /// Read from the server.
-    pub bytes_in: u64,
-    /// Written to the server.
-    pub bytes_out: u64,
-}
-
-impl std::ops::Sub for Wire {
-    type Output = Wire;
-
-    fn sub(self, earlier: Wire) -> Wire {
-        Wire {
-            bytes_in: self.bytes_in - earlier.bytes_in,
-            bytes_out: self.bytes_out - earlier.bytes_out,
-        }
-    }
-}
-
-impl std::ops::AddAssign for Wire {
-    fn add_assign(&mut self, other: Wire) {
-        self.bytes_in += other.bytes_in;
-        self.bytes_out += other.bytes_out;
-    }
 }
 
 impl<C> Driver<C> {

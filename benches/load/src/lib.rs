@@ -17,6 +17,7 @@ pub mod driver;
 pub mod echo;
 pub mod net;
 pub mod opener;
+pub mod outbox;
 pub mod report;
 pub mod run;
 pub mod text;

@@ -12,8 +12,6 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 
-use super::driver::Wire;
-
 /// Longest latency the histograms hold (longer ones are recorded as this).
 const MAX_LATENCY_NS: u64 = 60_000_000_000;
 
@@ -222,6 +220,33 @@ impl ProcWindow {
     pub fn cpu_seconds(&self) -> f64 {
         let ticks = self.end.cpu_ticks.saturating_sub(self.start.cpu_ticks);
         ticks as f64 / clock_ticks_per_second() as f64
+    }
+}
+
+/// Bytes on the wire, both ways.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Wire {
+    /// Read from the server.
+    pub bytes_in: u64,
+    /// Written to the server.
+    pub bytes_out: u64,
+}
+
+impl std::ops::Sub for Wire {
+    type Output = Wire;
+
+    fn sub(self, earlier: Wire) -> Wire {
+        Wire {
+            bytes_in: self.bytes_in - earlier.bytes_in,
+            bytes_out: self.bytes_out - earlier.bytes_out,
+        }
+    }
+}
+
+impl std::ops::AddAssign for Wire {
+    fn add_assign(&mut self, other: Wire) {
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
     }
 }
 

@@ -13,9 +13,9 @@ use std::net::Ipv4Addr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::driver::{Driver, Handler, Timeouts, Wire};
+use super::driver::{Driver, Handler, Timeouts};
 use super::net::Target;
-use super::report::{sample, ProcSample, ProcWindow};
+use super::report::{sample, ProcSample, ProcWindow, Wire};
 use wsloop::proto::extension::DeflateOffer;
 use wsloop::proto::Limits;
 
