@@ -13,6 +13,13 @@
 //! - `deflate/{compress,compress_fresh,inflate}/{16B,4KiB_json,64KiB_json}`: permessage-deflate
 //!   per message (feature `deflate`): compressing with context takeover and on its own, and
 //!   inflating what was compressed on its own, in bytes/s of the uncompressed message.
+//! - `deflate_tiny/{one_byte_fragments,tiny_messages,tiny_messages_no_context_takeover,
+//!   final_block_messages,empty_fixed_blocks_per_byte}`: what a hostile peer's tiny
+//!   compressed frames cost a server `Connection`, in frames/s (1,000 to a buffer): one-byte
+//!   fragments of sync flushes, 5-byte messages with and without context takeover, messages
+//!   that are one empty final block; and, per byte, one message of 800 empty fixed-code
+//!   blocks (an inflater that built its Huffman tables for every block, as miniz_oxide does,
+//!   pays microseconds for each).
 //!
 //! Run: `cargo bench --bench codec` (a filter after `--` picks groups: `-- mask`).
 
@@ -204,8 +211,97 @@ fn deflate(c: &mut Criterion) {
     group.finish();
 }
 
+/// What a hostile peer's tiny compressed frames cost a server `Connection`, per frame, 1,000
+/// frames to a buffer (compare `poll_event/text_16B`, a plain 16-byte message).
 #[cfg(feature = "deflate")]
-criterion_group!(benches, mask, utf8, frame, poll_event, deflate);
+fn deflate_tiny(c: &mut Criterion) {
+    use wsloop::proto::extension::{negotiate, DeflateConfig};
+    /// RFC 7692 §7.2.3.1 and §7.2.3.2: "Hello", and "Hello" again as a back-reference.
+    const HELLO: &[u8] = &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+    const HELLO_AGAIN: &[u8] = &[0xf2, 0x00, 0x11, 0x00, 0x00];
+    let frame = |wire: &mut Vec<u8>, b0: u8, payload: &[u8]| {
+        let start = wire.len();
+        encode_frame(wire, b0 & 0x80 != 0, OpCode::Text, Some(KEY), payload);
+        wire[start] = b0; // FIN, RSV1 and the opcode as given
+    };
+    let mut cases: Vec<(&str, &str, Vec<u8>)> = Vec::new();
+    // One message of sync flushes (empty stored blocks) sent one byte per frame.
+    let mut wire = Vec::new();
+    let flushes = [0x00, 0x00, 0x00, 0xff, 0xff].repeat(FRAMES / 5);
+    for (i, byte) in flushes.iter().enumerate() {
+        let b0 = match i {
+            0 => 0x41,
+            _ if i == FRAMES - 1 => 0x80,
+            _ => 0x00,
+        };
+        frame(&mut wire, b0, &[*byte]);
+    }
+    cases.push(("one_byte_fragments", "permessage-deflate", wire));
+    // Tiny messages referring back into the window (context takeover).
+    let mut wire = Vec::new();
+    frame(&mut wire, 0xc1, HELLO);
+    (1..FRAMES).for_each(|_| frame(&mut wire, 0xc1, HELLO_AGAIN));
+    cases.push(("tiny_messages", "permessage-deflate", wire));
+    // The same without context takeover: an inflater made and dropped per message.
+    let mut wire = Vec::new();
+    (0..FRAMES).for_each(|_| frame(&mut wire, 0xc1, HELLO));
+    let no_takeover = "permessage-deflate; client_no_context_takeover";
+    cases.push(("tiny_messages_no_context_takeover", no_takeover, wire));
+    // Messages that are one empty final block: the window is reset after each.
+    let mut wire = Vec::new();
+    (0..FRAMES).for_each(|_| frame(&mut wire, 0xc1, &[0x03, 0x00]));
+    cases.push(("final_block_messages", "permessage-deflate", wire));
+    // One message of 800 empty blocks with fixed codes (10 bits each: BFINAL 0, BTYPE 01,
+    // the end-of-block code), 1,000 bytes that inflate to nothing; per element: per byte.
+    let blocks: Vec<u8> = (0..FRAMES)
+        .map(|byte| {
+            // Bit i of the stream is set when i is 1 modulo 10 (BTYPE's low bit).
+            (0..8).fold(0u8, |b, bit| {
+                b | (u8::from((byte * 8 + bit) % 10 == 1) << bit)
+            })
+        })
+        .chain([0x00]) // with the tail, an empty stored block (RFC 7692 §7.2.2)
+        .collect();
+    let mut wire = Vec::new();
+    frame(&mut wire, 0xc1, &blocks);
+    cases.push(("empty_fixed_blocks_per_byte", "permessage-deflate", wire));
+
+    let mut group = c.benchmark_group("deflate_tiny");
+    group.throughput(Throughput::Elements(FRAMES as u64));
+    for (label, offer, wire) in cases {
+        let agreed = negotiate(&DeflateConfig::default(), [offer]).unwrap();
+        group.bench_function(label, |b| {
+            let now = Instant::now();
+            b.iter_batched_ref(
+                || {
+                    let conn = Connection::new_server(Limits::default()).with_deflate(agreed);
+                    (conn, wire.clone())
+                },
+                |(conn, buf)| {
+                    let mut pos = 0;
+                    while pos < buf.len() {
+                        let (used, event) = conn.poll_event(&mut buf[pos..], now).unwrap();
+                        black_box(event);
+                        pos += used;
+                    }
+                },
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.finish();
+}
+
+#[cfg(feature = "deflate")]
+criterion_group!(
+    benches,
+    mask,
+    utf8,
+    frame,
+    poll_event,
+    deflate,
+    deflate_tiny
+);
 #[cfg(not(feature = "deflate"))]
 criterion_group!(benches, mask, utf8, frame, poll_event);
 criterion_main!(benches);

@@ -494,11 +494,12 @@ def fmt(v, digits: int) -> str:
 
 KEYS = {
     "echo": ["server_cpu_us_per_msg", "messages_per_s", "client_cpu_us_per_msg",
-             ("latency", "p50_us"), ("latency", "p99_us")],
+             ("latency", "p50_us"), ("latency", "p99_us"),
+             "wire_bytes_in_per_msg", "wire_bytes_out_per_msg"],
     "idle": ["rss_per_connection_bytes", "rss_before_kb", "rss_after_kb"],
     "heartbeat": ["rss_per_connection_bytes", "rss_before_kb", "rss_after_kb"],
     "broadcast": ["delivered_per_s", "server_cpu_us_per_frame", "client_cpu_us_per_frame",
-                  ("latency", "p50_us"), ("latency", "p99_us")],
+                  ("latency", "p50_us"), ("latency", "p99_us"), "wire_bytes_in_per_frame"],
 }
 
 

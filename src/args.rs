@@ -304,6 +304,11 @@ pub(crate) struct ClientArgs {
     #[cfg(feature = "tls")]
     #[arg(long, conflicts_with = "ca")]
     pub(crate) insecure: bool,
+    /// Offer permessage-deflate (RFC 7692) as browsers do; the connected line says what the
+    /// server agreed to.
+    #[cfg(feature = "deflate")]
+    #[arg(long)]
+    pub(crate) deflate: bool,
 }
 
 /// The client's URL, checked before connecting.

@@ -395,6 +395,10 @@ fn main() -> ExitCode {
                 timeout: Some(args.connect_timeout),
                 max_message: None,
                 tls,
+                #[cfg(feature = "deflate")]
+                deflate: args
+                    .deflate
+                    .then(wsloop::proto::extension::DeflateOffer::default),
             };
             let settings = wsloop::client::cli::Settings {
                 reconnect: args.reconnect,

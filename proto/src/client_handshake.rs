@@ -6,17 +6,36 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 
 use super::handshake::accept_key;
+#[cfg(feature = "deflate")]
+use crate::extension::{DeflateOffer, Negotiated};
 
 /// Largest response head accepted.
 pub const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 
-/// An upgrade request and the `Sec-WebSocket-Accept` its answer must carry.
-#[derive(Clone, Debug)]
+/// An upgrade request and what its answer must carry.
+#[derive(Clone, Debug, Default)]
 pub struct ClientRequest {
     /// The request head.
     pub bytes: Vec<u8>,
     /// base64(SHA-1(key ++ GUID)) for this request's key (§4.2.2).
     pub accept: String,
+    /// The permessage-deflate offer the request makes, if any.
+    #[cfg(feature = "deflate")]
+    deflate: Option<DeflateOffer>,
+}
+
+#[cfg(feature = "deflate")]
+impl ClientRequest {
+    /// The same request offering permessage-deflate (RFC 7692): the
+    /// `Sec-WebSocket-Extensions` header is added, and [`check_response`] checks the answer
+    /// against the offer.
+    pub fn with_deflate(mut self, offer: DeflateOffer) -> Self {
+        let end = self.bytes.len() - 2; // before the blank line that ends the head
+        let line = format!("Sec-WebSocket-Extensions: {}\r\n", offer.header_value());
+        self.bytes.splice(end..end, line.into_bytes());
+        self.deflate = Some(offer);
+        self
+    }
 }
 
 /// Builds the upgrade request for `path` on `host` with a key made of `nonce` (§4.1: "a
@@ -48,6 +67,8 @@ pub fn request(
     ClientRequest {
         bytes: head.into_bytes(),
         accept: accept_key(&key),
+        #[cfg(feature = "deflate")]
+        deflate: None,
     }
 }
 
@@ -62,14 +83,18 @@ pub enum Response {
         head_len: usize,
         /// The subprotocol the server chose.
         protocol: Option<String>,
+        /// What was agreed for permessage-deflate (`None`: the server declined the offer,
+        /// or none was made).
+        #[cfg(feature = "deflate")]
+        deflate: Option<Negotiated>,
     },
     /// Anything else, with the reason (the status and the start of the body for an HTTP
     /// error).
     Refused(String),
 }
 
-/// Checks the response head in `buf` (which may hold frames after it).
-pub fn check_response(buf: &[u8], accept: &str) -> Response {
+/// Checks the response head in `buf` (which may hold frames after it) against `request`.
+pub fn check_response(buf: &[u8], request: &ClientRequest) -> Response {
     let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
         return if buf.len() > MAX_RESPONSE_HEAD {
             Response::Refused("response head too large".into())
@@ -99,13 +124,44 @@ pub fn check_response(buf: &[u8], accept: &str) -> Response {
     // §4.1: "If the response lacks a |Sec-WebSocket-Accept| header field or the
     // |Sec-WebSocket-Accept| contains a value other than [the expected one] ... the client
     // MUST _Fail the WebSocket Connection_."
-    if header("Sec-WebSocket-Accept") != Some(accept.as_bytes()) {
+    if header("Sec-WebSocket-Accept") != Some(request.accept.as_bytes()) {
         return Response::Refused("wrong Sec-WebSocket-Accept".into());
     }
     let protocol = header("Sec-WebSocket-Protocol")
         .and_then(|v| std::str::from_utf8(v).ok())
         .map(str::to_owned);
-    Response::Accepted { head_len, protocol }
+    let extensions: Vec<_> = response
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("Sec-WebSocket-Extensions"))
+        .map(|h| String::from_utf8_lossy(h.value))
+        .collect();
+    #[cfg(feature = "deflate")]
+    let deflate = match &request.deflate {
+        Some(offer) => match offer.accept(extensions.iter().map(|v| &**v)) {
+            Ok(agreed) => agreed,
+            Err(why) => return Response::Refused(why),
+        },
+        None => None,
+    };
+    #[cfg(feature = "deflate")]
+    let offered = request.deflate.is_some();
+    #[cfg(not(feature = "deflate"))]
+    let offered = false;
+    // §4.1: "If the response includes a |Sec-WebSocket-Extensions| header field and this
+    // header field indicates the use of an extension that was not present in the client's
+    // handshake ... the client MUST _Fail the WebSocket Connection_."
+    if let Some(value) = extensions.iter().find(|v| !offered && !v.trim().is_empty()) {
+        return Response::Refused(format!(
+            "the server answered an extension that was not offered: {value}"
+        ));
+    }
+    Response::Accepted {
+        head_len,
+        protocol,
+        #[cfg(feature = "deflate")]
+        deflate,
+    }
 }
 
 #[cfg(test)]
@@ -131,34 +187,105 @@ mod tests {
         assert_eq!(r.accept, accept_key("AQIDBAUGBwgJCgsMDQ4PEA=="));
     }
 
-    #[test]
-    fn responses() {
-        // RFC 6455 §1.3: the sample key and its accept value.
-        let accept = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
-        let mut ok = format!(
+    /// RFC 6455 §1.3: the sample nonce, whose key is "dGhlIHNhbXBsZSBub25jZQ==".
+    fn sample_request() -> ClientRequest {
+        request("h", "/", *b"the sample nonce", &[], &[])
+    }
+
+    /// A 101 for the sample request with `extra` header lines, and an empty text frame
+    /// right behind the head.
+    fn switching(extra: &str) -> Vec<u8> {
+        let mut bytes = format!(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
-             Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\
-             Sec-WebSocket-Protocol: chat\r\n\r\n"
+             Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
+             {extra}\r\n"
         )
         .into_bytes();
-        ok.extend_from_slice(&[0x81, 0x00]); // an empty text frame right behind the head
+        bytes.extend_from_slice(&[0x81, 0x00]);
+        bytes
+    }
+
+    #[test]
+    fn responses() {
+        let request = sample_request();
+        assert_eq!(request.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        let ok = switching("Sec-WebSocket-Protocol: chat\r\n");
         let ok = &ok[..];
         assert_eq!(
-            check_response(ok, accept),
+            check_response(ok, &request),
             Response::Accepted {
                 head_len: ok.len() - 2,
                 protocol: Some("chat".into()),
+                #[cfg(feature = "deflate")]
+                deflate: None,
             }
         );
-        assert_eq!(check_response(&ok[..20], accept), Response::Partial);
-        assert!(matches!(check_response(ok, "other"), Response::Refused(_)));
+        assert_eq!(check_response(&ok[..20], &request), Response::Partial);
+        let other = ClientRequest {
+            accept: "other".into(),
+            ..sample_request()
+        };
         assert_eq!(
-            check_response(b"HTTP/1.1 401 Unauthorized\r\n\r\nno token\n", accept),
+            check_response(ok, &other),
+            Response::Refused("wrong Sec-WebSocket-Accept".into())
+        );
+        assert_eq!(
+            check_response(b"HTTP/1.1 401 Unauthorized\r\n\r\nno token\n", &request),
             Response::Refused("HTTP status 401 instead of 101: no token".into())
         );
         assert!(matches!(
-            check_response(&[b'x'; MAX_RESPONSE_HEAD + 1], accept),
+            check_response(&[b'x'; MAX_RESPONSE_HEAD + 1], &request),
             Response::Refused(_)
         ));
+    }
+
+    #[test]
+    fn an_extension_that_was_not_offered_fails_the_connection() {
+        let answer = switching("Sec-WebSocket-Extensions: permessage-deflate\r\n");
+        assert_eq!(
+            check_response(&answer, &sample_request()),
+            Response::Refused(
+                "the server answered an extension that was not offered: permessage-deflate".into()
+            )
+        );
+        // An empty value names no extension.
+        let empty = switching("Sec-WebSocket-Extensions: \r\n");
+        assert!(matches!(
+            check_response(&empty, &sample_request()),
+            Response::Accepted { .. }
+        ));
+    }
+
+    #[cfg(feature = "deflate")]
+    #[test]
+    fn a_deflate_offer_and_its_answer() {
+        let request = sample_request().with_deflate(DeflateOffer::default());
+        let text = String::from_utf8(request.bytes.clone()).unwrap();
+        assert!(text.ends_with(
+            "Sec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
+        ));
+        let answer = switching(
+            "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n",
+        );
+        let Response::Accepted { deflate, .. } = check_response(&answer, &request) else {
+            panic!("refused");
+        };
+        let agreed = deflate.unwrap();
+        assert!(agreed.server_no_context_takeover && !agreed.client_no_context_takeover);
+        // Declined: no extension header.
+        let Response::Accepted { deflate, .. } = check_response(&switching(""), &request) else {
+            panic!("refused");
+        };
+        assert_eq!(deflate, None);
+        // An answer breaking §7 fails the connection, with the reason.
+        let answer = switching(
+            "Sec-WebSocket-Extensions: permessage-deflate\r\n\
+             Sec-WebSocket-Extensions: permessage-deflate\r\n",
+        );
+        assert_eq!(
+            check_response(&answer, &request),
+            Response::Refused("the server answered permessage-deflate twice".into())
+        );
     }
 }

@@ -4,6 +4,7 @@
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
+use crate::event::Role;
 use crate::extension::Negotiated;
 
 /// §7.2.1: the bytes a sync flush ends with, removed from each compressed message and
@@ -28,14 +29,17 @@ pub enum InflateError {
 /// An inflater for one direction of one connection.
 pub struct Inflater {
     raw: Decompress,
-    /// The sender ended its DEFLATE stream (a block with BFINAL) inside this message.
+    /// The sender ended its DEFLATE stream (a block with BFINAL) and nothing followed yet.
     ended: bool,
+    /// A stream ended in the message in progress (see [`Inflater::inflate`]).
+    ended_in_message: bool,
 }
 
 impl std::fmt::Debug for Inflater {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Inflater")
             .field("ended", &self.ended)
+            .field("ended_in_message", &self.ended_in_message)
             .finish()
     }
 }
@@ -52,6 +56,7 @@ impl Inflater {
         Inflater {
             raw: Decompress::new(false),
             ended: false,
+            ended_in_message: false,
         }
     }
 
@@ -95,9 +100,18 @@ impl Inflater {
                 return Err(InflateError::TooLarge);
             }
             match status {
+                // §7.2.3.4: a sender may end a message with a final block; the bytes after
+                // it (with the tail, an empty block) start a new stream. A second end in one
+                // message is no sender's way of flushing, and each end costs a reset that
+                // clears the 32 KiB window: refused, so that a message of two-byte final
+                // blocks cannot buy 32 KiB of work with every two bytes.
+                Ok(Status::StreamEnd) if self.ended_in_message => {
+                    return Err(InflateError::Corrupt)
+                }
                 Ok(Status::StreamEnd) => {
                     self.raw.reset(false);
                     self.ended = true;
+                    self.ended_in_message = true;
                 }
                 Ok(Status::Ok) if used > 0 || produced > 0 => {}
                 // No progress with room to write: the input cannot be inflated.
@@ -115,6 +129,7 @@ impl Inflater {
             self.inflate(&TAIL, out, limit)?;
         }
         self.ended = false;
+        self.ended_in_message = false;
         Ok(())
     }
 
@@ -122,6 +137,7 @@ impl Inflater {
     pub fn reset(&mut self) {
         self.raw.reset(false);
         self.ended = false;
+        self.ended_in_message = false;
     }
 }
 
@@ -188,67 +204,89 @@ pub enum Outgoing {
     Stream,
 }
 
+/// What one end needs to compress what it sends: the agreement, the role it plays in it
+/// (which parameters govern its sending), and, once used, its own compressor.
+#[derive(Debug)]
+pub(crate) struct Sending {
+    pub(crate) agreed: Negotiated,
+    role: Role,
+    /// Boxed: zlib-rs keeps its stream inline, and an idle connection should not carry it.
+    deflater: Option<Box<Deflater>>,
+}
+
+impl Sending {
+    pub(crate) fn new(agreed: Negotiated, role: Role) -> Self {
+        Sending {
+            agreed,
+            role,
+            deflater: None,
+        }
+    }
+
+    pub(crate) fn outgoing(&self, len: usize) -> Outgoing {
+        self.agreed.outgoing(self.role, len)
+    }
+
+    /// Appends `payload` compressed with this end's own compressor; `fresh`: on its own.
+    pub(crate) fn compress(&mut self, payload: &[u8], out: &mut Vec<u8>, fresh: bool) {
+        let level = self.agreed.level;
+        self.deflater
+            .get_or_insert_with(|| Box::new(Deflater::new(level)))
+            .compress_message(payload, out, fresh);
+    }
+
+    fn memory(&self) -> usize {
+        self.deflater.as_ref().map_or(0, |_| DEFLATER_BYTES)
+    }
+}
+
 /// A connection's permessage-deflate state: what was agreed, and the inflater and
 /// compressor, each allocated only while needed (an inflater for a message in progress or,
 /// with context takeover, for the connection's life; a compressor only with context takeover).
 #[derive(Debug)]
 pub(crate) struct Session {
-    pub(crate) agreed: Negotiated,
-    inflater: Option<Inflater>,
-    deflater: Option<Deflater>,
+    pub(crate) sending: Sending,
+    /// Boxed like the compressor.
+    inflater: Option<Box<Inflater>>,
 }
 
-/// What an inflater holds (miniz_oxide's `InflateState`: the 32 KiB window and the
-/// decoding tables), for memory accounting.
-pub const INFLATER_BYTES: usize = 43_296;
-/// What a compressor holds (miniz_oxide's `CompressorOxide`: window, hash chains, output
-/// buffers), for memory accounting.
-pub const DEFLATER_BYTES: usize = 319_326;
+/// What a boxed inflater holds once used (zlib-rs: its state and the 32 KiB window), for
+/// memory accounting; `proto/tests/inflate_cost.rs` checks it against an allocator's count.
+pub const INFLATER_BYTES: usize = 47_712;
+/// What a boxed compressor holds once used (zlib-rs at memory level 8: window, hash chains,
+/// output buffer), for memory accounting; checked the same way.
+pub const DEFLATER_BYTES: usize = 380_176;
 
 impl Session {
-    pub(crate) fn new(agreed: Negotiated) -> Self {
+    pub(crate) fn new(agreed: Negotiated, role: Role) -> Self {
         Session {
-            agreed,
+            sending: Sending::new(agreed, role),
             inflater: None,
-            deflater: None,
         }
     }
 
     /// The inflater for the message in progress.
     pub(crate) fn inflater(&mut self) -> &mut Inflater {
-        self.inflater.get_or_insert_with(Inflater::new)
+        self.inflater.get_or_insert_with(Box::default)
     }
 
-    /// A compressed message is complete: with `client_no_context_takeover` the window is of
-    /// no further use, and the inflater's memory goes back.
+    /// A compressed message is complete: when the peer compresses each message on its own,
+    /// the window is of no further use, and the inflater's memory goes back.
     pub(crate) fn message_done(&mut self) {
-        if self.agreed.client_no_context_takeover {
+        let peer = match self.sending.role {
+            Role::Server => Role::Client,
+            Role::Client => Role::Server,
+        };
+        if self.sending.agreed.sender_rules(peer).0 {
             self.inflater = None;
         }
-    }
-
-    pub(crate) fn outgoing(&self, len: usize) -> Outgoing {
-        if !self.agreed.compresses(len) {
-            Outgoing::Plain
-        } else if self.agreed.server_no_context_takeover {
-            Outgoing::Fresh
-        } else {
-            Outgoing::Stream
-        }
-    }
-
-    pub(crate) fn compress(&mut self, payload: &[u8], out: &mut Vec<u8>) {
-        let level = self.agreed.level;
-        self.deflater
-            .get_or_insert_with(|| Deflater::new(level))
-            .compress_message(payload, out, false);
     }
 
     /// Bytes held for compression now (approximate: the backend's state sizes).
     pub(crate) fn memory(&self) -> usize {
         std::mem::size_of::<Self>()
             + self.inflater.as_ref().map_or(0, |_| INFLATER_BYTES)
-            + self.deflater.as_ref().map_or(0, |_| DEFLATER_BYTES)
+            + self.sending.memory()
     }
 }
 

@@ -37,6 +37,7 @@ pub mod connection;
 mod control;
 #[cfg(feature = "deflate")]
 pub mod deflate;
+pub mod encoder;
 pub mod error;
 pub mod event;
 #[cfg(feature = "deflate")]
@@ -54,6 +55,7 @@ pub use code as close_code;
 pub use code::Policy;
 pub use connection::Connection;
 pub use control::ControlFrame;
+pub use encoder::MessageEncoder;
 pub use error::ProtocolError;
 pub use event::{Event, Message, MessageKind, Role};
 pub use frame::OpCode;

@@ -194,7 +194,7 @@ fn connect_loop(
         match Client::connect_with(url, options) {
             Ok(client) => {
                 backoff.reset();
-                output.status(&format!("connected to {url}"));
+                output.status(&format!("connected to {url}{}", agreed(&client, options)));
                 let mut session = Session {
                     client,
                     current,
@@ -237,6 +237,20 @@ fn connect_loop(
             Err(_) => {}
         }
     }
+}
+
+/// What the connected line adds about permessage-deflate: what was agreed, or that the
+/// server declined the offer.
+fn agreed(client: &Client, options: &ClientOptions) -> String {
+    #[cfg(feature = "deflate")]
+    if options.deflate.is_some() {
+        return match client.deflate() {
+            Some(agreed) => format!(" with {}", agreed.response_header()),
+            None => " (the server declined permessage-deflate)".to_owned(),
+        };
+    }
+    let _ = (client, options);
+    String::new()
 }
 
 /// Turns SIGINT into [`Input::Interrupt`].

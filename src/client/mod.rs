@@ -20,10 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::proto::client_handshake::{self, Response, MAX_RESPONSE_HEAD};
-use crate::proto::frame::{encode_frame, OpCode};
-use crate::proto::mask::MaskKeys;
-use crate::proto::{Connection, Event, Limits, MessageKind, ProtocolError};
-use transport::{ReadHalf, SharedWriter, WriteHalf};
+use crate::proto::{Connection, Event, Limits, MessageEncoder, MessageKind, ProtocolError};
+use transport::{ReadHalf, SharedWriter};
 
 /// Why a client operation failed.
 #[derive(Debug)]
@@ -165,6 +163,10 @@ pub struct ClientOptions {
     pub max_message: Option<u64>,
     /// Certificate checks for `wss://`.
     pub tls: TlsOptions,
+    /// Offer permessage-deflate (RFC 7692); what the server agreed to is then
+    /// [`Client::deflate`], and messages are compressed and inflated as agreed.
+    #[cfg(feature = "deflate")]
+    pub deflate: Option<crate::proto::extension::DeflateOffer>,
 }
 
 /// A connected WebSocket client.
@@ -173,6 +175,9 @@ pub struct Client {
     stream: ReadHalf,
     /// The write side, shared with [`ClientWriter`]s so frames never interleave.
     writer: SharedWriter,
+    /// Frames data messages (masks, compression), shared with [`ClientWriter`]s: with
+    /// permessage-deflate's context takeover there is one compressor per connection.
+    encoder: Arc<Mutex<MessageEncoder>>,
     conn: Connection,
     buf: Vec<u8>,
     start: usize,
@@ -230,15 +235,36 @@ impl Client {
             &options.protocols,
             &options.headers,
         );
+        #[cfg(feature = "deflate")]
+        let request = match &options.deflate {
+            Some(offer) => request.with_deflate(offer.clone()),
+            None => request,
+        };
         lock(&writer)?.write_all(&request.bytes)?;
 
         let mut buf = vec![0u8; MAX_RESPONSE_HEAD + 1];
         let mut end = 0;
-        let (head_len, protocol) = loop {
+        let (head_len, protocol, conn) = loop {
             let n = stream.read(&mut buf[end..])?;
             end += n;
-            match client_handshake::check_response(&buf[..end], &request.accept) {
-                Response::Accepted { head_len, protocol } => break (head_len, protocol),
+            match client_handshake::check_response(&buf[..end], &request) {
+                Response::Accepted {
+                    head_len,
+                    protocol,
+                    #[cfg(feature = "deflate")]
+                    deflate,
+                } => {
+                    let limits = Limits::with_max_message(
+                        options.max_message.unwrap_or(Limits::default().max_message),
+                    );
+                    let conn = Connection::new_client(limits, random_u64());
+                    #[cfg(feature = "deflate")]
+                    let conn = match deflate {
+                        Some(agreed) => conn.with_deflate(agreed),
+                        None => conn,
+                    };
+                    break (head_len, protocol, conn);
+                }
                 Response::Refused(why) => return Err(ClientError::Handshake(why)),
                 Response::Partial if n == 0 || end == buf.len() => {
                     return Err(ClientError::Handshake(
@@ -248,12 +274,11 @@ impl Client {
                 Response::Partial => {}
             }
         };
-        let limits =
-            Limits::with_max_message(options.max_message.unwrap_or(Limits::default().max_message));
         Ok(Client {
             writer,
+            encoder: Arc::new(Mutex::new(conn.encoder(random_u64()))),
             stream,
-            conn: Connection::new_client(limits, random_u64()),
+            conn,
             buf,
             start: head_len,
             end,
@@ -264,6 +289,12 @@ impl Client {
     /// The subprotocol the server chose.
     pub fn protocol(&self) -> Option<&str> {
         self.protocol.as_deref()
+    }
+
+    /// What was agreed for permessage-deflate (`None`: not offered, or declined).
+    #[cfg(feature = "deflate")]
+    pub fn deflate(&self) -> Option<&crate::proto::extension::Negotiated> {
+        self.conn.deflate()
     }
 
     /// Sets the read timeout (`None`: block).
@@ -281,12 +312,12 @@ impl Client {
         self.send(MessageKind::Binary, data)
     }
 
-    /// Sends a data message in one frame.
+    /// Sends a data message in one frame (compressed if agreed and worth it).
     pub fn send(&mut self, kind: MessageKind, data: &[u8]) -> Result<(), ClientError> {
         if !self.conn.is_open() {
             return Err(ClientError::Closed);
         }
-        write_frame(&self.writer, kind.opcode(), self.conn.next_mask(), data)
+        write_message(&self.encoder, &self.writer, kind, data)
     }
 
     /// Sends a ping (at most 125 bytes of payload, RFC 6455 §5.5).
@@ -307,7 +338,7 @@ impl Client {
     pub fn writer(&self) -> ClientWriter {
         ClientWriter {
             stream: Arc::clone(&self.writer),
-            keys: MaskKeys::new(random_u64()),
+            encoder: Arc::clone(&self.encoder),
         }
     }
 
@@ -376,18 +407,13 @@ impl Client {
 /// Sends data messages on a [`Client`]'s connection from another thread.
 pub struct ClientWriter {
     stream: SharedWriter,
-    keys: MaskKeys,
+    encoder: Arc<Mutex<MessageEncoder>>,
 }
 
 impl ClientWriter {
-    /// Sends a data message in one frame.
+    /// Sends a data message in one frame (compressed if agreed and worth it).
     pub fn send(&mut self, kind: MessageKind, data: &[u8]) -> Result<(), ClientError> {
-        write_frame(
-            &self.stream,
-            kind.opcode(),
-            Some(self.keys.next_key()),
-            data,
-        )
+        write_message(&self.encoder, &self.stream, kind, data)
     }
 
     /// Sends a text message.
@@ -401,21 +427,24 @@ impl ClientWriter {
     }
 }
 
-fn lock(stream: &Mutex<WriteHalf>) -> Result<std::sync::MutexGuard<'_, WriteHalf>, ClientError> {
-    stream
+fn lock<T>(shared: &Mutex<T>) -> Result<std::sync::MutexGuard<'_, T>, ClientError> {
+    shared
         .lock()
         .map_err(|_| ClientError::Io(io::Error::other("writer lock poisoned")))
 }
 
-/// Encodes and writes one whole frame under the write lock.
-fn write_frame(
-    stream: &Mutex<WriteHalf>,
-    opcode: OpCode,
-    mask: Option<[u8; 4]>,
+/// Encodes one message and writes its frame. The encoder stays locked until the frame is
+/// written: with context takeover, messages must reach the peer in the order they were
+/// compressed (RFC 7692 §7.2.1).
+fn write_message(
+    encoder: &Mutex<MessageEncoder>,
+    stream: &SharedWriter,
+    kind: MessageKind,
     payload: &[u8],
 ) -> Result<(), ClientError> {
+    let mut encoder = lock(encoder)?;
     let mut frame = Vec::with_capacity(payload.len() + 14);
-    encode_frame(&mut frame, true, opcode, mask, payload);
+    encoder.encode(kind, payload, &mut frame);
     lock(stream)?.write_all(&frame)?;
     Ok(())
 }

@@ -154,9 +154,9 @@ impl Server {
         Server::spawn(command, &format!("example {name}"), false)
     }
 
-    /// Spawns `command` and waits for a line `... listening on ws://ADDR/` on its standard
-    /// output.
-    fn spawn(command: Command, what: &str, capture_stderr: bool) -> Server {
+    /// Spawns `command` (any server that prints a line `... listening on ws://ADDR/` on its
+    /// standard output when ready) and waits for that line.
+    pub fn spawn(command: Command, what: &str, capture_stderr: bool) -> Server {
         Server::spawn_listening(command, what, 1, capture_stderr)
     }
 

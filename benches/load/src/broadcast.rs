@@ -1,8 +1,9 @@
 //! `wsloop-bench broadcast`: publishers and subscribers on `wsloop serve` speaking the chat
 //! protocol of PROTOCOL.md.
 //!
-//! A publisher's `content` is `P:SEQ:MICROS:` padded with `x`: its index, a sequence number
-//! and the send time in microseconds since the run's epoch (one clock for all threads).
+//! A publisher's `content` is `P:SEQ:MICROS:` padded with words (`text::push_words`, so that
+//! it compresses as chat does): its index, a sequence number and the send time in
+//! microseconds since the run's epoch (one clock for all threads).
 //! Each subscriber checks that, per publisher, the sequence numbers arrive once each and in
 //! order, and takes the publish-to-receive latency from MICROS. At the end every subscriber
 //! must have had every message: what a publisher sent and a subscriber never saw is
@@ -21,7 +22,7 @@ use super::driver::{Action, Driver, End, Event, Handler, Outbox};
 use super::opener::Opener;
 use super::report::{Report, Tally};
 use super::run::{self, Scenario, Window};
-use super::{share, BroadcastArgs, Protocol, Via};
+use super::{share, text, BroadcastArgs, Protocol, Via};
 use wsloop::proto::{Message, MessageKind};
 
 /// The most a publisher catches up after falling behind its rate.
@@ -172,9 +173,11 @@ impl BroadcastThread<'_> {
             self.text.push_str(&self.wire.publish_prefix);
             let content_start = self.text.len();
             let _ = write!(self.text, "{}:{}:{micros}:", p.index, p.next_seq);
-            while self.text.len() - content_start < self.wire.size {
-                self.text.push('x');
-            }
+            let padding = self
+                .wire
+                .size
+                .saturating_sub(self.text.len() - content_start);
+            text::push_words(&mut self.text, padding, p.next_seq);
             self.text.push_str(self.wire.publish_suffix);
             out.send(MessageKind::Text, self.text.as_bytes());
             p.next_seq += 1;
@@ -505,6 +508,7 @@ pub fn run(args: &BroadcastArgs) -> Result<Report, String> {
     );
     report.latency("latency", "publish->receive", &tally.latency);
     report.cpu(outcome.server.as_ref(), &outcome.client, "frame", delivered);
+    report.wire(outcome.wire, "frame", delivered);
     report.figure("sent", "sent in all", sent);
     report.figure("expected", "expected", expected);
     report.figure("received_in_order", "received", in_order);

@@ -13,7 +13,8 @@ use super::driver::{Action, Driver, Event, Handler, Outbox};
 use super::opener::Opener;
 use super::report::{Report, Tally};
 use super::run::{self, Scenario, Window};
-use super::{share, ConnectArgs, IdleArgs};
+use super::{share, text, ConnectArgs, IdleArgs};
+use wsloop::proto::MessageKind;
 
 /// After a failed connect (e.g. no free port), wait this long before trying again.
 const RETRY: Duration = Duration::from_millis(10);
@@ -144,17 +145,20 @@ pub fn run_connect(args: &ConnectArgs) -> Result<Report, String> {
 #[derive(Debug)]
 pub struct IdleThread {
     opener: Opener<()>,
+    /// Sent by each connection once open (`--first-message`); the echo makes it ready.
+    first: Option<String>,
     tally: Tally,
 }
 
 impl Handler for IdleThread {
     type Conn = ();
 
-    fn on_event(&mut self, _: &mut (), event: Event<'_>, _: &mut Outbox, _: Instant) -> Action {
-        match event {
-            Event::Opened => self.opener.ready(),
-            Event::Message(_) => {}
-            Event::Ended(end) => {
+    fn on_event(&mut self, _: &mut (), event: Event<'_>, out: &mut Outbox, _: Instant) -> Action {
+        match (event, &self.first) {
+            (Event::Opened, None) | (Event::Message(_), Some(_)) => self.opener.ready(),
+            (Event::Opened, Some(first)) => out.send(MessageKind::Text, first.as_bytes()),
+            (Event::Message(_), None) => {}
+            (Event::Ended(end), _) => {
                 if let Some(e) = end.error() {
                     self.tally.errors.add(e);
                 }
@@ -194,6 +198,7 @@ pub fn run_idle(args: &IdleArgs) -> Result<Report, String> {
             share(args.connections, threads, t).map(|_| ()).collect(),
             common.concurrency,
         ),
+        first: args.first_message.map(|len| text::json_like(len, 7)),
         tally: Tally::default(),
     })?;
     let tally = Tally::sum(outcome.threads.iter().map(|t| &t.tally));
@@ -202,9 +207,16 @@ pub fn run_idle(args: &IdleArgs) -> Result<Report, String> {
         .ok_or("the server's /proc entries could not be read")?;
     let grown_kb = server.start.rss_kb.saturating_sub(server.before.rss_kb);
     let per_connection = grown_kb as f64 * 1024.0 / args.connections as f64;
-    let what = format!("{} connections held", args.connections);
+    let what = match args.first_message {
+        Some(len) => format!(
+            "{} connections held, each after one {len}-byte echo",
+            args.connections
+        ),
+        None => format!("{} connections held", args.connections),
+    };
     let mut report = common.report(&plan, "idle", &what);
     report.set("connections", args.connections);
+    report.set("first_message", args.first_message);
     report.set("rss_before_kb", server.before.rss_kb);
     report.set("rss_after_kb", server.start.rss_kb);
     report.set("rss_end_kb", server.end.rss_kb);

@@ -20,10 +20,15 @@ use super::net::{self, Target};
 use super::reflect::unmask_reflected;
 use super::stream::{Stream, TlsTarget};
 use wsloop::client::tls::tls_error;
-use wsloop::proto::client_handshake::{self as handshake, Response};
-use wsloop::proto::frame::encode_header;
+use wsloop::proto::client_handshake::{self as handshake, ClientRequest, Response};
+use wsloop::proto::extension::DeflateOffer;
 use wsloop::proto::mask::{apply_mask, MaskKeys};
-use wsloop::proto::{close_code, Connection, Event as WsEvent, Limits, Message, MessageKind};
+
+pub use super::outbox::Outbox;
+use super::report::Wire;
+use wsloop::proto::{
+    close_code, Connection, Event as WsEvent, Limits, Message, MessageEncoder, Role,
+};
 
 /// The per-thread read buffer. Whole messages up to this size are handed out in place; a
 /// larger one is gathered by the protocol core as it arrives, so only a partial frame
@@ -92,45 +97,6 @@ pub trait Handler {
     ) -> Action;
 }
 
-/// Frames queued for one connection, masked with fresh keys (§5.3), written in one go.
-#[derive(Debug)]
-pub struct Outbox {
-    buf: Vec<u8>,
-    written: usize,
-    keys: MaskKeys,
-}
-
-impl Outbox {
-    fn new(bytes: Vec<u8>, keys: MaskKeys) -> Self {
-        Outbox {
-            buf: bytes,
-            written: 0,
-            keys,
-        }
-    }
-
-    /// Queues a data message in one frame.
-    pub fn send(&mut self, kind: MessageKind, payload: &[u8]) {
-        self.send_with(kind, payload.len(), |dst| dst.copy_from_slice(payload));
-    }
-
-    /// Queues a data message of `len` bytes that `fill` writes in place (no copy of a
-    /// payload built elsewhere).
-    pub fn send_with(&mut self, kind: MessageKind, len: usize, fill: impl FnOnce(&mut [u8])) {
-        let key = self.keys.next_key();
-        let header = encode_header(true, kind.opcode(), Some(key), len as u64);
-        self.buf.extend_from_slice(header.as_bytes());
-        let start = self.buf.len();
-        self.buf.resize(start + len, 0);
-        fill(&mut self.buf[start..]);
-        apply_mask(&mut self.buf[start..], key, 0);
-    }
-
-    fn is_flushed(&self) -> bool {
-        self.written == self.buf.len()
-    }
-}
-
 /// Connect and close timeouts.
 #[derive(Clone, Copy, Debug)]
 pub struct Timeouts {
@@ -142,10 +108,11 @@ pub struct Timeouts {
 
 #[derive(Debug)]
 enum Phase {
-    /// TCP connect in progress; the request waits in the outbox. Holds the expected accept.
-    Connecting(String),
+    /// TCP connect in progress; the request waits in the outbox. Holds what the answer must
+    /// carry (its bytes are in the outbox).
+    Connecting(ClientRequest),
     /// Request sent, reading the response head.
-    Handshaking(String),
+    Handshaking(ClientRequest),
     /// Frames flow (possibly closing).
     Open,
 }
@@ -179,8 +146,6 @@ pub struct Driver<C> {
     ready: Vec<usize>,
     clients: Slab<Client<C>>,
     target: Target,
-    /// `wss://`: each connection runs TLS with this.
-    tls: Option<TlsTarget>,
     sources: Vec<Ipv4Addr>,
     next_source: usize,
     random: MaskKeys,
@@ -188,14 +153,20 @@ pub struct Driver<C> {
     timeouts: Timeouts,
     limits: Limits,
     accept_masked: bool,
+    /// `wss://`: each connection runs TLS with this.
+    tls: Option<TlsTarget>,
+    /// Offer permessage-deflate on every connection.
+    deflate: Option<DeflateOffer>,
     next_scan: Option<Instant>,
+    /// Bytes read from and written to the sockets so far (handshakes included).
+    wire: Wire,
 }
 
 impl<C> Driver<C> {
     /// A driver for connections to `target`, bound round-robin to `sources` (starting at
     /// `first_source`; none: the kernel picks the source address), over TLS with `tls`.
     /// `accept_masked`: the server reflects the client's masked frames (see
-    /// `unmask_reflected`).
+    /// `unmask_reflected`). `deflate`: the permessage-deflate offer every connection makes.
     pub fn new(
         target: Target,
         tls: Option<TlsTarget>,
@@ -204,6 +175,7 @@ impl<C> Driver<C> {
         timeouts: Timeouts,
         limits: Limits,
         accept_masked: bool,
+        deflate: Option<DeflateOffer>,
     ) -> io::Result<Self> {
         Ok(Driver {
             poll: Poll::new()?,
@@ -212,7 +184,6 @@ impl<C> Driver<C> {
             ready: Vec::new(),
             clients: Slab::new(),
             target,
-            tls,
             sources,
             next_source: first_source,
             random: MaskKeys::new(RandomState::new().build_hasher().finish()),
@@ -220,8 +191,16 @@ impl<C> Driver<C> {
             timeouts,
             limits,
             accept_masked,
+            tls,
+            deflate,
             next_scan: None,
+            wire: Wire::default(),
         })
+    }
+
+    /// Bytes on the wire so far.
+    pub fn wire(&self) -> Wire {
+        self.wire
     }
 
     /// Open connections, and those still connecting or closing.
@@ -257,8 +236,11 @@ impl<C> Driver<C> {
         let mut nonce = [0u8; 16];
         nonce[..8].copy_from_slice(&self.random_u64().to_ne_bytes());
         nonce[8..].copy_from_slice(&self.random_u64().to_ne_bytes());
-        let request = handshake::request(&self.target.host, &self.target.path, nonce, &[], &[]);
-        let keys = MaskKeys::new(self.random_u64());
+        let mut request = handshake::request(&self.target.host, &self.target.path, nonce, &[], &[]);
+        if let Some(offer) = &self.deflate {
+            request = request.with_deflate(offer.clone());
+        }
+        let encoder = MessageEncoder::new(Role::Client, self.random_u64());
         let ws = Connection::new_client(self.limits.clone(), self.random_u64());
         let entry = self.clients.vacant_entry();
         let key = entry.key();
@@ -269,9 +251,9 @@ impl<C> Driver<C> {
         )?;
         entry.insert(Client {
             stream: Stream::new(socket, self.tls.as_ref())?,
-            phase: Phase::Connecting(request.accept),
+            out: Outbox::new(std::mem::take(&mut request.bytes), encoder),
+            phase: Phase::Connecting(request),
             ws,
-            out: Outbox::new(request.bytes, keys),
             leftover: Vec::new(),
             deadline: Some(now + self.timeouts.connect),
             closing: false,
@@ -312,6 +294,7 @@ impl<C> Driver<C> {
                 handler: &mut *h,
                 now,
                 close_timeout: self.timeouts.close,
+                wire: &mut self.wire,
             };
             let result = client.service(&mut turn, fin);
             self.settle(key, result, h, now);
@@ -340,7 +323,7 @@ impl<C> Driver<C> {
         if f(h, &mut client.conn, &mut client.out) == Action::Close {
             client.start_close(now + self.timeouts.close);
         }
-        let result = client.flush();
+        let result = client.flush(&mut self.wire);
         self.settle(key, result, h, now);
     }
 
@@ -444,16 +427,17 @@ struct Turn<'a, H> {
     handler: &'a mut H,
     now: Instant,
     close_timeout: Duration,
+    wire: &'a mut Wire,
 }
 
 impl<C> Client<C> {
     /// Handles readiness: finishes the connect, reads and decodes, writes what is queued.
     /// `fin`: the event said the server's FIN is in (read until EOF).
     fn service<H: Handler<Conn = C>>(&mut self, t: &mut Turn<'_, H>, fin: bool) -> Result<(), End> {
-        if let Phase::Connecting(accept) = &mut self.phase {
+        if let Phase::Connecting(request) = &mut self.phase {
             match net::connect_finished(self.stream.socket()) {
                 Ok(false) => return Ok(()),
-                Ok(true) => self.phase = Phase::Handshaking(std::mem::take(accept)),
+                Ok(true) => self.phase = Phase::Handshaking(std::mem::take(request)),
                 Err(e) => return Err(End::Failed(format!("connect: {e}"))),
             }
         }
@@ -461,11 +445,11 @@ impl<C> Client<C> {
             Ok(eof) => eof,
             Err(end) => {
                 // The failing close frame (§7.1.7) the protocol core queued goes out first.
-                let _ = self.flush();
+                let _ = self.flush(t.wire);
                 return Err(end);
             }
         };
-        self.flush()?;
+        self.flush(t.wire)?;
         if self.reflected && self.closing && self.ws.is_closed() {
             // The close came back as it went, and a reflecting server never closes TCP
             // (§7.1.1 would have it close first): the handshake is complete, hang up.
@@ -512,6 +496,7 @@ impl<C> Client<C> {
                 }
             };
             filled += n;
+            t.wire.bytes_in += n as u64;
             let used;
             (used, filled) = self.consume(t, filled)?;
             t.scratch.copy_within(used..filled, 0);
@@ -539,11 +524,16 @@ impl<C> Client<C> {
         let mut buf = &mut t.scratch[..filled];
         let (h, now, close_timeout) = (&mut *t.handler, t.now, t.close_timeout);
         let mut start = 0;
-        if let Phase::Handshaking(accept) = &self.phase {
-            match handshake::check_response(buf, accept) {
+        if let Phase::Handshaking(request) = &self.phase {
+            match handshake::check_response(buf, request) {
                 Response::Partial => return Ok((0, filled)),
                 Response::Refused(why) => return Err(End::Failed(why)),
-                Response::Accepted { head_len, .. } => {
+                Response::Accepted {
+                    head_len, deflate, ..
+                } => {
+                    if let Some(agreed) = deflate {
+                        self.deflate(agreed);
+                    }
                     self.phase = Phase::Open;
                     self.deadline = None;
                     let action = h.on_event(&mut self.conn, Event::Opened, &mut self.out, now);
@@ -600,6 +590,16 @@ impl<C> Client<C> {
         Ok((pos, filled))
     }
 
+    /// Turns on permessage-deflate as the server agreed: inflating what arrives,
+    /// compressing what the outbox sends.
+    fn deflate(&mut self, agreed: wsloop::proto::extension::Negotiated) {
+        let plain = Connection::new_client(Limits::default(), 0);
+        self.ws = std::mem::replace(&mut self.ws, plain).with_deflate(agreed);
+        let plain = MessageEncoder::new(Role::Client, 0);
+        self.out.encoder =
+            std::mem::replace(&mut self.out.encoder, plain).with_deflate(agreed, Role::Client);
+    }
+
     /// Queues the control frames the protocol core owes the server (pongs, the close).
     fn queue_control(&mut self) {
         while let Some(frame) = self.ws.poll_transmit() {
@@ -617,14 +617,17 @@ impl<C> Client<C> {
 
     /// Writes the outbox until it is empty or the socket is full (the rest goes when it is
     /// writable again), then the TLS records still waiting.
-    fn flush(&mut self) -> Result<(), End> {
+    fn flush(&mut self, wire: &mut Wire) -> Result<(), End> {
         if matches!(self.phase, Phase::Connecting(_)) {
             return Ok(());
         }
         while !self.out.is_flushed() {
             match self.stream.write(&self.out.buf[self.out.written..]) {
                 Ok(0) => return Err(End::Failed("write: connection closed".into())),
-                Ok(n) => self.out.written += n,
+                Ok(n) => {
+                    self.out.written += n;
+                    wire.bytes_out += n as u64;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(End::Failed(format!("write: {e}"))),

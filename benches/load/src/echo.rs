@@ -1,8 +1,9 @@
 //! `wsloop-bench echo`: N connections each keeping K messages in flight against an echo
 //! server. Each echo is compared byte for byte with what was sent: the payload is a
-//! per-thread template whose first 16 bytes are overwritten with the connection's id and the
-//! message's sequence number (in hex), so a lost, repeated, reordered or crossed echo is a
-//! mismatch, and checking costs two comparisons.
+//! per-thread template (for JSON-like text, one of 64 taken in turn by sequence number) whose
+//! first 16 bytes are overwritten with the connection's id and the message's sequence number
+//! (in hex), so a lost, repeated, reordered or crossed echo is a mismatch, and checking costs
+//! two comparisons.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -11,7 +12,7 @@ use super::driver::{Action, Event, Handler, Outbox};
 use super::opener::Opener;
 use super::report::{Report, Tally};
 use super::run::{self, Scenario, Window};
-use super::{share, EchoArgs};
+use super::{share, text, EchoArgs};
 use crate::driver::Driver;
 use wsloop::proto::mask::MaskKeys;
 use wsloop::proto::{Message, MessageKind};
@@ -21,26 +22,45 @@ const STAMP: usize = 16;
 /// Bits of the stamp that hold the sequence number; the connection id sits above them.
 const SEQ_BITS: u32 = 40;
 
-/// The payloads of one run: a template, stamped per message.
+/// JSON-like payloads come in this many variants, taken in turn, so that a compressor with
+/// context takeover cannot simply refer back to the same message sent just before.
+const JSON_VARIANTS: u64 = 64;
+
+/// The payloads of one run: templates of one size, one per sequence number in turn,
+/// stamped per message.
 #[derive(Clone, Debug)]
 struct Payload {
     kind: MessageKind,
-    template: Vec<u8>,
+    templates: Vec<Vec<u8>>,
 }
 
 impl Payload {
-    /// Text payloads are printable ASCII; binary ones cover every byte value (and so are
-    /// not valid UTF-8).
-    fn new(size: usize, binary: bool) -> Self {
-        let (kind, template) = if binary {
+    /// Text payloads are printable ASCII (a repeating pattern, or JSON-like text in
+    /// [`JSON_VARIANTS`] variants with `json`); binary ones cover every byte value (and so
+    /// are not valid UTF-8).
+    fn new(size: usize, binary: bool, json: bool) -> Self {
+        let (kind, templates) = if binary {
             let mut keys = MaskKeys::new(0x5eed);
             let bytes = std::iter::repeat_with(|| keys.next_key()).flatten();
-            (MessageKind::Binary, bytes.take(size).collect())
+            (MessageKind::Binary, vec![bytes.take(size).collect()])
+        } else if json {
+            let variants = (0..JSON_VARIANTS).map(|v| text::json_like(size, v).into_bytes());
+            (MessageKind::Text, variants.collect())
         } else {
             let text = (0..size).map(|i| b' ' + ((i * 7 + 3) % 95) as u8);
-            (MessageKind::Text, text.collect())
+            (MessageKind::Text, vec![text.collect()])
         };
-        Payload { kind, template }
+        Payload { kind, templates }
+    }
+
+    /// The template of message `seq`.
+    fn template(&self, seq: u64) -> &[u8] {
+        &self.templates[(seq % self.templates.len() as u64) as usize]
+    }
+
+    /// Bytes per message.
+    fn len(&self) -> usize {
+        self.templates[0].len()
     }
 
     /// The stamp: connection id and sequence number as 16 hex digits.
@@ -56,21 +76,21 @@ impl Payload {
 
     /// How much of the stamp fits (its low digits, for payloads shorter than 16 bytes).
     fn stamped(&self) -> usize {
-        self.template.len().min(STAMP)
+        self.len().min(STAMP)
     }
 
     fn write(&self, dst: &mut [u8], id: u64, seq: u64) {
         let n = self.stamped();
-        dst.copy_from_slice(&self.template);
+        dst.copy_from_slice(self.template(seq));
         dst[..n].copy_from_slice(&Self::stamp(id, seq)[STAMP - n..]);
     }
 
     fn matches(&self, message: &Message<'_>, id: u64, seq: u64) -> bool {
         let n = self.stamped();
         message.kind == self.kind
-            && message.data.len() == self.template.len()
+            && message.data.len() == self.len()
             && message.data[..n] == Self::stamp(id, seq)[STAMP - n..]
-            && message.data[n..] == self.template[n..]
+            && message.data[n..] == self.template(seq)[n..]
     }
 }
 
@@ -108,7 +128,7 @@ impl EchoThread {
     fn send(&mut self, conn: &mut EchoConn, out: &mut Outbox, now: Instant) {
         let (id, seq) = (conn.id, conn.sent);
         let payload = &self.payload;
-        out.send_with(payload.kind, payload.template.len(), |dst| {
+        out.send_with(payload.kind, payload.len(), |dst| {
             payload.write(dst, id, seq);
         });
         conn.sent += 1;
@@ -201,7 +221,7 @@ pub fn run(args: &EchoArgs) -> Result<Report, String> {
     }
     let mut plan = args.common.plan(args.connections)?;
     plan.max_message = plan.max_message.max(args.size as u64);
-    let payload = Payload::new(args.size, args.binary);
+    let payload = Payload::new(args.size, args.binary, args.json_text);
     let threads = plan.threads;
     let outcome = run::run(&plan, |t| {
         let conns = share(args.connections, threads, t).map(|id| EchoConn {
@@ -227,7 +247,11 @@ pub fn run(args: &EchoArgs) -> Result<Report, String> {
 
     let tally = Tally::sum(outcome.threads.iter().map(|t| &t.tally));
     let messages = outcome.sum(|t| t.messages);
-    let kind = if args.binary { "binary" } else { "text" };
+    let kind = match (args.binary, args.json_text) {
+        (true, _) => "binary",
+        (false, true) => "JSON-like text",
+        (false, false) => "text",
+    };
     let what = format!(
         "{} connections x {} in flight, {}-byte {kind}",
         args.connections, args.in_flight, args.size
@@ -241,6 +265,7 @@ pub fn run(args: &EchoArgs) -> Result<Report, String> {
     report.count("messages", "messages", messages, seconds);
     report.latency("latency", "round trip", &tally.latency);
     report.cpu(outcome.server.as_ref(), &outcome.client, "msg", messages);
+    report.wire(outcome.wire, "msg", messages);
     report.figure("checked", "echoes checked", outcome.sum(|t| t.checked));
     report.problems("mismatches", "mismatches", outcome.sum(|t| t.mismatches));
     report.problems("lost", "lost in flight", outcome.sum(|t| t.lost));
@@ -258,7 +283,7 @@ mod tests {
         assert_eq!(&Payload::stamp(0, 0x1f), b"000000000000001f");
         assert_eq!(&Payload::stamp(3, 1), b"0000030000000001");
         for binary in [false, true] {
-            let p = Payload::new(40, binary);
+            let p = Payload::new(40, binary, false);
             let mut buf = vec![0; 40];
             p.write(&mut buf, 7, 9);
             let message = Message {
@@ -275,17 +300,29 @@ mod tests {
             };
             assert!(!p.matches(&message, 7, 9));
         }
-        assert!(std::str::from_utf8(&Payload::new(1000, false).template).is_ok());
-        assert!(std::str::from_utf8(&Payload::new(1000, true).template).is_err());
+        assert!(std::str::from_utf8(Payload::new(1000, false, false).template(0)).is_ok());
+        assert!(std::str::from_utf8(Payload::new(1000, true, false).template(0)).is_err());
+        // JSON-like text in variants taken in turn, each checked against its own.
+        let json = Payload::new(1000, false, true);
+        assert!(std::str::from_utf8(json.template(3)).is_ok());
+        assert_ne!(json.template(3), json.template(4));
+        assert_eq!(json.template(3), json.template(3 + JSON_VARIANTS));
+        let mut buf = vec![0; 1000];
+        json.write(&mut buf, 1, 4);
+        let message = Message {
+            kind: MessageKind::Text,
+            data: &buf,
+        };
+        assert!(json.matches(&message, 1, 4));
     }
 
     #[test]
     fn short_payloads_keep_the_low_digits() {
-        let p = Payload::new(3, false);
+        let p = Payload::new(3, false, false);
         let mut buf = [0u8; 3];
         p.write(&mut buf, 1, 0xabc);
         assert_eq!(&buf, b"abc");
-        let empty = Payload::new(0, true);
+        let empty = Payload::new(0, true, false);
         let message = Message {
             kind: MessageKind::Binary,
             data: &[],

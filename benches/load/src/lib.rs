@@ -17,10 +17,12 @@ pub mod driver;
 pub mod echo;
 pub mod net;
 pub mod opener;
+pub mod outbox;
 pub mod reflect;
 pub mod report;
 pub mod run;
 pub mod stream;
+pub mod text;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -36,6 +38,7 @@ use self::run::Plan;
 use self::stream::TlsTarget;
 use wsloop::client::tls::INSECURE_WARNING;
 use wsloop::client::TlsOptions;
+use wsloop::proto::extension::DeflateOffer;
 use wsloop::proto::Limits;
 
 /// Longest duration any flag accepts (keeps every deadline computation in range).
@@ -84,10 +87,10 @@ connections per address) would show up as errors; lift them for a run:
       --handshakes-per-second 1000000 --max-connections-per-address 100000 &
   wsloop-bench broadcast --url ws://127.0.0.1:8080/ws --server-pid $! --subscribers 100
 
-Publishers send {\"type\":\"publish\",\"channel\":C,\"content\":\"P:SEQ:MICROS:xxx\"} (or \
+Publishers send {\"type\":\"publish\",\"channel\":C,\"content\":\"P:SEQ:MICROS:words\"} (or \
 `chat` with --via chat) and keep --in-flight of them unacknowledged (the `published` reply, \
 or their own chat coming back); subscribers check SEQ per publisher and take the latency \
-from MICROS. With --protocol raw the message is the bare content P:SEQ:MICROS:xxx, for a \
+from MICROS. With --protocol raw the message is the bare content P:SEQ:MICROS:words, for a \
 server that sends every text message to every client (benches/peers tungstenite-broadcast).")]
     Broadcast(BroadcastArgs),
     /// Connection storm: open, handshake, close, again, with --concurrency connections at a
@@ -172,6 +175,15 @@ pub struct CommonArgs {
     /// Print one JSON object with every figure on stdout (the text summary goes to stderr).
     #[arg(long)]
     pub json: bool,
+    /// Offer permessage-deflate (RFC 7692) as browsers do (`client_max_window_bits`), and
+    /// compress what is sent (messages of 64 bytes and more) when the server accepts; the
+    /// report gives the bytes on the wire per message both ways.
+    #[arg(long)]
+    pub deflate: bool,
+    /// With --deflate: also ask for server_no_context_takeover and offer
+    /// client_no_context_takeover (each message compressed on its own, both ways).
+    #[arg(long, requires = "deflate")]
+    pub deflate_no_context_takeover: bool,
 }
 
 /// `wsloop-bench echo`.
@@ -191,6 +203,10 @@ pub struct EchoArgs {
     /// Send binary messages (default: text).
     #[arg(long)]
     pub binary: bool,
+    /// Text of JSON-like chat messages with varying fields, which compresses as real
+    /// traffic does (default: a repeating ASCII pattern, which compresses to almost nothing).
+    #[arg(long, conflicts_with = "binary")]
+    pub json_text: bool,
 }
 
 /// How broadcast publishers reach the subscribers.
@@ -260,6 +276,11 @@ pub struct IdleArgs {
     /// Connections to open and hold.
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub connections: usize,
+    /// Each connection sends one JSON-like text message of this many bytes once open and is
+    /// held after its echo came back (against an echo server): what a connection keeps after
+    /// its first messages, e.g. permessage-deflate's compressor and inflater.
+    #[arg(long, value_name = "BYTES")]
+    pub first_message: Option<usize>,
 }
 
 /// Runs a scenario and prints its report. See [`BenchArgs`] for the exit status.
@@ -346,6 +367,11 @@ impl CommonArgs {
             },
             max_message: Limits::default().max_message,
             accept_masked: self.accept_masked,
+            deflate: self.deflate.then(|| DeflateOffer {
+                server_no_context_takeover: self.deflate_no_context_takeover,
+                client_no_context_takeover: self.deflate_no_context_takeover,
+                ..DeflateOffer::default()
+            }),
         })
     }
 
@@ -368,6 +394,11 @@ impl CommonArgs {
         report.set("server_pid", self.server_pid);
         report.set("threads", self.threads);
         report.set("accept_masked", self.accept_masked);
+        report.set("deflate", self.deflate);
+        report.set(
+            "deflate_no_context_takeover",
+            self.deflate_no_context_takeover,
+        );
         report.set("duration_s", self.duration.as_secs_f64());
         report.set("warmup_s", self.warmup.as_secs_f64());
         let sources: Vec<String> = plan.sources.iter().map(|a| a.to_string()).collect();

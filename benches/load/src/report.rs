@@ -223,6 +223,33 @@ impl ProcWindow {
     }
 }
 
+/// Bytes on the wire, both ways.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Wire {
+    /// Read from the server.
+    pub bytes_in: u64,
+    /// Written to the server.
+    pub bytes_out: u64,
+}
+
+impl std::ops::Sub for Wire {
+    type Output = Wire;
+
+    fn sub(self, earlier: Wire) -> Wire {
+        Wire {
+            bytes_in: self.bytes_in - earlier.bytes_in,
+            bytes_out: self.bytes_out - earlier.bytes_out,
+        }
+    }
+}
+
+impl std::ops::AddAssign for Wire {
+    fn add_assign(&mut self, other: Wire) {
+        self.bytes_in += other.bytes_in;
+        self.bytes_out += other.bytes_out;
+    }
+}
+
 /// A run's figures, as text lines and as one JSON object.
 #[derive(Debug)]
 pub struct Report {
@@ -304,6 +331,21 @@ impl Report {
             self.line(
                 &format!("{who} CPU"),
                 format!("{seconds:.2} s = {per} µs per {unit}"),
+            );
+        }
+    }
+
+    /// Bytes on the wire in the window, both ways, also per `unit` (`count` of them): what
+    /// permessage-deflate saves.
+    pub fn wire(&mut self, wire: Wire, unit: &str, count: u64) {
+        for (way, bytes) in [("in", wire.bytes_in), ("out", wire.bytes_out)] {
+            let per = (count > 0).then(|| bytes as f64 / count as f64);
+            self.set(&format!("wire_bytes_{way}"), bytes);
+            self.set(&format!("wire_bytes_{way}_per_{unit}"), per);
+            let per = per.map_or("-".into(), |p| format!("{p:.1}"));
+            self.line(
+                &format!("wire {way}"),
+                format!("{bytes} B = {per} B per {unit}"),
             );
         }
     }

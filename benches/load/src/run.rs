@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use super::driver::{Driver, Handler, Timeouts};
 use super::net::Target;
-use super::report::{sample, ProcSample, ProcWindow};
+use super::report::{sample, ProcSample, ProcWindow, Wire};
 use super::stream::TlsTarget;
+use wsloop::proto::extension::DeflateOffer;
 use wsloop::proto::Limits;
 
 /// Turns wait at most this long, so that phase changes are noticed promptly.
@@ -96,6 +97,8 @@ pub struct Plan {
     pub max_message: u64,
     /// The server reflects the client's masked frames (`--accept-masked`).
     pub accept_masked: bool,
+    /// Offer permessage-deflate (`--deflate`).
+    pub deflate: Option<DeflateOffer>,
 }
 
 /// What a run produced.
@@ -109,6 +112,8 @@ pub struct Outcome<S> {
     pub server: Option<ProcWindow>,
     /// This process around the window.
     pub client: ProcWindow,
+    /// Bytes on the wire in the window, all threads.
+    pub wire: Wire,
 }
 
 impl<S> Outcome<S> {
@@ -170,10 +175,14 @@ pub fn run<S: Scenario + Send>(
             None => sample_window(window, &server_sample, &client_sample),
         };
         let mut threads = Vec::with_capacity(plan.threads);
+        let mut wire = Wire::default();
         let mut failure = samples.as_ref().err().cloned();
         for (handle, _) in workers {
             match handle.join() {
-                Ok(Ok(state)) => threads.push(state),
+                Ok(Ok((state, thread_wire))) => {
+                    threads.push(state);
+                    wire += thread_wire;
+                }
                 Ok(Err(e)) => {
                     failure.get_or_insert(e);
                 }
@@ -199,6 +208,7 @@ pub fn run<S: Scenario + Send>(
                 start: client_start,
                 end: client_end,
             },
+            wire,
         })
     })
 }
@@ -218,14 +228,15 @@ fn sample_window(
     Ok((at(window.start)?, at(window.end)?))
 }
 
-/// One worker thread: setup, report ready, wait for the window, run, drain, close.
+/// One worker thread: setup, report ready, wait for the window, run, drain, close. Returns
+/// the scenario's state and the bytes on the wire in the window.
 fn worker<S: Scenario>(
     plan: &Plan,
     thread: usize,
     mut scenario: S,
     ready: &mpsc::Sender<Result<(), String>>,
     go: &mpsc::Receiver<Option<Window>>,
-) -> Result<S, String> {
+) -> Result<(S, Wire), String> {
     let limits = Limits::with_max_message(plan.max_message);
     let driver = Driver::new(
         plan.target.clone(),
@@ -235,6 +246,7 @@ fn worker<S: Scenario>(
         plan.timeouts,
         limits,
         plan.accept_masked,
+        plan.deflate.clone(),
     )
     .map_err(|e| format!("poll: {e}"));
     let setup = driver.and_then(|mut d| setup(plan, &mut scenario, &mut d).map(|()| d));
@@ -248,6 +260,7 @@ fn worker<S: Scenario>(
     let mut now = Instant::now();
     scenario.start(&mut driver, window, now);
     let mut wake = None;
+    let mut wire_at_start = None;
     while now < window.end {
         let until = wake.map_or(window.end, |w: Instant| w.min(window.end));
         driver
@@ -257,8 +270,12 @@ fn worker<S: Scenario>(
             )
             .map_err(io)?;
         now = Instant::now();
+        if wire_at_start.is_none() && window.measures(now) {
+            wire_at_start = Some(driver.wire());
+        }
         wake = scenario.tick(&mut driver, now);
     }
+    let wire = driver.wire() - wire_at_start.unwrap_or(driver.wire());
 
     scenario.stop(&mut driver, now);
     let drain_end = window.end + plan.drain_timeout;
@@ -274,7 +291,7 @@ fn worker<S: Scenario>(
         driver.turn(&mut scenario, MAX_TURN).map_err(io)?;
         now = Instant::now();
     }
-    Ok(scenario)
+    Ok((scenario, wire))
 }
 
 fn setup<S: Scenario>(

@@ -228,6 +228,67 @@ fn broadcast_reports_the_servers_rate_limit() {
 }
 
 #[test]
+fn deflate_compresses_both_ways_and_reports_the_bytes_on_the_wire() {
+    let server = Server::echo(&["--deflate"]);
+    let run = |deflate: bool| {
+        let mut extra = vec!["--connections", "2", "--size", "4096", "--json-text"];
+        if deflate {
+            extra.push("--deflate");
+        }
+        let report = clean_run("echo", &server, "/", &extra);
+        assert_eq!(report["deflate"], deflate);
+        assert_eq!(report["mismatches"], 0);
+        (
+            number(&report, "wire_bytes_out_per_msg"),
+            number(&report, "wire_bytes_in_per_msg"),
+        )
+    };
+    // Plain: the 4096 bytes and a header each way (the client's with its mask key).
+    let (out, into) = run(false);
+    assert!((4096.0..4096.0 + 14.0 + 1.0).contains(&out), "{out}");
+    assert!((4096.0..4096.0 + 10.0 + 1.0).contains(&into), "{into}");
+    // Compressed: JSON-like text shrinks to well under half, both ways.
+    let (out, into) = run(true);
+    assert!(out < 2048.0, "{out}");
+    assert!(into < 2048.0, "{into}");
+
+    let server = Server::serve(&[UNLIMITED, &["--deflate"]].concat());
+    let extra = ["--subscribers", "4", "--size", "2000", "--deflate"];
+    let report = clean_run("broadcast", &server, "/ws", &extra);
+    assert_eq!(report["missing"], 0);
+    assert!(
+        number(&report, "wire_bytes_in_per_frame") < 1000.0,
+        "{report}"
+    );
+}
+
+#[test]
+fn idle_after_a_first_compressed_echo_holds_the_compression_state() {
+    // A fresh server each time: memory freed earlier would hide the cost.
+    let rss = |extra: &[&str]| {
+        let server = Server::echo(&["--deflate"]);
+        let mut args = vec![
+            "--connections",
+            "50",
+            "--first-message",
+            "2000",
+            "--deflate",
+        ];
+        args.extend_from_slice(extra);
+        let report = clean_run("idle", &server, "/", &args);
+        assert_eq!(report["first_message"], 2000);
+        number(&report, "rss_per_connection_bytes")
+    };
+    // Context takeover both ways: an inflater and a compressor stay per connection.
+    let kept = rss(&[]);
+    assert!(kept > 100_000.0, "{kept} B");
+    // Each message on its own both ways: nothing stays per connection but the agreed
+    // parameters (the loop's one shared compressor, shared by the 50, is in the figure).
+    let none = rss(&["--deflate-no-context-takeover"]);
+    assert!(none < kept / 10.0, "{none} B");
+}
+
+#[test]
 fn connect_storm() {
     let server = Server::echo(&[]);
     let report = clean_run("connect", &server, "/", &["--concurrency", "4"]);

@@ -2,12 +2,13 @@
 // ws-echo: a WebSocket echo server on the Node `ws` package, a peer in wsloop's side-by-side
 // benchmarks (see benches/README.md).
 //
-// Usage: node ws-echo.js [--port N]
+// Usage: node ws-echo.js [--port N] [--deflate]
 //
 // Binds 127.0.0.1 (port 0, any free port, unless --port is given), prints
 // `listening on 127.0.0.1:PORT` on stdout, and echoes every text and binary message as it came.
-// Node runs JavaScript on one thread, like every other peer. permessage-deflate is off: no
-// server in the comparison negotiates it. ws answers pings and echoes closes by itself.
+// Node runs JavaScript on one thread, like every other peer. permessage-deflate is off unless
+// --deflate is given (then ws's defaults: context takeover, level 6, messages of 1 KiB and
+// more compressed; benches/compare_deflate.py). ws answers pings and echoes closes by itself.
 'use strict';
 
 const { WebSocketServer } = require('ws');
@@ -16,15 +17,18 @@ const { WebSocketServer } = require('ws');
 const MAX_MESSAGE = 64 * 1024 * 1024;
 
 function usage() {
-  process.stderr.write('usage: ws-echo.js [--port N]\n');
+  process.stderr.write('usage: ws-echo.js [--port N] [--deflate]\n');
   process.exit(2);
 }
 
 let port = 0;
+let deflate = false;
 const args = process.argv.slice(2);
 for (let i = 0; i < args.length; i++) {
   if (args[i] === '--port' && i + 1 < args.length && /^\d+$/.test(args[i + 1])) {
     port = Number(args[++i]);
+  } else if (args[i] === '--deflate') {
+    deflate = true;
   } else {
     usage();
   }
@@ -33,7 +37,7 @@ for (let i = 0; i < args.length; i++) {
 const server = new WebSocketServer({
   host: '127.0.0.1',
   port,
-  perMessageDeflate: false,
+  perMessageDeflate: deflate,
   maxPayload: MAX_MESSAGE,
 });
 

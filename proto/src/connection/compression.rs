@@ -11,20 +11,20 @@ impl Connection {
     /// ([`crate::extension::negotiate`]): RSV1 frames are then inflated, and
     /// [`outgoing`](Self::outgoing) says how to send each message.
     pub fn with_deflate(mut self, agreed: crate::extension::Negotiated) -> Self {
-        self.deflate = Some(Box::new(crate::deflate::Session::new(agreed)));
+        self.deflate = Some(Box::new(crate::deflate::Session::new(agreed, self.role)));
         self
     }
 
     /// What was negotiated for permessage-deflate, if anything.
     pub fn deflate(&self) -> Option<&crate::extension::Negotiated> {
-        self.deflate.as_ref().map(|d| &d.agreed)
+        self.deflate.as_ref().map(|d| &d.sending.agreed)
     }
 
     /// How a message of `len` bytes goes out on this connection.
     pub fn outgoing(&self, len: usize) -> crate::deflate::Outgoing {
         self.deflate
             .as_ref()
-            .map_or(crate::deflate::Outgoing::Plain, |d| d.outgoing(len))
+            .map_or(crate::deflate::Outgoing::Plain, |d| d.sending.outgoing(len))
     }
 
     /// Appends `payload` compressed with this connection's own stream (context takeover) to
@@ -32,7 +32,7 @@ impl Connection {
     /// without permessage-deflate nothing is appended.
     pub fn compress(&mut self, payload: &[u8], out: &mut Vec<u8>) {
         if let Some(d) = &mut self.deflate {
-            d.compress(payload, out);
+            d.sending.compress(payload, out, false);
         }
     }
 

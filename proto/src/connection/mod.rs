@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use crate::close::parse_close_payload;
 use crate::code::{is_valid_wire_code, Policy, INTERNAL_ERROR};
 use crate::control::{ControlFrame, ControlPayload, OwedControl};
+use crate::encoder::MessageEncoder;
 use crate::error::ProtocolError;
 use crate::event::{Event, Message, MessageKind, Role};
 use crate::frame::{decode_header_ext, FrameHeader, OpCode, MAX_CONTROL_PAYLOAD};
@@ -290,6 +291,18 @@ impl Connection {
     /// for a server (§5.1: "A server MUST NOT mask any frames").
     pub fn next_mask(&mut self) -> Option<[u8; 4]> {
         self.mask_keys.as_mut().map(MaskKeys::next_key)
+    }
+
+    /// The sending half for this connection's data messages: masked in the client role
+    /// with keys from `mask_seed` (a random one, §5.3), compressed as permessage-deflate was
+    /// agreed. Make one per connection (see [`MessageEncoder`]).
+    pub fn encoder(&self, mask_seed: u64) -> MessageEncoder {
+        let encoder = MessageEncoder::new(self.role, mask_seed);
+        #[cfg(feature = "deflate")]
+        if let Some(agreed) = self.deflate() {
+            return encoder.with_deflate(*agreed, self.role);
+        }
+        encoder
     }
 
     fn owed_mut(&mut self) -> &mut OwedControl {

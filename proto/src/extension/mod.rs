@@ -1,16 +1,24 @@
-//! Negotiating permessage-deflate (RFC 7692 §5, §7.1): reading the client's
-//! `Sec-WebSocket-Extensions` offers, picking the first one this server can honour, and the
-//! response header that accepts it.
+//! Negotiating permessage-deflate (RFC 7692 §5, §7.1). The server's side is here: reading the
+//! client's `Sec-WebSocket-Extensions` offers, picking the first one this server can honour,
+//! and the response header that accepts it. The client's side (its offer, and the check of
+//! the answer) is [`DeflateOffer`]; both read parameters with the same parser.
 //!
 //! An offer this server cannot honour, or one that breaks §7's rules (an unknown parameter, a
 //! repeated one, a bad value), is declined by not answering it; the handshake itself never
 //! fails because of an extension header. The next offer is then considered.
 
+mod client;
+
+pub use client::DeflateOffer;
+
+use crate::deflate::Outgoing;
+use crate::event::Role;
+
 /// The server's own settings for permessage-deflate (the `--deflate-*` flags).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeflateConfig {
     /// The largest LZ77 window this server compresses with, 8-15 bits. Below 15 the server
-    /// only compresses messages that fit the window (see [`Negotiated::compresses`]).
+    /// only compresses messages that fit the window (see [`Negotiated::outgoing`]).
     pub window_bits: u8,
     /// Compress every message on its own (`server_no_context_takeover`): no compressor is
     /// kept per connection, and a broadcast is compressed once for all such receivers.
@@ -40,7 +48,9 @@ pub const MAX_WINDOW_BITS: u8 = 15;
 /// The extension's registered name (§7).
 pub const EXTENSION_NAME: &str = "permessage-deflate";
 
-/// What was agreed for one connection, from the server's point of view.
+/// What was agreed for one connection, in the parameters' own terms (`server_*` govern what
+/// the server sends, `client_*` what the client sends), with this end's own threshold and
+/// level.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Negotiated {
     /// The server compresses each message with a fresh context.
@@ -50,28 +60,72 @@ pub struct Negotiated {
     pub client_no_context_takeover: bool,
     /// The window of the server's compressor, as told to the client.
     pub server_max_window_bits: u8,
-    /// A limit on the client's window, when the server answered one.
+    /// A limit on the client's window, when the server answered one (or the client offered
+    /// one and the server left it).
     pub client_max_window_bits: Option<u8>,
-    /// Messages shorter than this go out uncompressed.
+    /// Messages shorter than this go out uncompressed (this end's setting).
     pub threshold: usize,
-    /// Compression level 0-9.
+    /// Compression level 0-9 (this end's setting).
     pub level: u8,
 }
 
 impl Negotiated {
-    /// Whether a message of `len` bytes goes out compressed. The compressor always uses a
-    /// 32 KiB window; with a smaller agreed window, a message is compressed only when it is
-    /// no longer than the window (and then on its own, `server_no_context_takeover` being
-    /// always answered in that case), so that no back-reference reaches further than the
-    /// client's window (§7.1.2.1: the server "MUST NOT" use a larger window than agreed).
-    pub fn compresses(&self, len: usize) -> bool {
-        len >= self.threshold
-            && (self.server_max_window_bits == MAX_WINDOW_BITS
-                || len <= 1usize << self.server_max_window_bits)
+    /// Whether the end playing `role` compresses each message with a fresh context, and the
+    /// largest window it may use (bits).
+    pub fn sender_rules(&self, role: Role) -> (bool, u8) {
+        match role {
+            Role::Server => (self.server_no_context_takeover, self.server_max_window_bits),
+            Role::Client => (
+                self.client_no_context_takeover,
+                self.client_max_window_bits.unwrap_or(MAX_WINDOW_BITS),
+            ),
+        }
+    }
+
+    /// How the end playing `role` sends a message of `len` bytes. The compressor always uses
+    /// a 32 KiB window; with a smaller agreed window, a message is compressed only when it is
+    /// no longer than the window, and then on its own, so that no back-reference reaches
+    /// further than the receiver's window (§7.1.2.1, §7.1.2.2: the sender "MUST NOT" use a
+    /// larger window than agreed).
+    pub fn outgoing(&self, role: Role, len: usize) -> Outgoing {
+        let (no_context_takeover, bits) = self.sender_rules(role);
+        let small_window = bits < MAX_WINDOW_BITS;
+        if len < self.threshold || (small_window && len > 1usize << bits) {
+            Outgoing::Plain
+        } else if no_context_takeover || small_window {
+            Outgoing::Fresh
+        } else {
+            Outgoing::Stream
+        }
     }
 
     /// The `Sec-WebSocket-Extensions` value of the 101 response (§7.1).
     pub fn response_header(&self) -> String {
+        Params {
+            server_no_context_takeover: self.server_no_context_takeover,
+            client_no_context_takeover: self.client_no_context_takeover,
+            server_max_window_bits: (self.server_max_window_bits < MAX_WINDOW_BITS)
+                .then_some(self.server_max_window_bits),
+            client_max_window_bits: self.client_max_window_bits.map(Some),
+        }
+        .header_value()
+    }
+}
+
+/// One element's parameters, each at most once (§7: "multiple extension parameters with the
+/// same name" decline an offer and fail a response).
+#[derive(Debug, Default)]
+struct Params {
+    server_no_context_takeover: bool,
+    client_no_context_takeover: bool,
+    server_max_window_bits: Option<u8>,
+    /// `Some(None)`: given without a value.
+    client_max_window_bits: Option<Option<u8>>,
+}
+
+impl Params {
+    /// The element as it is written in a `Sec-WebSocket-Extensions` header.
+    fn header_value(&self) -> String {
         let mut out = String::from(EXTENSION_NAME);
         if self.server_no_context_takeover {
             out.push_str("; server_no_context_takeover");
@@ -79,28 +133,41 @@ impl Negotiated {
         if self.client_no_context_takeover {
             out.push_str("; client_no_context_takeover");
         }
-        if self.server_max_window_bits < MAX_WINDOW_BITS {
-            out.push_str(&format!(
-                "; server_max_window_bits={}",
-                self.server_max_window_bits
-            ));
+        if let Some(bits) = self.server_max_window_bits {
+            out.push_str(&format!("; server_max_window_bits={bits}"));
         }
-        if let Some(bits) = self.client_max_window_bits {
-            out.push_str(&format!("; client_max_window_bits={bits}"));
+        match self.client_max_window_bits {
+            Some(Some(bits)) => out.push_str(&format!("; client_max_window_bits={bits}")),
+            Some(None) => out.push_str("; client_max_window_bits"),
+            None => {}
         }
         out
     }
 }
 
-/// One offer's parameters, each at most once (§7: "multiple extension parameters with the
-/// same name" decline the offer).
-#[derive(Default)]
-struct Offer {
-    server_no_context_takeover: bool,
-    client_no_context_takeover: bool,
-    server_max_window_bits: Option<u8>,
-    /// `Some(None)`: offered without a value.
-    client_max_window_bits: Option<Option<u8>>,
+/// Why an element of an extension list is not well-formed permessage-deflate (§7): a server
+/// declines such an offer, a client fails the connection on such an answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum BadElement {
+    /// Another extension.
+    OtherExtension(String),
+    /// A parameter given twice.
+    Repeated(String),
+    /// A parameter §7 does not define.
+    Unknown(String),
+    /// A parameter with a value it cannot have.
+    BadValue(String),
+}
+
+impl std::fmt::Display for BadElement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BadElement::OtherExtension(name) => write!(f, "extension {name:?}"),
+            BadElement::Repeated(p) => write!(f, "parameter {p} more than once"),
+            BadElement::Unknown(p) => write!(f, "unknown parameter {p:?}"),
+            BadElement::BadValue(p) => write!(f, "a bad value for {p}"),
+        }
+    }
 }
 
 /// Picks the first acceptable permessage-deflate offer among the values of every
@@ -114,12 +181,12 @@ pub fn negotiate<'a>(
     header_values
         .into_iter()
         .flat_map(split_outside_quotes(','))
-        .filter_map(parse_offer)
+        .filter_map(|element| parse_params(element).ok())
         .find_map(|offer| accept(config, &offer))
 }
 
 /// The answer to one well-formed offer, or `None` to decline it.
-fn accept(config: &DeflateConfig, offer: &Offer) -> Option<Negotiated> {
+fn accept(config: &DeflateConfig, offer: &Params) -> Option<Negotiated> {
     let ours = config.window_bits.clamp(MIN_WINDOW_BITS, MAX_WINDOW_BITS);
     // §7.1.2.1: the server uses at most what the client allows, and may use less.
     let server_bits = offer
@@ -152,43 +219,60 @@ fn accept(config: &DeflateConfig, offer: &Offer) -> Option<Negotiated> {
     })
 }
 
-/// Parses one element of the extension list (`name *( ";" param )`, RFC 6455 §9.1); `None`
-/// for another extension or an offer §7 says to decline.
-fn parse_offer(element: &str) -> Option<Offer> {
+/// Parses one element of an extension list (`name *( ";" param )`, RFC 6455 §9.1) as
+/// permessage-deflate parameters.
+fn parse_params(element: &str) -> Result<Params, BadElement> {
     let mut parts = split_outside_quotes(';')(element);
-    let name = parts.next()?.trim();
+    let name = parts.next().unwrap_or_default().trim();
     if !name.eq_ignore_ascii_case(EXTENSION_NAME) {
-        return None;
+        return Err(BadElement::OtherExtension(name.to_owned()));
     }
-    let mut offer = Offer::default();
+    let mut params = Params::default();
     for param in parts {
         let (key, value) = match param.split_once('=') {
-            Some((k, v)) => (k.trim(), Some(unquote(v.trim())?)),
+            Some((k, v)) => (k.trim(), Some(v.trim())),
             None => (param.trim(), None),
         };
-        match (key, value) {
-            ("server_no_context_takeover", None) if !offer.server_no_context_takeover => {
-                offer.server_no_context_takeover = true;
+        let bad_value = || BadElement::BadValue(key.to_owned());
+        let repeated = || BadElement::Repeated(key.to_owned());
+        // A value is a window size (§7.1.2): 8-15, maybe quoted.
+        let bits = || {
+            value
+                .map(|v| unquote(v).and_then(window_bits).ok_or_else(bad_value))
+                .transpose()
+        };
+        match key {
+            "server_no_context_takeover" | "client_no_context_takeover" => {
+                let flag = if key.starts_with("server") {
+                    &mut params.server_no_context_takeover
+                } else {
+                    &mut params.client_no_context_takeover
+                };
+                if value.is_some() {
+                    return Err(bad_value());
+                }
+                if std::mem::replace(flag, true) {
+                    return Err(repeated());
+                }
             }
-            ("client_no_context_takeover", None) if !offer.client_no_context_takeover => {
-                offer.client_no_context_takeover = true;
+            "server_max_window_bits" => {
+                let bits = bits()?.ok_or_else(bad_value)?;
+                if params.server_max_window_bits.replace(bits).is_some() {
+                    return Err(repeated());
+                }
             }
-            ("server_max_window_bits", Some(v)) if offer.server_max_window_bits.is_none() => {
-                offer.server_max_window_bits = Some(window_bits(v)?);
-            }
-            ("client_max_window_bits", v) if offer.client_max_window_bits.is_none() => {
-                offer.client_max_window_bits = Some(match v {
-                    Some(v) => Some(window_bits(v)?),
-                    None => None,
-                });
+            "client_max_window_bits" => {
+                if params.client_max_window_bits.replace(bits()?).is_some() {
+                    return Err(repeated());
+                }
             }
             // §7: "The negotiation offer contains an extension parameter not defined for use
             // in an offer", "... with an invalid value", "multiple extension parameters with
             // the same name": the server "MUST decline" it.
-            _ => return None,
+            _ => return Err(BadElement::Unknown(key.to_owned())),
         }
     }
-    Some(offer)
+    Ok(params)
 }
 
 /// §7.1.2.1: "a decimal integer value without leading zeros from 8 to 15, inclusive".
@@ -344,6 +428,10 @@ mod tests {
             )
         );
         let n = negotiate(&config, ["permessage-deflate"]).unwrap();
-        assert!(n.compresses(1024) && !n.compresses(1025) && !n.compresses(10));
+        let server = |len| n.outgoing(Role::Server, len);
+        assert_eq!(
+            [server(1024), server(1025), server(10)],
+            [Outgoing::Fresh, Outgoing::Plain, Outgoing::Plain]
+        );
     }
 }
