@@ -50,7 +50,10 @@ WSLOOP_BENCH = ROOT / "target" / "release" / "wsloop-bench"
 PEER_BIN = PEERS / "target" / "release"
 RESULTS = ROOT / "benches" / "results"
 
-LISTENING = re.compile(r"listening on (?:ws://)?(127\.\d+\.\d+\.\d+):(\d+)")
+LISTENING = re.compile(r"listening on (?:(wss?)://)?(127\.\d+\.\d+\.\d+):(\d+)")
+# A server made of several processes (a TLS proxy in front of wsloop) names them all: its CPU
+# and memory are their sum (`wsloop-bench --server-pid A,B`).
+SERVER_PIDS = re.compile(r"server pids: ([\d,]+)")
 # The heartbeat scenario's goal; fewer when the descriptor limit does not allow it.
 HEARTBEAT_GOAL = 100_000
 # Descriptors a process keeps beyond its sockets (the bench reserves 64).
@@ -230,16 +233,23 @@ class Server:
                                          cwd=ROOT, start_new_session=True)
         LIVE[self.proc.pid] = self.proc
         self.pid = self.proc.pid
+        self.pids = [self.pid]
+        self.scheme = "ws"
         self.port = self._wait_listening()
 
     def _wait_listening(self) -> int:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            m = LISTENING.search(self.out_path.read_text(errors="replace"))
+            out = self.out_path.read_text(errors="replace")
+            m = LISTENING.search(out)
             if m:
-                if not m.group(1).startswith("127."):
+                self.scheme = m.group(1) or "ws"
+                pids = SERVER_PIDS.search(out)
+                if pids:
+                    self.pids = [int(p) for p in pids.group(1).split(",")]
+                if not m.group(2).startswith("127."):
                     raise RuntimeError(f"{self.name} listens outside 127.0.0.0/8")
-                return int(m.group(2))
+                return int(m.group(3))
             if self.proc.poll() is not None:
                 break
             time.sleep(0.02)
@@ -248,7 +258,7 @@ class Server:
                            f"{self.err_path.read_text(errors='replace')[-500:]}")
 
     def url(self, path: str) -> str:
-        return f"ws://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def metrics(self) -> dict[str, float]:
         return scrape_metrics(self.port)
@@ -422,7 +432,8 @@ def measure(args, scen: dict, server_prefix: list[str], client_prefix: list[str]
             try:
                 server = Server(name, scen["servers"][name], server_prefix, logdir)
                 bench = list(scen["bench"]) + scen.get("extra", {}).get(name, [])
-                bench[1:1] = ["--url", server.url(path), "--server-pid", str(server.pid)]
+                bench[1:1] = ["--url", server.url(path), "--server-pid",
+                               ",".join(str(p) for p in server.pids)]
                 if scen["kind"] == "heartbeat":
                     poller = MetricsPoller(server)
                     poller.start()
@@ -497,6 +508,8 @@ KEYS = {
              ("latency", "p50_us"), ("latency", "p99_us"),
              "wire_bytes_in_per_msg", "wire_bytes_out_per_msg"],
     "idle": ["rss_per_connection_bytes", "rss_before_kb", "rss_after_kb"],
+    "connect": ["handshakes_per_s", "server_cpu_us_per_handshake", "client_cpu_us_per_handshake",
+                ("latency", "p50_us"), ("latency", "p99_us")],
     "heartbeat": ["rss_per_connection_bytes", "rss_before_kb", "rss_after_kb"],
     "broadcast": ["delivered_per_s", "server_cpu_us_per_frame", "client_cpu_us_per_frame",
                   ("latency", "p50_us"), ("latency", "p99_us"), "wire_bytes_in_per_frame"],
@@ -534,6 +547,68 @@ def medians(scen: dict, runs: list[dict]) -> dict:
             entry["server_metrics"] = sm
         out[name] = entry
     return out
+
+
+# ---------------------------------------------------------------------------------------
+# Side suites (compare_deflate.py, compare_tls.py): their own scenarios, this machinery
+
+
+def suite_arguments(description: str, scenarios: str, out: Path) -> argparse.ArgumentParser:
+    """The command line every side suite shares."""
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--duration", type=parse_duration, default=parse_duration("5s"))
+    p.add_argument("--warmup", type=parse_duration, default=parse_duration("1s"))
+    p.add_argument("--scenarios", default=scenarios)
+    p.add_argument("--no-build", action="store_true")
+    p.add_argument("--quiet-load", type=float, default=0.6)
+    p.add_argument("--quiet-wait", type=parse_duration, default=parse_duration("15m"))
+    p.add_argument("--pause", type=float, default=1.0, help="seconds between runs")
+    p.add_argument("--run-timeout", type=float, default=600)
+    p.add_argument("--out", type=Path, default=out)
+    return p
+
+
+def run_suite(args, every: list[dict], script: str) -> dict:
+    """Runs the wanted scenarios of `every` (servers in alternation, pinned, after a wait for
+    a quiet machine), writes `args.out` and returns the result."""
+    atexit.register(cleanup)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if not args.no_build:
+        log("== build")
+        subprocess.run(["cargo", "build", "--release"], cwd=ROOT, check=True)
+        subprocess.run(["cargo", "build", "--release"], cwd=PEERS, check=True)
+        subprocess.run(["npm", "ci", "--prefer-offline", "--no-audit", "--no-fund"],
+                       cwd=NODE_DIR, stdout=sys.stderr, check=True)
+    pin = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
+    server_prefix = ["taskset", "-c", "1"] if pin else []
+    client_prefix = ["taskset", "-c", "0"] if pin else []
+    result = {"machine": machine(), "pinned": pin, "rounds": args.rounds,
+              "command": " ".join(["python3", f"benches/{script}"] + sys.argv[1:]),
+              "scenarios": []}
+    logdir = Path(tempfile.mkdtemp(prefix="wsloop-suite-"))
+    log(f"server logs in {logdir}")
+    wanted = args.scenarios.split(",")
+    try:
+        for scen in every:
+            if scen["id"] not in wanted:
+                continue
+            quiet = wait_quiet(args, scen["id"])
+            runs = measure(args, scen, server_prefix, client_prefix, logdir)
+            result["scenarios"].append({
+                "id": scen["id"], "title": scen["title"], "kind": scen["kind"],
+                "bench": scen["bench"], "extra": scen.get("extra", {}),
+                "servers": {k: [str(x) for x in v] for k, v in scen["servers"].items()},
+                "rounds": args.rounds, "quiet": quiet, "runs": runs,
+                "medians": medians(scen, runs)})
+    finally:
+        cleanup()
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        log(f"wrote {args.out}")
+    return result
 
 
 # ---------------------------------------------------------------------------------------

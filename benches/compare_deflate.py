@@ -31,15 +31,8 @@ library only; needs node with benches/peers/node installed (`npm ci`) and Python
 
 from __future__ import annotations
 
-import argparse
-import atexit
-import json
-import os
 import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -158,63 +151,17 @@ def markdown(result: dict) -> str:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--duration", type=c.parse_duration, default=c.parse_duration("5s"))
-    p.add_argument("--warmup", type=c.parse_duration, default=c.parse_duration("1s"))
-    p.add_argument("--scenarios", default=ALL)
-    p.add_argument("--no-build", action="store_true")
-    p.add_argument("--quiet-load", type=float, default=0.6)
-    p.add_argument("--quiet-wait", type=c.parse_duration, default=c.parse_duration("15m"))
-    p.add_argument("--pause", type=float, default=1.0, help="seconds between runs")
-    p.add_argument("--run-timeout", type=float, default=600)
-    p.add_argument("--out", type=Path, default=c.RESULTS / "deflate.json")
+    p = c.suite_arguments(__doc__, ALL, c.RESULTS / "deflate.json")
     args = p.parse_args()
-    wanted = args.scenarios.split(",")
     every = [echo_scenario(args, 16, "16"), echo_scenario(args, 4096, "4k"),
              echo_scenario(args, 65536, "64k"), idle_scenario(False), idle_scenario(True),
              broadcast_scenario(args)]
-    unknown = set(wanted) - {s["id"] for s in every}
+    unknown = set(args.scenarios.split(",")) - {s["id"] for s in every}
     if unknown:
         p.error(f"unknown scenarios {sorted(unknown)} (known: {ALL})")
     if not shutil.which("node"):
         p.error("node is needed for the Node ws peer")
-
-    atexit.register(c.cleanup)
-    signal.signal(signal.SIGTERM, c.on_signal)
-    signal.signal(signal.SIGINT, c.on_signal)
-    if not args.no_build:
-        c.log("== build")
-        subprocess.run(["cargo", "build", "--release"], cwd=c.ROOT, check=True)
-        subprocess.run(["npm", "ci", "--prefer-offline", "--no-audit", "--no-fund"],
-                         cwd=c.NODE_DIR, stdout=sys.stderr, check=True)
-    pin = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
-    server_prefix = ["taskset", "-c", "1"] if pin else []
-    client_prefix = ["taskset", "-c", "0"] if pin else []
-    result = {"machine": c.machine(), "pinned": pin, "rounds": args.rounds,
-              "command": " ".join(["python3", "benches/compare_deflate.py"] + sys.argv[1:]),
-              "scenarios": []}
-    logdir = Path(tempfile.mkdtemp(prefix="wsloop-compare-deflate-"))
-    c.log(f"server logs in {logdir}")
-    try:
-        for scen in every:
-            if scen["id"] not in wanted:
-                continue
-            quiet = c.wait_quiet(args, scen["id"])
-            runs = c.measure(args, scen, server_prefix, client_prefix, logdir)
-            result["scenarios"].append({
-                "id": scen["id"], "title": scen["title"], "kind": scen["kind"],
-                "bench": scen["bench"], "extra": scen["extra"],
-                "servers": {k: [str(x) for x in v] for k, v in scen["servers"].items()},
-                "rounds": args.rounds, "quiet": quiet, "runs": runs,
-                "medians": c.medians(scen, runs)})
-    finally:
-        c.cleanup()
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
-        c.log(f"wrote {args.out}")
-    print(markdown(result))
+    print(markdown(c.run_suite(args, every, "compare_deflate.py")))
     return 0
 
 

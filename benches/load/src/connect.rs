@@ -185,7 +185,7 @@ impl Scenario for IdleThread {
 /// Runs the idle scenario.
 pub fn run_idle(args: &IdleArgs) -> Result<Report, String> {
     let common = &args.common;
-    if common.server_pid.is_none() {
+    if common.server_pid.is_empty() {
         return Err("idle measures the server's memory: pass --server-pid".into());
     }
     if args.connections == 0 {

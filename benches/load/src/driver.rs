@@ -22,7 +22,7 @@ use super::stream::{Stream, TlsTarget};
 use wsloop::client::tls::tls_error;
 use wsloop::proto::client_handshake::{self as handshake, ClientRequest, Response};
 use wsloop::proto::extension::DeflateOffer;
-use wsloop::proto::mask::{apply_mask, MaskKeys};
+use wsloop::proto::mask::MaskKeys;
 
 pub use super::outbox::Outbox;
 use super::report::Wire;
@@ -97,6 +97,20 @@ pub trait Handler {
     ) -> Action;
 }
 
+/// How every connection of a [`Driver`] is made and run.
+#[derive(Clone, Debug)]
+pub struct ConnectionOptions {
+    /// `wss://`: each connection runs TLS with this.
+    pub tls: Option<TlsTarget>,
+    pub timeouts: Timeouts,
+    /// What the client accepts from the server.
+    pub limits: Limits,
+    /// The server reflects the client's masked frames (see `unmask_reflected`).
+    pub accept_masked: bool,
+    /// The permessage-deflate offer every connection makes.
+    pub deflate: Option<DeflateOffer>,
+}
+
 /// Connect and close timeouts.
 #[derive(Clone, Copy, Debug)]
 pub struct Timeouts {
@@ -164,19 +178,21 @@ pub struct Driver<C> {
 
 impl<C> Driver<C> {
     /// A driver for connections to `target`, bound round-robin to `sources` (starting at
-    /// `first_source`; none: the kernel picks the source address), over TLS with `tls`.
-    /// `accept_masked`: the server reflects the client's masked frames (see
-    /// `unmask_reflected`). `deflate`: the permessage-deflate offer every connection makes.
+    /// `first_source`; none: the kernel picks the source address), each made and run as
+    /// `options` say.
     pub fn new(
         target: Target,
-        tls: Option<TlsTarget>,
         sources: Vec<Ipv4Addr>,
         first_source: usize,
-        timeouts: Timeouts,
-        limits: Limits,
-        accept_masked: bool,
-        deflate: Option<DeflateOffer>,
+        options: ConnectionOptions,
     ) -> io::Result<Self> {
+        let ConnectionOptions {
+            tls,
+            timeouts,
+            limits,
+            accept_masked,
+            deflate,
+        } = options;
         Ok(Driver {
             poll: Poll::new()?,
             events: Events::with_capacity(1024),

@@ -126,9 +126,10 @@ pub struct CommonArgs {
     #[arg(long, conflicts_with = "ca")]
     pub insecure: bool,
     /// The server's process id: its CPU time (/proc/PID/stat) and memory (/proc/PID/status)
-    /// over the measured window are reported.
-    #[arg(long, value_name = "PID")]
-    pub server_pid: Option<u32>,
+    /// over the measured window are reported. Several, comma-separated, for a server made of
+    /// several processes (a TLS proxy in front of wsloop): their sum is reported.
+    #[arg(long, value_name = "PID", value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     /// Client threads, each with its own mio poll and an equal share of the connections.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub threads: usize,
@@ -355,7 +356,7 @@ impl CommonArgs {
             target,
             tls,
             sources,
-            server_pid: self.server_pid,
+            server_pid: self.server_pid.clone(),
             threads: self.threads,
             warmup: self.warmup,
             duration: self.duration,
@@ -391,7 +392,8 @@ impl CommonArgs {
         let mut report = Report::new(scenario, headline);
         report.set("url", self.url.as_str());
         report.set("tls", plan.tls.is_some());
-        report.set("server_pid", self.server_pid);
+        report.set("server_pid", self.server_pid.first().copied());
+        report.set("server_pids", self.server_pid.clone());
         report.set("threads", self.threads);
         report.set("accept_masked", self.accept_masked);
         report.set("deflate", self.deflate);

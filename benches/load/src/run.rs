@@ -13,7 +13,7 @@ use std::net::Ipv4Addr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::driver::{Driver, Handler, Timeouts};
+use super::driver::{ConnectionOptions, Driver, Handler, Timeouts};
 use super::net::Target;
 use super::report::{sample, ProcSample, ProcWindow, Wire};
 use super::stream::TlsTarget;
@@ -80,7 +80,7 @@ pub struct Plan {
     /// Source addresses (empty: the kernel's choice).
     pub sources: Vec<Ipv4Addr>,
     /// The server's pid, for /proc.
-    pub server_pid: Option<u32>,
+    pub server_pid: Vec<u32>,
     /// Worker threads.
     pub threads: usize,
     /// Before the window.
@@ -128,10 +128,18 @@ pub fn run<S: Scenario + Send>(
     plan: &Plan,
     make: impl Fn(usize) -> S + Sync,
 ) -> Result<Outcome<S>, String> {
+    // The server's processes, summed (none: no server figures).
     let server_sample = || -> Result<Option<ProcSample>, String> {
-        plan.server_pid
-            .map(|pid| sample(Some(pid)).map_err(|e| format!("server pid {pid}: {e}")))
-            .transpose()
+        if plan.server_pid.is_empty() {
+            return Ok(None);
+        }
+        let mut sum = ProcSample::default();
+        for &pid in &plan.server_pid {
+            let one = sample(Some(pid)).map_err(|e| format!("server pid {pid}: {e}"))?;
+            sum.cpu_ticks += one.cpu_ticks;
+            sum.rss_kb += one.rss_kb;
+        }
+        Ok(Some(sum))
     };
     let client_sample = || sample(None).map_err(|e| format!("/proc/self: {e}"));
     let server_before = server_sample()?;
@@ -238,17 +246,15 @@ fn worker<S: Scenario>(
     go: &mpsc::Receiver<Option<Window>>,
 ) -> Result<(S, Wire), String> {
     let limits = Limits::with_max_message(plan.max_message);
-    let driver = Driver::new(
-        plan.target.clone(),
-        plan.tls.clone(),
-        plan.sources.clone(),
-        thread,
-        plan.timeouts,
+    let options = ConnectionOptions {
+        tls: plan.tls.clone(),
+        timeouts: plan.timeouts,
         limits,
-        plan.accept_masked,
-        plan.deflate.clone(),
-    )
-    .map_err(|e| format!("poll: {e}"));
+        accept_masked: plan.accept_masked,
+        deflate: plan.deflate.clone(),
+    };
+    let driver = Driver::new(plan.target.clone(), plan.sources.clone(), thread, options)
+        .map_err(|e| format!("poll: {e}"));
     let setup = driver.and_then(|mut d| setup(plan, &mut scenario, &mut d).map(|()| d));
     let _ = ready.send(setup.as_ref().map(|_| ()).map_err(Clone::clone));
     let mut driver = setup?;

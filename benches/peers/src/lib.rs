@@ -118,7 +118,15 @@ where
         .build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.addr()).await?;
-        announce(listener.local_addr()?);
+        let addr = listener.local_addr()?;
+        if args.tls_cert.is_some() {
+            // The driver's URL scheme comes from this line.
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "listening on wss://{addr}/");
+            let _ = out.flush();
+        } else {
+            announce(addr);
+        }
         serve(listener).await
     })
 }
