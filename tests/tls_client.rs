@@ -2,7 +2,8 @@
 //! test process (tests/common/tls.rs) with certificates made at test time: messages of every
 //! size both ways, a writer thread sending while the reader waits, certificates that do not
 //! hold (expired, for another name, from an unknown CA) refused with one line, `insecure`
-//! accepting them, and `wsloop client`'s `--ca` and `--insecure`.
+//! accepting them, and `wsloop client`'s `--ca` and `--insecure`; and the client against
+//! wsloop's own TLS with no terminator between.
 #![cfg(feature = "tls")]
 
 mod common;
@@ -72,6 +73,7 @@ fn wss_carries_text_binary_16_mib_and_the_close() {
         Received::Binary(data) => assert!(data == big, "the 16 MiB echo differs"),
         other => panic!("expected the binary echo, got {other:?}"),
     }
+    // The echo server answers the close with its code and no reason.
     client.close(1000, "done").expect("close");
     assert_eq!(
         client.recv().expect("the close reply"),
@@ -328,4 +330,45 @@ fn client_command_refuses_a_bad_ca_file_at_start() {
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
+}
+
+/// The client against wsloop's own TLS (`--tls-cert`, `--tls-key`), no terminator between:
+/// the library client's messages both ways, then `wsloop client wss://` with `--ca`.
+#[test]
+fn client_talks_to_wsloops_own_tls() {
+    let pki = TestPki::new("client-own-tls");
+    let leaf = pki.localhost();
+    let (cert, key) = (
+        leaf.cert.to_str().expect("UTF-8 path"),
+        leaf.key.to_str().expect("UTF-8 path"),
+    );
+    let echo = Server::echo(&["--tls-cert", cert, "--tls-key", key]);
+    let url = format!("wss://localhost:{}/", echo.addr.port());
+
+    let mut client =
+        Client::connect_with(&url, &options(trusting(&pki.ca_cert))).expect("connect over TLS");
+    client.send_text("héllo over wss").expect("send text");
+    assert_eq!(
+        client.recv_message().expect("echo"),
+        Received::Text("héllo over wss".into())
+    );
+    let big = vec![0xA5; 300 * 1024];
+    client.send_binary(&big).expect("send binary");
+    assert_eq!(client.recv_message().expect("echo"), Received::Binary(big));
+    // The echo server answers the close with its code and no reason.
+    client.close(1000, "done").expect("close");
+    assert_eq!(
+        client.recv().expect("close reply"),
+        Received::Close(Some(1000), String::new())
+    );
+
+    let ca = pki.ca_cert.to_str().expect("UTF-8 path");
+    let (line, output) = run_client(&url, &["--ca", ca], &[]);
+    assert_eq!(line, "a line over TLS\n");
+    assert_eq!(output.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with(&format!("connected to {url}\n")),
+        "{stderr}"
+    );
 }
