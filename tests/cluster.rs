@@ -1849,6 +1849,82 @@ fn redis_node_crash_leaves_the_others_chatting_and_its_restart_is_no_twin() {
     }
 }
 
+/// The `presence` reply of `peer` for `channel`, within [`WAIT`].
+fn presence_of(peer: &mut Peer, channel: &str) -> Value {
+    peer.send(&json!({"type": "presence", "channel": channel}));
+    let reply = peer.recv();
+    assert_eq!(reply["type"], "presence", "{reply}");
+    reply
+}
+
+/// The `presence` reply listing exactly these anonymous peers (user id = name = their id).
+fn presence_listing(channel: &str, peers: &[&Peer]) -> Value {
+    let mut ids: Vec<&str> = peers.iter().map(|p| p.id.as_str()).collect();
+    ids.sort();
+    let users: Vec<Value> = ids
+        .iter()
+        .map(|id| json!({"user": id, "name": id}))
+        .collect();
+    json!({"type": "presence", "channel": channel, "users": users})
+}
+
+#[test]
+fn redis_presence_sees_every_nodes_users_and_forgets_a_killed_node_within_its_ttl() {
+    // Presence lives in Redis hashes with a TTL renewed every third of it: a node killed with
+    // SIGKILL renews nothing, and its users leave the other nodes' answers within 4/3 TTL.
+    let Some(program) = redis_program() else {
+        return;
+    };
+    let redis = Redis::start(program);
+    const TTL: Duration = Duration::from_millis(900);
+    let ttl = ["--presence-ttl", "900ms"];
+    let a = Node::clustered("a", &redis, "127.0.0.1:0", &ttl);
+    let mut b = Node::clustered("b", &redis, "127.0.0.1:0", &ttl);
+    redis.wait_topics(&topics(&[("chat", 2)]), WAIT);
+    let (mut a1, mut b1, mut b2) = (
+        Peer::join_node(&a, 1),
+        Peer::join_node(&b, 1),
+        Peer::join_node(&b, 2),
+    );
+    for peer in [&mut a1, &mut b1, &mut b2] {
+        peer.subscribe("room");
+    }
+    let everyone = presence_listing("room", &[&a1, &b1, &b2]);
+    for peer in [&mut a1, &mut b1] {
+        wait_until("the users of both nodes", WAIT, || {
+            let seen = presence_of(peer, "room");
+            (seen == everyone).then_some(()).ok_or(seen.to_string())
+        });
+    }
+    assert_eq!(
+        presence_of(&mut a1, "elsewhere"),
+        presence_listing("elsewhere", &[]),
+        "nobody in another channel"
+    );
+    b2.unsubscribe("room");
+    let without_b2 = presence_listing("room", &[&a1, &b1]);
+    wait_until("a-1 sees b-2 leave", WAIT, || {
+        let seen = presence_of(&mut a1, "room");
+        (seen == without_b2).then_some(()).ok_or(seen.to_string())
+    });
+
+    let _ = b.child.kill();
+    let killed = Instant::now();
+    let _ = b.child.wait();
+    let alone = presence_listing("room", &[&a1]);
+    wait_until("b's users gone from a's answers", TTL * 3, || {
+        let seen = presence_of(&mut a1, "room");
+        (seen == alone).then_some(()).ok_or(seen.to_string())
+    });
+    // 4/3 TTL, and time for a heartbeat's round trip on a busy machine.
+    let bound = TTL * 4 / 3 + Duration::from_millis(500);
+    assert!(
+        killed.elapsed() <= bound,
+        "gone after {:?}",
+        killed.elapsed()
+    );
+}
+
 #[test]
 fn redis_user_allowed_only_pubsub_still_chats_without_the_id_check() {
     // A Redis user limited to Pub/Sub cannot SET the node's claim: the node warns that
