@@ -260,6 +260,15 @@ pub(crate) struct ServeArgs {
         requires = "redis"
     )]
     pub(crate) redis_prefix: String,
+    /// How long a node's presence entries live in Redis after its last heartbeat (one every
+    /// third of it): a killed node's users leave every presence answer within 4/3 of this.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = flags::positive_duration,
+          requires = "redis")]
+    pub(crate) presence_ttl: Duration,
+    /// Channels announce each subscription (`join`) and its end (`leave`) to their
+    /// subscribers.
+    #[arg(long)]
+    pub(crate) presence_events: bool,
 }
 
 #[derive(Args, Debug)]

@@ -29,7 +29,7 @@ use wsloop::app::serve::{Serve, ServeConfig};
 use wsloop::app::topics;
 use wsloop::client::{ClientOptions, TlsOptions};
 #[cfg(feature = "redis")]
-use wsloop::cluster::{Bridge, RedisConfig};
+use wsloop::cluster::{Bridge, Presence, PresenceConfig, RedisConfig};
 use wsloop::proto::Limits;
 use wsloop::server::{Config, Handler, Server};
 
@@ -298,7 +298,12 @@ fn serve(args: Box<ServeArgs>) -> ExitCode {
                 max_payload: args.max_content.saturating_mul(6).saturating_add(4096),
                 claim: Some(ClusterNode::claim_key(&node_id, &args.redis_prefix)),
             };
-            Some((config, node_id, args.redis_prefix))
+            let presence = PresenceConfig {
+                node: node_id.clone(),
+                prefix: args.redis_prefix.clone(),
+                ttl: args.presence_ttl,
+            };
+            Some((config, presence, node_id, args.redis_prefix))
         }
         None => None,
     };
@@ -313,6 +318,7 @@ fn serve(args: Box<ServeArgs>) -> ExitCode {
             max_channels: args.max_channels,
             max_messages_per_second: args.max_messages_per_second,
         },
+        presence_events: args.presence_events,
     };
     let ws_path = serve_config.ws_path.clone();
     let serve = Serve::new(serve_config);
@@ -328,14 +334,15 @@ fn serve(args: Box<ServeArgs>) -> ExitCode {
         Some(&ws_path),
         |_serve, _waker| {
             #[cfg(feature = "redis")]
-            if let Some((redis, node_id, prefix)) = redis {
+            if let Some((redis, presence, node_id, prefix)) = redis {
                 wsloop::log!(
                     Level::Info,
                     "cluster node {node_id} via {} (topics {prefix}*)",
                     redis.redacted_url(),
                 );
+                let presence = Presence::start(&redis, presence, Arc::clone(&_waker))?;
                 let bridge = Bridge::start(redis, _waker)?;
-                _serve.attach_cluster(ClusterNode::new(bridge, node_id, prefix));
+                _serve.attach_cluster(ClusterNode::new(bridge, presence, node_id, prefix));
             }
             Ok(())
         },

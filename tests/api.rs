@@ -190,6 +190,54 @@ fn publish_broadcast_and_channels() {
 }
 
 #[test]
+fn presence_lists_the_users_of_a_channel() {
+    let mut sim = server();
+    let ann1 = client(&mut sim, "t-ann");
+    let ann2 = client(&mut sim, "t-ann");
+    let bob = client(&mut sim, "t-bob");
+    for peer in [&ann1, &ann2, &bob] {
+        send(
+            &mut sim,
+            peer,
+            &json!({"type": "subscribe", "channel": "news room"}),
+        );
+    }
+    let ann_only = json!({"channel": "news room", "users": [{"user": "ann", "name": "ann"}]});
+    send(
+        &mut sim,
+        &bob,
+        &json!({"type": "unsubscribe", "channel": "news room"}),
+    );
+    assert_eq!(
+        with_key(
+            &mut sim,
+            "GET",
+            "/api/presence?channel=news%20room",
+            &json!({})
+        ),
+        (200, ann_only),
+        "two connections, one user; bob left"
+    );
+    assert_eq!(
+        with_key(&mut sim, "GET", "/api/presence?channel=empty", &json!({})),
+        (200, json!({"channel": "empty", "users": []}))
+    );
+    let channel_required = json!({"error": "the query parameter channel is required"});
+    assert_eq!(
+        with_key(&mut sim, "GET", "/api/presence", &json!({})),
+        (400, channel_required)
+    );
+    let (status, answer) = with_key(&mut sim, "GET", "/api/presence?channel=", &json!({}));
+    assert_eq!((status, &answer["code"]), (400, &json!("invalid_channel")));
+    let (status, _) = api(&mut sim, "GET", "/api/presence?channel=news", None, "");
+    assert_eq!(status, 401, "the key is required");
+    assert_eq!(
+        with_key(&mut sim, "POST", "/api/presence?channel=news", &json!({})),
+        (405, json!({"error": "use GET"}))
+    );
+}
+
+#[test]
 fn send_reaches_every_connection_of_the_user_and_disconnect_closes_them() {
     let mut sim = server();
     let ann1 = client(&mut sim, "t-ann");

@@ -736,6 +736,28 @@ impl Peer {
 
     /// [`Peer::join`] with these options (`wss://` and the CA to trust, say).
     fn join_with(url: &str, options: &ClientOptions) -> Peer {
+        let (peer, welcome) = Peer::welcomed(url, options);
+        assert_eq!(welcome["name"], peer.id, "name without a token is the id");
+        peer
+    }
+
+    /// Joins as the user of `token` (a line of `--token-file`): the welcome names `user`.
+    fn join_as(url: &str, token: &str, user: &str) -> Peer {
+        let options = ClientOptions {
+            headers: vec![format!("Authorization: Bearer {token}")],
+            timeout: Some(WAIT),
+            ..ClientOptions::default()
+        };
+        let (peer, welcome) = Peer::welcomed(url, &options);
+        assert_eq!(
+            (&welcome["user"], &welcome["name"]),
+            (&json!(user), &json!(user))
+        );
+        peer
+    }
+
+    /// Connects and checks the welcome (exactly `type`, `id`, `user`, `name`, a current `ts`).
+    fn welcomed(url: &str, options: &ClientOptions) -> (Peer, Value) {
         let client =
             Client::connect_with(url, options).unwrap_or_else(|e| panic!("connect to {url}: {e}"));
         let mut peer = Peer {
@@ -752,11 +774,10 @@ impl Peer {
         assert_eq!(welcome["type"], "welcome", "first message: {welcome}");
         assert_recent_ts(&welcome["ts"], TS_SLACK_MS, &welcome);
         let id = welcome["id"].as_str().expect("welcome.id is a string");
-        assert_eq!(welcome["name"], id, "name without a token is the id");
         peer.id = id.to_owned();
         // `<node>-<start tag>-<serial>`: the node id may hold dashes itself.
         peer.node = id.rsplitn(3, '-').nth(2).unwrap_or("").to_owned();
-        peer
+        (peer, welcome)
     }
 
     /// Joins `node` and checks the node-prefixed id: `<node>-<start tag>-<serial>`.
@@ -1849,6 +1870,145 @@ fn redis_node_crash_leaves_the_others_chatting_and_its_restart_is_no_twin() {
     }
 }
 
+/// The `presence` reply of `peer` for `channel`, within [`WAIT`].
+fn presence_of(peer: &mut Peer, channel: &str) -> Value {
+    peer.send(&json!({"type": "presence", "channel": channel}));
+    let reply = peer.recv();
+    assert_eq!(reply["type"], "presence", "{reply}");
+    reply
+}
+
+/// The `presence` reply listing exactly these anonymous peers (user id = name = their id).
+fn presence_listing(channel: &str, peers: &[&Peer]) -> Value {
+    let mut ids: Vec<&str> = peers.iter().map(|p| p.id.as_str()).collect();
+    ids.sort();
+    let users: Vec<Value> = ids
+        .iter()
+        .map(|id| json!({"user": id, "name": id}))
+        .collect();
+    json!({"type": "presence", "channel": channel, "users": users})
+}
+
+#[test]
+fn redis_presence_sees_every_nodes_users_and_forgets_a_killed_node_within_its_ttl() {
+    // Presence lives in Redis hashes with a TTL renewed every third of it: a node killed with
+    // SIGKILL renews nothing, and its users leave the other nodes' answers within 4/3 TTL.
+    let Some(program) = redis_program() else {
+        return;
+    };
+    let redis = Redis::start(program);
+    const TTL: Duration = Duration::from_millis(900);
+    let ttl = ["--presence-ttl", "900ms"];
+    let a = Node::clustered("a", &redis, "127.0.0.1:0", &ttl);
+    let mut b = Node::clustered("b", &redis, "127.0.0.1:0", &ttl);
+    redis.wait_topics(&topics(&[("chat", 2)]), WAIT);
+    let (mut a1, mut b1, mut b2) = (
+        Peer::join_node(&a, 1),
+        Peer::join_node(&b, 1),
+        Peer::join_node(&b, 2),
+    );
+    for peer in [&mut a1, &mut b1, &mut b2] {
+        peer.subscribe("room");
+    }
+    let everyone = presence_listing("room", &[&a1, &b1, &b2]);
+    for peer in [&mut a1, &mut b1] {
+        wait_until("the users of both nodes", WAIT, || {
+            let seen = presence_of(peer, "room");
+            (seen == everyone).then_some(()).ok_or(seen.to_string())
+        });
+    }
+    assert_eq!(
+        presence_of(&mut a1, "elsewhere"),
+        presence_listing("elsewhere", &[]),
+        "nobody in another channel"
+    );
+    b2.unsubscribe("room");
+    let without_b2 = presence_listing("room", &[&a1, &b1]);
+    wait_until("a-1 sees b-2 leave", WAIT, || {
+        let seen = presence_of(&mut a1, "room");
+        (seen == without_b2).then_some(()).ok_or(seen.to_string())
+    });
+
+    let _ = b.child.kill();
+    let killed = Instant::now();
+    let _ = b.child.wait();
+    let alone = presence_listing("room", &[&a1]);
+    wait_until("b's users gone from a's answers", TTL * 3, || {
+        let seen = presence_of(&mut a1, "room");
+        (seen == alone).then_some(()).ok_or(seen.to_string())
+    });
+    // 4/3 TTL, and time for a heartbeat's round trip on a busy machine.
+    let bound = TTL * 4 / 3 + Duration::from_millis(500);
+    assert!(
+        killed.elapsed() <= bound,
+        "gone after {:?}",
+        killed.elapsed()
+    );
+}
+
+/// The server API key the API tests give their nodes (`--api-key-file`).
+const API_KEY: &str = "backend-key-0123456789";
+
+/// `POST path` with `body` and the API key to `addr`: (status, JSON answer).
+fn api_post(addr: SocketAddr, path: &str, body: &Value) -> (u16, Value) {
+    let body = body.to_string();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: wsloop\r\nAuthorization: apikey {API_KEY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (head, answer) = common::http_exchange(addr, request.as_bytes());
+    let status = head
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("status line: {head}"));
+    let answer = serde_json::from_slice(&answer)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&answer)));
+    (status, answer)
+}
+
+/// The next message of `peer` without its `ts`.
+fn recv_untimed(peer: &mut Peer) -> Value {
+    let mut message = peer.recv();
+    message.as_object_mut().map(|o| o.remove("ts"));
+    message
+}
+
+#[test]
+fn redis_api_send_reaches_every_connection_of_a_user_on_two_nodes() {
+    let Some(program) = redis_program() else {
+        return;
+    };
+    let redis = Redis::start(program);
+    let tokens = common::TempFile::new("cluster-tokens", "t-ann ann\nt-bob bob\n");
+    let keys = common::TempFile::new("cluster-api-keys", &format!("{API_KEY}\n"));
+    let args = ["--token-file", tokens.path(), "--api-key-file", keys.path()];
+    let a = Node::clustered("a", &redis, "127.0.0.1:0", &args);
+    let b = Node::clustered("b", &redis, "127.0.0.1:0", &args);
+    redis.wait_topics(&topics(&[("chat", 2)]), WAIT);
+    let mut ann_a = Peer::join_as(&a.url(), "t-ann", "ann");
+    let mut ann_b = Peer::join_as(&b.url(), "t-ann", "ann");
+    let mut bob_b = Peer::join_as(&b.url(), "t-bob", "bob");
+    let send = json!({"user": "ann", "content": "your invoice", "from": "billing"});
+    assert_eq!(
+        api_post(a.addr, "/api/send", &send),
+        (200, json!({"delivered": 1})),
+        "a counts its own connection of ann"
+    );
+    let direct =
+        json!({"type": "direct", "to": "ann", "from": "billing", "content": "your invoice"});
+    assert_eq!(recv_untimed(&mut ann_a), direct);
+    assert_eq!(
+        recv_untimed(&mut ann_b),
+        direct,
+        "ann's connection on the other node"
+    );
+    bob_b.barrier();
+    assert!(bob_b.inbox.is_empty(), "bob got {:?}", bob_b.inbox);
+    ann_b.barrier();
+    assert!(ann_b.inbox.is_empty(), "exactly once: {:?}", ann_b.inbox);
+}
+
 #[test]
 fn redis_user_allowed_only_pubsub_still_chats_without_the_id_check() {
     // A Redis user limited to Pub/Sub cannot SET the node's claim: the node warns that
@@ -2592,6 +2752,61 @@ fn serving_node(nodes: &[Node; 2], id: &str, addr: &str) -> usize {
             ),
         }
     }
+}
+
+/// The application's backend publishes through nginx (deploy/nginx.conf in front of two
+/// clustered nodes): whichever node nginx picks, the subscriber on the other node gets the
+/// message, through Redis.
+#[test]
+fn nginx_backend_publish_reaches_a_subscriber_on_the_other_node() {
+    let Some(program) = nginx_program() else {
+        return;
+    };
+    let Some(redis_program) = redis_program() else {
+        return;
+    };
+    let redis = Redis::start(redis_program);
+    let keys = common::TempFile::new("nginx-api-keys", &format!("{API_KEY}\n"));
+    let args = ["--api-key-file", keys.path(), "--log-level", "debug"];
+    let nodes = [
+        Node::clustered("a", &redis, "127.0.0.1:0", &args),
+        Node::clustered("b", &redis, "127.0.0.1:0", &args),
+    ];
+    let pki = tls::TestPki::new("nginx-api");
+    let nginx = Nginx::start(&program, [nodes[0].addr, nodes[1].addr], &pki.localhost());
+    // Straight to each node (nginx's own start-up checks took serials already).
+    let mut subscribers = nodes.each_ref().map(|node| Peer::join(&node.url(), &[]));
+    assert_eq!((&*subscribers[0].node, &*subscribers[1].node), ("a", "b"));
+    for peer in &mut subscribers {
+        peer.subscribe("news");
+    }
+    redis.wait_topics(&topics(&[("chat", 2), ("channel:news", 2)]), WAIT);
+    let publish = json!({"channel": "news", "content": "deploy done", "from": "ci"});
+    assert_eq!(
+        api_post(nginx.addr, "/api/publish", &publish),
+        (200, json!({"delivered": 1})),
+        "the node nginx picked counts its own subscriber"
+    );
+    let picked = |node: &Node| node.log.any(|l| l.contains("POST /api/publish"));
+    let served: Vec<bool> = nodes.iter().map(picked).collect();
+    assert!(
+        served == [true, false] || served == [false, true],
+        "served by {served:?}"
+    );
+    let message = json!({"type": "message", "channel": "news", "from": "ci", "id": "server",
+                         "content": "deploy done"});
+    for peer in &mut subscribers {
+        assert_eq!(
+            recv_untimed(peer),
+            message,
+            "{} on node {}",
+            peer.id,
+            peer.node
+        );
+        peer.barrier();
+        assert!(peer.inbox.is_empty(), "exactly once: {:?}", peer.inbox);
+    }
+    drop(nginx);
 }
 
 /// Settings of deploy/nginx.conf that a live test cannot wait for: the read timeout must

@@ -167,16 +167,21 @@ fn request_tokens(request: &Request) -> impl Iterator<Item = String> + '_ {
             .eq_ignore_ascii_case("bearer")
             .then(|| token.trim().to_owned())
     });
-    let query = request
+    let query = query_values(request, "token");
+    let cookie = cookies(request, "token").map(str::to_owned);
+    bearer.chain(query).chain(cookie)
+}
+
+/// The values of the query parameters named `name`, percent-decoded.
+pub fn query_values<'a>(request: &'a Request, name: &'a str) -> impl Iterator<Item = String> + 'a {
+    request
         .target
         .split_once('?')
         .map(|(_, q)| q)
         .unwrap_or("")
         .split('&')
-        .filter_map(|pair| pair.strip_prefix("token="))
-        .map(percent_decode);
-    let cookie = cookies(request, "token").map(str::to_owned);
-    bearer.chain(query).chain(cookie)
+        .filter_map(move |pair| pair.strip_prefix(name)?.strip_prefix('='))
+        .map(percent_decode)
 }
 
 /// The values of the cookies named `name` (RFC 6265 §5.4: `name=value` pairs split by `;`).

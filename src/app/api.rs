@@ -9,8 +9,10 @@
 //! | `POST /api/send` | `user`, `content`, `from`? | `delivered` |
 //! | `POST /api/disconnect` | `user` | `disconnected` |
 //! | `GET /api/channels` | | `channels`: `name`, `subscribers` |
+//! | `GET /api/presence?channel=NAME` | | `channel`, `users`: `user`, `name` |
 //!
 //! The counts are this node's: the other nodes deliver what they receive on their own.
+//! Presence is the cluster's (this node's users and the other nodes' from Redis).
 
 use serde_json::json;
 
@@ -83,11 +85,27 @@ pub fn answer_head(access: &Access, chat: &Chat, request: &Request) -> HttpRespo
                 .collect();
             json_response(200, &json!({ "channels": channels }))
         }
-        (_, "/api/channels") => method_not_allowed("GET"),
+        ("GET" | "HEAD", "/api/presence") => presence(chat, request),
+        (_, "/api/channels" | "/api/presence") => method_not_allowed("GET"),
         (_, "/api/publish" | "/api/broadcast" | "/api/send" | "/api/disconnect") => {
             method_not_allowed("POST")
         }
         _ => json_error(404, "no such API endpoint"),
+    }
+}
+
+/// `GET /api/presence?channel=NAME`: who is in the channel, across nodes.
+fn presence(chat: &Chat, request: &Request) -> HttpResponse {
+    match super::access::query_values(request, "channel").next() {
+        Some(channel) => match chat.check_channel(&channel) {
+            Ok(()) => {
+                let mut answer = chat.presence_json(&channel);
+                answer.as_object_mut().map(|o| o.remove("type"));
+                json_response(200, &answer)
+            }
+            Err(e) => json_response(400, &json!({"error": e.message, "code": e.code})),
+        },
+        None => json_error(400, "the query parameter channel is required"),
     }
 }
 

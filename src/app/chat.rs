@@ -15,6 +15,7 @@ use super::metrics::ChatCounters;
 use super::topics::Topic;
 use crate::proto::{Message, MessageKind};
 use crate::server::{ConnId, Ctx};
+pub use presence::PresenceTable;
 
 /// Limits of the chat protocol.
 #[derive(Clone, Debug, PartialEq)]
@@ -91,6 +92,7 @@ enum Request {
     Unsubscribe { channel: String },
     Publish { channel: String, content: String },
     Auth { token: String },
+    Presence { channel: String },
 }
 
 /// Milliseconds since the Unix epoch.
@@ -109,6 +111,22 @@ pub enum ClusterOp {
     Subscribe(String),
     /// The last local client left this channel: stop receiving it.
     Unsubscribe(String),
+    /// A connection of `user` subscribed to `channel` (presence).
+    Joined {
+        /// The channel.
+        channel: String,
+        /// The user id.
+        user: String,
+        /// The user's name.
+        name: String,
+    },
+    /// A connection of `user` left `channel` (presence).
+    Left {
+        /// The channel.
+        channel: String,
+        /// The user id.
+        user: String,
+    },
 }
 
 /// The chat state: members and channels.
@@ -131,6 +149,10 @@ pub struct Chat {
     /// waits for Redis to confirm it (while it is down, nothing would).
     subscriber_up: bool,
     counters: ChatCounters,
+    /// `--presence-events`: channels announce joins and leaves.
+    presence_events: bool,
+    /// The other nodes' presence, as last read from Redis.
+    remote_presence: PresenceTable,
 }
 
 impl Chat {
@@ -243,18 +265,19 @@ impl Chat {
     }
 
     /// Forgets a connection and its subscriptions.
-    pub fn leave(&mut self, id: ConnId) {
+    pub fn leave(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
         for waiting in self.pending_acks.values_mut() {
             waiting.retain(|w| *w != id);
         }
-        if let Some(member) = self.members.remove(&id) {
-            for channel in member.channels {
-                self.remove_subscriber(&channel, id);
-            }
+        let channels = self.members.get(&id).map(|m| m.channels.clone());
+        for channel in channels.unwrap_or_default() {
+            self.remove_subscriber(ctx, &channel, id);
         }
+        self.members.remove(&id);
     }
 
-    fn remove_subscriber(&mut self, channel: &str, id: ConnId) {
+    /// Takes `id` (still a member) out of `channel`'s subscribers.
+    fn remove_subscriber(&mut self, ctx: &mut Ctx<'_>, channel: &str, id: ConnId) {
         if let Some(subscribers) = self.channels.get_mut(channel) {
             subscribers.remove(&id);
             if subscribers.is_empty() {
@@ -262,6 +285,7 @@ impl Chat {
                 self.record(ClusterOp::Unsubscribe(channel.to_owned()));
             }
         }
+        self.left(ctx, channel, id);
     }
 
     /// The server could not run for `paused`: what members sent meanwhile arrives at once.
@@ -411,6 +435,9 @@ impl Chat {
                 channel: self.channel(&object)?,
                 content: self.content(&object)?,
             }),
+            "presence" => Ok(Request::Presence {
+                channel: self.channel(&object)?,
+            }),
             "auth" => Ok(Request::Auth {
                 token: string_field(&object, "token")?.to_owned(),
             }),
@@ -420,7 +447,7 @@ impl Chat {
                 let more = if shown.len() < other.len() { "..." } else { "" };
                 Err(ChatError::new(
                     "unknown_type",
-                    format!("unknown type {shown:?}{more} (ping, chat, subscribe, unsubscribe, publish, auth)"),
+                    format!("unknown type {shown:?}{more} (ping, chat, subscribe, unsubscribe, publish, presence, auth)"),
                 ))
             }
         }
@@ -454,7 +481,7 @@ impl Chat {
     }
 
     /// A channel name is 1 to `--max-channel-name` bytes long.
-    fn check_channel(&self, channel: &str) -> Result<(), ChatError> {
+    pub(crate) fn check_channel(&self, channel: &str) -> Result<(), ChatError> {
         if channel.is_empty() || channel.len() > self.limits.max_channel_name {
             return Err(ChatError::new(
                 "invalid_channel",
@@ -494,7 +521,8 @@ impl Chat {
             }
             Request::Subscribe { channel } => {
                 permitted(member, &channel)?;
-                if !member.channels.contains(&channel) {
+                let new = !member.channels.contains(&channel);
+                if new {
                     if member.channels.len() >= self.limits.max_channels {
                         return Err(ChatError::new(
                             "too_many_channels",
@@ -521,6 +549,9 @@ impl Chat {
                     Some(waiting) => waiting.push(id),
                     None => send_json(ctx, id, &json!({"type": "subscribed", "channel": channel})),
                 }
+                if new {
+                    self.joined(ctx, &channel, id);
+                }
             }
             Request::Unsubscribe { channel } => {
                 // Replies keep the order of requests: a pending `subscribed` goes first.
@@ -536,7 +567,7 @@ impl Chat {
                         format!("not subscribed to {channel:?}"),
                     ));
                 }
-                self.remove_subscriber(&channel, id);
+                self.remove_subscriber(ctx, &channel, id);
                 send_json(
                     ctx,
                     id,
@@ -556,6 +587,10 @@ impl Chat {
                     id,
                     &json!({"type": "published", "channel": channel, "receivers": receivers}),
                 );
+            }
+            Request::Presence { channel } => {
+                permitted(member, &channel)?;
+                send_json(ctx, id, &self.presence_json(&channel));
             }
             // Taken apart in `handle`.
             Request::Auth { .. } => {}
@@ -634,5 +669,6 @@ fn broadcast_to(
 }
 
 mod backend;
+mod presence;
 #[cfg(test)]
 mod tests;

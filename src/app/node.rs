@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use super::chat::{Chat, ClusterOp};
 use super::metrics::ClusterMetrics;
 use super::topics::{decode_envelope, encode_envelope, Origin, Topic};
-use crate::cluster::{Bridge, Inbound};
+use crate::cluster::{Bridge, Inbound, Presence, PresenceChange};
 use crate::log::Level;
 use crate::server::Ctx;
 
@@ -68,6 +68,7 @@ impl Positions {
 /// The bridge with this node's id and the prefix of its topic names.
 pub struct ClusterNode {
     bridge: Bridge,
+    presence: Presence,
     id: String,
     prefix: String,
     /// The next sequence number per topic name, of this node's stream.
@@ -87,10 +88,11 @@ pub struct ClusterNode {
 impl ClusterNode {
     /// Joins the cluster through a started bridge: subscribes the topics every node
     /// publishes chat and the server API's user events on. `id` must pass [`validate_node_id`](super::topics::validate_node_id).
-    pub fn new(bridge: Bridge, id: String, prefix: String) -> ClusterNode {
+    pub fn new(bridge: Bridge, presence: Presence, id: String, prefix: String) -> ClusterNode {
         let mut node = ClusterNode {
             stream: format!("{}.0", bridge.token()),
             bridge,
+            presence,
             id,
             prefix,
             sent: HashMap::new(),
@@ -136,6 +138,18 @@ impl ClusterNode {
                     self.wanted.remove(&name);
                     self.received.forget(&name);
                     self.bridge.unsubscribe(name);
+                }
+                ClusterOp::Joined {
+                    channel,
+                    user,
+                    name,
+                } => self.presence.change(PresenceChange::Joined {
+                    channel,
+                    user,
+                    name,
+                }),
+                ClusterOp::Left { channel, user } => {
+                    self.presence.change(PresenceChange::Left { channel, user });
                 }
             }
         }
@@ -218,6 +232,9 @@ impl ClusterNode {
     /// this node's own publications come back from Redis too and are dropped (they were
     /// delivered locally when sent).
     pub fn deliver(&mut self, chat: &mut Chat, ctx: &mut Ctx<'_>) {
+        if let Some(table) = self.presence.take_remote() {
+            chat.set_remote_presence(table);
+        }
         let inbound: Vec<Inbound> = self.bridge.drain().collect();
         for inbound in inbound {
             let (topic, payload) = match inbound {

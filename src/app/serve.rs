@@ -59,6 +59,8 @@ pub struct ServeConfig {
     pub allowed_origins: Vec<String>,
     /// Chat protocol limits.
     pub chat: ChatLimits,
+    /// `--presence-events`: channels announce `join` and `leave`.
+    pub presence_events: bool,
 }
 
 impl Default for ServeConfig {
@@ -69,6 +71,7 @@ impl Default for ServeConfig {
             auth_timeout: Duration::from_secs(10),
             allowed_origins: Vec::new(),
             chat: ChatLimits::default(),
+            presence_events: false,
         }
     }
 }
@@ -107,7 +110,7 @@ impl Serve {
         );
         Serve {
             index_html,
-            chat: Chat::new(config.chat.clone()),
+            chat: Chat::new(config.chat.clone()).announce_presence(config.presence_events),
             config,
             started: Instant::now(),
             stopping: Arc::default(),
@@ -149,7 +152,8 @@ impl Serve {
     /// Makes this server a node of a cluster (before any client connects).
     #[cfg(feature = "redis")]
     pub fn attach_cluster(&mut self, node: ClusterNode) {
-        self.chat = Chat::clustered(self.config.chat.clone(), node.id().to_owned());
+        self.chat = Chat::clustered(self.config.chat.clone(), node.id().to_owned())
+            .announce_presence(self.config.presence_events);
         self.cluster = Some(node);
     }
 
@@ -420,9 +424,9 @@ impl Handler for Serve {
         self.gate.pause(paused);
     }
 
-    fn on_close(&mut self, _ctx: &mut Ctx<'_>, id: ConnId, _reason: CloseReason) {
+    fn on_close(&mut self, ctx: &mut Ctx<'_>, id: ConnId, _reason: CloseReason) {
         self.gate.forget(id);
-        self.chat.leave(id);
+        self.chat.leave(ctx, id);
         self.forward_cluster_ops();
     }
 

@@ -8,11 +8,15 @@
 //! Redis after a second of silence, so a hung Redis shows in [`Bridge::is_up`] within about
 //! three seconds even on a node that publishes nothing; the publisher pipelines its queue and
 //! tells publications Redis confirmed from those whose outcome is unknown.
+//!
+//! [`Presence`] keeps who is in which channel in Redis keys with a TTL, on a third thread.
 
+mod presence;
 mod redis_bridge;
 
 use std::path::PathBuf;
 
+pub use presence::{Presence, PresenceChange, PresenceConfig, PresenceTable};
 pub use redis_bridge::{Bridge, Inbound};
 
 /// Settings of the Redis bridge.

@@ -111,7 +111,7 @@ pub struct Bridge {
 }
 
 /// A reconnection schedule that never gives up: Redis may be down for long.
-fn redis_backoff() -> Backoff {
+pub(super) fn redis_backoff() -> Backoff {
     Backoff::new(
         Duration::from_millis(100),
         2.0,
@@ -121,7 +121,7 @@ fn redis_backoff() -> Backoff {
 }
 
 /// The Redis client for `config`'s URL, trusting the CAs of its CA file if it names one.
-fn open_client(config: &RedisConfig) -> Result<redis::Client, String> {
+pub(super) fn open_client(config: &RedisConfig) -> Result<redis::Client, String> {
     let url = config.url.as_str();
     let client = match &config.ca_file {
         None => redis::Client::open(url),

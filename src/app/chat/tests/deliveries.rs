@@ -30,8 +30,8 @@ struct Deliveries {
 impl Deliveries {
     fn new() -> Deliveries {
         let mut room = Room::new(ChatLimits::default());
-        room.chat.leave(sender());
-        room.chat.leave(observer());
+        room.leave(sender());
+        room.leave(observer());
         let members = [ConnId::new(3, 3), ConnId::new(4, 4), ConnId::new(5, 5)];
         for id in members {
             let mut ctx = Ctx::new(&mut room.commands, room.now);
@@ -139,7 +139,9 @@ fn chat_and_channel_deliveries_reach_exactly_their_members() {
             let id = d.members[*member];
             match request {
                 Some(request) => d.room.setup(id, request),
-                None => d.room.chat.leave(id),
+                None => {
+                    d.room.leave(id);
+                }
             }
         }
         let from = d.members[row.from];

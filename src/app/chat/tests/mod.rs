@@ -19,6 +19,7 @@ use crate::server::{ConnId, Ctx};
 mod deliveries;
 mod errors;
 mod limits;
+mod presence;
 
 /// Small limits, so that rows can sit on both sides of each one.
 fn limits() -> ChatLimits {
@@ -94,6 +95,15 @@ impl Room {
         };
         let mut ctx = Ctx::new(&mut self.commands, self.now);
         self.chat.handle(&mut ctx, from, message);
+        let recorded = self.commands.recorded();
+        self.commands.clear();
+        recorded
+    }
+
+    /// `id` disconnects; returns what that recorded.
+    fn leave(&mut self, id: ConnId) -> Vec<Recorded> {
+        let mut ctx = Ctx::new(&mut self.commands, self.now);
+        self.chat.leave(&mut ctx, id);
         let recorded = self.commands.recorded();
         self.commands.clear();
         recorded
