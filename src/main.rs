@@ -21,6 +21,7 @@ use signal_hook::consts::SIGHUP;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use wsloop::app::chat::ChatLimits;
+use wsloop::app::history::HistoryLimits;
 use wsloop::app::echo::Echo;
 #[cfg(feature = "redis")]
 use wsloop::app::node::ClusterNode;
@@ -312,6 +313,11 @@ fn serve(args: Box<ServeArgs>) -> ExitCode {
             max_channel_name: args.max_channel_name,
             max_channels: args.max_channels,
             max_messages_per_second: args.max_messages_per_second,
+        },
+        history: HistoryLimits {
+            size: args.history_size,
+            ttl: args.history_ttl,
+            max_bytes: args.history_max_bytes,
         },
     };
     let ws_path = serve_config.ws_path.clone();

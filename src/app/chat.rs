@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
+use super::history::{History, HistoryLimits, MemoryHistory, Position};
 use super::identity::{ChannelRules, Identity};
 use super::metrics::ChatCounters;
 use super::topics::Topic;
@@ -87,10 +88,17 @@ impl ChatError {
 enum Request {
     Ping { ts: Value },
     Chat { content: String },
-    Subscribe { channel: String },
+    Subscribe {
+        channel: String,
+        since: Option<Position>,
+    },
     Unsubscribe { channel: String },
     Publish { channel: String, content: String },
     Auth { token: String },
+    History {
+        channel: Option<String>,
+        limit: usize,
+    },
 }
 
 /// Milliseconds since the Unix epoch.
@@ -131,6 +139,8 @@ pub struct Chat {
     /// waits for Redis to confirm it (while it is down, nothing would).
     subscriber_up: bool,
     counters: ChatCounters,
+    /// The recent events of every channel and of the chat (`None`: none kept).
+    history: Option<Box<dyn History>>,
 }
 
 impl Chat {
@@ -153,6 +163,13 @@ impl Chat {
         }
     }
 
+    /// Keeps `limits.size` events per channel in memory (none when 0).
+    pub fn with_history(mut self, limits: HistoryLimits) -> Self {
+        self.history = (limits.size > 0)
+            .then(|| Box::new(MemoryHistory::new(limits, incarnation())) as Box<dyn History>);
+        self
+    }
+
     /// A connected member.
     pub fn member(&self, id: ConnId) -> Option<&Member> {
         self.members.get(&id)
@@ -160,7 +177,10 @@ impl Chat {
 
     /// Rate-limit counters, for `/metrics`.
     pub fn counters(&self) -> ChatCounters {
-        self.counters
+        ChatCounters {
+            history: self.history.as_ref().map(|h| h.stats()).unwrap_or_default(),
+            ..self.counters
+        }
     }
 
     /// What the other nodes must be told since the last call (empty when not clustered).
@@ -259,6 +279,7 @@ impl Chat {
             subscribers.remove(&id);
             if subscribers.is_empty() {
                 self.channels.remove(channel);
+                self.release_history(channel);
                 self.record(ClusterOp::Unsubscribe(channel.to_owned()));
             }
         }
@@ -403,6 +424,7 @@ impl Chat {
             }),
             "subscribe" => Ok(Request::Subscribe {
                 channel: self.channel(&object)?,
+                since: recovery::since_field(&object)?,
             }),
             "unsubscribe" => Ok(Request::Unsubscribe {
                 channel: self.channel(&object)?,
@@ -414,13 +436,20 @@ impl Chat {
             "auth" => Ok(Request::Auth {
                 token: string_field(&object, "token")?.to_owned(),
             }),
+            "history" => Ok(Request::History {
+                channel: match object.get("channel") {
+                    Some(_) => Some(self.channel(&object)?),
+                    None => None,
+                },
+                limit: recovery::limit_field(&object)?,
+            }),
             other => {
                 // Quote at most a short prefix: the reply must not echo a huge value back.
                 let shown: String = other.chars().take(32).collect();
                 let more = if shown.len() < other.len() { "..." } else { "" };
                 Err(ChatError::new(
                     "unknown_type",
-                    format!("unknown type {shown:?}{more} (ping, chat, subscribe, unsubscribe, publish, auth)"),
+                    format!("unknown type {shown:?}{more} (ping, chat, subscribe, unsubscribe, publish, history, auth)"),
                 ))
             }
         }
@@ -487,12 +516,12 @@ impl Chat {
             }
             Request::Chat { content } => {
                 let out = json!({"type": "chat", "from": member.name, "id": public_id,
-                                 "content": content, "ts": now_ms()})
-                .to_string();
+                                 "content": content, "ts": now_ms()});
+                let out = self.stamp(&Topic::All, out, ctx.now());
                 self.deliver(ctx, &Topic::All, &out);
                 self.record(ClusterOp::Publish(Topic::All, out));
             }
-            Request::Subscribe { channel } => {
+            Request::Subscribe { channel, since } => {
                 permitted(member, &channel)?;
                 if !member.channels.contains(&channel) {
                     if member.channels.len() >= self.limits.max_channels {
@@ -519,7 +548,10 @@ impl Chat {
                 }
                 match self.pending_acks.get_mut(&channel) {
                     Some(waiting) => waiting.push(id),
-                    None => send_json(ctx, id, &json!({"type": "subscribed", "channel": channel})),
+                    None => {
+                        let reply = self.replay(ctx, id, &channel, since.as_ref());
+                        send_json(ctx, id, &reply);
+                    }
                 }
             }
             Request::Unsubscribe { channel } => {
@@ -546,9 +578,9 @@ impl Chat {
             Request::Publish { channel, content } => {
                 permitted(member, &channel)?;
                 let out = json!({"type": "message", "channel": channel, "from": member.name,
-                                 "id": public_id, "content": content, "ts": now_ms()})
-                .to_string();
+                                 "id": public_id, "content": content, "ts": now_ms()});
                 let topic = Topic::Channel(channel.clone());
+                let out = self.stamp(&topic, out, ctx.now());
                 let receivers = self.deliver(ctx, &topic, &out);
                 self.record(ClusterOp::Publish(topic, out));
                 send_json(
@@ -556,6 +588,12 @@ impl Chat {
                     id,
                     &json!({"type": "published", "channel": channel, "receivers": receivers}),
                 );
+            }
+            Request::History { channel, limit } => {
+                if let Some(name) = &channel {
+                    permitted(member, name)?;
+                }
+                self.answer_history(ctx, id, channel.as_deref(), limit)?;
             }
             // Taken apart in `handle`.
             Request::Auth { .. } => {}
@@ -634,5 +672,6 @@ fn broadcast_to(
 }
 
 mod backend;
+mod recovery;
 #[cfg(test)]
 mod tests;

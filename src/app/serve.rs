@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::access::{origin_allowed, redacted_target, Access, Admission};
 use super::chat::{send_error, Chat, ChatError, ChatLimits};
+use super::history::HistoryLimits;
 use super::gate::{Gate, Lapse};
 use super::identity::{AuthError, Identity, LEEWAY_SECS};
 use super::metrics::{self, ClusterMetrics, Exposition};
@@ -59,6 +60,9 @@ pub struct ServeConfig {
     pub allowed_origins: Vec<String>,
     /// Chat protocol limits.
     pub chat: ChatLimits,
+    /// How much channel history a single node keeps (a cluster keeps none yet: each node's
+    /// offsets would be its own).
+    pub history: HistoryLimits,
 }
 
 impl Default for ServeConfig {
@@ -69,6 +73,7 @@ impl Default for ServeConfig {
             auth_timeout: Duration::from_secs(10),
             allowed_origins: Vec::new(),
             chat: ChatLimits::default(),
+            history: HistoryLimits::default(),
         }
     }
 }
@@ -107,7 +112,7 @@ impl Serve {
         );
         Serve {
             index_html,
-            chat: Chat::new(config.chat.clone()),
+            chat: Chat::new(config.chat.clone()).with_history(config.history.clone()),
             config,
             started: Instant::now(),
             stopping: Arc::default(),
@@ -427,11 +432,16 @@ impl Handler for Serve {
     }
 
     fn next_timer(&self) -> Option<Instant> {
-        self.gate.next()
+        [self.gate.next(), self.chat.next_history_expiry()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
-    /// Closes connections whose `auth` did not come in time or whose token expired.
+    /// Closes connections whose `auth` did not come in time or whose token expired, and
+    /// forgets idle channels' history.
     fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
+        self.chat.expire_history(ctx.now());
         while let Some((id, lapse)) = self.gate.pop_due(ctx.now()) {
             let reason = match lapse {
                 Lapse::AuthTimeout => "authentication timeout",

@@ -18,7 +18,9 @@ use crate::server::{ConnId, Ctx};
 
 mod deliveries;
 mod errors;
+mod history;
 mod limits;
+mod recovery_property;
 
 /// Small limits, so that rows can sit on both sides of each one.
 fn limits() -> ChatLimits {
@@ -63,8 +65,12 @@ struct Room {
 
 impl Room {
     fn new(limits: ChatLimits) -> Room {
+        Room::with_chat(Chat::new(limits))
+    }
+
+    fn with_chat(chat: Chat) -> Room {
         let mut room = Room {
-            chat: Chat::new(limits),
+            chat,
             commands: Commands::default(),
             now: Instant::now(),
         };
