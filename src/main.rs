@@ -21,8 +21,8 @@ use signal_hook::consts::SIGHUP;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use wsloop::app::chat::ChatLimits;
-use wsloop::app::history::HistoryLimits;
 use wsloop::app::echo::Echo;
+use wsloop::app::history::HistoryLimits;
 #[cfg(feature = "redis")]
 use wsloop::app::node::ClusterNode;
 use wsloop::app::serve::{Serve, ServeConfig};

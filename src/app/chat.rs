@@ -86,15 +86,26 @@ impl ChatError {
 /// A well-formed request.
 #[derive(Clone, Debug, PartialEq)]
 enum Request {
-    Ping { ts: Value },
-    Chat { content: String },
+    Ping {
+        ts: Value,
+    },
+    Chat {
+        content: String,
+    },
     Subscribe {
         channel: String,
         since: Option<Position>,
     },
-    Unsubscribe { channel: String },
-    Publish { channel: String, content: String },
-    Auth { token: String },
+    Unsubscribe {
+        channel: String,
+    },
+    Publish {
+        channel: String,
+        content: String,
+    },
+    Auth {
+        token: String,
+    },
     History {
         channel: Option<String>,
         limit: usize,

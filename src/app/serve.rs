@@ -9,8 +9,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::access::{origin_allowed, redacted_target, Access, Admission};
 use super::chat::{send_error, Chat, ChatError, ChatLimits};
-use super::history::HistoryLimits;
 use super::gate::{Gate, Lapse};
+use super::history::HistoryLimits;
 use super::identity::{AuthError, Identity, LEEWAY_SECS};
 use super::metrics::{self, ClusterMetrics, Exposition};
 #[cfg(feature = "redis")]

@@ -114,8 +114,14 @@ pub(super) fn since_field(object: &Map<String, Value>) -> Result<Option<Position
     };
     let want = "an object {\"offset\": a whole number, \"epoch\": a string}";
     let wrong = || ChatError::new("wrong_type", format!("field 'since' must be {want}"));
-    let offset = since.get("offset").and_then(Value::as_u64).ok_or_else(wrong)?;
-    let epoch = since.get("epoch").and_then(Value::as_str).ok_or_else(wrong)?;
+    let offset = since
+        .get("offset")
+        .and_then(Value::as_u64)
+        .ok_or_else(wrong)?;
+    let epoch = since
+        .get("epoch")
+        .and_then(Value::as_str)
+        .ok_or_else(wrong)?;
     Ok(Some(Position {
         offset,
         epoch: epoch.to_owned(),

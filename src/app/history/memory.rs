@@ -159,7 +159,10 @@ impl History for MemoryHistory {
                 tip,
             };
         }
-        let first_held = stream.entries.front().map_or(stream.offset + 1, |e| e.offset);
+        let first_held = stream
+            .entries
+            .front()
+            .map_or(stream.offset + 1, |e| e.offset);
         let events = stream
             .entries
             .iter()

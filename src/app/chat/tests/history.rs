@@ -128,13 +128,62 @@ struct SinceRow {
 #[test]
 fn since_replays_exactly_what_was_missed() {
     let rows = [
-        SinceRow { name: "missed two", published: 3, since: 1, same_epoch: true, replayed: &[2, 3], recovered: true },
-        SinceRow { name: "missed none", published: 3, since: 3, same_epoch: true, replayed: &[], recovered: true },
-        SinceRow { name: "saw nothing yet", published: 3, since: 0, same_epoch: true, replayed: &[1, 2, 3], recovered: true },
-        SinceRow { name: "the oldest missed one is the oldest held", published: 5, since: 2, same_epoch: true, replayed: &[3, 4, 5], recovered: true },
-        SinceRow { name: "history too short: what is held, not recovered", published: 5, since: 1, same_epoch: true, replayed: &[3, 4, 5], recovered: false },
-        SinceRow { name: "another epoch: nothing", published: 3, since: 1, same_epoch: false, replayed: &[], recovered: false },
-        SinceRow { name: "an offset never given out", published: 3, since: 9, same_epoch: true, replayed: &[], recovered: false },
+        SinceRow {
+            name: "missed two",
+            published: 3,
+            since: 1,
+            same_epoch: true,
+            replayed: &[2, 3],
+            recovered: true,
+        },
+        SinceRow {
+            name: "missed none",
+            published: 3,
+            since: 3,
+            same_epoch: true,
+            replayed: &[],
+            recovered: true,
+        },
+        SinceRow {
+            name: "saw nothing yet",
+            published: 3,
+            since: 0,
+            same_epoch: true,
+            replayed: &[1, 2, 3],
+            recovered: true,
+        },
+        SinceRow {
+            name: "the oldest missed one is the oldest held",
+            published: 5,
+            since: 2,
+            same_epoch: true,
+            replayed: &[3, 4, 5],
+            recovered: true,
+        },
+        SinceRow {
+            name: "history too short: what is held, not recovered",
+            published: 5,
+            since: 1,
+            same_epoch: true,
+            replayed: &[3, 4, 5],
+            recovered: false,
+        },
+        SinceRow {
+            name: "another epoch: nothing",
+            published: 3,
+            since: 1,
+            same_epoch: false,
+            replayed: &[],
+            recovered: false,
+        },
+        SinceRow {
+            name: "an offset never given out",
+            published: 3,
+            since: 9,
+            same_epoch: true,
+            replayed: &[],
+            recovered: false,
+        },
     ];
     for row in rows {
         let mut room = room(3, 1 << 20);
@@ -145,15 +194,21 @@ fn since_replays_exactly_what_was_missed() {
                 .expect("an epoch")
                 .to_owned();
         }
-        let claimed = if row.same_epoch { epoch.clone() } else { format!("{epoch}x") };
+        let claimed = if row.same_epoch {
+            epoch.clone()
+        } else {
+            format!("{epoch}x")
+        };
         let got = room.resubscribe("news", json!({"offset": row.since, "epoch": claimed}));
         let mut want: Vec<Value> = row
             .replayed
             .iter()
             .map(|&n| room.event(Some("news"), &format!("m{n}"), n, &epoch))
             .collect();
-        want.push(json!({"type": "subscribed", "channel": "news", "offset": row.published,
-                         "epoch": epoch, "recovered": row.recovered}));
+        want.push(
+            json!({"type": "subscribed", "channel": "news", "offset": row.published,
+                         "epoch": epoch, "recovered": row.recovered}),
+        );
         assert_eq!(got, want, "{}", row.name);
     }
 }
@@ -164,7 +219,10 @@ fn history_requests_answer_the_last_events() {
     for content in ["a", "b", "c", "d"] {
         room.publish("news", content);
     }
-    let epoch = room.publish("news", "e")["epoch"].as_str().unwrap().to_owned();
+    let epoch = room.publish("news", "e")["epoch"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let ask = |limit: Option<u64>| {
         let mut request = json!({"type": "history", "channel": "news"});
         if let Some(limit) = limit {
@@ -174,17 +232,31 @@ fn history_requests_answer_the_last_events() {
     };
     let held = |room: &Room, from: u64| -> Vec<Value> {
         (from..=5)
-            .map(|n| room.event(Some("news"), &["a", "b", "c", "d", "e"][n as usize - 1], n, &epoch))
+            .map(|n| {
+                room.event(
+                    Some("news"),
+                    &["a", "b", "c", "d", "e"][n as usize - 1],
+                    n,
+                    &epoch,
+                )
+            })
             .collect()
     };
     for (limit, from) in [(Some(2), 4), (Some(3), 3), (Some(50), 3), (None, 3)] {
         let want = json!({"type": "history", "channel": "news", "offset": 5, "epoch": epoch,
                           "messages": held(&room, from)});
-        assert_eq!(room.exchange(observer(), ask(limit)), [want], "limit {limit:?}");
+        assert_eq!(
+            room.exchange(observer(), ask(limit)),
+            [want],
+            "limit {limit:?}"
+        );
     }
     // A channel without history: no events, and none is created by asking.
     let empty = room.exchange(observer(), json!({"type": "history", "channel": "quiet"}));
-    assert_eq!(empty, [json!({"type": "history", "channel": "quiet", "messages": []})]);
+    assert_eq!(
+        empty,
+        [json!({"type": "history", "channel": "quiet", "messages": []})]
+    );
     // The chat's own history: no channel.
     room.exchange(sender(), json!({"type": "chat", "content": "hi"}));
     let chat = room.exchange(observer(), json!({"type": "history", "limit": 1}));
@@ -205,7 +277,10 @@ fn the_byte_cap_drops_the_oldest_event_of_all() {
     let b = room.publish("three", "b");
     let c = room.publish("news", "c");
     let stats = room.chat.counters().history;
-    assert_eq!((stats.messages, stats.evictions, stats.bytes), (2, 1, 2 * one + 1));
+    assert_eq!(
+        (stats.messages, stats.evictions, stats.bytes),
+        (2, 1, 2 * one + 1)
+    );
     let news = room.exchange(observer(), json!({"type": "history", "channel": "news"}));
     assert_eq!(news[0]["messages"], json!([c]));
     let three = room.exchange(observer(), json!({"type": "history", "channel": "three"}));
@@ -215,8 +290,14 @@ fn the_byte_cap_drops_the_oldest_event_of_all() {
     let lost = room.resubscribe("news", json!({"offset": 0, "epoch": epoch}));
     assert_eq!(lost.last().unwrap()["recovered"], false, "{lost:?}");
     let kept = room.resubscribe("news", json!({"offset": 1, "epoch": epoch}));
-    assert_eq!(kept, [c, json!({"type": "subscribed", "channel": "news", "offset": 2,
-                               "epoch": epoch, "recovered": true})]);
+    assert_eq!(
+        kept,
+        [
+            c,
+            json!({"type": "subscribed", "channel": "news", "offset": 2,
+                               "epoch": epoch, "recovered": true})
+        ]
+    );
 }
 
 #[test]
@@ -229,10 +310,18 @@ fn idle_history_expires_on_the_virtual_clock() {
     let news_expires = room.now + Duration::from_millis(1);
     assert_eq!(room.chat.next_history_expiry(), Some(news_expires));
     room.chat.expire_history(room.now);
-    assert_eq!(room.chat.counters().history.messages, 2, "not idle long enough yet");
+    assert_eq!(
+        room.chat.counters().history.messages,
+        2,
+        "not idle long enough yet"
+    );
     room.now += Duration::from_millis(1);
     room.chat.expire_history(room.now);
-    assert_eq!(room.chat.counters().history.messages, 1, "news expired, three not");
+    assert_eq!(
+        room.chat.counters().history.messages,
+        1,
+        "news expired, three not"
+    );
     // A client that saw `a` cannot be told it missed nothing: a new epoch starts at 1.
     let got = room.resubscribe("news", json!({"offset": 1, "epoch": epoch}));
     assert_eq!(got.len(), 1, "{got:?}");

@@ -67,7 +67,11 @@ fn run(seed: u64) {
         match (rng.below(4), client.id) {
             // Publish, from the sender or the observer.
             (0 | 1, _) => {
-                let from = if rng.below(2) == 0 { sender() } else { observer() };
+                let from = if rng.below(2) == 0 {
+                    sender()
+                } else {
+                    observer()
+                };
                 published += 1;
                 let request = json!({"type": "publish", "channel": "news",
                                      "content": published.to_string()});
