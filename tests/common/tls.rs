@@ -269,6 +269,7 @@ pub fn connect(addr: SocketAddr, ca_cert: &Path) -> TlsStream {
 /// head and body (see `common::exchange`).
 pub fn https_exchange(addr: SocketAddr, ca_cert: &Path, request: &[u8]) -> (String, Vec<u8>) {
     crate::common::exchange(connect(addr, ca_cert), request)
+}
 
 /// What a [`TlsTerminator`] saw of one client's TLS handshake.
 #[derive(Clone, Debug, PartialEq, Eq)]
