@@ -235,7 +235,7 @@ fn history_requests_answer_the_last_events() {
             .map(|n| {
                 room.event(
                     Some("news"),
-                    &["a", "b", "c", "d", "e"][n as usize - 1],
+                    ["a", "b", "c", "d", "e"][n as usize - 1],
                     n,
                     &epoch,
                 )
