@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use log::Level;
 use wsloop::app::chat::ChatLimits;
+use wsloop::app::history::HistoryLimits;
 use wsloop::proto::Limits;
 use wsloop::server::admission::{AddressLimits, ProxyHeader};
 use wsloop::server::Config;
@@ -235,6 +236,17 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = ChatLimits::default().max_messages_per_second,
           value_parser = flags::rate)]
     pub(crate) max_messages_per_second: f64,
+    /// Events kept per channel (and for the chat) for `since` recovery and `history`
+    /// requests; 0: no history. Not kept with --redis yet.
+    #[arg(long, value_name = "N", default_value_t = HistoryLimits::default().size)]
+    pub(crate) history_size: usize,
+    /// A channel without a new event for this long loses its history.
+    #[arg(long, value_name = "DURATION", default_value = "60m", value_parser = wsloop::duration::parse_duration)]
+    pub(crate) history_ttl: Duration,
+    /// Bytes of history in all channels together; past it the oldest events go first.
+    #[arg(long, value_name = "BYTES", default_value_t = HistoryLimits::default().max_bytes,
+          value_parser = flags::count::<usize>)]
+    pub(crate) history_max_bytes: usize,
     /// Join other nodes through Redis Pub/Sub: redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]
     /// (needs the `redis` feature).
     #[arg(long, value_name = "URL", value_parser = flags::redis_url)]

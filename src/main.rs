@@ -22,6 +22,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use wsloop::app::chat::ChatLimits;
 use wsloop::app::echo::Echo;
+use wsloop::app::history::HistoryLimits;
 #[cfg(feature = "redis")]
 use wsloop::app::node::ClusterNode;
 use wsloop::app::serve::{Serve, ServeConfig};
@@ -319,6 +320,11 @@ fn serve(args: Box<ServeArgs>) -> ExitCode {
             max_messages_per_second: args.max_messages_per_second,
         },
         presence_events: args.presence_events,
+        history: HistoryLimits {
+            size: args.history_size,
+            ttl: args.history_ttl,
+            max_bytes: args.history_max_bytes,
+        },
     };
     let ws_path = serve_config.ws_path.clone();
     let serve = Serve::new(serve_config);

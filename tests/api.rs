@@ -30,14 +30,19 @@ fn server() -> Sim<Serve> {
     Sim::new(Config::default(), Serve::new(config))
 }
 
-/// Server frames in `bytes`: (opcode, payload); short frames only.
+/// Server frames in `bytes`: (opcode, payload); frames under 64 KiB only (a 7- or 16-bit
+/// length, RFC 6455 §5.2).
 fn frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
     let mut out = Vec::new();
     while bytes.len() >= 2 {
         let (opcode, len) = (bytes[0] & 0x0f, (bytes[1] & 0x7f) as usize);
-        assert!(len < 126, "a short frame");
-        out.push((opcode, bytes[2..2 + len].to_vec()));
-        bytes = &bytes[2 + len..];
+        assert!(len < 127, "a frame under 64 KiB");
+        let (start, len) = match len {
+            126 => (4, usize::from(u16::from_be_bytes([bytes[2], bytes[3]]))),
+            len => (2, len),
+        };
+        out.push((opcode, bytes[start..start + len].to_vec()));
+        bytes = &bytes[start + len..];
     }
     out
 }
@@ -159,10 +164,15 @@ fn publish_broadcast_and_channels() {
         &json!({"channel": "news", "content": "hi"}),
     );
     assert_eq!((status, answer), (200, json!({"delivered": 1})));
+    // The backend's events are in the history like any other: the first of each topic.
+    let got = received(&mut sim, &ann);
+    let epoch = got[0]["epoch"].clone();
+    assert!(epoch.is_string(), "{got:?}");
     assert_eq!(
-        received(&mut sim, &ann),
+        got,
         [
-            json!({"type": "message", "channel": "news", "from": "server", "id": "server", "content": "hi"})
+            json!({"type": "message", "channel": "news", "from": "server", "id": "server",
+                "content": "hi", "offset": 1, "epoch": epoch})
         ]
     );
     assert!(received(&mut sim, &bob).is_empty(), "not subscribed");
@@ -174,9 +184,15 @@ fn publish_broadcast_and_channels() {
     );
     assert_eq!((status, answer), (200, json!({"delivered": 2})));
     for peer in [&ann, &bob] {
+        let got = received(&mut sim, peer);
+        let epoch = got[0]["epoch"].clone();
+        assert!(epoch.is_string(), "{got:?}");
         assert_eq!(
-            received(&mut sim, peer),
-            [json!({"type": "chat", "from": "billing", "id": "server", "content": "all"})]
+            got,
+            [
+                json!({"type": "chat", "from": "billing", "id": "server", "content": "all",
+                    "offset": 1, "epoch": epoch})
+            ]
         );
     }
     let (status, answer) = with_key(&mut sim, "GET", "/api/channels", &json!({}));

@@ -481,7 +481,10 @@ fn chat_reaches_every_client_including_the_sender() {
         peers[sender].send(&json!({"type": "chat", "content": content}));
         for peer in &mut peers {
             let chat = peer.recv_type("chat");
-            assert_keys(&chat, &["type", "from", "id", "content", "ts"]);
+            assert_keys(
+                &chat,
+                &["type", "from", "id", "content", "ts", "offset", "epoch"],
+            );
             assert_eq!(chat["from"], from.as_str(), "{chat}");
             assert_eq!(chat["id"], id.as_str(), "{chat}");
             assert_eq!(chat["content"], content, "{chat}");
@@ -501,7 +504,8 @@ fn chat_reaches_every_client_including_the_sender() {
 fn subscribe(peer: &mut Peer, channel: &str) {
     peer.send(&json!({"type": "subscribe", "channel": channel}));
     let reply = peer.recv_type("subscribed");
-    assert_eq!(reply, json!({"type": "subscribed", "channel": channel}));
+    assert_keys(&reply, &["type", "channel", "offset", "epoch"]);
+    assert_eq!(reply["channel"], channel, "{reply}");
 }
 
 fn publish(peer: &mut Peer, channel: &str, content: &str) {
@@ -536,7 +540,9 @@ fn expect_message_from(peer: &mut Peer, channel: &str, from: &Sender, content: &
     let message = peer.recv_type("message");
     assert_keys(
         &message,
-        &["type", "channel", "from", "id", "content", "ts"],
+        &[
+            "type", "channel", "from", "id", "content", "ts", "offset", "epoch",
+        ],
     );
     assert_eq!(message["channel"], channel, "{message}");
     assert_eq!(message["from"], from.name.as_str(), "{message}");

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Map, Value};
 
+use super::history::{History, HistoryLimits, MemoryHistory, Position};
 use super::identity::{ChannelRules, Identity};
 use super::metrics::ChatCounters;
 use super::topics::Topic;
@@ -86,13 +87,33 @@ impl ChatError {
 /// A well-formed request.
 #[derive(Clone, Debug, PartialEq)]
 enum Request {
-    Ping { ts: Value },
-    Chat { content: String },
-    Subscribe { channel: String },
-    Unsubscribe { channel: String },
-    Publish { channel: String, content: String },
-    Auth { token: String },
-    Presence { channel: String },
+    Ping {
+        ts: Value,
+    },
+    Chat {
+        content: String,
+    },
+    Subscribe {
+        channel: String,
+        since: Option<Position>,
+    },
+    Unsubscribe {
+        channel: String,
+    },
+    Publish {
+        channel: String,
+        content: String,
+    },
+    Auth {
+        token: String,
+    },
+    Presence {
+        channel: String,
+    },
+    History {
+        channel: Option<String>,
+        limit: usize,
+    },
 }
 
 /// Milliseconds since the Unix epoch.
@@ -153,6 +174,8 @@ pub struct Chat {
     presence_events: bool,
     /// The other nodes' presence, as last read from Redis.
     remote_presence: PresenceTable,
+    /// The recent events of every channel and of the chat (`None`: none kept).
+    history: Option<Box<dyn History>>,
 }
 
 impl Chat {
@@ -175,6 +198,13 @@ impl Chat {
         }
     }
 
+    /// Keeps `limits.size` events per channel in memory (none when 0).
+    pub fn with_history(mut self, limits: HistoryLimits) -> Self {
+        self.history = (limits.size > 0)
+            .then(|| Box::new(MemoryHistory::new(limits, incarnation())) as Box<dyn History>);
+        self
+    }
+
     /// A connected member.
     pub fn member(&self, id: ConnId) -> Option<&Member> {
         self.members.get(&id)
@@ -182,7 +212,10 @@ impl Chat {
 
     /// Rate-limit counters, for `/metrics`.
     pub fn counters(&self) -> ChatCounters {
-        self.counters
+        ChatCounters {
+            history: self.history.as_ref().map(|h| h.stats()).unwrap_or_default(),
+            ..self.counters
+        }
     }
 
     /// What the other nodes must be told since the last call (empty when not clustered).
@@ -282,6 +315,7 @@ impl Chat {
             subscribers.remove(&id);
             if subscribers.is_empty() {
                 self.channels.remove(channel);
+                self.release_history(channel);
                 self.record(ClusterOp::Unsubscribe(channel.to_owned()));
             }
         }
@@ -427,6 +461,7 @@ impl Chat {
             }),
             "subscribe" => Ok(Request::Subscribe {
                 channel: self.channel(&object)?,
+                since: recovery::since_field(&object)?,
             }),
             "unsubscribe" => Ok(Request::Unsubscribe {
                 channel: self.channel(&object)?,
@@ -441,13 +476,20 @@ impl Chat {
             "auth" => Ok(Request::Auth {
                 token: string_field(&object, "token")?.to_owned(),
             }),
+            "history" => Ok(Request::History {
+                channel: match object.get("channel") {
+                    Some(_) => Some(self.channel(&object)?),
+                    None => None,
+                },
+                limit: recovery::limit_field(&object)?,
+            }),
             other => {
                 // Quote at most a short prefix: the reply must not echo a huge value back.
                 let shown: String = other.chars().take(32).collect();
                 let more = if shown.len() < other.len() { "..." } else { "" };
                 Err(ChatError::new(
                     "unknown_type",
-                    format!("unknown type {shown:?}{more} (ping, chat, subscribe, unsubscribe, publish, presence, auth)"),
+                    format!("unknown type {shown:?}{more} (ping, chat, subscribe, unsubscribe, publish, presence, history, auth)"),
                 ))
             }
         }
@@ -514,12 +556,12 @@ impl Chat {
             }
             Request::Chat { content } => {
                 let out = json!({"type": "chat", "from": member.name, "id": public_id,
-                                 "content": content, "ts": now_ms()})
-                .to_string();
+                                 "content": content, "ts": now_ms()});
+                let out = self.stamp(&Topic::All, out, ctx.now());
                 self.deliver(ctx, &Topic::All, &out);
                 self.record(ClusterOp::Publish(Topic::All, out));
             }
-            Request::Subscribe { channel } => {
+            Request::Subscribe { channel, since } => {
                 permitted(member, &channel)?;
                 let new = !member.channels.contains(&channel);
                 if new {
@@ -547,7 +589,10 @@ impl Chat {
                 }
                 match self.pending_acks.get_mut(&channel) {
                     Some(waiting) => waiting.push(id),
-                    None => send_json(ctx, id, &json!({"type": "subscribed", "channel": channel})),
+                    None => {
+                        let reply = self.replay(ctx, id, &channel, since.as_ref());
+                        send_json(ctx, id, &reply);
+                    }
                 }
                 if new {
                     self.joined(ctx, &channel, id);
@@ -577,9 +622,9 @@ impl Chat {
             Request::Publish { channel, content } => {
                 permitted(member, &channel)?;
                 let out = json!({"type": "message", "channel": channel, "from": member.name,
-                                 "id": public_id, "content": content, "ts": now_ms()})
-                .to_string();
+                                 "id": public_id, "content": content, "ts": now_ms()});
                 let topic = Topic::Channel(channel.clone());
+                let out = self.stamp(&topic, out, ctx.now());
                 let receivers = self.deliver(ctx, &topic, &out);
                 self.record(ClusterOp::Publish(topic, out));
                 send_json(
@@ -591,6 +636,12 @@ impl Chat {
             Request::Presence { channel } => {
                 permitted(member, &channel)?;
                 send_json(ctx, id, &self.presence_json(&channel));
+            }
+            Request::History { channel, limit } => {
+                if let Some(name) = &channel {
+                    permitted(member, name)?;
+                }
+                self.answer_history(ctx, id, channel.as_deref(), limit)?;
             }
             // Taken apart in `handle`.
             Request::Auth { .. } => {}
@@ -670,5 +721,6 @@ fn broadcast_to(
 
 mod backend;
 mod presence;
+mod recovery;
 #[cfg(test)]
 mod tests;

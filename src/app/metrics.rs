@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use super::history::HistoryStats;
 use super::process::ProcessStats;
 use crate::server::{Rejection, Stats, TlsFailure};
 
@@ -19,6 +20,8 @@ pub struct ChatCounters {
     pub rate_limited: u64,
     /// Connections closed for flooding past the message rate.
     pub flood_disconnects: u64,
+    /// What the channel history holds.
+    pub history: HistoryStats,
 }
 
 /// The Redis bridge's counters, when clustered.
@@ -269,6 +272,24 @@ pub fn prometheus(
         "counter",
         "Connections closed (1008) for flooding past the message rate.",
         &one(&chat.flood_disconnects),
+    );
+    metric(
+        "wsloop_history_bytes",
+        "gauge",
+        "Bytes of channel history held (the text of the stored events).",
+        &one(&chat.history.bytes),
+    );
+    metric(
+        "wsloop_history_messages",
+        "gauge",
+        "Events held in channel history.",
+        &one(&chat.history.messages),
+    );
+    metric(
+        "wsloop_history_evictions_total",
+        "counter",
+        "Events dropped from history, oldest first, to stay within --history-max-bytes.",
+        &one(&chat.history.evictions),
     );
     if let Some(p) = process {
         metric(

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod chat;
 pub mod echo;
 pub mod gate;
+pub mod history;
 pub mod identity;
 #[cfg(feature = "auth")]
 pub mod json_http;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::access::{origin_allowed, redacted_target, Access, Admission};
 use super::chat::{send_error, Chat, ChatError, ChatLimits};
 use super::gate::{Gate, Lapse};
+use super::history::HistoryLimits;
 use super::identity::{AuthError, Identity, LEEWAY_SECS};
 use super::metrics::{self, ClusterMetrics, Exposition};
 #[cfg(feature = "redis")]
@@ -61,6 +62,9 @@ pub struct ServeConfig {
     pub chat: ChatLimits,
     /// `--presence-events`: channels announce `join` and `leave`.
     pub presence_events: bool,
+    /// How much channel history a single node keeps (a cluster keeps none yet: each node's
+    /// offsets would be its own).
+    pub history: HistoryLimits,
 }
 
 impl Default for ServeConfig {
@@ -72,6 +76,7 @@ impl Default for ServeConfig {
             allowed_origins: Vec::new(),
             chat: ChatLimits::default(),
             presence_events: false,
+            history: HistoryLimits::default(),
         }
     }
 }
@@ -110,7 +115,9 @@ impl Serve {
         );
         Serve {
             index_html,
-            chat: Chat::new(config.chat.clone()).announce_presence(config.presence_events),
+            chat: Chat::new(config.chat.clone())
+                .announce_presence(config.presence_events)
+                .with_history(config.history.clone()),
             config,
             started: Instant::now(),
             stopping: Arc::default(),
@@ -431,11 +438,16 @@ impl Handler for Serve {
     }
 
     fn next_timer(&self) -> Option<Instant> {
-        self.gate.next()
+        [self.gate.next(), self.chat.next_history_expiry()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
-    /// Closes connections whose `auth` did not come in time or whose token expired.
+    /// Closes connections whose `auth` did not come in time or whose token expired, and
+    /// forgets idle channels' history.
     fn on_timer(&mut self, ctx: &mut Ctx<'_>) {
+        self.chat.expire_history(ctx.now());
         while let Some((id, lapse)) = self.gate.pop_due(ctx.now()) {
             let reason = match lapse {
                 Lapse::AuthTimeout => "authentication timeout",

@@ -25,10 +25,11 @@ impl Chat {
     ) -> Result<usize, ChatError> {
         self.check_channel(channel)?;
         self.check_content(content)?;
+        let topic = Topic::Channel(channel.to_owned());
         let event = json!({"type": "message", "channel": channel, "from": from, "id": "server",
-                           "content": content, "ts": now_ms()})
-        .to_string();
-        Ok(self.deliver_everywhere(ctx, Topic::Channel(channel.to_owned()), event))
+                           "content": content, "ts": now_ms()});
+        let event = self.stamp(&topic, event, ctx.now());
+        Ok(self.deliver_everywhere(ctx, topic, event))
     }
 
     /// A `chat` from `from` (id `server`) to everyone; returns how many on this node received
@@ -41,8 +42,8 @@ impl Chat {
     ) -> Result<usize, ChatError> {
         self.check_content(content)?;
         let event = json!({"type": "chat", "from": from, "id": "server", "content": content,
-                           "ts": now_ms()})
-        .to_string();
+                           "ts": now_ms()});
+        let event = self.stamp(&Topic::All, event, ctx.now());
         Ok(self.deliver_everywhere(ctx, Topic::All, event))
     }
 

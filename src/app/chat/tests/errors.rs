@@ -136,6 +136,28 @@ fn error_rows() -> Vec<ErrorRow> {
             &["message"],
         ),
         refused(text(r#"{"type":""}"#), "unknown_type", &[]),
+        // since and limit (PROTOCOL.md, Recovery); this chat keeps no history.
+        refused(
+            text(r#"{"type":"subscribe","channel":"news","since":5}"#),
+            "wrong_type",
+            &["since"],
+        ),
+        refused(
+            text(r#"{"type":"subscribe","channel":"news","since":{"offset":-1,"epoch":"e"}}"#),
+            "wrong_type",
+            &["since"],
+        ),
+        refused(
+            text(r#"{"type":"subscribe","channel":"news","since":{"offset":1}}"#),
+            "wrong_type",
+            &["since"],
+        ),
+        refused(
+            text(r#"{"type":"history","channel":"news","limit":0}"#),
+            "wrong_type",
+            &["limit"],
+        ),
+        refused(text(r#"{"type":"history"}"#), "history_off", &["history"]),
         // missing_field, naming the field.
         refused(text(r#"{"type":"chat"}"#), "missing_field", &["content"]),
         refused(

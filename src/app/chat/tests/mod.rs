@@ -18,8 +18,10 @@ use crate::server::{ConnId, Ctx};
 
 mod deliveries;
 mod errors;
+mod history;
 mod limits;
 mod presence;
+mod recovery_property;
 
 /// Small limits, so that rows can sit on both sides of each one.
 fn limits() -> ChatLimits {
@@ -64,8 +66,12 @@ struct Room {
 
 impl Room {
     fn new(limits: ChatLimits) -> Room {
+        Room::with_chat(Chat::new(limits))
+    }
+
+    fn with_chat(chat: Chat) -> Room {
         let mut room = Room {
-            chat: Chat::new(limits),
+            chat,
             commands: Commands::default(),
             now: Instant::now(),
         };
