@@ -79,7 +79,7 @@ impl Room {
     /// A new connection subscribes to `channel` with `since`; everything it got.
     fn resubscribe(&mut self, channel: &str, since: Value) -> Vec<Value> {
         let id = ConnId::new(9, 9);
-        self.chat.leave(id);
+        self.leave(id);
         let mut ctx = Ctx::new(&mut self.commands, self.now);
         self.chat.join(&mut ctx, id, None);
         self.commands.clear();
@@ -345,6 +345,6 @@ fn channels_subscribed_and_left_without_events_leave_nothing() {
     }
     let news_and_three_only = Some(created + TTL);
     assert_eq!(room.chat.next_history_expiry(), news_and_three_only);
-    room.chat.leave(observer());
+    room.leave(observer());
     assert_eq!(room.chat.next_history_expiry(), None);
 }

@@ -78,7 +78,7 @@ fn run(seed: u64) {
                 recorded = room.handle(from, &text(request.to_string()));
             }
             (2, Some(id)) => {
-                room.chat.leave(id);
+                room.leave(id);
                 client.id = None;
             }
             (_, None) => {
