@@ -175,7 +175,7 @@ pub struct Chat {
     /// The other nodes' presence, as last read from Redis.
     remote_presence: PresenceTable,
     /// The recent events of every channel and of the chat (`None`: none kept).
-    history: Option<Box<dyn History>>,
+    history: Option<Box<dyn History + Send>>,
 }
 
 impl Chat {
@@ -200,8 +200,9 @@ impl Chat {
 
     /// Keeps `limits.size` events per channel in memory (none when 0).
     pub fn with_history(mut self, limits: HistoryLimits) -> Self {
-        self.history = (limits.size > 0)
-            .then(|| Box::new(MemoryHistory::new(limits, incarnation())) as Box<dyn History>);
+        self.history = (limits.size > 0).then(|| {
+            Box::new(MemoryHistory::new(limits, incarnation())) as Box<dyn History + Send>
+        });
         self
     }
 
