@@ -16,6 +16,8 @@ use super::metrics::ChatCounters;
 use super::topics::Topic;
 use crate::proto::{Message, MessageKind};
 use crate::server::{ConnId, Ctx};
+pub use cluster_op::ClusterOp;
+use ids::incarnation;
 pub use presence::PresenceTable;
 
 /// Limits of the chat protocol.
@@ -121,33 +123,6 @@ pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// What a clustered chat asks of the other nodes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ClusterOp {
-    /// Deliver this event (JSON text) on the topic to the other nodes' clients.
-    Publish(Topic, String),
-    /// The first local client joined this channel: start receiving it from other nodes.
-    Subscribe(String),
-    /// The last local client left this channel: stop receiving it.
-    Unsubscribe(String),
-    /// A connection of `user` subscribed to `channel` (presence).
-    Joined {
-        /// The channel.
-        channel: String,
-        /// The user id.
-        user: String,
-        /// The user's name.
-        name: String,
-    },
-    /// A connection of `user` left `channel` (presence).
-    Left {
-        /// The channel.
-        channel: String,
-        /// The user id.
-        user: String,
-    },
 }
 
 /// The chat state: members and channels.
@@ -668,25 +643,6 @@ pub fn send_error(ctx: &mut Ctx<'_>, to: ConnId, error: &ChatError) {
     send_json(ctx, to, &reply);
 }
 
-/// Six base-36 digits, random per start (the standard library's randomly seeded hasher, mixed
-/// with the time): two starts share a tag with a chance of one in two billion.
-fn incarnation() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    let mut n = hasher.finish() % 36u64.pow(6);
-    let mut tag = [b'0'; 6];
-    for digit in tag.iter_mut().rev() {
-        *digit = b"0123456789abcdefghijklmnopqrstuvwxyz"[(n % 36) as usize];
-        n /= 36;
-    }
-    String::from_utf8_lossy(&tag).into_owned()
-}
-
 fn missing(field: &str) -> ChatError {
     ChatError::new("missing_field", format!("field '{field}' is required"))
 }
@@ -721,6 +677,8 @@ fn broadcast_to(
 }
 
 mod backend;
+mod cluster_op;
+mod ids;
 mod presence;
 mod recovery;
 #[cfg(test)]
