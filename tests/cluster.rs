@@ -854,11 +854,7 @@ impl Peer {
     fn subscribe(&mut self, channel: &str) {
         self.send(&json!({"type": "subscribe", "channel": channel}));
         let mut reply = self.recv();
-        // The channel's position (issue 16's history) is checked in tests/history.rs.
-        if let Some(fields) = reply.as_object_mut() {
-            fields.remove("offset");
-            fields.remove("epoch");
-        }
+        without_position(&mut reply);
         assert_eq!(reply, json!({"type": "subscribed", "channel": channel}));
         self.channels.insert(channel.to_owned());
     }
@@ -2497,11 +2493,7 @@ fn nginx_proxies_websocket_heartbeat_close_and_real_ip() {
     chat_both_ways(&mut p1, &mut p2, &["hello through nginx", &big]);
     p2.send(&json!({"type": "publish", "channel": "news", "content": "n1"}));
     let mut message = p1.recv();
-    let fields = message.as_object_mut().expect("object");
-    fields.remove("ts");
-    // The history position is checked in tests/history.rs.
-    fields.remove("offset");
-    fields.remove("epoch");
+    without_position(&mut message);
     assert_eq!(
         message,
         json!({"type": "message", "channel": "news", "from": p2.id, "id": p2.id, "content": "n1"})
@@ -2608,10 +2600,7 @@ fn nginx_proxies_websocket_heartbeat_close_and_real_ip() {
         });
     p3.send(&json!({"type": "chat", "content": "on the other node"}));
     let mut message = p3.recv();
-    let fields = message.as_object_mut().expect("object");
-    fields.remove("ts");
-    fields.remove("offset");
-    fields.remove("epoch");
+    without_position(&mut message);
     assert_eq!(
         message,
         json!({"type": "chat", "from": p3.id, "id": p3.id, "content": "on the other node"})
@@ -2637,11 +2626,7 @@ fn chat_both_ways(a: &mut Peer, b: &mut Peer, contents: &[&str]) {
         for peer in [&mut *a, &mut *b] {
             let mut message = peer.recv();
             assert_recent_ts(&message["ts"], TS_SLACK_MS, &message);
-            let fields = message.as_object_mut().expect("object");
-            fields.remove("ts");
-            // The history position is checked in tests/history.rs.
-            fields.remove("offset");
-            fields.remove("epoch");
+            without_position(&mut message);
             assert_eq!(
                 message,
                 json!({"type": "chat", "from": sender_id, "id": sender_id, "content": content})
@@ -2967,4 +2952,14 @@ fn exec_line(unit: &str) -> String {
         .find_map(|l| l.trim().strip_prefix("ExecStart="))
         .expect("ExecStart=")
         .to_owned()
+}
+
+/// Drops the fields these tests do not check: the timestamp (checked where it matters with
+/// `assert_recent_ts`) and the channel's history position (tests/history.rs).
+fn without_position(event: &mut Value) {
+    if let Some(fields) = event.as_object_mut() {
+        for key in ["ts", "offset", "epoch"] {
+            fields.remove(key);
+        }
+    }
 }
