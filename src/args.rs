@@ -215,6 +215,17 @@ pub(crate) struct ServeArgs {
     #[cfg(feature = "auth")]
     #[arg(long, value_name = "FILE")]
     pub(crate) api_key_file: Option<PathBuf>,
+    /// Serve the server API on this address only (plain HTTP, for the application's backend
+    /// on a private network; it also answers /metrics, /healthz and /readyz, and nothing
+    /// else): the public addresses then answer /api/ with 404. Repeat for several.
+    #[cfg(feature = "auth")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        value_delimiter = ',',
+        requires = "api_key_file"
+    )]
+    pub(crate) api_listen: Vec<SocketAddr>,
     /// Origin allowed to connect (repeat for several); browsers from other origins get 403.
     #[arg(long, value_name = "ORIGIN", value_delimiter = ',', value_parser = flags::origin)]
     pub(crate) allow_origin: Vec<String>,
@@ -416,6 +427,8 @@ pub(crate) fn serve_config(args: &ServeArgs) -> Config {
     Config {
         ping_interval: args.ping_interval,
         ping_timeout: args.ping_timeout,
+        #[cfg(feature = "auth")]
+        listen_internal: args.api_listen.clone(),
         ..args.common.config(
             SocketAddr::from(([127, 0, 0, 1], 8080)),
             1024 * 1024,

@@ -32,14 +32,24 @@ use wsloop::client::{ClientOptions, TlsOptions};
 #[cfg(feature = "redis")]
 use wsloop::cluster::{Bridge, Presence, PresenceConfig, RedisConfig};
 use wsloop::proto::Limits;
-use wsloop::server::{Config, Handler, Server};
+use wsloop::server::{Config, Handler, Listener, Server};
 
 use args::{parse_cli, serve_config, ClientArgs, Command, LoopArgs, ServeArgs};
 
 /// The start-up line of one listener: the WebSocket URL first (scripts and tests read the
 /// address from `listening on ws://ADDR/` or `wss://ADDR/`), then, for `serve`, the page's URL.
-fn listening_line(addr: SocketAddr, ws_path: Option<&str>, tls: bool) -> String {
-    let (ws, http) = if tls {
+fn listening_line(
+    addr: SocketAddr,
+    ws_path: Option<&str>,
+    listener: Listener,
+    tls: bool,
+) -> String {
+    if listener == Listener::Internal {
+        return format!(
+            "listening on http://{addr}/api/ (server API, /metrics, /healthz, /readyz)"
+        );
+    }
+    let (ws, http) = if tls && listener == Listener::Listen {
         ("wss", "https")
     } else {
         ("ws", "http")
@@ -120,16 +130,12 @@ fn run_server<H: Handler>(
     };
     let mut stdout = std::io::stdout().lock();
     #[cfg(feature = "tls")]
-    let tls_listeners = if config.tls.is_some() {
-        config.listen.len()
-    } else {
-        0
-    };
+    let tls = config.tls.is_some();
     #[cfg(not(feature = "tls"))]
-    let tls_listeners = 0;
+    let tls = false;
     for (i, addr) in addrs.iter().enumerate() {
         // A stable line that scripts and tests parse to learn the port.
-        let line = listening_line(*addr, ws_path, i < tls_listeners);
+        let line = listening_line(*addr, ws_path, config.listener(i), tls);
         let _ = writeln!(stdout, "wsloop: {line}");
         wsloop::log!(Level::Info, "{line}");
     }
@@ -309,6 +315,10 @@ fn serve(args: Box<ServeArgs>) -> ExitCode {
         None => None,
     };
     let serve_config = ServeConfig {
+        #[cfg(feature = "auth")]
+        api_internal: !args.api_listen.is_empty(),
+        #[cfg(not(feature = "auth"))]
+        api_internal: false,
         ws_path: args.ws_path,
         access,
         auth_timeout: config.handshake_timeout,

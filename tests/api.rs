@@ -5,12 +5,14 @@
 
 mod common;
 
+use std::net::{IpAddr, Ipv4Addr};
+
 use serde_json::{json, Value};
 use wsloop::app::access::{Access, Tokens};
 use wsloop::app::auth::keys::ApiKeys;
 use wsloop::app::serve::{Serve, ServeConfig};
 use wsloop::server::sim::{Sim, SimPeer};
-use wsloop::server::Config;
+use wsloop::server::{Config, Listener};
 
 use common::raw::OutFrame;
 use common::{http_exchange, upgrade_request, Server, TempFile};
@@ -84,13 +86,25 @@ fn api(
     auth: Option<&str>,
     body: &str,
 ) -> (u16, Value) {
+    api_on(sim, Listener::Listen, method, path, auth, body)
+}
+
+/// The answer of a request to an address of the kind `listener`: (status, JSON body).
+fn api_on(
+    sim: &mut Sim<Serve>,
+    listener: Listener,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: &str,
+) -> (u16, Value) {
     let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: sim\r\n{auth}Content-Type: application/json\r\n\
 Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    let peer = sim.connect();
+    let peer = sim.connect_to(IpAddr::V4(Ipv4Addr::LOCALHOST), listener);
     sim.send(&peer, request.as_bytes());
     let reply = String::from_utf8(sim.take(&peer)).expect("UTF-8");
     let (head, body) = reply.split_once("\r\n\r\n").expect("a head");
@@ -144,6 +158,78 @@ fn a_wrong_or_missing_key_gets_401_and_no_key_file_404() {
             json!({"error": "the server API is off (start with --api-key-file)"})
         )
     );
+}
+
+/// `--api-listen`: the API on the internal address only, which serves nothing else but the
+/// operator's endpoints, and limits no request rate (the backend calls often).
+#[test]
+fn api_listen_keeps_the_api_off_the_public_addresses() {
+    let mut config = Config::default();
+    config.per_address.requests_per_second = 1.0;
+    // Two requests: the client's upgrade and the public API call below.
+    config.per_address.burst = 2.0;
+    let serve = ServeConfig {
+        access: Access {
+            tokens: Some(Tokens::parse("t-ann ann\n").expect("tokens")),
+            api_keys: Some(ApiKeys::parse(KEY).expect("key")),
+            ..Access::default()
+        },
+        api_internal: true,
+        ..ServeConfig::default()
+    };
+    let mut sim = Sim::new(config, Serve::new(serve));
+    let ann = client(&mut sim, "t-ann");
+    let key = format!("apikey {KEY}");
+    let body = json!({"content": "hello"}).to_string();
+    let (status, answer) = api(&mut sim, "POST", "/api/broadcast", Some(&key), &body);
+    assert_eq!(
+        (status, answer),
+        (
+            404,
+            json!({"error": "the server API is not served on this address (see --api-listen)"})
+        )
+    );
+    // Five requests in a row from one address at one instant, over a limit of one a second
+    // with the burst spent.
+    for _ in 0..5 {
+        let (status, answer) = api_on(
+            &mut sim,
+            Listener::Internal,
+            "POST",
+            "/api/broadcast",
+            Some(&key),
+            &body,
+        );
+        assert_eq!((status, answer), (200, json!({"delivered": 1})));
+    }
+    let chats = received(&mut sim, &ann);
+    assert_eq!(chats.len(), 5, "{chats:?}");
+    assert!(chats
+        .iter()
+        .all(|c| c["content"] == "hello" && c["from"] == "server"));
+    let (status, answer) = api_on(&mut sim, Listener::Internal, "GET", "/", None, "");
+    assert_eq!(
+        (status, answer),
+        (
+            404,
+            json!({"error": "this address serves only /api/, /healthz, /readyz and /metrics"})
+        )
+    );
+    let (status, answer) = api_on(&mut sim, Listener::Internal, "GET", "/healthz", None, "");
+    assert_eq!((status, &answer["status"]), (200, &json!("ok")));
+    // No WebSocket on the internal address.
+    let peer = sim.connect_to(IpAddr::V4(Ipv4Addr::LOCALHOST), Listener::Internal);
+    sim.send(
+        &peer,
+        upgrade_request("/ws", "Authorization: Bearer t-ann\r\n").as_bytes(),
+    );
+    let reply = String::from_utf8(sim.take(&peer)).expect("UTF-8");
+    assert!(reply.starts_with("HTTP/1.1 404 "), "{reply}");
+    // The public address still limits the rate: the second request in the instant is refused.
+    let peer = sim.connect();
+    sim.send(&peer, b"GET /healthz HTTP/1.1\r\nHost: sim\r\n\r\n");
+    let reply = String::from_utf8(sim.take(&peer)).expect("UTF-8");
+    assert!(reply.starts_with("HTTP/1.1 429 "), "{reply}");
 }
 
 #[test]
@@ -385,4 +471,30 @@ Content-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n
     );
     assert!(head.starts_with("HTTP/1.1 401 "), "{head}");
     assert!(head.contains("\r\nWWW-Authenticate: apikey"), "{head}");
+}
+
+#[test]
+fn api_listen_serves_the_api_on_its_own_port() {
+    let keys = TempFile::new("api-listen-keys", &format!("{KEY}\n"));
+    let server = Server::start_listening(
+        "serve",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--api-key-file",
+            keys.path(),
+            "--api-listen",
+            "127.0.0.1:0",
+        ],
+        2,
+    );
+    let (public, internal) = (server.addrs[0], server.addrs[1]);
+    assert_ne!(public, internal);
+    let request =
+        format!("GET /api/channels HTTP/1.1\r\nHost: x\r\nAuthorization: apikey {KEY}\r\n\r\n");
+    let (head, body) = http_exchange(internal, request.as_bytes());
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert_eq!(body, br#"{"channels":[]}"#);
+    let (head, _) = http_exchange(public, request.as_bytes());
+    assert!(head.starts_with("HTTP/1.1 404 "), "{head}");
 }

@@ -18,7 +18,7 @@ use super::node::ClusterNode;
 use crate::proto::handshake::Request;
 use crate::proto::Message;
 use crate::server::{
-    CloseReason, ConnId, Ctx, Handler, HttpResponse, OpenInfo, Rejection, Route, Stats,
+    CloseReason, ConnId, Ctx, Handler, HttpResponse, Listener, OpenInfo, Rejection, Route, Stats,
 };
 
 /// The browser client, embedded so the binary serves it with no other files.
@@ -65,6 +65,10 @@ pub struct ServeConfig {
     /// How much channel history a single node keeps (a cluster keeps none yet: each node's
     /// offsets would be its own).
     pub history: HistoryLimits,
+    /// `--api-listen`: the server API answers only on the internal addresses
+    /// ([`Listener::Internal`]), which serve nothing for clients; the public ones answer
+    /// `/api/` with 404.
+    pub api_internal: bool,
 }
 
 impl Default for ServeConfig {
@@ -77,6 +81,7 @@ impl Default for ServeConfig {
             chat: ChatLimits::default(),
             presence_events: false,
             history: HistoryLimits::default(),
+            api_internal: false,
         }
     }
 }
@@ -288,6 +293,31 @@ impl Serve {
         None
     }
 
+    /// With `--api-listen`: the 404 of an API request on a public address, and of anything
+    /// but the API and the operator's endpoints on an internal one. `None`: route it.
+    fn separate_api(&self, request: &Request, listener: Listener) -> Option<HttpResponse> {
+        let path = request.path();
+        let api = path.starts_with("/api/");
+        let operator = matches!(path, "/healthz" | "/readyz" | "/metrics");
+        let refusal = match listener {
+            Listener::Internal if !api && !operator => {
+                "this address serves only /api/, /healthz, /readyz and /metrics"
+            }
+            Listener::Listen | Listener::Plain if api && self.config.api_internal => {
+                "the server API is not served on this address (see --api-listen)"
+            }
+            _ => return None,
+        };
+        Some(HttpResponse {
+            status: 404,
+            content_type: "application/json",
+            headers: String::new(),
+            body: serde_json::json!({ "error": refusal })
+                .to_string()
+                .into_bytes(),
+        })
+    }
+
     fn route_http(&self, request: &Request, stats: &Stats) -> HttpResponse {
         #[cfg(feature = "auth")]
         if super::api::is_api(request.path()) {
@@ -362,13 +392,22 @@ impl Serve {
 }
 
 impl Handler for Serve {
-    fn on_request(&mut self, request: &Request, peer: SocketAddr, stats: &Stats) -> Route {
+    fn on_request(
+        &mut self,
+        request: &Request,
+        peer: SocketAddr,
+        listener: Listener,
+        stats: &Stats,
+    ) -> Route {
         log!(
             crate::log::Level::Debug,
             "{peer}: {} {}",
             request.method,
             redacted_target(&request.target)
         );
+        if let Some(response) = self.separate_api(request, listener) {
+            return Route::Respond(response);
+        }
         if request.wants_upgrade() {
             self.route_upgrade(request)
         } else if let Some(limit) = self.body_limit(request) {

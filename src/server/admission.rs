@@ -55,16 +55,17 @@ fn limit_key(ip: IpAddr) -> IpAddr {
 }
 
 /// The loop's own limits, checked before the application sees a request: the request rate
-/// of the address, and for upgrades the total (`open` of `max_open`) and per-address
+/// of the address (when `rate_limited`), and for upgrades the total (`open` of `max_open`) and per-address
 /// connection counts.
 pub(crate) fn admit(
     addresses: &mut AddressTable,
     request: &Request,
     client: IpAddr,
     (open, max_open): (usize, usize),
+    rate_limited: bool,
     now: Instant,
 ) -> Result<(), Rejection> {
-    if !addresses.admit_request(client, now) {
+    if rate_limited && !addresses.admit_request(client, now) {
         return Err(Rejection::RequestRate);
     }
     if !request.wants_upgrade() {

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::admission::{AddressLimits, ProxyHeader};
+use super::handler::Listener;
 use crate::proto::{Limits, Timeouts};
 
 /// Settings of the event loop.
@@ -14,6 +15,10 @@ pub struct Config {
     /// Further addresses that always speak plain HTTP and WebSocket, e.g. for health checks
     /// of a load balancer beside TLS ones.
     pub listen_plain: Vec<SocketAddr>,
+    /// Addresses for the application's backend and operators, never exposed to clients:
+    /// plain HTTP, no per-address request rate, and the handler sees their requests as
+    /// [`Listener::Internal`].
+    pub listen_internal: Vec<SocketAddr>,
     /// Speak TLS (wss://, https://) on the `listen` addresses with this certificate.
     #[cfg(feature = "tls")]
     pub tls: Option<super::tls::TlsConfig>,
@@ -51,11 +56,36 @@ pub struct Config {
     pub deflate: Option<crate::proto::extension::DeflateConfig>,
 }
 
+impl Config {
+    /// Which list the listener at `index` (in the order [`addresses`](Self::addresses)
+    /// gives) belongs to.
+    pub fn listener(&self, index: usize) -> Listener {
+        if index < self.listen.len() {
+            Listener::Listen
+        } else if index < self.listen.len() + self.listen_plain.len() {
+            Listener::Plain
+        } else {
+            Listener::Internal
+        }
+    }
+
+    /// Every address to bind: `listen`, then `listen_plain`, then `listen_internal`.
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        [
+            self.listen.as_slice(),
+            &self.listen_plain,
+            &self.listen_internal,
+        ]
+        .concat()
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 9001))],
             listen_plain: Vec::new(),
+            listen_internal: Vec::new(),
             #[cfg(feature = "tls")]
             tls: None,
             limits: Limits::default(),

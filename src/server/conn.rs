@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use super::body::BodyRead;
-use super::handler::ConnId;
+use super::handler::{ConnId, Listener};
 use super::outbound::OutQueue;
 use super::outbound::OutStorage;
 use super::pool::BufferPool;
@@ -150,6 +150,8 @@ pub(crate) struct Conn<S> {
     /// The socket, plain or with TLS.
     pub(crate) transport: Transport<S>,
     pub(crate) peer: SocketAddr,
+    /// The kind of address it came in on (the handler routes by it).
+    pub(crate) listener: Listener,
     pub(crate) phase: Phase,
     pub(crate) rbuf: ReadBuf,
     pub(crate) out: OutQueue,
@@ -180,6 +182,7 @@ impl<S> Conn<S> {
         id: ConnId,
         transport: Transport<S>,
         peer: SocketAddr,
+        listener: Listener,
         deadline: Instant,
         counted: Option<Counted>,
     ) -> Self {
@@ -187,6 +190,7 @@ impl<S> Conn<S> {
             id,
             transport,
             peer,
+            listener,
             phase: Phase::Handshake(HeadReader::new()),
             rbuf: ReadBuf::default(),
             out: OutQueue::default(),

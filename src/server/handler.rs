@@ -95,10 +95,28 @@ pub enum Route {
     ReadBody(usize),
 }
 
+/// Which of the configured address lists ([`Config`](super::Config)) a connection came in on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listener {
+    /// A `listen` address (TLS when the server has a certificate).
+    Listen,
+    /// A `listen_plain` address: plain HTTP and WebSocket beside TLS ones.
+    Plain,
+    /// A `listen_internal` address: plain, for the application's backend and operators.
+    Internal,
+}
+
 /// An application on the event loop.
 pub trait Handler {
-    /// Routes a request head; the default treats every request as a WebSocket upgrade.
-    fn on_request(&mut self, _request: &Request, _peer: SocketAddr, _stats: &Stats) -> Route {
+    /// Routes a request head from `peer`, which came in on a `listener` address; the default
+    /// treats every request as a WebSocket upgrade.
+    fn on_request(
+        &mut self,
+        _request: &Request,
+        _peer: SocketAddr,
+        _listener: Listener,
+        _stats: &Stats,
+    ) -> Route {
         Route::Upgrade
     }
 

@@ -9,7 +9,7 @@ use std::time::Instant;
 use super::admission::{admit, client_addr, refusal};
 use super::body::{body_length, BodyRead};
 use super::conn::{queue_control_frames, Counted, Phase};
-use super::handler::{CloseReason, Ctx, OpenInfo, Requester, Route};
+use super::handler::{CloseReason, Ctx, Listener, OpenInfo, Requester, Route};
 use super::http::HttpResponse;
 use super::net::Net;
 use super::stats::Rejection;
@@ -145,7 +145,7 @@ impl<H: Handler, N: Net> Server<H, N> {
         let Some(conn) = self.conns.get(slot) else {
             return false;
         };
-        let peer = conn.peer;
+        let (peer, listener) = (conn.peer, conn.listener);
         let mut asker = Asker {
             client: None,
             head: request.method == "HEAD",
@@ -157,11 +157,25 @@ impl<H: Handler, N: Net> Server<H, N> {
         let client = client_addr(request, peer, self.config.trust_proxy);
         asker.client = Some(client);
         let counts = (self.stats.open, self.config.max_connections);
-        if let Err(rejection) = admit(&mut self.addresses, request, client, counts, now) {
+        // The internal addresses serve the application's own backend: how often it asks is
+        // not a client's request rate to limit.
+        let rate_limited = listener != Listener::Internal;
+        let admitted = admit(
+            &mut self.addresses,
+            request,
+            client,
+            counts,
+            rate_limited,
+            now,
+        );
+        if let Err(rejection) = admitted {
             self.refuse(slot, &refusal(rejection), rejection, asker, now);
             return false;
         }
-        match self.handler.on_request(request, peer, &self.stats) {
+        match self
+            .handler
+            .on_request(request, peer, listener, &self.stats)
+        {
             Route::Upgrade => self.upgrade(slot, request, client, now),
             Route::Respond(response) => {
                 self.respond(slot, &response, asker.head, now);

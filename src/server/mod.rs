@@ -59,7 +59,7 @@ pub use admission::{AddressLimits, ProxyHeader};
 pub use config::Config;
 use conn::{Conn, Counted, Phase, ReadOutcome};
 use handler::Commands;
-pub use handler::{CloseReason, ConnId, Ctx, Handler, OpenInfo, Route};
+pub use handler::{CloseReason, ConnId, Ctx, Handler, Listener, OpenInfo, Route};
 pub use http::HttpResponse;
 pub use net::{MioNet, Net};
 use outbound::OutStorage;
@@ -115,9 +115,9 @@ pub struct Server<H: Handler, N: Net = MioNet> {
 }
 
 impl<H: Handler> Server<H> {
-    /// Binds every listen address (`listen`, then `listen_plain`).
+    /// Binds every listen address (`listen`, then `listen_plain`, then `listen_internal`).
     pub fn bind(config: Config, handler: H) -> io::Result<Self> {
-        let addrs = [config.listen.as_slice(), &config.listen_plain].concat();
+        let addrs = config.addresses();
         if config.listen.is_empty() || addrs.len() > MAX_LISTENERS {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -135,7 +135,7 @@ impl<H: Handler> Server<H> {
     }
 
     /// The addresses actually bound (port 0 resolved): those of `listen`, then those of
-    /// `listen_plain`.
+    /// `listen_plain`, then those of `listen_internal`.
     pub fn local_addrs(&self) -> io::Result<Vec<SocketAddr>> {
         self.net.acceptor.local_addrs()
     }
@@ -273,9 +273,8 @@ impl<H: Handler> Server<H> {
             if let Err(e) = socket.set_nodelay(true) {
                 log!(Level::Debug, "{peer}: set_nodelay: {e}");
             }
-            // The `listen` addresses come first; `listen_plain` ones never speak TLS.
-            let on_listen = listener < self.config.listen.len();
-            self.add_conn(socket, peer, on_listen, now);
+            let listener = self.config.listener(listener);
+            self.add_conn(socket, peer, listener, now);
         }
     }
 }
@@ -378,11 +377,16 @@ impl<H: Handler, N: Net> Server<H, N> {
         self.apply_commands(None, now);
     }
 
-    /// The stream of a connection accepted on a `listen` address (`on_listen`: TLS when
-    /// configured) or a `listen_plain` one.
-    fn transport(&self, socket: N::Stream, on_listen: bool) -> Option<Transport<N::Stream>> {
+    /// The stream of a connection accepted on `listener`: TLS on a `listen` address when
+    /// configured, plain otherwise.
+    fn transport(&self, socket: N::Stream, listener: Listener) -> Option<Transport<N::Stream>> {
         #[cfg(feature = "tls")]
-        if let Some(tls) = self.config.tls.as_ref().filter(|_| on_listen) {
+        if let Some(tls) = self
+            .config
+            .tls
+            .as_ref()
+            .filter(|_| listener == Listener::Listen)
+        {
             return match tls.accept() {
                 Ok(session) => Some(Transport::tls(socket, session)),
                 Err(e) => {
@@ -391,13 +395,13 @@ impl<H: Handler, N: Net> Server<H, N> {
                 }
             };
         }
-        let _ = on_listen;
+        let _ = listener;
         Some(Transport::plain(socket))
     }
 
     /// Takes a new connection into the table; it has the handshake timeout to send its
     /// request head (after the TLS handshake, on a TLS address).
-    fn add_conn(&mut self, socket: N::Stream, peer: SocketAddr, on_listen: bool, now: Instant) {
+    fn add_conn(&mut self, socket: N::Stream, peer: SocketAddr, listener: Listener, now: Instant) {
         // Behind a trusted proxy every connection comes from the proxy: the per-address
         // limits then apply to the forwarded address, once the head is read.
         let handshaking = self
@@ -417,7 +421,7 @@ impl<H: Handler, N: Net> Server<H, N> {
         }
         let id = self.conns.next_id();
         // A refused connection never gets a TLS session.
-        let mut transport = self.transport(socket, on_listen);
+        let mut transport = self.transport(socket, listener);
         let registered = transport.as_mut().is_some_and(|t| {
             self.net
                 .register(t.socket_mut(), id.slot())
@@ -432,8 +436,9 @@ impl<H: Handler, N: Net> Server<H, N> {
         };
         let deadline = self.config.handshake_deadline(now);
         let counted = handshaking.map(Counted::Handshaking);
-        self.conns
-            .insert(Conn::accepted(id, transport, peer, deadline, counted));
+        self.conns.insert(Conn::accepted(
+            id, transport, peer, listener, deadline, counted,
+        ));
         self.timers.schedule(deadline, id);
         self.stats.accepted += 1;
         self.stats.connections += 1;

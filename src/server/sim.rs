@@ -32,7 +32,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::net::Net;
-use super::{Config, Handler, Server};
+use super::{Config, Handler, Listener, Server};
 
 /// Unread bytes a peer's receive side holds by default before the server's writes block.
 const DEFAULT_WINDOW: usize = 1 << 30;
@@ -198,6 +198,11 @@ impl<H: Handler> Sim<H> {
     /// A new connection from `ip`, accepted by the server (unless admission refuses it at
     /// accept: then the peer reads the end of the stream).
     pub fn connect_from(&mut self, ip: IpAddr) -> SimPeer {
+        self.connect_to(ip, Listener::Listen)
+    }
+
+    /// A new connection from `ip` to an address of the kind `listener`.
+    pub fn connect_to(&mut self, ip: IpAddr, listener: Listener) -> SimPeer {
         self.next_port = self.next_port.wrapping_add(1);
         let addr = SocketAddr::new(ip, self.next_port);
         let pipe = Rc::new(RefCell::new(Pipe {
@@ -211,7 +216,7 @@ impl<H: Handler> Sim<H> {
             watching_writable: false,
         }));
         self.server
-            .add_conn(SimStream(Rc::clone(&pipe)), addr, true, self.now);
+            .add_conn(SimStream(Rc::clone(&pipe)), addr, listener, self.now);
         if pipe.borrow().slot.is_none() {
             pipe.borrow_mut().dropped = true;
         }

@@ -80,7 +80,8 @@ pub struct Server {
     child: Child,
     /// The first address it listens on.
     pub addr: SocketAddr,
-    /// Every address it reported, in order (`--listen` ones, then `--listen-plain` ones).
+    /// Every address it reported, in order (`--listen` ones, then `--listen-plain` ones, then
+    /// `--api-listen` ones).
     pub addrs: Vec<SocketAddr>,
     /// What it wrote to standard error, when captured ([`Server::serve_logged`]).
     log: Option<std::sync::Arc<std::sync::Mutex<String>>>,
@@ -197,9 +198,11 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
+                // `http://` starts the line of an internal address (`--api-listen`).
                 let url = line
                     .split_once("listening on ws://")
-                    .or_else(|| line.split_once("listening on wss://"));
+                    .or_else(|| line.split_once("listening on wss://"))
+                    .or_else(|| line.split_once("listening on http://"));
                 if let Some((_, rest)) = url {
                     let addr = rest.split('/').next().unwrap_or(rest).to_owned();
                     let _ = tx.send(addr);
