@@ -62,8 +62,8 @@ pub struct ServeConfig {
     pub chat: ChatLimits,
     /// `--presence-events`: channels announce `join` and `leave`.
     pub presence_events: bool,
-    /// How much channel history a single node keeps (a cluster keeps none yet: each node's
-    /// offsets would be its own).
+    /// How much channel history is kept: in this process, or in Redis Streams for a cluster
+    /// (`--redis`; `max_bytes` is then Redis's business).
     pub history: HistoryLimits,
 }
 
@@ -160,7 +160,8 @@ impl Serve {
     #[cfg(feature = "redis")]
     pub fn attach_cluster(&mut self, node: ClusterNode) {
         self.chat = Chat::clustered(self.config.chat.clone(), node.id().to_owned())
-            .announce_presence(self.config.presence_events);
+            .announce_presence(self.config.presence_events)
+            .with_shared_history(self.config.history.size);
         self.cluster = Some(node);
     }
 

@@ -13,6 +13,7 @@
 
 mod presence;
 mod redis_bridge;
+pub mod streams;
 
 use std::path::PathBuf;
 
@@ -34,6 +35,9 @@ pub struct RedisConfig {
     /// last renewal): finding it renewed by another process means two processes were given
     /// one name ([`Bridge::claim_contested`]).
     pub claim: Option<String>,
+    /// Keep the history of recorded topics in Redis Streams ([`Bridge::append`],
+    /// [`Bridge::read`]); `None`: publications are Pub/Sub only.
+    pub history: Option<streams::StreamSettings>,
 }
 
 impl RedisConfig {
@@ -66,6 +70,7 @@ mod tests {
             ca_file: None,
             max_payload: 1,
             claim: None,
+            history: None,
         };
         let cases = [
             (

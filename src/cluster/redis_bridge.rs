@@ -9,18 +9,19 @@ use std::time::{Duration, Instant};
 
 use mio::Waker;
 
+use super::streams::{self, Entries, Query, ReadRequest, Scripts};
 use super::RedisConfig;
 use crate::backoff::Backoff;
 use crate::log::Level;
 
 /// How long a connection attempt may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long the subscriber blocks for a message before it looks for (un)subscribe requests.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// How long Redis may take to answer a command (PUBLISH, SUBSCRIBE, PING, SET) before the
 /// connection is given up: longer than a short stall (a `DEBUG SLEEP 1`, a fork for a
 /// snapshot), short enough that a hung Redis is seen within [`PING_INTERVAL`] + this.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the subscriber may hear nothing from Redis before it sends a PING: a node whose
 /// clients only listen learns that Redis hangs within `PING_INTERVAL + REPLY_TIMEOUT`.
 const PING_INTERVAL: Duration = Duration::from_secs(1);
@@ -53,6 +54,21 @@ pub enum Inbound {
     Status(bool),
     /// Redis confirmed a subscription: publications on the topic now reach this node.
     Subscribed(String),
+    /// The answer to [`Bridge::read`] number `id`.
+    Read {
+        /// The read's number.
+        id: u64,
+        /// The entries, or why there are none.
+        result: Result<Entries, String>,
+    },
+}
+
+/// A publication waiting for the publisher: plain (`PUBLISH`) or recorded in the topic's
+/// stream first (the append script).
+struct Outgoing {
+    topic: String,
+    payload: Vec<u8>,
+    recorded: bool,
 }
 
 enum Interest {
@@ -61,7 +77,7 @@ enum Interest {
 }
 
 #[derive(Debug, Default)]
-struct Shared {
+pub(super) struct Shared {
     /// Bumped each time the subscriber loses its connection: Redis went away, so the
     /// publisher's connection is dead too even though it has not tried to use it yet.
     generation: AtomicU64,
@@ -79,6 +95,11 @@ struct Shared {
     contested_at: AtomicU64,
     /// Publications larger than this are not relayed ([`RedisConfig::max_payload`]).
     max_payload: usize,
+    /// Epochs made so far (the next one's serial).
+    pub(super) epochs: AtomicU64,
+    /// Stream reads asked of Redis, and those that failed.
+    pub(super) reads: AtomicU64,
+    pub(super) read_failures: AtomicU64,
 }
 
 impl Shared {
@@ -100,7 +121,13 @@ impl Shared {
 pub struct Bridge {
     interest: Sender<Interest>,
     /// `None` once [`close`](Self::close) began.
-    publications: Option<SyncSender<(String, Vec<u8>)>>,
+    publications: Option<SyncSender<Outgoing>>,
+    /// Reads for the reader thread (`None` without history in Redis).
+    reads: Option<SyncSender<ReadRequest>>,
+    /// Wakes the loop (to hand it a read refused at once).
+    waker: Arc<Waker>,
+    /// Reads refused at once (queue full), answered at the next [`drain`](Self::drain).
+    refused_reads: std::sync::Mutex<Vec<u64>>,
     /// Disconnected when the publisher thread has ended.
     publisher_done: Receiver<()>,
     inbound: Receiver<Inbound>,
@@ -166,8 +193,21 @@ impl Bridge {
         // Bounded: if the loop falls behind, the subscriber waits, and Redis cuts it off once
         // its own output buffer limit is reached (then it reconnects).
         let (inbound_tx, inbound_rx) = mpsc::sync_channel(INBOUND_QUEUE);
+        let mut reads = None;
+        if let Some(settings) = config.history.clone() {
+            let (read_tx, read_rx) = mpsc::sync_channel(streams::READ_QUEUE);
+            let (client, shared, token) = (client.clone(), Arc::clone(&shared), token.clone());
+            let (inbound, waker) = (inbound_tx.clone(), Arc::clone(&waker));
+            thread::Builder::new()
+                .name("redis-read".into())
+                .spawn(move || {
+                    streams::reader(client, settings, token, read_rx, inbound, waker, shared)
+                })
+                .map_err(|e| e.to_string())?;
+            reads = Some(read_tx);
+        }
         {
-            let (client, shared) = (client.clone(), Arc::clone(&shared));
+            let (client, shared, waker) = (client.clone(), Arc::clone(&shared), Arc::clone(&waker));
             thread::Builder::new()
                 .name("redis-sub".into())
                 .spawn(move || subscriber(client, interest_rx, inbound_tx, waker, shared))
@@ -177,6 +217,8 @@ impl Bridge {
             let publisher = Publisher {
                 client,
                 shared: Arc::clone(&shared),
+                streams: config.history.clone(),
+                token: token.clone(),
                 claim: config.claim.clone().map(|key| (key, token.clone())),
                 foreign_sightings: 0,
                 started,
@@ -190,6 +232,9 @@ impl Bridge {
         Ok(Bridge {
             interest: interest_tx,
             publications: Some(publish_tx),
+            reads,
+            waker,
+            refused_reads: std::sync::Mutex::default(),
             publisher_done: done_rx,
             inbound: inbound_rx,
             shared,
@@ -212,12 +257,44 @@ impl Bridge {
     /// Publishes without waiting; when the queue is full (Redis down or slow) or the bridge
     /// is closing, the publication is dropped and counted.
     pub fn publish(&self, topic: String, payload: Vec<u8>) {
+        self.enqueue(Outgoing {
+            topic,
+            payload,
+            recorded: false,
+        });
+    }
+
+    /// Appends `payload` to the topic's stream and publishes it with its position (see
+    /// [`streams`](super::streams); needs [`RedisConfig::history`]), without waiting; dropped
+    /// and counted as [`publish`](Self::publish) is.
+    pub fn append(&self, topic: String, payload: Vec<u8>) {
+        self.enqueue(Outgoing {
+            topic,
+            payload,
+            recorded: true,
+        });
+    }
+
+    /// Reads a topic's stream on the reader thread; the answer arrives as [`Inbound::Read`]
+    /// with this `id` (an error at once when the read queue is full or there is no history).
+    pub fn read(&self, id: u64, topic: String, query: Query) {
+        let request = ReadRequest { id, topic, query };
+        let sent = self.reads.as_ref().is_some_and(|r| r.try_send(request).is_ok());
+        if !sent {
+            if let Ok(mut refused) = self.refused_reads.lock() {
+                refused.push(id);
+            }
+            let _ = self.waker.wake();
+        }
+    }
+
+    fn enqueue(&self, outgoing: Outgoing) {
         let Some(publications) = &self.publications else {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         };
         self.shared.queued.fetch_add(1, Ordering::Relaxed);
-        match publications.try_send((topic, payload)) {
+        match publications.try_send(outgoing) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.shared.queued.fetch_sub(1, Ordering::Relaxed);
@@ -254,7 +331,25 @@ impl Bridge {
 
     /// What arrived since the last call.
     pub fn drain(&self) -> impl Iterator<Item = Inbound> + '_ {
-        self.inbound.try_iter()
+        let refused = self
+            .refused_reads
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default();
+        let refused = refused.into_iter().map(|id| Inbound::Read {
+            id,
+            result: Err("too many reads waiting for redis".into()),
+        });
+        refused.chain(self.inbound.try_iter())
+    }
+
+    /// Stream reads asked of Redis, and those of them that failed.
+    pub fn reads(&self) -> (u64, u64) {
+        let s = &self.shared;
+        (
+            s.reads.load(Ordering::Relaxed),
+            s.read_failures.load(Ordering::Relaxed),
+        )
     }
 
     /// Both connections are up (and the subscriber's link answered its last PING).
@@ -481,6 +576,10 @@ struct Publisher {
     shared: Arc<Shared>,
     /// The key this process claims and its token.
     claim: Option<(String, String)>,
+    /// Recorded publications' streams (`None`: history is not kept in Redis).
+    streams: Option<streams::StreamSettings>,
+    /// This process's token (new epochs begin with it).
+    token: String,
     /// Renewals that found another process's token. The first may be a crashed
     /// predecessor's (its claim outlives it by up to [`CLAIM_TTL_MS`]); from the second on
     /// another process is alive under this name.
@@ -491,16 +590,20 @@ struct Publisher {
 }
 
 impl Publisher {
-    fn connect(&self) -> Result<redis::Connection, String> {
-        let c = self
+    /// A connection, with the scripts loaded when history is kept in Redis.
+    fn connect(&self) -> Result<(redis::Connection, Option<Scripts>), String> {
+        let e = |e: redis::RedisError| e.to_string();
+        let mut c = self
             .client
             .get_connection_with_timeout(CONNECT_TIMEOUT)
-            .map_err(|e| e.to_string())?;
-        c.set_read_timeout(Some(REPLY_TIMEOUT))
-            .map_err(|e| e.to_string())?;
-        c.set_write_timeout(Some(REPLY_TIMEOUT))
-            .map_err(|e| e.to_string())?;
-        Ok(c)
+            .map_err(e)?;
+        c.set_read_timeout(Some(REPLY_TIMEOUT)).map_err(e)?;
+        c.set_write_timeout(Some(REPLY_TIMEOUT)).map_err(e)?;
+        let scripts = match self.streams {
+            Some(_) => Some(Scripts::load(&mut c).map_err(e)?),
+            None => None,
+        };
+        Ok((c, scripts))
     }
 
     /// Renews the claim: `SET key token GET PX ttl` answers the previous holder's token.
@@ -534,10 +637,22 @@ impl Publisher {
 
     /// Sends a batch in one pipeline; counts it published, or unknown when Redis did not
     /// answer (the commands may have reached it: a hung Redis runs them when it resumes).
-    fn send(&self, c: &mut redis::Connection, batch: &[(String, Vec<u8>)]) -> Result<(), String> {
+    fn send(
+        &self,
+        (c, scripts): &mut (redis::Connection, Option<Scripts>),
+        batch: &[Outgoing],
+    ) -> Result<(), String> {
         let mut pipe = redis::pipe();
-        for (topic, payload) in batch {
-            pipe.cmd("PUBLISH").arg(topic).arg(payload);
+        for out in batch {
+            match (&self.streams, &*scripts, out.recorded) {
+                (Some(settings), Some(scripts), true) => {
+                    let epoch = streams::new_epoch(&self.token, &self.shared);
+                    scripts.append(&mut pipe, settings, &epoch, &out.topic, &out.payload);
+                }
+                _ => {
+                    pipe.cmd("PUBLISH").arg(&out.topic).arg(&out.payload);
+                }
+            }
         }
         let n = batch.len() as u64;
         match pipe.query::<Vec<i64>>(c) {
@@ -552,8 +667,8 @@ impl Publisher {
         }
     }
 
-    fn run(mut self, publications: Receiver<(String, Vec<u8>)>) {
-        let mut connection: Option<redis::Connection> = None;
+    fn run(mut self, publications: Receiver<Outgoing>) {
+        let mut connection: Option<(redis::Connection, Option<Scripts>)> = None;
         let mut generation = self.shared.generation.load(Ordering::Relaxed);
         let mut backoff = redis_backoff();
         let mut retry_at = Instant::now();
@@ -621,7 +736,7 @@ impl Publisher {
             }
             if result.is_ok() && self.claim.is_some() && Instant::now() >= claim_due {
                 claim_due = Instant::now() + CLAIM_INTERVAL;
-                match self.renew_claim(c) {
+                match self.renew_claim(&mut c.0) {
                     Ok(()) => {}
                     // Redis refused the command (a user without SET, a Redis before 6.2):
                     // the connection is fine, only the check is lost.
@@ -644,7 +759,7 @@ impl Publisher {
             }
         }
         // A graceful exit gives the name back, so that a restart is not taken for a twin.
-        if let (Some(c), Some((key, _))) = (connection.as_mut(), &self.claim) {
+        if let (Some((c, _)), Some((key, _))) = (connection.as_mut(), &self.claim) {
             let _ = redis::cmd("DEL").arg(key).query::<i64>(c);
         }
     }
