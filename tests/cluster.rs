@@ -15,10 +15,10 @@
 //! meant for it, nothing else.
 
 mod common;
-#[path = "common/tls.rs"]
-mod tls;
 #[path = "common/cluster.rs"]
 mod harness;
+#[path = "common/tls.rs"]
+mod tls;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -1904,7 +1904,6 @@ fn nginx_terminates_tls_for_wss_clients_of_two_nodes() {
     secure.close();
     plain.close();
 }
-
 
 /// The application's backend publishes through nginx (deploy/nginx.conf in front of two
 /// clustered nodes): whichever node nginx picks, the subscriber on the other node gets the

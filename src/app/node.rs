@@ -292,7 +292,10 @@ impl ClusterNode {
             if let Some((offset, epoch, payload)) = split_recorded(&payload) {
                 let Some((origin, event)) = decode_envelope(payload) else {
                     self.malformed += 1;
-                    log!(Level::Warn, "redis: malformed recorded publication on {topic}");
+                    log!(
+                        Level::Warn,
+                        "redis: malformed recorded publication on {topic}"
+                    );
                     continue;
                 };
                 // Recorded events are delivered by every node, the sender's included: only

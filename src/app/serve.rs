@@ -459,11 +459,13 @@ impl Handler for Serve {
         }
     }
 
-    /// Delivers what other nodes published.
+    /// Delivers what came from Redis; hands on what that asks of it (reads of the history
+    /// in Redis).
     fn on_wake(&mut self, _ctx: &mut Ctx<'_>) {
         #[cfg(feature = "redis")]
         if let Some(node) = &mut self.cluster {
             node.deliver(&mut self.chat, _ctx);
         }
+        self.forward_cluster_ops();
     }
 }

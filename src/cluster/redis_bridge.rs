@@ -279,7 +279,10 @@ impl Bridge {
     /// with this `id` (an error at once when the read queue is full or there is no history).
     pub fn read(&self, id: u64, topic: String, query: Query) {
         let request = ReadRequest { id, topic, query };
-        let sent = self.reads.as_ref().is_some_and(|r| r.try_send(request).is_ok());
+        let sent = self
+            .reads
+            .as_ref()
+            .is_some_and(|r| r.try_send(request).is_ok());
         if !sent {
             if let Ok(mut refused) = self.refused_reads.lock() {
                 refused.push(id);

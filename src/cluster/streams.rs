@@ -41,6 +41,8 @@ return offset
 /// Reads a topic: KEYS meta, stream; ARGV mode (`after` / `last`), first offset wanted, the
 /// caller's epoch, count, whole stream when the epoch differs (`1` / `0`), new epoch, ttl ms.
 /// Answers `{epoch, tip, entries}` (`epoch` empty: no history and, for `last`, none made).
+/// The history is the last `count` offsets: `MAXLEN ~` may have left older entries, which
+/// an `after` read does not return.
 const READ: &str = r"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
@@ -56,10 +58,13 @@ local entries = {}
 if count > 0 then
   if ARGV[1] == 'last' then
     entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', count)
-  elseif epoch == ARGV[3] then
-    entries = redis.call('XRANGE', KEYS[2], ARGV[2] .. '-0', '+', 'COUNT', count)
-  elseif ARGV[5] == '1' then
-    entries = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', count)
+  else
+    local first = nil
+    if epoch == ARGV[3] then first = tonumber(ARGV[2]) elseif ARGV[5] == '1' then first = 1 end
+    if first then
+      first = math.max(first, tip - count + 1)
+      entries = redis.call('XRANGE', KEYS[2], string.format('%d-0', first), '+', 'COUNT', count)
+    end
   end
 end
 return {epoch, tip, entries}
@@ -80,8 +85,8 @@ pub struct StreamSettings {
 /// What a read asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Query {
-    /// Entries from offset `from` on (at most `count`) when the topic is still in `epoch`;
-    /// when it is not: from its start if `whole_on_new_epoch`, else none.
+    /// Entries from offset `from` on, within the last `count` offsets, when the topic is
+    /// still in `epoch`; when it is not: from its start if `whole_on_new_epoch`, else none.
     After {
         /// The first offset wanted.
         from: u64,
@@ -148,7 +153,10 @@ pub(super) struct Scripts {
 impl Scripts {
     pub(super) fn load(c: &mut redis::Connection) -> redis::RedisResult<Scripts> {
         let load = |c: &mut redis::Connection, text: &str| {
-            redis::cmd("SCRIPT").arg("LOAD").arg(text).query::<String>(c)
+            redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(text)
+                .query::<String>(c)
         };
         Ok(Scripts {
             append: load(c, APPEND)?,
@@ -277,22 +285,30 @@ pub(super) fn reader(
     let mut connection: Option<(redis::Connection, Scripts)> = None;
     for request in requests {
         shared.reads.fetch_add(1, Ordering::Relaxed);
-        if connection.is_none() {
-            match connect(&client) {
-                Ok(c) => connection = Some(c),
-                Err(e) => log!(Level::Debug, "redis reader cannot connect: {e}"),
+        // A connection kept from an earlier read may have died meanwhile (Redis restarted,
+        // the link was cut): one more try on a fresh one before the read fails.
+        let mut result = Err("redis is unreachable".to_owned());
+        for _ in 0..2 {
+            if connection.is_none() {
+                match connect(&client) {
+                    Ok(c) => connection = Some(c),
+                    Err(e) => {
+                        log!(Level::Debug, "redis reader cannot connect: {e}");
+                        break;
+                    }
+                }
             }
-        }
-        let result = match &mut connection {
-            None => Err("redis is unreachable".to_owned()),
-            Some((c, scripts)) => {
+            if let Some((c, scripts)) = &mut connection {
                 let epoch = new_epoch(&token, &shared);
-                scripts.read(c, &settings, &epoch, &request)
+                result = scripts.read(c, &settings, &epoch, &request);
             }
-        };
+            if result.is_ok() {
+                break;
+            }
+            connection = None;
+        }
         if result.is_err() {
             shared.read_failures.fetch_add(1, Ordering::Relaxed);
-            connection = None;
         }
         let answer = Inbound::Read {
             id: request.id,
@@ -335,7 +351,12 @@ mod tests {
             b"#1 ab",
             b"n1 s 4\n{}",
         ] {
-            assert_eq!(split_recorded(bad), None, "{:?}", String::from_utf8_lossy(bad));
+            assert_eq!(
+                split_recorded(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 

@@ -30,10 +30,7 @@ enum ReadFor {
         reply: bool,
     },
     /// A `history` request.
-    History {
-        id: ConnId,
-        channel: Option<String>,
-    },
+    History { id: ConnId, channel: Option<String> },
     /// This node fills a gap in a topic.
     CatchUp(Topic),
 }
@@ -183,7 +180,11 @@ impl Chat {
         let count = limit.min(shared.size);
         let topic = channel.map_or(Topic::All, |c| Topic::Channel(c.to_owned()));
         let channel = channel.map(str::to_owned);
-        self.ask(topic, ReadQuery::Last { count }, ReadFor::History { id, channel });
+        self.ask(
+            topic,
+            ReadQuery::Last { count },
+            ReadFor::History { id, channel },
+        );
         true
     }
 
@@ -196,7 +197,12 @@ impl Chat {
         self.follow(ctx, topic, flow);
     }
 
-    fn follow(&mut self, ctx: &mut Ctx<'_>, topic: &Topic, flow: crate::app::history::shared::Flow) {
+    fn follow(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        topic: &Topic,
+        flow: crate::app::history::shared::Flow,
+    ) {
         for event in flow.deliver {
             self.fan_out(ctx, topic, &event);
         }
@@ -230,10 +236,7 @@ impl Chat {
         };
         let key = (id, channel.to_owned());
         shared.floors.remove(&key);
-        shared
-            .recovering
-            .remove(&key)
-            .is_some_and(|r| !r.answered)
+        shared.recovering.remove(&key).is_some_and(|r| !r.answered)
     }
 
     /// Delivers one event to this node's clients on `topic`; recovering connections hold it,
@@ -357,7 +360,10 @@ impl Chat {
             return;
         };
         let key = (id, channel.to_owned());
-        let subscribed = self.members.get(&id).is_some_and(|m| m.channels.contains(channel));
+        let subscribed = self
+            .members
+            .get(&id)
+            .is_some_and(|m| m.channels.contains(channel));
         let recovery = shared.recovering.remove(&key);
         let (Some(recovery), true) = (recovery, subscribed) else {
             return;

@@ -37,9 +37,9 @@ impl Recorded {
 /// A read of a topic's stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ReadQuery {
-    /// The events from offset `from` on, at most `count` (0: only where the topic stands), if
-    /// the topic is still in `epoch`; when it is not, those of the new epoch from its start
-    /// (`whole_on_new_epoch`) or none.
+    /// The events from offset `from` on, within the last `count` offsets (0: only where the
+    /// topic stands), if the topic is still in `epoch`; when it is not, those of the new
+    /// epoch from its start (`whole_on_new_epoch`) or none.
     After {
         /// The first offset wanted.
         from: u64,
@@ -322,7 +322,11 @@ mod tests {
     fn in_order_events_pass_and_repeats_are_dropped() {
         let mut s = Sequencer::new(10);
         let t = Topic::All;
-        assert_eq!(offsets(&s.live(&t, ev(5, "a"))), [5], "the first one sets the place");
+        assert_eq!(
+            offsets(&s.live(&t, ev(5, "a"))),
+            [5],
+            "the first one sets the place"
+        );
         assert_eq!(offsets(&s.live(&t, ev(6, "a"))), [6]);
         assert_eq!(offsets(&s.live(&t, ev(6, "a"))), [] as [u64; 0]);
         assert_eq!(s.stats.duplicates, 1);
