@@ -2,9 +2,13 @@
 //! started by the test, two processes sharing a port with `--reuse-port`, `nginx` running
 //! deploy/nginx.conf in front of two nodes, and the ExecStart line of deploy/wsloop.service.
 //!
+//! The nodes here relay through Redis Pub/Sub only (`--history-size 0`): local delivery at
+//! once, at-most-once between nodes across an outage. History in Redis Streams, the default
+//! with `--redis`, is tests/cluster_history.rs's.
+//!
 //! Every test starts its own `redis-server` / `nginx` on free 127.0.0.1 ports, with config,
-//! pid and log files in a temporary directory; every process it starts is ended by a guard,
-//! also when the test panics. Without `redis-server` or `nginx` the tests that need them print
+//! pid and log files in a temporary directory (tests/common/cluster.rs); every process it
+//! starts is ended by a guard, also when the test panics. Without `redis-server` or `nginx` the tests that need them print
 //! `SKIPPED: ...` (they fail under `WSLOOP_REQUIRE_EXTERNAL=1`, as in .ci/run).
 //!
 //! "Exactly once" is checked by counting: after a round of chats and publications, every node
@@ -53,6 +57,15 @@ fn topics(entries: &[(&str, i64)]) -> BTreeMap<String, i64> {
         topics.insert(format!("{PREFIX}users"), nodes);
     }
     topics
+}
+
+/// The flags of a node that relays through Redis Pub/Sub only: history in Redis Streams
+/// (the default with `--redis`) has its own suite, tests/cluster_history.rs.
+const RELAY: [&str; 2] = ["--history-size", "0"];
+
+/// A clustered node (`Node::clustered`) that relays through Pub/Sub only ([`RELAY`]).
+fn relay_node(name: &str, redis: &Redis, listen: &str, extra: &[&str]) -> Node {
+    Node::clustered(name, redis, listen, &[&RELAY[..], extra].concat())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -469,7 +482,7 @@ fn cluster(names: &[&str], per_node: u32) -> Option<(Redis, Vec<Node>, Vec<Peer>
     let redis = Redis::start(redis_program()?);
     let nodes: Vec<Node> = names
         .iter()
-        .map(|n| Node::clustered(n, &redis, "127.0.0.1:0", &[]))
+        .map(|n| relay_node(n, &redis, "127.0.0.1:0", &[]))
         .collect();
     redis.wait_topics(&topics(&[("chat", names.len() as i64)]), WAIT);
     let mut peers = Vec::new();
@@ -890,8 +903,8 @@ fn redis_graceful_shutdown_hands_every_acknowledged_publication_to_redis() {
     };
     let redis = Redis::start(program);
     let fast = ["--max-messages-per-second", "1000000"];
-    let mut a = Node::clustered("a", &redis, "127.0.0.1:0", &fast);
-    let b = Node::clustered("b", &redis, "127.0.0.1:0", &fast);
+    let mut a = relay_node("a", &redis, "127.0.0.1:0", &fast);
+    let b = relay_node("b", &redis, "127.0.0.1:0", &fast);
     redis.wait_topics(&topics(&[("chat", 2)]), WAIT);
     let mut b1 = Peer::join_node(&b, 1);
     b1.subscribe("burst");
@@ -955,7 +968,7 @@ fn redis_drain_gives_up_on_a_hung_redis_at_the_drain_timeout_and_says_what_it_lo
         return;
     };
     let redis = Redis::start(program);
-    let mut a = Node::clustered("a", &redis, "127.0.0.1:0", &["--drain-timeout", "500ms"]);
+    let mut a = relay_node("a", &redis, "127.0.0.1:0", &["--drain-timeout", "500ms"]);
     redis.wait_topics(&topics(&[("chat", 1)]), WAIT);
     let mut a1 = Peer::join_node(&a, 1);
     redis.signal("STOP");
@@ -1128,6 +1141,8 @@ fn redis_node_at_its_descriptor_limit_rejoins_after_a_restart() {
         "a",
         "--redis-prefix",
         PREFIX,
+        "--history-size",
+        "0",
         "--max-connections-per-address",
         "100000",
         common::MANY_REQUESTS[0],
@@ -1137,7 +1152,7 @@ fn redis_node_at_its_descriptor_limit_rejoins_after_a_restart() {
     .map(|s| (*s).to_owned())
     .collect();
     let a = Node::start_program("a", &prlimit, &argv);
-    let b = Node::clustered("b", &redis, "127.0.0.1:0", &[]);
+    let b = relay_node("b", &redis, "127.0.0.1:0", &[]);
     redis.wait_topics(&topics(&[("chat", 2)]), WAIT);
     let mut peers = vec![Peer::join_node(&a, 1), Peer::join_node(&b, 1)];
     round(
@@ -1202,7 +1217,7 @@ fn redis_node_crash_leaves_the_others_chatting_and_its_restart_is_no_twin() {
         &[chat(0, "a crashed"), chat(1, "c crashed")],
         Reach::Cluster,
     );
-    nodes[1] = Node::clustered("b", &redis, "127.0.0.1:0", &[]);
+    nodes[1] = relay_node("b", &redis, "127.0.0.1:0", &[]);
     redis.wait_topics(&topics(&[("chat", 3)]), WAIT);
     peers.insert(1, Peer::join_node(&nodes[1], 1));
     round(
@@ -1248,8 +1263,8 @@ fn redis_presence_sees_every_nodes_users_and_forgets_a_killed_node_within_its_tt
     let redis = Redis::start(program);
     const TTL: Duration = Duration::from_millis(900);
     let ttl = ["--presence-ttl", "900ms"];
-    let a = Node::clustered("a", &redis, "127.0.0.1:0", &ttl);
-    let mut b = Node::clustered("b", &redis, "127.0.0.1:0", &ttl);
+    let a = relay_node("a", &redis, "127.0.0.1:0", &ttl);
+    let mut b = relay_node("b", &redis, "127.0.0.1:0", &ttl);
     redis.wait_topics(&topics(&[("chat", 2)]), WAIT);
     let (mut a1, mut b1, mut b2) = (
         Peer::join_node(&a, 1),
@@ -1332,8 +1347,8 @@ fn redis_api_send_reaches_every_connection_of_a_user_on_two_nodes() {
     let tokens = common::TempFile::new("cluster-tokens", "t-ann ann\nt-bob bob\n");
     let keys = common::TempFile::new("cluster-api-keys", &format!("{API_KEY}\n"));
     let args = ["--token-file", tokens.path(), "--api-key-file", keys.path()];
-    let a = Node::clustered("a", &redis, "127.0.0.1:0", &args);
-    let b = Node::clustered("b", &redis, "127.0.0.1:0", &args);
+    let a = relay_node("a", &redis, "127.0.0.1:0", &args);
+    let b = relay_node("b", &redis, "127.0.0.1:0", &args);
     redis.wait_topics(&topics(&[("chat", 2)]), WAIT);
     let mut ann_a = Peer::join_as(&a.url(), "t-ann", "ann");
     let mut ann_b = Peer::join_as(&b.url(), "t-ann", "ann");
@@ -1375,6 +1390,7 @@ fn redis_user_allowed_only_pubsub_still_chats_without_the_id_check() {
         .iter()
         .map(|name| {
             let args = ["--redis", &url, "--node-id", name, "--redis-prefix", PREFIX];
+            let args = [&args[..], &RELAY].concat();
             Node::start(name, "127.0.0.1:0", &args)
         })
         .collect();
@@ -1413,7 +1429,7 @@ fn redis_over_tls_with_rediss_and_a_ca_file() {
     let ca = pki.ca_cert.to_str().expect("UTF-8 path");
     let nodes: Vec<Node> = ["a", "b"]
         .iter()
-        .map(|name| Node::clustered(name, &redis, "127.0.0.1:0", &["--redis-ca", ca]))
+        .map(|name| relay_node(name, &redis, "127.0.0.1:0", &["--redis-ca", ca]))
         .collect();
     redis.wait_topics(&topics(&[("chat", 2)]), WAIT);
     let mut peers = vec![Peer::join_node(&nodes[0], 1), Peer::join_node(&nodes[1], 1)];
@@ -1483,9 +1499,9 @@ fn redis_two_nodes_with_one_id_are_reported_and_hear_each_other() {
         return;
     };
     let redis = Redis::start(program);
-    let first = Node::clustered("twin", &redis, "127.0.0.1:0", &[]);
+    let first = relay_node("twin", &redis, "127.0.0.1:0", &[]);
     first.wait_health("ok", WAIT);
-    let second = Node::clustered("twin", &redis, "127.0.0.1:0", &[]);
+    let second = relay_node("twin", &redis, "127.0.0.1:0", &[]);
     for node in [&first, &second] {
         node.wait_health("degraded", WAIT);
         assert_eq!(series(node, "wsloop_redis_duplicate_node_id"), 1);
@@ -1519,9 +1535,9 @@ fn reuse_port_two_processes_share_a_port_and_chat_through_redis() {
         return;
     };
     let redis = Redis::start(program);
-    let a = Node::clustered("a", &redis, "127.0.0.1:0", &["--reuse-port"]);
+    let a = relay_node("a", &redis, "127.0.0.1:0", &["--reuse-port"]);
     let shared = a.addr.to_string();
-    let b = Node::clustered("b", &redis, &shared, &["--reuse-port"]);
+    let b = relay_node("b", &redis, &shared, &["--reuse-port"]);
     assert_eq!(b.addr, a.addr, "both listen on one address");
     // Without the flag, the port is taken.
     let wsloop = Path::new(env!("CARGO_BIN_EXE_wsloop"));
@@ -1920,8 +1936,8 @@ fn nginx_backend_publish_reaches_a_subscriber_on_the_other_node() {
     let keys = common::TempFile::new("nginx-api-keys", &format!("{API_KEY}\n"));
     let args = ["--api-key-file", keys.path(), "--log-level", "debug"];
     let nodes = [
-        Node::clustered("a", &redis, "127.0.0.1:0", &args),
-        Node::clustered("b", &redis, "127.0.0.1:0", &args),
+        relay_node("a", &redis, "127.0.0.1:0", &args),
+        relay_node("b", &redis, "127.0.0.1:0", &args),
     ];
     let pki = tls::TestPki::new("nginx-api");
     let nginx = Nginx::start(&program, [nodes[0].addr, nodes[1].addr], &pki.localhost());
