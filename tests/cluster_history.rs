@@ -313,6 +313,35 @@ fn a_redis_restart_without_its_data_starts_a_new_epoch_and_recovers_nothing() {
 }
 
 #[test]
+fn while_redis_is_down_a_publication_is_refused_and_never_delivered() {
+    let Some((mut redis, nodes)) = cluster(&["a", "b"], &[]) else {
+        return;
+    };
+    let mut alice = Member::join(&nodes[0]);
+    let mut bob = Member::join(&nodes[1]);
+    alice.subscribe("news", None);
+    redis.kill();
+    nodes[1].wait_health("degraded", WAIT);
+    let refused = json!({"type": "error", "code": "redis_unavailable",
+        "message": "history is kept in Redis, which this server cannot reach now; nothing was published"});
+    bob.send(json!({"type": "publish", "channel": "news", "content": "while down"}));
+    assert_eq!(bob.recv(), refused);
+    bob.send(json!({"type": "chat", "content": "while down"}));
+    assert_eq!(bob.recv(), refused);
+    redis.restart();
+    for node in &nodes {
+        node.wait_health("ok", RECONNECT_WAIT);
+    }
+    assert!(bob.publish("news", "after"));
+    let after = alice.recv();
+    assert_eq!(
+        (&after["content"], &after["offset"]),
+        (&json!("after"), &json!(1))
+    );
+    assert_eq!(alice.barrier(), [] as [Value; 0], "nothing from the outage");
+}
+
+#[test]
 fn a_history_trimmed_past_the_position_is_not_recovered() {
     let Some((_redis, nodes)) = cluster(&["a", "b"], &["--history-size", "3"]) else {
         return;
