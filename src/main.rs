@@ -301,7 +301,7 @@ fn serve(args: Box<ServeArgs>) -> ExitCode {
                 max_payload: args.max_content.saturating_mul(6).saturating_add(4096),
                 claim: Some(ClusterNode::claim_key(&node_id, &args.redis_prefix)),
                 // With history, each recorded topic's history lives in a Redis Stream.
-                history: (args.history_size > 0).then(|| StreamSettings {
+                history: (args.history_size > 0).then_some(StreamSettings {
                     max_len: args.history_size,
                     ttl: args.history_ttl,
                 }),
