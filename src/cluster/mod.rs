@@ -9,9 +9,15 @@
 //! three seconds even on a node that publishes nothing; the publisher pipelines its queue and
 //! tells publications Redis confirmed from those whose outcome is unknown.
 //!
-//! [`Presence`] keeps who is in which channel in Redis keys with a TTL, on a third thread.
+//! With [`RedisConfig::history`], recorded topics also keep their history in Redis Streams
+//! ([`streams`]): the publisher appends through a script ([`Bridge::append`]) and a reader
+//! thread answers [`Bridge::read`] with [`Inbound::Read`].
+//!
+//! [`Presence`] keeps who is in which channel in Redis keys with a TTL, on a thread of its
+//! own.
 
 mod presence;
+mod publisher;
 mod redis_bridge;
 pub mod streams;
 
