@@ -575,6 +575,7 @@ impl Chat {
                 }
                 if let Some(waiting) = self.pending_acks.get_mut(&channel) {
                     waiting.push((id, since));
+                    self.hold(id, &channel);
                 } else if !self.recover(id, &channel, since.clone(), true) {
                     let reply = self.replay(ctx, id, &channel, since.as_ref());
                     send_json(ctx, id, &reply);
@@ -585,10 +586,11 @@ impl Chat {
             }
             Request::Unsubscribe { channel } => {
                 // Replies keep the order of requests: a pending `subscribed` goes first.
+                let mut owed = false;
                 if let Some(waiting) = self.pending_acks.get_mut(&channel) {
                     if let Some(i) = waiting.iter().position(|(w, _)| *w == id) {
                         waiting.swap_remove(i);
-                        send_json(ctx, id, &json!({"type": "subscribed", "channel": channel}));
+                        owed = true;
                     }
                 }
                 if !member.channels.remove(&channel) {
@@ -597,7 +599,7 @@ impl Chat {
                         format!("not subscribed to {channel:?}"),
                     ));
                 }
-                if self.drop_recovery(id, &channel) {
+                if self.drop_recovery(id, &channel) || owed {
                     send_json(ctx, id, &json!({"type": "subscribed", "channel": channel}));
                 }
                 self.remove_subscriber(ctx, &channel, id);

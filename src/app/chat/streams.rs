@@ -149,11 +149,8 @@ impl Chat {
         };
         let key = (id, channel.to_owned());
         shared.floors.remove(&key);
-        let recovery = Recovery {
-            answered: !reply,
-            ..Recovery::default()
-        };
-        shared.recovering.insert(key, recovery);
+        // What waited since the `subscribe` (see `hold`) keeps waiting.
+        shared.recovering.entry(key).or_default().answered = !reply;
         let query = ReadQuery::After {
             from: since.as_ref().map_or(0, |s| s.offset + 1),
             epoch: since.as_ref().map_or(String::new(), |s| s.epoch.clone()),
@@ -169,6 +166,16 @@ impl Chat {
         };
         self.ask(topic, query, what);
         true
+    }
+
+    /// `id` subscribed to `channel` and waits for the node's Redis subscription before its
+    /// recovery starts: its live events wait from now on.
+    pub(super) fn hold(&mut self, id: ConnId, channel: &str) {
+        if let Some(shared) = &mut self.shared {
+            let key = (id, channel.to_owned());
+            shared.floors.remove(&key);
+            shared.recovering.entry(key).or_default();
+        }
     }
 
     /// Asks for the last `limit` events for a `history` request; `false` without history in

@@ -193,3 +193,44 @@ fn a_reconnection_reads_what_was_missed_and_a_failed_read_answers_without_a_posi
         [json!({"type": "subscribed", "channel": "news"})]
     );
 }
+
+#[test]
+fn a_subscriber_waiting_for_the_nodes_redis_subscription_gets_no_live_event_before_its_replay() {
+    let mut room = node();
+    let request = r#"{"type":"subscribe","channel":"fresh","since":{"offset":0,"epoch":"e1"}}"#;
+    room.handle(sender(), &text(request));
+    let ops = room.chat.take_cluster_ops();
+    assert!(
+        ops.contains(&ClusterOp::Subscribe("fresh".into())),
+        "{ops:?}"
+    );
+    assert!(
+        !ops.iter().any(|op| matches!(op, ClusterOp::Read { .. })),
+        "no read before Redis confirms the subscription: {ops:?}"
+    );
+    let fresh = Topic::Channel("fresh".into());
+    let early = room.recorded_from(|chat, ctx| chat.on_recorded(ctx, &fresh, event(1)));
+    assert!(got(&early, sender()).is_empty(), "{early:?}");
+    room.recorded_from(|chat, ctx| chat.confirm_subscription(ctx, "fresh"));
+    let ops = room.chat.take_cluster_ops();
+    let [ClusterOp::Read { id, .. }] = ops[..] else {
+        panic!("{ops:?}");
+    };
+    let answer = ReadAnswer {
+        tip: Position {
+            offset: 1,
+            epoch: "e1".into(),
+        },
+        events: vec![(1, event(1).event)],
+    };
+    let recorded = room.recorded_from(|chat, ctx| chat.on_read(ctx, id, Ok(answer)));
+    assert_eq!(
+        got(&recorded, sender()),
+        [
+            delivered(1),
+            json!({"type": "subscribed", "channel": "fresh", "offset": 1, "epoch": "e1",
+                   "recovered": true}),
+        ],
+        "the event once, from the replay"
+    );
+}
