@@ -247,8 +247,17 @@ impl Chat {
     }
 
     /// Broadcasts `event` to this node's clients on `topic` (also for events published by
-    /// other nodes); returns how many there are.
-    pub fn deliver(&self, ctx: &mut Ctx<'_>, topic: &Topic, event: &str) -> usize {
+    /// other nodes); returns how many there are. With history in Redis, a channel's
+    /// recovering connections get it after their replay.
+    pub fn deliver(&mut self, ctx: &mut Ctx<'_>, topic: &Topic, event: &str) -> usize {
+        match (topic, &self.shared) {
+            (Topic::Channel(_), Some(_)) => self.fan_out(ctx, topic, Held::Plain(event.into())),
+            _ => self.broadcast_topic(ctx, topic, event),
+        }
+    }
+
+    /// Broadcasts `event` to every client of this node on `topic`.
+    fn broadcast_topic(&self, ctx: &mut Ctx<'_>, topic: &Topic, event: &str) -> usize {
         match topic {
             Topic::All => {
                 broadcast_to(ctx, self.members.keys().copied(), self.members.len(), event)
@@ -696,5 +705,7 @@ mod ids;
 mod presence;
 mod recovery;
 mod streams;
+
+use streams::Held;
 #[cfg(test)]
 mod tests;

@@ -35,10 +35,19 @@ enum ReadFor {
     CatchUp(Topic),
 }
 
+/// An event held for a recovering connection.
+#[derive(Clone, Debug)]
+pub(super) enum Held {
+    /// Recorded in the history: sent only if the replay did not have it.
+    Recorded(Recorded),
+    /// Not recorded (`join`, `leave`): sent after the replay.
+    Plain(String),
+}
+
 /// A connection's live events on a channel while its replay is being read.
 #[derive(Debug, Default)]
 struct Recovery {
-    buffer: Vec<Recorded>,
+    buffer: Vec<Held>,
     overflowed: bool,
     /// Its `subscribed` was sent (a continuation).
     answered: bool,
@@ -211,7 +220,7 @@ impl Chat {
         flow: crate::app::history::shared::Flow,
     ) {
         for event in flow.deliver {
-            self.fan_out(ctx, topic, &event);
+            self.fan_out(ctx, topic, Held::Recorded(event));
         }
         if let Some(query) = flow.read {
             self.ask(topic.clone(), query, ReadFor::CatchUp(topic.clone()));
@@ -247,14 +256,17 @@ impl Chat {
     }
 
     /// Delivers one event to this node's clients on `topic`; recovering connections hold it,
-    /// those whose replay went past it skip it.
-    fn fan_out(&mut self, ctx: &mut Ctx<'_>, topic: &Topic, event: &Recorded) {
-        let Some(text) = stamped(event) else {
-            return;
+    /// those whose replay went past it skip it. Returns to how many it went or waits.
+    pub(super) fn fan_out(&mut self, ctx: &mut Ctx<'_>, topic: &Topic, event: Held) -> usize {
+        let text = match &event {
+            Held::Recorded(recorded) => match stamped(recorded) {
+                Some(text) => text,
+                None => return 0,
+            },
+            Held::Plain(text) => text.clone(),
         };
         let (Topic::Channel(channel), Some(shared)) = (topic, &mut self.shared) else {
-            self.deliver(ctx, topic, &text);
-            return;
+            return self.broadcast_topic(ctx, topic, &text);
         };
         let special: Vec<ConnId> = shared
             .recovering
@@ -264,20 +276,17 @@ impl Chat {
             .map(|(id, _)| *id)
             .collect();
         if special.is_empty() {
-            self.deliver(ctx, topic, &text);
-            return;
+            return self.broadcast_topic(ctx, topic, &text);
         }
-        if let Some(subscribers) = self.channels.get(channel) {
-            let plain: Vec<ConnId> = subscribers
-                .iter()
+        let plain: Vec<ConnId> = self.channels.get(channel).map_or(Vec::new(), |set| {
+            set.iter()
                 .filter(|id| !special.contains(id))
                 .copied()
-                .collect();
-            if !plain.is_empty() {
-                let n = plain.len();
-                super::broadcast_to(ctx, plain.into_iter(), n, &text);
-            }
-        }
+                .collect()
+        });
+        let count = plain.len() + special.len();
+        let n = plain.len();
+        super::broadcast_to(ctx, plain.into_iter(), n, &text);
         for id in special {
             let key = (id, channel.clone());
             if let Some(recovery) = shared.recovering.get_mut(&key) {
@@ -286,14 +295,17 @@ impl Chat {
                 } else {
                     recovery.overflowed = true;
                 }
-            } else if let Some(floor) = shared.floors.get(&key) {
-                if floor.epoch == event.epoch && event.offset <= floor.offset {
+                continue;
+            }
+            if let (Some(floor), Held::Recorded(recorded)) = (shared.floors.get(&key), &event) {
+                if floor.epoch == recorded.epoch && recorded.offset <= floor.offset {
                     continue;
                 }
                 shared.floors.remove(&key);
-                ctx.send_text(id, &text);
             }
+            ctx.send_text(id, &text);
         }
+        count
     }
 
     /// The answer to read `id`.
@@ -382,8 +394,12 @@ impl Chat {
                 subscribed["recovered"] = false.into();
             }
             send_json(ctx, id, &subscribed);
-            for event in &recovery.buffer {
-                if let Some(text) = stamped(event) {
+            for held in &recovery.buffer {
+                let text = match held {
+                    Held::Recorded(event) => stamped(event),
+                    Held::Plain(text) => Some(text.clone()),
+                };
+                if let Some(text) = text {
                     ctx.send_text(id, &text);
                 }
             }
@@ -420,7 +436,14 @@ impl Chat {
             send_json(ctx, id, &subscribed);
         }
         let mut sent = tip;
-        for event in recovery.buffer {
+        for held in recovery.buffer {
+            let event = match held {
+                Held::Plain(text) => {
+                    ctx.send_text(id, &text);
+                    continue;
+                }
+                Held::Recorded(event) => event,
+            };
             if event.epoch == sent.epoch && event.offset <= sent.offset {
                 continue;
             }

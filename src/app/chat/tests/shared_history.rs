@@ -234,3 +234,37 @@ fn a_subscriber_waiting_for_the_nodes_redis_subscription_gets_no_live_event_befo
         "the event once, from the replay"
     );
 }
+
+#[test]
+fn a_recovering_subscribers_own_join_comes_after_its_subscribed() {
+    let chat = Chat::clustered(limits(), "n1".into())
+        .announce_presence(true)
+        .with_shared_history(10);
+    let mut room = Room::with_chat(chat);
+    let recorded = room.handle(sender(), &text(r#"{"type":"subscribe","channel":"fresh"}"#));
+    assert!(got(&recorded, sender()).is_empty(), "{recorded:?}");
+    let ops = room.chat.take_cluster_ops();
+    let id = ops
+        .iter()
+        .find_map(|op| match op {
+            ClusterOp::Read { id, topic, .. } if *topic == Topic::Channel("fresh".into()) => {
+                Some(*id)
+            }
+            _ => None,
+        })
+        .expect("a read");
+    let answer = ReadAnswer {
+        tip: Position {
+            offset: 0,
+            epoch: "e1".into(),
+        },
+        events: Vec::new(),
+    };
+    let recorded = room.recorded_from(|chat, ctx| chat.on_read(ctx, id, Ok(answer)));
+    let got = got(&recorded, sender());
+    let types: Vec<&str> = got
+        .iter()
+        .map(|v| v["type"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(types, ["subscribed", "join"], "{got:?}");
+}
