@@ -434,6 +434,11 @@ fn a_node_whose_redis_link_was_cut_catches_up_exactly_once_in_order() {
         "the cuts left gaps that the stream filled"
     );
     assert_eq!(series(&a, "wsloop_history_lost_total"), 0);
+    assert_eq!(
+        series(&a, "wsloop_redis_missed_total"),
+        0,
+        "the stream had them"
+    );
 }
 
 /// Two nodes publish concurrently while a client keeps reconnecting, to one node then the

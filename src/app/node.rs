@@ -240,21 +240,31 @@ impl ClusterNode {
         }
     }
 
+    /// Whether a publication is this process's own echo (one of another process under this
+    /// node's id is reported).
+    fn own(&mut self, origin: Origin<'_>) -> bool {
+        if origin.node != self.id {
+            return false;
+        }
+        if origin.stream.split('.').next() == Some(self.bridge.token()) {
+            return true;
+        }
+        if !self.twin() {
+            log!(
+                Level::Error,
+                "redis: another process publishes as node {}: node ids must differ",
+                self.id
+            );
+        }
+        self.twin_seen = Some(Instant::now());
+        false
+    }
+
     /// Whether a publication is this process's own echo; counts what this node missed of
     /// the sender's stream before it.
     fn own_or_count(&mut self, topic: &str, origin: Origin<'_>) -> bool {
-        if origin.node == self.id {
-            if origin.stream.split('.').next() == Some(self.bridge.token()) {
-                return true;
-            }
-            if !self.twin() {
-                log!(
-                    Level::Error,
-                    "redis: another process publishes as node {}: node ids must differ",
-                    self.id
-                );
-            }
-            self.twin_seen = Some(Instant::now());
+        if self.own(origin) {
+            return true;
         }
         if origin.seq == 0 || !self.wanted.contains(topic) {
             return false;
@@ -298,9 +308,10 @@ impl ClusterNode {
                     );
                     continue;
                 };
-                // Recorded events are delivered by every node, the sender's included: only
-                // the twin check and the count of what never came.
-                self.own_or_count(&topic, origin);
+                // Recorded events are delivered by every node, the sender's included, and
+                // what never came is read from the stream (`wsloop_history_lost_total` counts
+                // what cannot be): only the twin check here.
+                self.own(origin);
                 if let Some(topic) = Topic::from_name(&topic, &self.prefix) {
                     let event = Recorded {
                         offset,
