@@ -21,6 +21,8 @@
 mod common;
 #[path = "common/cluster.rs"]
 mod harness;
+#[path = "common/nginx.rs"]
+mod nginx;
 #[path = "common/tls.rs"]
 mod tls;
 
@@ -35,6 +37,7 @@ use std::time::{Duration, Instant};
 use common::raw::{is_timeout, opcode, OutFrame, RawClient, ReadError};
 use common::{assert_keys, assert_recent_ts};
 use harness::*;
+use nginx::*;
 use serde_json::{json, Value};
 use wsloop::client::{Client, ClientError, ClientOptions, Received, TlsOptions};
 

@@ -9,6 +9,8 @@
 mod common;
 #[path = "common/cluster.rs"]
 mod harness;
+#[path = "common/nginx.rs"]
+mod nginx;
 #[path = "common/tls.rs"]
 mod tls;
 
@@ -18,7 +20,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use harness::{redis_program, serving_node, Nginx, Node, Redis, Resp, PREFIX, WAIT};
+use harness::{redis_program, Node, Redis, Resp, PREFIX, WAIT};
+use nginx::{serving_node, Nginx};
 use serde_json::{json, Value};
 use wsloop::client::{Client, ClientOptions, Received};
 
