@@ -222,8 +222,8 @@ impl Chat {
         for event in flow.deliver {
             self.fan_out(ctx, topic, Held::Recorded(event));
         }
-        if let Some(query) = flow.read {
-            self.ask(topic.clone(), query, ReadFor::CatchUp(topic.clone()));
+        for (topic, query) in flow.reads {
+            self.ask(topic.clone(), query, ReadFor::CatchUp(topic));
         }
     }
 

@@ -4,7 +4,7 @@
 //! the part without I/O: [`Sequencer`] delivers each topic's events once and in offset order,
 //! and reads the stream for what a gap (a Redis outage, a lost Pub/Sub message) left out.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use super::Position;
 use crate::app::topics::Topic;
@@ -12,6 +12,9 @@ use crate::app::topics::Topic;
 /// Live events held for one topic while its catch-up read is out; past it they are dropped
 /// (and read from the stream afterwards).
 pub const CATCH_UP_BUFFER: usize = 4_096;
+/// Catch-up reads out at once; the others wait their turn (a reconnection needs one per
+/// topic, and the bridge's read queue is bounded).
+pub const CATCH_UPS_AT_ONCE: usize = 64;
 
 /// An event as Redis recorded it: its position and its JSON text without them.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,21 +87,24 @@ pub struct SharedStats {
     pub lost: u64,
 }
 
-/// What to do after an event or an answer: deliver these, in order, and maybe read.
+/// What to do after an event or an answer: deliver these, in order, and read.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Flow {
     /// Events to deliver to the topic's local clients, in offset order.
     pub deliver: Vec<Recorded>,
-    /// A catch-up read to ask for.
-    pub read: Option<ReadQuery>,
+    /// Catch-up reads to ask for (of this topic, or of others whose turn came).
+    pub reads: Vec<(Topic, ReadQuery)>,
 }
 
 #[derive(Debug, Default)]
 struct TopicState {
     /// The last event delivered (`None`: none yet).
     last: Option<Position>,
-    /// A catch-up read is out: live events wait in `buffer`.
+    /// A catch-up is under way (its read out, or waiting its turn): live events wait in
+    /// `buffer`.
     catching_up: bool,
+    /// Its read is out.
+    asked: bool,
     buffer: Vec<Recorded>,
     /// Some live events did not fit in `buffer`.
     overflowed: bool,
@@ -110,6 +116,10 @@ pub struct Sequencer {
     /// Events per topic's history (`--history-size`): what one read asks for.
     size: usize,
     topics: HashMap<Topic, TopicState>,
+    /// Catch-up reads out.
+    in_flight: usize,
+    /// Topics whose catch-up waits for its turn.
+    waiting: VecDeque<Topic>,
     /// Counters.
     pub stats: SharedStats,
 }
@@ -120,6 +130,8 @@ impl Sequencer {
         Sequencer {
             size,
             topics: HashMap::new(),
+            in_flight: 0,
+            waiting: VecDeque::new(),
             stats: SharedStats::default(),
         }
     }
@@ -132,20 +144,67 @@ impl Sequencer {
     /// An event that came from Redis live.
     pub fn live(&mut self, topic: &Topic, event: Recorded) -> Flow {
         let mut flow = Flow::default();
-        let size = self.size;
         let state = self.topics.entry(topic.clone()).or_default();
-        advance(state, event, size, &mut self.stats, &mut flow);
+        advance(state, event, &mut self.stats, &mut flow);
+        self.schedule(topic, &mut flow);
         flow
+    }
+
+    /// Asks for `topic`'s catch-up read if it needs one and it is its turn; queues it
+    /// otherwise.
+    fn schedule(&mut self, topic: &Topic, flow: &mut Flow) {
+        let Some(state) = self.topics.get_mut(topic) else {
+            return;
+        };
+        if !state.catching_up || state.asked {
+            return;
+        }
+        if self.in_flight >= CATCH_UPS_AT_ONCE {
+            if !self.waiting.contains(topic) {
+                self.waiting.push_back(topic.clone());
+            }
+            return;
+        }
+        let Some(last) = &state.last else {
+            return;
+        };
+        state.asked = true;
+        self.in_flight += 1;
+        let query = ReadQuery::After {
+            from: last.offset + 1,
+            epoch: last.epoch.clone(),
+            count: self.size.max(1),
+            whole_on_new_epoch: true,
+        };
+        flow.reads.push((topic.clone(), query));
     }
 
     /// The answer to a catch-up read of `topic`.
     pub fn caught_up(&mut self, topic: &Topic, answer: Result<ReadAnswer, String>) -> Flow {
         let mut flow = Flow::default();
-        let size = self.size;
+        self.in_flight = self.in_flight.saturating_sub(1);
+        self.deliver_answer(topic, answer, &mut flow);
+        self.schedule(topic, &mut flow);
+        while self.in_flight < CATCH_UPS_AT_ONCE {
+            let Some(next) = self.waiting.pop_front() else {
+                break;
+            };
+            self.schedule(&next, &mut flow);
+        }
+        flow
+    }
+
+    fn deliver_answer(
+        &mut self,
+        topic: &Topic,
+        answer: Result<ReadAnswer, String>,
+        flow: &mut Flow,
+    ) {
         let Some(state) = self.topics.get_mut(topic) else {
-            return flow;
+            return;
         };
         state.catching_up = false;
+        state.asked = false;
         let buffered = std::mem::take(&mut state.buffer);
         let overflowed = std::mem::take(&mut state.overflowed);
         let stats = &mut self.stats;
@@ -179,38 +238,41 @@ impl Sequencer {
                         stats.lost += tip.offset + 1 - next;
                         state.last = Some(tip);
                     } else {
-                        start_catch_up(state, size, &mut flow);
+                        start_catch_up(state);
                     }
                 } else if overflowed {
-                    start_catch_up(state, size, &mut flow);
+                    start_catch_up(state);
                 }
                 for event in buffered {
-                    advance(state, event, size, stats, &mut flow);
+                    advance(state, event, stats, flow);
                 }
             }
             // The read failed (or found no history): what came live is delivered as it is,
             // and the gap stays (a reconnection catches up again).
             _ => {
                 for event in buffered {
-                    deliver_over_gap(state, event, stats, &mut flow);
+                    deliver_over_gap(state, event, stats, flow);
                 }
             }
         }
-        flow
     }
 
-    /// The Redis subscriber connection is back: a catch-up read for every topic with a
-    /// position, since what was published meanwhile never came through Pub/Sub.
+    /// The Redis subscriber connection is back: a catch-up for every topic with a position,
+    /// since what was published meanwhile never came through Pub/Sub. Returns the reads to
+    /// ask for now (the others follow as answers come).
     pub fn reconnected(&mut self) -> Vec<(Topic, ReadQuery)> {
-        let mut reads = Vec::new();
+        let mut due = Vec::new();
         for (topic, state) in &mut self.topics {
             if state.last.is_some() && !state.catching_up {
-                let mut flow = Flow::default();
-                start_catch_up(state, self.size, &mut flow);
-                reads.extend(flow.read.map(|q| (topic.clone(), q)));
+                start_catch_up(state);
+                due.push(topic.clone());
             }
         }
-        reads
+        let mut flow = Flow::default();
+        for topic in due {
+            self.schedule(&topic, &mut flow);
+        }
+        flow.reads
     }
 
     /// This node no longer receives `topic`: a later subscription starts afresh.
@@ -219,29 +281,18 @@ impl Sequencer {
     }
 }
 
-/// The read that fills the gap after `state.last`; live events wait meanwhile.
-fn start_catch_up(state: &mut TopicState, size: usize, flow: &mut Flow) {
-    let Some(last) = &state.last else {
-        return;
-    };
-    state.catching_up = true;
-    flow.read = Some(ReadQuery::After {
-        from: last.offset + 1,
-        epoch: last.epoch.clone(),
-        count: size.max(1),
-        whole_on_new_epoch: true,
-    });
+/// A catch-up fills the gap after `state.last` (its read is asked for by
+/// [`Sequencer::schedule`]); live events wait meanwhile.
+fn start_catch_up(state: &mut TopicState) {
+    if state.last.is_some() {
+        state.catching_up = true;
+        state.asked = false;
+    }
 }
 
 /// One live event: delivered when it is the next one, dropped when it came before, held
 /// (and a catch-up read asked for) when events are missing before it.
-fn advance(
-    state: &mut TopicState,
-    event: Recorded,
-    size: usize,
-    stats: &mut SharedStats,
-    flow: &mut Flow,
-) {
+fn advance(state: &mut TopicState, event: Recorded, stats: &mut SharedStats, flow: &mut Flow) {
     if state.catching_up {
         if state.buffer.len() < CATCH_UP_BUFFER {
             state.buffer.push(event);
@@ -264,7 +315,7 @@ fn advance(
         Some(_) => event.offset > 1,
     };
     if gap {
-        start_catch_up(state, size, flow);
+        start_catch_up(state);
         state.buffer.push(event);
         return;
     }
@@ -345,11 +396,11 @@ mod tests {
             count: 10,
             whole_on_new_epoch: true,
         };
-        assert_eq!(flow.read, Some(want));
+        assert_eq!(flow.reads, [(t.clone(), want)]);
         assert!(s.live(&t, ev(5, "a")).deliver.is_empty(), "held meanwhile");
         let flow = s.caught_up(&t, answer("a", 5, &[2, 3, 4, 5]));
         assert_eq!(offsets(&flow), [2, 3, 4, 5], "the live 4 and 5 come once");
-        assert_eq!(flow.read, None);
+        assert_eq!(flow.reads, []);
         assert_eq!((s.stats.caught_up, s.stats.duplicates), (4, 2));
         assert_eq!(offsets(&s.live(&t, ev(6, "a"))), [6]);
     }
@@ -372,7 +423,7 @@ mod tests {
         let t = Topic::All;
         s.live(&t, ev(8, "a"));
         let flow = s.live(&t, ev(3, "b"));
-        assert!(flow.read.is_some(), "1 and 2 of the new epoch are missing");
+        assert_eq!(flow.reads.len(), 1, "1 and 2 of the new epoch are missing");
         let flow = s.caught_up(&t, answer("b", 3, &[1, 2, 3]));
         assert_eq!(offsets(&flow), [1, 2, 3]);
         assert_eq!(s.last(&t).map(|p| p.epoch.as_str()), Some("b"));
@@ -387,9 +438,29 @@ mod tests {
         s.live(&t, ev(6, "a"));
         let flow = s.caught_up(&t, answer("a", 6, &[2, 3]));
         assert_eq!(offsets(&flow), [2, 3]);
-        assert!(flow.read.is_some(), "4 and 5 are still to read");
+        assert_eq!(flow.reads.len(), 1, "4 and 5 are still to read");
         let flow = s.caught_up(&t, Err("down".into()));
         assert_eq!(offsets(&flow), [6]);
         assert_eq!(s.stats.lost, 2);
+    }
+
+    #[test]
+    fn a_reconnection_reads_a_bounded_number_of_topics_at_once() {
+        let mut s = Sequencer::new(10);
+        let topics: Vec<Topic> = (0..CATCH_UPS_AT_ONCE + 2)
+            .map(|i| Topic::Channel(format!("c{i}")))
+            .collect();
+        for topic in &topics {
+            s.live(topic, ev(1, "a"));
+        }
+        let first = s.reconnected();
+        assert_eq!(first.len(), CATCH_UPS_AT_ONCE, "the others wait their turn");
+        assert!(s.reconnected().is_empty(), "nothing asked twice");
+        let (done, _) = &first[0];
+        let flow = s.caught_up(done, answer("a", 1, &[]));
+        assert_eq!(flow.reads.len(), 1, "one answer, one more read");
+        assert!(!first.iter().any(|(t, _)| *t == flow.reads[0].0));
+        let flow = s.caught_up(&first[1].0, Err("down".into()));
+        assert_eq!(flow.reads.len(), 1, "a failed read frees its turn too");
     }
 }
