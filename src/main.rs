@@ -30,6 +30,8 @@ use wsloop::app::serve::{Serve, ServeConfig};
 use wsloop::app::topics;
 use wsloop::client::{ClientOptions, TlsOptions};
 #[cfg(feature = "redis")]
+use wsloop::cluster::streams::StreamSettings;
+#[cfg(feature = "redis")]
 use wsloop::cluster::{Bridge, Presence, PresenceConfig, RedisConfig};
 use wsloop::proto::Limits;
 use wsloop::server::{Config, Handler, Listener, Server};
@@ -304,6 +306,11 @@ fn serve(args: Box<ServeArgs>) -> ExitCode {
                 // six times (`\u0001`), plus names, ids and the envelope.
                 max_payload: args.max_content.saturating_mul(6).saturating_add(4096),
                 claim: Some(ClusterNode::claim_key(&node_id, &args.redis_prefix)),
+                // With history, each recorded topic's history lives in a Redis Stream.
+                history: (args.history_size > 0).then_some(StreamSettings {
+                    max_len: args.history_size,
+                    ttl: args.history_ttl,
+                }),
             };
             let presence = PresenceConfig {
                 node: node_id.clone(),

@@ -2,9 +2,13 @@
 //! started by the test, two processes sharing a port with `--reuse-port`, `nginx` running
 //! deploy/nginx.conf in front of two nodes, and the ExecStart line of deploy/wsloop.service.
 //!
+//! The nodes here relay through Redis Pub/Sub only (`--history-size 0`): local delivery at
+//! once, at-most-once between nodes across an outage. History in Redis Streams, the default
+//! with `--redis`, is tests/cluster_history.rs's.
+//!
 //! Every test starts its own `redis-server` / `nginx` on free 127.0.0.1 ports, with config,
-//! pid and log files in a temporary directory; every process it starts is ended by a guard,
-//! also when the test panics. Without `redis-server` or `nginx` the tests that need them print
+//! pid and log files in a temporary directory (tests/common/cluster.rs); every process it
+//! starts is ended by a guard, also when the test panics. Without `redis-server` or `nginx` the tests that need them print
 //! `SKIPPED: ...` (they fail under `WSLOOP_REQUIRE_EXTERNAL=1`, as in .ci/run).
 //!
 //! "Exactly once" is checked by counting: after a round of chats and publications, every node
@@ -15,684 +19,35 @@
 //! meant for it, nothing else.
 
 mod common;
+#[path = "common/cluster.rs"]
+mod harness;
+#[path = "common/nginx.rs"]
+mod nginx;
 #[path = "common/tls.rs"]
 mod tls;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt as _;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::raw::{is_timeout, opcode, OutFrame, RawClient, ReadError};
 use common::{assert_keys, assert_recent_ts};
+use harness::*;
+use nginx::*;
 use serde_json::{json, Value};
 use wsloop::client::{Client, ClientError, ClientOptions, Received, TlsOptions};
 
-/// The bound on a wait for something that should happen soon.
-const WAIT: Duration = Duration::from_secs(10);
 /// The bound on a node's return after Redis comes back: its reconnection backoff grows
 /// 100 ms x2 up to 5 s (±20%), so one more attempt of at most 6 s, plus slack.
 const RECONNECT_WAIT: Duration = Duration::from_secs(25);
 /// Listening for duplicates after everything expected has arrived.
 const QUIET: Duration = Duration::from_millis(300);
-/// How long a process may take to start.
-const STARTUP: Duration = Duration::from_secs(20);
 /// How far a server timestamp may be from the test's clock.
 const TS_SLACK_MS: u64 = 10_000;
-/// Redis topic prefix used by the cluster tests (exercises --redis-prefix).
-const PREFIX: &str = "wsloop-test:";
-
-// ---------------------------------------------------------------------------------------------
-// Small helpers
-// ---------------------------------------------------------------------------------------------
-
-/// Polls `condition` every 25 ms until it holds; panics with `what` (and the last state it
-/// describes) after `limit`.
-fn wait_until(what: &str, limit: Duration, mut condition: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + limit;
-    loop {
-        match condition() {
-            Ok(()) => return,
-            Err(state) => assert!(
-                Instant::now() < deadline,
-                "timed out after {limit:?} waiting for {what}; last seen: {state}"
-            ),
-        }
-        thread::sleep(Duration::from_millis(25));
-    }
-}
-
-/// A port that was free a moment ago (bound on 127.0.0.1:0, then released). Whoever uses it
-/// retries with another one if it was taken in between.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
-
-/// A temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "wsloop-cluster-test-{}-{tag}-{n}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        TempDir(path)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn file(&self, name: &str) -> String {
-        self.0.join(name).to_str().expect("UTF-8 path").to_owned()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Finds an external program on PATH, then in the sbin directories (Debian installs nginx in
-/// /usr/sbin, which is not on an ordinary user's PATH); when it is nowhere, reports the skip
-/// (or the failure under WSLOOP_REQUIRE_EXTERNAL=1) through `common::find_program`.
-fn external(program: &str, why: &str) -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join(program))
-            .find(|p| p.is_file())
-    });
-    on_path
-        .or_else(|| {
-            ["/usr/sbin", "/usr/local/sbin", "/sbin"]
-                .iter()
-                .map(|dir| Path::new(dir).join(program))
-                .find(|p| p.is_file())
-        })
-        .or_else(|| common::find_program(program, why))
-}
-
-fn redis_program() -> Option<PathBuf> {
-    external(
-        "redis-server",
-        "the cluster tests join nodes through a real Redis; apt-get install redis-server",
-    )
-}
-
-fn nginx_program() -> Option<PathBuf> {
-    external(
-        "nginx",
-        "the proxy test runs deploy/nginx.conf in a real nginx; apt-get install nginx",
-    )
-}
-
-/// Sends `signal` to process `pid` (one we started) with kill(1).
-fn send_signal(signal: &str, pid: &str) {
-    let _ = Command::new("kill")
-        .args([&format!("-{signal}"), "--", pid])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// Waits up to `limit` for a child to exit.
-fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// The output lines of a child process, collected by a thread (and echoed, tagged, to the
-/// test's captured output so that a failure shows them).
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<String>>>);
-
-impl Lines {
-    fn capture(reader: impl Read + Send + 'static, tag: String) -> Lines {
-        let lines = Lines::default();
-        let sink = lines.clone();
-        thread::spawn(move || {
-            for line in BufReader::new(reader).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("[{tag}] {line}");
-                sink.0.lock().expect("lines lock").push(line);
-            }
-        });
-        lines
-    }
-
-    fn snapshot(&self) -> Vec<String> {
-        self.0.lock().expect("lines lock").clone()
-    }
-
-    fn text(&self) -> String {
-        self.snapshot().join("\n")
-    }
-
-    fn any(&self, predicate: impl Fn(&str) -> bool) -> bool {
-        self.snapshot().iter().any(|l| predicate(l))
-    }
-
-    fn wait_for(&self, what: &str, predicate: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(line) = self.snapshot().into_iter().find(|l| predicate(l)) {
-                return line;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no log line {what} within {WAIT:?}; log:\n{}",
-                self.text()
-            );
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Plain HTTP
-// ---------------------------------------------------------------------------------------------
-
-struct HttpReply {
-    status: u16,
-    head: String,
-    body: String,
-}
-
-impl HttpReply {
-    fn header(&self, name: &str) -> Option<&str> {
-        common::header(&self.head, name)
-    }
-}
-
-/// `GET path` over a fresh connection; reads to the end (`Connection: close`).
-fn try_http_get(addr: SocketAddr, path: &str) -> io::Result<HttpReply> {
-    let mut stream = TcpStream::connect_timeout(&addr, WAIT)?;
-    stream.set_read_timeout(Some(WAIT))?;
-    stream.set_write_timeout(Some(WAIT))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut bytes = Vec::new();
-    stream.read_to_end(&mut bytes)?;
-    let text = String::from_utf8_lossy(&bytes).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("no HTTP head: {text:?}"),
-        )
-    })?;
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("status: {head:?}")))?;
-    Ok(HttpReply {
-        status,
-        head: head.to_owned(),
-        body: body.to_owned(),
-    })
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> HttpReply {
-    try_http_get(addr, path).unwrap_or_else(|e| panic!("GET {path} from {addr}: {e}"))
-}
-
-/// `/healthz` of a node: 200, exactly `status`, `connections`, `uptime_s`.
-fn health(addr: SocketAddr) -> Value {
-    let reply = http_get(addr, "/healthz");
-    assert_eq!(reply.status, 200, "{}\n{}", reply.head, reply.body);
-    let value: Value = serde_json::from_str(&reply.body)
-        .unwrap_or_else(|e| panic!("/healthz is not JSON ({e}): {:?}", reply.body));
-    assert_keys(&value, &["status", "connections", "uptime_s"]);
-    value
-}
-
-/// `/metrics` as `series -> value`.
-fn metrics(addr: SocketAddr) -> BTreeMap<String, u64> {
-    let reply = http_get(addr, "/metrics");
-    assert_eq!(reply.status, 200, "{}", reply.head);
-    common::parse_metrics(&reply.body)
-}
-
-fn sample(metrics: &BTreeMap<String, u64>, series: &str) -> u64 {
-    *metrics
-        .get(series)
-        .unwrap_or_else(|| panic!("no series {series} in {metrics:?}"))
-}
-
-// ---------------------------------------------------------------------------------------------
-// wsloop nodes
-// ---------------------------------------------------------------------------------------------
-
-/// A running `wsloop serve`, with its standard error collected; killed when dropped.
-struct Node {
-    child: Child,
-    name: String,
-    addr: SocketAddr,
-    log: Lines,
-}
-
-/// Spawns `program args`, collecting stdout lines into a channel and stderr into [`Lines`];
-/// its standard input is a pipe (a client reads it, servers leave it alone).
-fn spawn_collecting(
-    program: &Path,
-    args: &[String],
-    tag: &str,
-) -> (Child, mpsc::Receiver<String>, Lines) {
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
-    let log = Lines::capture(child.stderr.take().expect("stderr piped"), tag.to_owned());
-    let stdout = child.stdout.take().expect("stdout piped");
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (child, rx, log)
-}
-
-impl Node {
-    /// `wsloop serve --listen <listen> <args>`; waits for `wsloop: listening on ws://ADDR/`.
-    fn start(name: &str, listen: &str, args: &[&str]) -> Node {
-        let mut argv = vec!["serve".to_owned(), "--listen".into(), listen.into()];
-        argv.extend(args.iter().map(|a| (*a).to_owned()));
-        Node::start_argv(name, &argv)
-    }
-
-    fn start_argv(name: &str, argv: &[String]) -> Node {
-        Node::start_program(name, Path::new(env!("CARGO_BIN_EXE_wsloop")), argv)
-    }
-
-    /// `program argv` (wsloop, or a wrapper that runs it) until it reports its address.
-    fn start_program(name: &str, program: &Path, argv: &[String]) -> Node {
-        let (mut child, stdout, log) = spawn_collecting(program, argv, &format!("node {name}"));
-        let deadline = Instant::now() + STARTUP;
-        let addr = loop {
-            match stdout.recv_timeout(Duration::from_millis(50)) {
-                Ok(line) => {
-                    if let Some(rest) = line.strip_prefix("wsloop: listening on ws://") {
-                        break rest
-                            .split('/')
-                            .next()
-                            .unwrap_or_default()
-                            .parse()
-                            .expect("listening address");
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    let status = wait_exit(&mut child, WAIT);
-                    panic!(
-                        "wsloop {argv:?} exited ({status:?}) before listening; stderr:\n{}",
-                        log.text()
-                    );
-                }
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("wsloop {argv:?} did not report its address within {STARTUP:?}");
-            }
-        };
-        Node {
-            child,
-            name: name.to_owned(),
-            addr,
-            log,
-        }
-    }
-
-    /// A clustered node: `--redis <redis> --node-id <name> --redis-prefix PREFIX`.
-    fn clustered(name: &str, redis: &Redis, listen: &str, extra: &[&str]) -> Node {
-        let url = redis.url();
-        let mut args = vec!["--redis", &url, "--node-id", name, "--redis-prefix", PREFIX];
-        args.extend_from_slice(extra);
-        Node::start(name, listen, &args)
-    }
-
-    fn url(&self) -> String {
-        format!("ws://{}/ws", self.addr)
-    }
-
-    fn health_status(&self) -> String {
-        health(self.addr)["status"]
-            .as_str()
-            .expect("status is a string")
-            .to_owned()
-    }
-
-    fn wait_health(&self, want: &str, limit: Duration) {
-        wait_until(
-            &format!("node {} /healthz status {want:?}", self.name),
-            limit,
-            || {
-                let status = self.health_status();
-                if status == want {
-                    Ok(())
-                } else {
-                    Err(status)
-                }
-            },
-        );
-    }
-
-    /// Sends SIGTERM and waits for the exit; returns the exit code.
-    fn terminate(&mut self, limit: Duration) -> Option<i32> {
-        send_signal("TERM", &self.child.id().to_string());
-        wait_exit(&mut self.child, limit).and_then(|s| s.code())
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// redis-server and a minimal RESP client
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Resp {
-    Simple(String),
-    Error(String),
-    Int(i64),
-    Bulk(Option<String>),
-    Array(Option<Vec<Resp>>),
-}
-
-fn read_resp(reader: &mut impl BufRead) -> io::Result<Resp> {
-    let bad = |what: String| io::Error::new(io::ErrorKind::InvalidData, what);
-    let mut line = String::new();
-    if reader.read_line(&mut line)? == 0 {
-        return Err(io::ErrorKind::UnexpectedEof.into());
-    }
-    let line = line.trim_end_matches("\r\n");
-    let Some(kind) = line.chars().next() else {
-        return Err(bad("empty RESP line".into()));
-    };
-    let rest = &line[1..];
-    let number = || {
-        rest.parse::<i64>()
-            .map_err(|_| bad(format!("bad RESP number {line:?}")))
-    };
-    Ok(match kind {
-        '+' => Resp::Simple(rest.to_owned()),
-        '-' => Resp::Error(rest.to_owned()),
-        ':' => Resp::Int(number()?),
-        '$' => match usize::try_from(number()?) {
-            Err(_) => Resp::Bulk(None),
-            Ok(n) => {
-                let mut data = vec![0u8; n + 2];
-                reader.read_exact(&mut data)?;
-                data.truncate(n);
-                Resp::Bulk(Some(String::from_utf8_lossy(&data).into_owned()))
-            }
-        },
-        '*' => match usize::try_from(number()?) {
-            Err(_) => Resp::Array(None),
-            Ok(n) => Resp::Array(Some(
-                (0..n)
-                    .map(|_| read_resp(reader))
-                    .collect::<io::Result<_>>()?,
-            )),
-        },
-        _ => return Err(bad(format!("unknown RESP type {line:?}"))),
-    })
-}
-
-/// One command on a fresh connection.
-fn redis_command(port: u16, args: &[&str]) -> io::Result<Resp> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-    stream.set_read_timeout(Some(WAIT))?;
-    stream.set_write_timeout(Some(WAIT))?;
-    let mut request = format!("*{}\r\n", args.len());
-    for arg in args {
-        request.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-    }
-    stream.write_all(request.as_bytes())?;
-    read_resp(&mut BufReader::new(stream))
-}
-
-/// A `redis-server` on a free port, with its config and working directory in a temp dir.
-/// Killed when dropped.
-struct Redis {
-    program: PathBuf,
-    dir: TempDir,
-    port: u16,
-    /// A TLS port besides the plain one (which stays for the test's own commands).
-    tls: Option<RedisTls>,
-    child: Option<Child>,
-    log: Lines,
-}
-
-/// Redis's TLS listener: its port and the PEM files of its certificate, key and CA.
-struct RedisTls {
-    port: u16,
-    cert: PathBuf,
-    key: PathBuf,
-    ca: PathBuf,
-}
-
-impl Redis {
-    fn start(program: PathBuf) -> Redis {
-        Redis::start_with(program, None)
-    }
-
-    /// Redis with a TLS port too, serving `leaf`; clients need no certificate of their own.
-    fn start_tls(program: PathBuf, leaf: &tls::Leaf, ca: &Path) -> Redis {
-        let tls = RedisTls {
-            port: 0,
-            cert: leaf.cert.clone(),
-            key: leaf.key.clone(),
-            ca: ca.to_owned(),
-        };
-        Redis::start_with(program, Some(tls))
-    }
-
-    fn start_with(program: PathBuf, tls: Option<RedisTls>) -> Redis {
-        let mut redis = Redis {
-            program,
-            dir: TempDir::new("redis"),
-            port: 0,
-            tls,
-            child: None,
-            log: Lines::default(),
-        };
-        let mut failures = Vec::new();
-        for _ in 0..5 {
-            if let Some(tls) = &mut redis.tls {
-                tls.port = free_port();
-            }
-            let port = free_port();
-            match redis.spawn_on(port) {
-                Ok(()) => return redis,
-                Err(e) => failures.push(e),
-            }
-        }
-        panic!("redis-server did not start on a free port: {failures:#?}");
-    }
-
-    /// What the nodes connect to: the TLS port if there is one.
-    fn url(&self) -> String {
-        match &self.tls {
-            Some(tls) => format!("rediss://127.0.0.1:{}/0", tls.port),
-            None => format!("redis://127.0.0.1:{}/0", self.port),
-        }
-    }
-
-    /// Starts redis-server on `port` and waits until it answers PING; `Err` (with its log)
-    /// if it exits first (e.g. the port was taken).
-    fn spawn_on(&mut self, port: u16) -> Result<(), String> {
-        let conf = self.dir.file("redis.conf");
-        let mut text = format!(
-            "port {port}\nbind 127.0.0.1\nprotected-mode yes\nsave \"\"\nappendonly no\n\
-             daemonize no\nlogfile \"\"\ndir {}\nenable-debug-command local\n",
-            self.dir.path().display()
-        );
-        if let Some(tls) = &self.tls {
-            text.push_str(&format!(
-                "tls-port {}\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
-                 tls-auth-clients no\n",
-                tls.port,
-                tls.cert.display(),
-                tls.key.display(),
-                tls.ca.display()
-            ));
-        }
-        std::fs::write(&conf, text).expect("write redis.conf");
-        let mut child = Command::new(&self.program)
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", self.program.display()));
-        let tag = format!("redis :{port}");
-        let log = Lines::capture(child.stdout.take().expect("stdout"), tag.clone());
-        let _err = Lines::capture(child.stderr.take().expect("stderr"), tag);
-        let deadline = Instant::now() + STARTUP;
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(format!(
-                    "exited with {status} on port {port}:\n{}",
-                    log.text()
-                ));
-            }
-            if redis_command(port, &["PING"]).ok() == Some(Resp::Simple("PONG".into())) {
-                break;
-            }
-            if Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("no PONG on port {port} within {STARTUP:?}"));
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        self.port = port;
-        self.child = Some(child);
-        self.log = log;
-        Ok(())
-    }
-
-    /// SIGKILL: connections drop with no goodbye, as in a crash.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Sends a signal (STOP, CONT) to redis-server.
-    fn signal(&self, signal: &str) {
-        let child = self.child.as_ref().expect("redis-server is running");
-        send_signal(signal, &child.id().to_string());
-    }
-
-    /// Starts again on the same port (the nodes have it in their URL).
-    fn restart(&mut self) {
-        assert!(self.child.is_none(), "redis-server is still running");
-        let mut failures = Vec::new();
-        for _ in 0..10 {
-            match self.spawn_on(self.port) {
-                Ok(()) => return,
-                Err(e) => failures.push(e),
-            }
-            thread::sleep(Duration::from_millis(200));
-        }
-        panic!(
-            "redis-server did not restart on port {}: {failures:#?}",
-            self.port
-        );
-    }
-
-    fn command(&self, args: &[&str]) -> Resp {
-        redis_command(self.port, args).unwrap_or_else(|e| panic!("redis {args:?}: {e}"))
-    }
-
-    /// Subscribers per topic under PREFIX: `PUBSUB CHANNELS`, then `PUBSUB NUMSUB` of each.
-    fn topics(&self) -> BTreeMap<String, i64> {
-        let pattern = format!("{PREFIX}*");
-        let Resp::Array(Some(names)) = self.command(&["PUBSUB", "CHANNELS", &pattern]) else {
-            panic!("PUBSUB CHANNELS: unexpected reply");
-        };
-        let names: Vec<String> = names
-            .into_iter()
-            .map(|n| match n {
-                Resp::Bulk(Some(n)) => n,
-                other => panic!("PUBSUB CHANNELS entry {other:?}"),
-            })
-            .collect();
-        let mut out = BTreeMap::new();
-        for name in names {
-            let reply = self.command(&["PUBSUB", "NUMSUB", &name]);
-            let Resp::Array(Some(pair)) = &reply else {
-                panic!("PUBSUB NUMSUB {name}: {reply:?}");
-            };
-            let Some(Resp::Int(n)) = pair.get(1) else {
-                panic!("PUBSUB NUMSUB {name}: {reply:?}");
-            };
-            if *n > 0 {
-                out.insert(name, *n);
-            }
-        }
-        out
-    }
-
-    /// Waits until the Redis subscriptions under PREFIX are exactly `want`.
-    fn wait_topics(&self, want: &BTreeMap<String, i64>, limit: Duration) {
-        wait_until(&format!("Redis subscriptions {want:?}"), limit, || {
-            let got = self.topics();
-            if &got == want {
-                Ok(())
-            } else {
-                Err(format!("{got:?}"))
-            }
-        });
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// `topic -> number of subscribed nodes`.
 fn topics(entries: &[(&str, i64)]) -> BTreeMap<String, i64> {
@@ -705,6 +60,15 @@ fn topics(entries: &[(&str, i64)]) -> BTreeMap<String, i64> {
         topics.insert(format!("{PREFIX}users"), nodes);
     }
     topics
+}
+
+/// The flags of a node that relays through Redis Pub/Sub only: history in Redis Streams
+/// (the default with `--redis`) has its own suite, tests/cluster_history.rs.
+const RELAY: [&str; 2] = ["--history-size", "0"];
+
+/// A clustered node (`Node::clustered`) that relays through Pub/Sub only ([`RELAY`]).
+fn relay_node(name: &str, redis: &Redis, listen: &str, extra: &[&str]) -> Node {
+    Node::clustered(name, redis, listen, &[&RELAY[..], extra].concat())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1121,7 +485,7 @@ fn cluster(names: &[&str], per_node: u32) -> Option<(Redis, Vec<Node>, Vec<Peer>
     let redis = Redis::start(redis_program()?);
     let nodes: Vec<Node> = names
         .iter()
-        .map(|n| Node::clustered(n, &redis, "127.0.0.1:0", &[]))
+        .map(|n| relay_node(n, &redis, "127.0.0.1:0", &[]))
         .collect();
     redis.wait_topics(&topics(&[("chat", names.len() as i64)]), WAIT);
     let mut peers = Vec::new();
@@ -1542,8 +906,8 @@ fn redis_graceful_shutdown_hands_every_acknowledged_publication_to_redis() {
     };
     let redis = Redis::start(program);
     let fast = ["--max-messages-per-second", "1000000"];
-    let mut a = Node::clustered("a", &redis, "127.0.0.1:0", &fast);
-    let b = Node::clustered("b", &redis, "127.0.0.1:0", &fast);
+    let mut a = relay_node("a", &redis, "127.0.0.1:0", &fast);
+    let b = relay_node("b", &redis, "127.0.0.1:0", &fast);
     redis.wait_topics(&topics(&[("chat", 2)]), WAIT);
     let mut b1 = Peer::join_node(&b, 1);
     b1.subscribe("burst");
@@ -1607,7 +971,7 @@ fn redis_drain_gives_up_on_a_hung_redis_at_the_drain_timeout_and_says_what_it_lo
         return;
     };
     let redis = Redis::start(program);
-    let mut a = Node::clustered("a", &redis, "127.0.0.1:0", &["--drain-timeout", "500ms"]);
+    let mut a = relay_node("a", &redis, "127.0.0.1:0", &["--drain-timeout", "500ms"]);
     redis.wait_topics(&topics(&[("chat", 1)]), WAIT);
     let mut a1 = Peer::join_node(&a, 1);
     redis.signal("STOP");
@@ -1780,6 +1144,8 @@ fn redis_node_at_its_descriptor_limit_rejoins_after_a_restart() {
         "a",
         "--redis-prefix",
         PREFIX,
+        "--history-size",
+        "0",
         "--max-connections-per-address",
         "100000",
         common::MANY_REQUESTS[0],
@@ -1789,7 +1155,7 @@ fn redis_node_at_its_descriptor_limit_rejoins_after_a_restart() {
     .map(|s| (*s).to_owned())
     .collect();
     let a = Node::start_program("a", &prlimit, &argv);
-    let b = Node::clustered("b", &redis, "127.0.0.1:0", &[]);
+    let b = relay_node("b", &redis, "127.0.0.1:0", &[]);
     redis.wait_topics(&topics(&[("chat", 2)]), WAIT);
     let mut peers = vec![Peer::join_node(&a, 1), Peer::join_node(&b, 1)];
     round(
@@ -1854,7 +1220,7 @@ fn redis_node_crash_leaves_the_others_chatting_and_its_restart_is_no_twin() {
         &[chat(0, "a crashed"), chat(1, "c crashed")],
         Reach::Cluster,
     );
-    nodes[1] = Node::clustered("b", &redis, "127.0.0.1:0", &[]);
+    nodes[1] = relay_node("b", &redis, "127.0.0.1:0", &[]);
     redis.wait_topics(&topics(&[("chat", 3)]), WAIT);
     peers.insert(1, Peer::join_node(&nodes[1], 1));
     round(
@@ -1900,8 +1266,8 @@ fn redis_presence_sees_every_nodes_users_and_forgets_a_killed_node_within_its_tt
     let redis = Redis::start(program);
     const TTL: Duration = Duration::from_millis(900);
     let ttl = ["--presence-ttl", "900ms"];
-    let a = Node::clustered("a", &redis, "127.0.0.1:0", &ttl);
-    let mut b = Node::clustered("b", &redis, "127.0.0.1:0", &ttl);
+    let a = relay_node("a", &redis, "127.0.0.1:0", &ttl);
+    let mut b = relay_node("b", &redis, "127.0.0.1:0", &ttl);
     redis.wait_topics(&topics(&[("chat", 2)]), WAIT);
     let (mut a1, mut b1, mut b2) = (
         Peer::join_node(&a, 1),
@@ -1984,8 +1350,8 @@ fn redis_api_send_reaches_every_connection_of_a_user_on_two_nodes() {
     let tokens = common::TempFile::new("cluster-tokens", "t-ann ann\nt-bob bob\n");
     let keys = common::TempFile::new("cluster-api-keys", &format!("{API_KEY}\n"));
     let args = ["--token-file", tokens.path(), "--api-key-file", keys.path()];
-    let a = Node::clustered("a", &redis, "127.0.0.1:0", &args);
-    let b = Node::clustered("b", &redis, "127.0.0.1:0", &args);
+    let a = relay_node("a", &redis, "127.0.0.1:0", &args);
+    let b = relay_node("b", &redis, "127.0.0.1:0", &args);
     redis.wait_topics(&topics(&[("chat", 2)]), WAIT);
     let mut ann_a = Peer::join_as(&a.url(), "t-ann", "ann");
     let mut ann_b = Peer::join_as(&b.url(), "t-ann", "ann");
@@ -2027,6 +1393,7 @@ fn redis_user_allowed_only_pubsub_still_chats_without_the_id_check() {
         .iter()
         .map(|name| {
             let args = ["--redis", &url, "--node-id", name, "--redis-prefix", PREFIX];
+            let args = [&args[..], &RELAY].concat();
             Node::start(name, "127.0.0.1:0", &args)
         })
         .collect();
@@ -2065,7 +1432,7 @@ fn redis_over_tls_with_rediss_and_a_ca_file() {
     let ca = pki.ca_cert.to_str().expect("UTF-8 path");
     let nodes: Vec<Node> = ["a", "b"]
         .iter()
-        .map(|name| Node::clustered(name, &redis, "127.0.0.1:0", &["--redis-ca", ca]))
+        .map(|name| relay_node(name, &redis, "127.0.0.1:0", &["--redis-ca", ca]))
         .collect();
     redis.wait_topics(&topics(&[("chat", 2)]), WAIT);
     let mut peers = vec![Peer::join_node(&nodes[0], 1), Peer::join_node(&nodes[1], 1)];
@@ -2135,9 +1502,9 @@ fn redis_two_nodes_with_one_id_are_reported_and_hear_each_other() {
         return;
     };
     let redis = Redis::start(program);
-    let first = Node::clustered("twin", &redis, "127.0.0.1:0", &[]);
+    let first = relay_node("twin", &redis, "127.0.0.1:0", &[]);
     first.wait_health("ok", WAIT);
-    let second = Node::clustered("twin", &redis, "127.0.0.1:0", &[]);
+    let second = relay_node("twin", &redis, "127.0.0.1:0", &[]);
     for node in [&first, &second] {
         node.wait_health("degraded", WAIT);
         assert_eq!(series(node, "wsloop_redis_duplicate_node_id"), 1);
@@ -2171,9 +1538,9 @@ fn reuse_port_two_processes_share_a_port_and_chat_through_redis() {
         return;
     };
     let redis = Redis::start(program);
-    let a = Node::clustered("a", &redis, "127.0.0.1:0", &["--reuse-port"]);
+    let a = relay_node("a", &redis, "127.0.0.1:0", &["--reuse-port"]);
     let shared = a.addr.to_string();
-    let b = Node::clustered("b", &redis, &shared, &["--reuse-port"]);
+    let b = relay_node("b", &redis, &shared, &["--reuse-port"]);
     assert_eq!(b.addr, a.addr, "both listen on one address");
     // Without the flag, the port is taken.
     let wsloop = Path::new(env!("CARGO_BIN_EXE_wsloop"));
@@ -2228,187 +1595,6 @@ fn reuse_port_two_processes_share_a_port_and_chat_through_redis() {
         publish(on_b, "room", "room from b"),
     ];
     round("reuse-port", &mut peers, &acts, Reach::Cluster);
-}
-
-// ---------------------------------------------------------------------------------------------
-// nginx with deploy/nginx.conf
-// ---------------------------------------------------------------------------------------------
-
-fn repo_file(path: &str) -> String {
-    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
-    std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
-}
-
-/// deploy/nginx.conf with its placeholders filled in: replaces `from` by `to` on the one
-/// non-comment line that holds it.
-fn fill_placeholder(text: &str, from: &str, to: &str) -> String {
-    let mut hits = 0;
-    let lines: Vec<String> = text
-        .lines()
-        .map(|line| {
-            if !line.trim_start().starts_with('#') && line.contains(from) {
-                hits += 1;
-                line.replace(from, to)
-            } else {
-                line.to_owned()
-            }
-        })
-        .collect();
-    assert_eq!(
-        hits, 1,
-        "deploy/nginx.conf should have {from:?} on exactly one line"
-    );
-    lines.join("\n") + "\n"
-}
-
-/// An nginx master (and its worker) in its own process group, with everything in a temp dir;
-/// stopped when dropped.
-struct Nginx {
-    child: Child,
-    /// Plain HTTP (`listen 80`).
-    addr: SocketAddr,
-    /// TLS (`listen 443 ssl`).
-    tls_addr: SocketAddr,
-    log: Lines,
-    _dir: TempDir,
-}
-
-impl Nginx {
-    /// Runs deploy/nginx.conf (included in a minimal main config that keeps pid, logs and
-    /// temp files in a temp dir) in front of `upstreams`, with `leaf` as its certificate.
-    fn start(program: &Path, upstreams: [SocketAddr; 2], leaf: &tls::Leaf) -> Nginx {
-        let mut failures = Vec::new();
-        for _ in 0..5 {
-            let ports = [free_port(), free_port()];
-            match Nginx::try_start(program, upstreams, leaf, ports) {
-                Ok(nginx) => return nginx,
-                Err(e) => failures.push(e),
-            }
-        }
-        panic!("nginx did not start: {failures:#?}");
-    }
-
-    fn try_start(
-        program: &Path,
-        upstreams: [SocketAddr; 2],
-        leaf: &tls::Leaf,
-        [port, tls_port]: [u16; 2],
-    ) -> Result<Nginx, String> {
-        let dir = TempDir::new("nginx");
-        let site = repo_file("deploy/nginx.conf");
-        let site = fill_placeholder(&site, "listen 80;", &format!("listen 127.0.0.1:{port};"));
-        let site = fill_placeholder(
-            &site,
-            "listen 443 ssl;",
-            &format!("listen 127.0.0.1:{tls_port} ssl;"),
-        );
-        let site = fill_placeholder(
-            &site,
-            "/etc/letsencrypt/live/chat.example.org/fullchain.pem",
-            &leaf.cert.display().to_string(),
-        );
-        let site = fill_placeholder(
-            &site,
-            "/etc/letsencrypt/live/chat.example.org/privkey.pem",
-            &leaf.key.display().to_string(),
-        );
-        let site = fill_placeholder(
-            &site,
-            "server 127.0.0.1:8081",
-            &format!("server {}", upstreams[0]),
-        );
-        let site = fill_placeholder(
-            &site,
-            "server 127.0.0.1:8082",
-            &format!("server {}", upstreams[1]),
-        );
-        std::fs::write(dir.file("wsloop.conf"), site).expect("write wsloop.conf");
-        let main = format!(
-            "daemon off;\nmaster_process on;\nworker_processes 1;\npid {pid};\n\
-             error_log stderr notice;\n\
-             events {{ worker_connections 256; }}\n\
-             http {{\n\
-             \x20   log_format upstream '$remote_addr \"$request\" $status upstream=$upstream_addr';\n\
-             \x20   access_log {access} upstream;\n\
-             \x20   client_body_temp_path {dir}/client_body;\n\
-             \x20   proxy_temp_path {dir}/proxy;\n\
-             \x20   fastcgi_temp_path {dir}/fastcgi;\n\
-             \x20   uwsgi_temp_path {dir}/uwsgi;\n\
-             \x20   scgi_temp_path {dir}/scgi;\n\
-             \x20   include {site};\n\
-             }}\n",
-            pid = dir.file("nginx.pid"),
-            access = dir.file("access.log"),
-            dir = dir.path().display(),
-            site = dir.file("wsloop.conf"),
-        );
-        let conf = dir.file("nginx.conf");
-        std::fs::write(&conf, main).expect("write nginx.conf");
-        let mut child = Command::new(program)
-            .args(["-p", &format!("{}/", dir.path().display())])
-            .args(["-c", &conf, "-e", "stderr"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            // Its own process group, so that the worker can be ended with the master.
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", program.display()));
-        let log = Lines::capture(
-            child.stderr.take().expect("stderr"),
-            format!("nginx :{port}"),
-        );
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let mut nginx = Nginx {
-            child,
-            addr,
-            tls_addr: SocketAddr::from(([127, 0, 0, 1], tls_port)),
-            log,
-            _dir: dir,
-        };
-        // Ready when a request through it reaches a node.
-        let deadline = Instant::now() + STARTUP;
-        loop {
-            if let Ok(Some(status)) = nginx.child.try_wait() {
-                return Err(format!("exited with {status}:\n{}", nginx.log.text()));
-            }
-            if let Ok(reply) = try_http_get(addr, "/healthz") {
-                let via_nginx = reply
-                    .header("Server")
-                    .is_some_and(|s| s.starts_with("nginx"));
-                if via_nginx && reply.status == 200 && reply.body.contains("\"status\"") {
-                    return Ok(nginx);
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "no /healthz through port {port} within {STARTUP:?}:\n{}",
-                    nginx.log.text()
-                ));
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGTERM to the group: the master stops its worker and exits; then make sure.
-        let group = format!("-{}", self.child.id());
-        send_signal("TERM", &group);
-        if wait_exit(&mut self.child, Duration::from_secs(5)).is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        send_signal("KILL", &group);
-    }
-}
-
-/// The line a node logs at debug level when a client connects: `<serial> joined from <addr>`.
-fn joined(line: &str, id: &str, addr: &str) -> bool {
-    // The log names the connection by its serial, the last part of `<node>-<tag>-<serial>`.
-    let serial = id.rsplit('-').next().unwrap_or(id);
-    line.contains(" DEBUG ") && line.ends_with(&format!(" {serial} joined from {addr}"))
 }
 
 #[test]
@@ -2738,26 +1924,6 @@ fn nginx_terminates_tls_for_wss_clients_of_two_nodes() {
     plain.close();
 }
 
-/// Which node logged `<id> joined from <addr>` (exactly one must, within [`WAIT`]).
-fn serving_node(nodes: &[Node; 2], id: &str, addr: &str) -> usize {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let hits: Vec<usize> = (0..2)
-            .filter(|&i| nodes[i].log.any(|l| joined(l, id, addr)))
-            .collect();
-        match hits.as_slice() {
-            [one] => return *one,
-            [] if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
-            _ => panic!(
-                "expected exactly one node to log \"{id} joined from {addr}\", found {hits:?}; \
-                 logs:\n{}\n---\n{}",
-                nodes[0].log.text(),
-                nodes[1].log.text()
-            ),
-        }
-    }
-}
-
 /// The application's backend publishes through nginx (deploy/nginx.conf in front of two
 /// clustered nodes): whichever node nginx picks, the subscriber on the other node gets the
 /// message, through Redis.
@@ -2773,8 +1939,8 @@ fn nginx_backend_publish_reaches_a_subscriber_on_the_other_node() {
     let keys = common::TempFile::new("nginx-api-keys", &format!("{API_KEY}\n"));
     let args = ["--api-key-file", keys.path(), "--log-level", "debug"];
     let nodes = [
-        Node::clustered("a", &redis, "127.0.0.1:0", &args),
-        Node::clustered("b", &redis, "127.0.0.1:0", &args),
+        relay_node("a", &redis, "127.0.0.1:0", &args),
+        relay_node("b", &redis, "127.0.0.1:0", &args),
     ];
     let pki = tls::TestPki::new("nginx-api");
     let nginx = Nginx::start(&program, [nodes[0].addr, nodes[1].addr], &pki.localhost());

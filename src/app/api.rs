@@ -173,6 +173,14 @@ fn carry_out(
             return Ok(json_response(200, &json!({ "disconnected": n })));
         }
     }
-    .map_err(|e: ChatError| json_response(400, &json!({"error": e.message, "code": e.code})))?;
+    .map_err(|e: ChatError| {
+        // History in Redis and Redis unreachable: nothing wrong with the request, try later.
+        let status = if e.code == "redis_unavailable" {
+            503
+        } else {
+            400
+        };
+        json_response(status, &json!({"error": e.message, "code": e.code}))
+    })?;
     Ok(json_response(200, &json!({ "delivered": delivered })))
 }

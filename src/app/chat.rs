@@ -139,8 +139,8 @@ pub struct Chat {
     incarnation: String,
     cluster_ops: Vec<ClusterOp>,
     /// Clustered: channels whose Redis subscription is not confirmed yet, with the members
-    /// waiting for their `subscribed`.
-    pending_acks: HashMap<String, Vec<ConnId>>,
+    /// waiting for their `subscribed` (and the `since` they gave).
+    pending_acks: HashMap<String, Vec<(ConnId, Option<Position>)>>,
     /// Clustered: this node's Redis subscriber is connected, so a new channel's `subscribed`
     /// waits for Redis to confirm it (while it is down, nothing would).
     subscriber_up: bool,
@@ -151,6 +151,8 @@ pub struct Chat {
     remote_presence: PresenceTable,
     /// The recent events of every channel and of the chat (`None`: none kept).
     history: Option<Box<dyn History + Send>>,
+    /// Clustered with history: it is kept in Redis Streams instead.
+    shared: Option<streams::SharedHistory>,
 }
 
 impl Chat {
@@ -190,6 +192,7 @@ impl Chat {
     pub fn counters(&self) -> ChatCounters {
         ChatCounters {
             history: self.history.as_ref().map(|h| h.stats()).unwrap_or_default(),
+            shared: self.shared.as_ref().map(|s| s.stats()),
             ..self.counters
         }
     }
@@ -215,21 +218,28 @@ impl Chat {
     }
 
     /// Redis confirmed this node's subscription to `channel`: acknowledge the members that
-    /// asked for it.
+    /// asked for it (with history in Redis: read their replay first).
     pub fn confirm_subscription(&mut self, ctx: &mut Ctx<'_>, channel: &str) {
-        for id in self.pending_acks.remove(channel).unwrap_or_default() {
-            send_json(ctx, id, &json!({"type": "subscribed", "channel": channel}));
+        for (id, since) in self.pending_acks.remove(channel).unwrap_or_default() {
+            if !self.recover(id, channel, since, true) {
+                send_json(ctx, id, &json!({"type": "subscribed", "channel": channel}));
+            }
         }
     }
 
     /// The Redis subscriber went up or down. While it is down, every waiting subscription is
     /// acknowledged (waiting would leave clients without an answer; cross-node delivery
-    /// resumes when it is back) and new ones are acknowledged at once.
+    /// resumes when it is back) and new ones are acknowledged at once. When it is back, the
+    /// topics of history in Redis catch up on what was published meanwhile.
     pub fn set_subscriber_up(&mut self, ctx: &mut Ctx<'_>, up: bool) {
         self.subscriber_up = up;
-        if !up {
-            for (channel, waiting) in std::mem::take(&mut self.pending_acks) {
-                for id in waiting {
+        if up {
+            self.catch_up();
+            return;
+        }
+        for (channel, waiting) in std::mem::take(&mut self.pending_acks) {
+            for (id, since) in waiting {
+                if !self.recover(id, &channel, since, true) {
                     send_json(ctx, id, &json!({"type": "subscribed", "channel": channel}));
                 }
             }
@@ -237,8 +247,17 @@ impl Chat {
     }
 
     /// Broadcasts `event` to this node's clients on `topic` (also for events published by
-    /// other nodes); returns how many there are.
-    pub fn deliver(&self, ctx: &mut Ctx<'_>, topic: &Topic, event: &str) -> usize {
+    /// other nodes); returns how many there are. With history in Redis, a channel's
+    /// recovering connections get it after their replay.
+    pub fn deliver(&mut self, ctx: &mut Ctx<'_>, topic: &Topic, event: &str) -> usize {
+        match (topic, &self.shared) {
+            (Topic::Channel(_), Some(_)) => self.fan_out(ctx, topic, Held::Plain(event.into())),
+            _ => self.broadcast_topic(ctx, topic, event),
+        }
+    }
+
+    /// Broadcasts `event` to every client of this node on `topic`.
+    fn broadcast_topic(&self, ctx: &mut Ctx<'_>, topic: &Topic, event: &str) -> usize {
         match topic {
             Topic::All => {
                 broadcast_to(ctx, self.members.keys().copied(), self.members.len(), event)
@@ -276,7 +295,7 @@ impl Chat {
     /// Forgets a connection and its subscriptions.
     pub fn leave(&mut self, ctx: &mut Ctx<'_>, id: ConnId) {
         for waiting in self.pending_acks.values_mut() {
-            waiting.retain(|w| *w != id);
+            waiting.retain(|(w, _)| *w != id);
         }
         let channels = self.members.get(&id).map(|m| m.channels.clone());
         for channel in channels.unwrap_or_default() {
@@ -287,11 +306,13 @@ impl Chat {
 
     /// Takes `id` (still a member) out of `channel`'s subscribers.
     fn remove_subscriber(&mut self, ctx: &mut Ctx<'_>, channel: &str, id: ConnId) {
+        self.drop_recovery(id, channel);
         if let Some(subscribers) = self.channels.get_mut(channel) {
             subscribers.remove(&id);
             if subscribers.is_empty() {
                 self.channels.remove(channel);
                 self.release_history(channel);
+                self.forget_shared(channel);
                 self.record(ClusterOp::Unsubscribe(channel.to_owned()));
             }
         }
@@ -533,9 +554,7 @@ impl Chat {
             Request::Chat { content } => {
                 let out = json!({"type": "chat", "from": member.name, "id": public_id,
                                  "content": content, "ts": now_ms()});
-                let out = self.stamp(&Topic::All, out, ctx.now());
-                self.deliver(ctx, &Topic::All, &out);
-                self.record(ClusterOp::Publish(Topic::All, out));
+                self.publish_event(ctx, Topic::All, out)?;
             }
             Request::Subscribe { channel, since } => {
                 permitted(member, &channel)?;
@@ -563,12 +582,12 @@ impl Chat {
                         }
                     }
                 }
-                match self.pending_acks.get_mut(&channel) {
-                    Some(waiting) => waiting.push(id),
-                    None => {
-                        let reply = self.replay(ctx, id, &channel, since.as_ref());
-                        send_json(ctx, id, &reply);
-                    }
+                if let Some(waiting) = self.pending_acks.get_mut(&channel) {
+                    waiting.push((id, since));
+                    self.hold(id, &channel);
+                } else if !self.recover(id, &channel, since.clone(), true) {
+                    let reply = self.replay(ctx, id, &channel, since.as_ref());
+                    send_json(ctx, id, &reply);
                 }
                 if new {
                     self.joined(ctx, &channel, id);
@@ -576,10 +595,11 @@ impl Chat {
             }
             Request::Unsubscribe { channel } => {
                 // Replies keep the order of requests: a pending `subscribed` goes first.
+                let mut owed = false;
                 if let Some(waiting) = self.pending_acks.get_mut(&channel) {
-                    if let Some(i) = waiting.iter().position(|w| *w == id) {
+                    if let Some(i) = waiting.iter().position(|(w, _)| *w == id) {
                         waiting.swap_remove(i);
-                        send_json(ctx, id, &json!({"type": "subscribed", "channel": channel}));
+                        owed = true;
                     }
                 }
                 if !member.channels.remove(&channel) {
@@ -587,6 +607,9 @@ impl Chat {
                         "not_subscribed",
                         format!("not subscribed to {channel:?}"),
                     ));
+                }
+                if self.drop_recovery(id, &channel) || owed {
+                    send_json(ctx, id, &json!({"type": "subscribed", "channel": channel}));
                 }
                 self.remove_subscriber(ctx, &channel, id);
                 send_json(
@@ -600,9 +623,7 @@ impl Chat {
                 let out = json!({"type": "message", "channel": channel, "from": member.name,
                                  "id": public_id, "content": content, "ts": now_ms()});
                 let topic = Topic::Channel(channel.clone());
-                let out = self.stamp(&topic, out, ctx.now());
-                let receivers = self.deliver(ctx, &topic, &out);
-                self.record(ClusterOp::Publish(topic, out));
+                let receivers = self.publish_event(ctx, topic, out)?;
                 send_json(
                     ctx,
                     id,
@@ -617,7 +638,9 @@ impl Chat {
                 if let Some(name) = &channel {
                     permitted(member, name)?;
                 }
-                self.answer_history(ctx, id, channel.as_deref(), limit)?;
+                if !self.read_history(id, channel.as_deref(), limit) {
+                    self.answer_history(ctx, id, channel.as_deref(), limit)?;
+                }
             }
             // Taken apart in `handle`.
             Request::Auth { .. } => {}
@@ -681,5 +704,8 @@ mod cluster_op;
 mod ids;
 mod presence;
 mod recovery;
+mod streams;
+
+use streams::Held;
 #[cfg(test)]
 mod tests;

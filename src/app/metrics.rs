@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use super::history::shared::SharedStats;
 use super::history::HistoryStats;
 use super::process::ProcessStats;
 use crate::server::{Rejection, Stats, TlsFailure};
@@ -22,6 +23,8 @@ pub struct ChatCounters {
     pub flood_disconnects: u64,
     /// What the channel history holds.
     pub history: HistoryStats,
+    /// History in Redis: reads, replays, catch-ups (`None`: not kept there).
+    pub shared: Option<SharedStats>,
 }
 
 /// The Redis bridge's counters, when clustered.
@@ -291,6 +294,19 @@ pub fn prometheus(
         "Events dropped from history, oldest first, to stay within --history-max-bytes.",
         &one(&chat.history.evictions),
     );
+    if let Some(shared) = &chat.shared {
+        let series: [(&str, &str, u64); 6] = [
+            ("wsloop_history_reads_total", "Reads of the history in Redis (recoveries, history requests, catch-ups).", shared.reads),
+            ("wsloop_history_read_failures_total", "Reads of the history in Redis that failed (answered without history).", shared.read_failures),
+            ("wsloop_history_replayed_total", "Events replayed from the history in Redis to recovering clients.", shared.replayed),
+            ("wsloop_history_catchup_total", "Events this node read from the history in Redis after a gap in Pub/Sub (an outage).", shared.caught_up),
+            ("wsloop_history_duplicates_total", "Events from Redis dropped as already delivered.", shared.duplicates),
+            ("wsloop_history_lost_total", "Events this node could not deliver: gone from the history in Redis before its catch-up, or skipped when a catch-up read failed.", shared.lost),
+        ];
+        for (name, help, value) in series {
+            metric(name, "counter", help, &one(&value));
+        }
+    }
     if let Some(p) = process {
         metric(
             "process_cpu_seconds_total",

@@ -2,20 +2,29 @@
 //! envelopes carried over the Redis bridge, and the bookkeeping that makes every loss between
 //! nodes show in a metric.
 //!
-//! Every node delivers its own clients' messages locally at once and publishes them;
-//! every node delivers what other nodes publish to its own clients, and drops its own
-//! publications when Redis echoes them back (the envelope carries the node id and a token of
-//! the process). Each client therefore receives each message exactly once while Redis is up.
-//! Pub/Sub keeps nothing for a node that is disconnected: across a Redis outage or restart
-//! delivery between nodes is at-most-once. Each node numbers its publications per topic, so
-//! a receiving node counts the ones it never got (`missed`) when the next one arrives.
+//! Without history in Redis, every node delivers its own clients' messages locally at once
+//! and publishes them; every node delivers what other nodes publish to its own clients, and
+//! drops its own publications when Redis echoes them back (the envelope carries the node id
+//! and a token of the process). Each client therefore receives each message exactly once
+//! while Redis is up. Pub/Sub keeps nothing for a node that is disconnected: across a Redis
+//! outage or restart delivery between nodes is at-most-once. Each node numbers its
+//! publications per topic, so a receiving node counts the ones it never got (`missed`) when
+//! the next one arrives.
+//!
+//! With history in Redis (`--history-size` above 0), chats and channel messages are recorded
+//! in the topic's stream (`cluster::streams`) and every node, the sender's included,
+//! delivers them when they come back with their offset; the chat orders them and catches up
+//! from the stream after a gap (`app::history::shared`).
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::chat::{Chat, ClusterOp};
+use super::history::shared::{ReadAnswer, ReadQuery, Recorded};
+use super::history::Position;
 use super::metrics::ClusterMetrics;
 use super::topics::{decode_envelope, encode_envelope, Origin, Topic};
+use crate::cluster::streams::{split_recorded, Entries, Query};
 use crate::cluster::{Bridge, Inbound, Presence, PresenceChange};
 use crate::log::Level;
 use crate::server::Ctx;
@@ -127,7 +136,33 @@ impl ClusterNode {
     pub fn forward(&mut self, ops: Vec<ClusterOp>) {
         for op in ops {
             match op {
-                ClusterOp::Publish(topic, event) => self.publish(topic.name(&self.prefix), &event),
+                ClusterOp::Publish(topic, event) => {
+                    let name = topic.name(&self.prefix);
+                    let payload = self.envelope(&name, &event);
+                    self.bridge.publish(name, payload);
+                }
+                ClusterOp::Record(topic, event) => {
+                    let name = topic.name(&self.prefix);
+                    let payload = self.envelope(&name, &event);
+                    self.bridge.append(name, payload);
+                }
+                ClusterOp::Read { id, topic, query } => {
+                    let query = match query {
+                        ReadQuery::After {
+                            from,
+                            epoch,
+                            count,
+                            whole_on_new_epoch,
+                        } => Query::After {
+                            from,
+                            epoch,
+                            count,
+                            whole_on_new_epoch,
+                        },
+                        ReadQuery::Last { count } => Query::Last { count },
+                    };
+                    self.bridge.read(id, topic.name(&self.prefix), query);
+                }
                 ClusterOp::Subscribe(channel) => {
                     self.want(Topic::Channel(channel).name(&self.prefix));
                 }
@@ -155,22 +190,22 @@ impl ClusterNode {
         }
     }
 
-    fn publish(&mut self, name: String, event: &str) {
-        if self.sent.len() >= MAX_STREAMS && !self.sent.contains_key(&name) {
+    /// The publication of `event` on topic `name`: this node's next number on it.
+    fn envelope(&mut self, name: &str, event: &str) -> Vec<u8> {
+        if self.sent.len() >= MAX_STREAMS && !self.sent.contains_key(name) {
             // A new epoch tells receivers that the numbering restarts.
             self.sent.clear();
             self.epoch += 1;
             self.stream = format!("{}.{}", self.bridge.token(), self.epoch);
         }
-        let seq = self.sent.entry(name.clone()).or_insert(0);
+        let seq = self.sent.entry(name.to_owned()).or_insert(0);
         *seq += 1;
         let origin = Origin {
             node: &self.id,
             stream: &self.stream,
             seq: *seq,
         };
-        let payload = encode_envelope(origin, event);
-        self.bridge.publish(name, payload);
+        encode_envelope(origin, event)
     }
 
     /// Graceful shutdown: hands every queued publication to Redis, waiting at most
@@ -205,21 +240,31 @@ impl ClusterNode {
         }
     }
 
+    /// Whether a publication is this process's own echo (one of another process under this
+    /// node's id is reported).
+    fn own(&mut self, origin: Origin<'_>) -> bool {
+        if origin.node != self.id {
+            return false;
+        }
+        if origin.stream.split('.').next() == Some(self.bridge.token()) {
+            return true;
+        }
+        if !self.twin() {
+            log!(
+                Level::Error,
+                "redis: another process publishes as node {}: node ids must differ",
+                self.id
+            );
+        }
+        self.twin_seen = Some(Instant::now());
+        false
+    }
+
     /// Whether a publication is this process's own echo; counts what this node missed of
     /// the sender's stream before it.
     fn own_or_count(&mut self, topic: &str, origin: Origin<'_>) -> bool {
-        if origin.node == self.id {
-            if origin.stream.split('.').next() == Some(self.bridge.token()) {
-                return true;
-            }
-            if !self.twin() {
-                log!(
-                    Level::Error,
-                    "redis: another process publishes as node {}: node ids must differ",
-                    self.id
-                );
-            }
-            self.twin_seen = Some(Instant::now());
+        if self.own(origin) {
+            return true;
         }
         if origin.seq == 0 || !self.wanted.contains(topic) {
             return false;
@@ -249,7 +294,34 @@ impl ClusterNode {
                     chat.set_subscriber_up(ctx, up);
                     continue;
                 }
+                Inbound::Read { id, result } => {
+                    chat.on_read(ctx, id, result.map(read_answer));
+                    continue;
+                }
             };
+            if let Some((offset, epoch, payload)) = split_recorded(&payload) {
+                let Some((origin, event)) = decode_envelope(payload) else {
+                    self.malformed += 1;
+                    log!(
+                        Level::Warn,
+                        "redis: malformed recorded publication on {topic}"
+                    );
+                    continue;
+                };
+                // Recorded events are delivered by every node, the sender's included, and
+                // what never came is read from the stream (`wsloop_history_lost_total` counts
+                // what cannot be): only the twin check here.
+                self.own(origin);
+                if let Some(topic) = Topic::from_name(&topic, &self.prefix) {
+                    let event = Recorded {
+                        offset,
+                        epoch: epoch.to_owned(),
+                        event: event.to_owned(),
+                    };
+                    chat.on_recorded(ctx, &topic, event);
+                }
+                continue;
+            }
             let Some((origin, event)) = decode_envelope(&payload) else {
                 self.malformed += 1;
                 log!(Level::Warn, "redis: malformed publication on {topic}");
@@ -262,6 +334,26 @@ impl ClusterNode {
                 chat.deliver(ctx, &topic, event);
             }
         }
+    }
+}
+
+/// A stream read's entries as the chat takes them: each publication's event (those that are
+/// not a node's envelope are left out).
+fn read_answer(entries: Entries) -> ReadAnswer {
+    let events = entries
+        .entries
+        .iter()
+        .filter_map(|(offset, payload)| {
+            let (_, event) = decode_envelope(payload)?;
+            Some((*offset, event.to_owned()))
+        })
+        .collect();
+    ReadAnswer {
+        tip: Position {
+            offset: entries.tip,
+            epoch: entries.epoch,
+        },
+        events,
     }
 }
 

@@ -62,8 +62,8 @@ pub struct ServeConfig {
     pub chat: ChatLimits,
     /// `--presence-events`: channels announce `join` and `leave`.
     pub presence_events: bool,
-    /// How much channel history a single node keeps (a cluster keeps none yet: each node's
-    /// offsets would be its own).
+    /// How much channel history is kept: in this process, or in Redis Streams for a cluster
+    /// (`--redis`; `max_bytes` is then Redis's business).
     pub history: HistoryLimits,
     /// `--api-listen`: the server API answers only on the internal addresses
     /// ([`Listener::Internal`]), which serve nothing for clients; the public ones answer
@@ -165,7 +165,8 @@ impl Serve {
     #[cfg(feature = "redis")]
     pub fn attach_cluster(&mut self, node: ClusterNode) {
         self.chat = Chat::clustered(self.config.chat.clone(), node.id().to_owned())
-            .announce_presence(self.config.presence_events);
+            .announce_presence(self.config.presence_events)
+            .with_shared_history(self.config.history.size);
         self.cluster = Some(node);
     }
 
@@ -497,11 +498,13 @@ impl Handler for Serve {
         }
     }
 
-    /// Delivers what other nodes published.
+    /// Delivers what came from Redis; hands on what that asks of it (reads of the history
+    /// in Redis).
     fn on_wake(&mut self, _ctx: &mut Ctx<'_>) {
         #[cfg(feature = "redis")]
         if let Some(node) = &mut self.cluster {
             node.deliver(&mut self.chat, _ctx);
         }
+        self.forward_cluster_ops();
     }
 }

@@ -9,10 +9,17 @@
 //! three seconds even on a node that publishes nothing; the publisher pipelines its queue and
 //! tells publications Redis confirmed from those whose outcome is unknown.
 //!
-//! [`Presence`] keeps who is in which channel in Redis keys with a TTL, on a third thread.
+//! With [`RedisConfig::history`], recorded topics also keep their history in Redis Streams
+//! ([`streams`]): the publisher appends through a script ([`Bridge::append`]) and a reader
+//! thread answers [`Bridge::read`] with [`Inbound::Read`].
+//!
+//! [`Presence`] keeps who is in which channel in Redis keys with a TTL, on a thread of its
+//! own.
 
 mod presence;
+mod publisher;
 mod redis_bridge;
+pub mod streams;
 
 use std::path::PathBuf;
 
@@ -34,6 +41,9 @@ pub struct RedisConfig {
     /// last renewal): finding it renewed by another process means two processes were given
     /// one name ([`Bridge::claim_contested`]).
     pub claim: Option<String>,
+    /// Keep the history of recorded topics in Redis Streams ([`Bridge::append`],
+    /// [`Bridge::read`]); `None`: publications are Pub/Sub only.
+    pub history: Option<streams::StreamSettings>,
 }
 
 impl RedisConfig {
@@ -66,6 +76,7 @@ mod tests {
             ca_file: None,
             max_payload: 1,
             claim: None,
+            history: None,
         };
         let cases = [
             (

@@ -1,4 +1,5 @@
-//! The threads between the event loop and Redis.
+//! The loop's handle on the Redis threads ([`Bridge`]), the subscriber thread, and what they
+//! share (`publisher` and `streams` hold the publishing and reading threads).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,33 +10,27 @@ use std::time::{Duration, Instant};
 
 use mio::Waker;
 
+use super::publisher::Publisher;
+use super::streams::{self, Entries, Query, ReadRequest};
 use super::RedisConfig;
 use crate::backoff::Backoff;
 use crate::log::Level;
 
 /// How long a connection attempt may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long the subscriber blocks for a message before it looks for (un)subscribe requests.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// How long Redis may take to answer a command (PUBLISH, SUBSCRIBE, PING, SET) before the
 /// connection is given up: longer than a short stall (a `DEBUG SLEEP 1`, a fork for a
 /// snapshot), short enough that a hung Redis is seen within [`PING_INTERVAL`] + this.
-const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
+pub(super) const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the subscriber may hear nothing from Redis before it sends a PING: a node whose
 /// clients only listen learns that Redis hangs within `PING_INTERVAL + REPLY_TIMEOUT`.
 const PING_INTERVAL: Duration = Duration::from_secs(1);
-/// How often an idle publisher wakes up (to reconnect, to renew the claim).
-const IDLE_WAKE: Duration = Duration::from_millis(200);
-/// How often the publisher renews the claim on this node's name ([`RedisConfig::claim`]).
-const CLAIM_INTERVAL: Duration = Duration::from_secs(1);
-/// How long a claim lives in Redis without renewal.
-const CLAIM_TTL_MS: u64 = 3_000;
 /// How long a contested claim keeps the node reported as a duplicate after the last sighting.
 const CONTESTED_FOR: Duration = Duration::from_secs(10);
 /// Publications waiting for the publisher thread; beyond this they are dropped and counted.
 const PUBLISH_QUEUE: usize = 10_000;
-/// Publications sent to Redis in one pipeline (one round trip).
-const PUBLISH_BATCH: usize = 256;
 /// Messages from Redis waiting for the loop.
 const INBOUND_QUEUE: usize = 10_000;
 
@@ -53,6 +48,21 @@ pub enum Inbound {
     Status(bool),
     /// Redis confirmed a subscription: publications on the topic now reach this node.
     Subscribed(String),
+    /// The answer to [`Bridge::read`] number `id`.
+    Read {
+        /// The read's number.
+        id: u64,
+        /// The entries, or why there are none.
+        result: Result<Entries, String>,
+    },
+}
+
+/// A publication waiting for the publisher: plain (`PUBLISH`) or recorded in the topic's
+/// stream first (the append script).
+pub(super) struct Outgoing {
+    pub(super) topic: String,
+    pub(super) payload: Vec<u8>,
+    pub(super) recorded: bool,
 }
 
 enum Interest {
@@ -61,29 +71,34 @@ enum Interest {
 }
 
 #[derive(Debug, Default)]
-struct Shared {
+pub(super) struct Shared {
     /// Bumped each time the subscriber loses its connection: Redis went away, so the
     /// publisher's connection is dead too even though it has not tried to use it yet.
-    generation: AtomicU64,
-    subscriber_up: AtomicBool,
-    publisher_up: AtomicBool,
+    pub(super) generation: AtomicU64,
+    pub(super) subscriber_up: AtomicBool,
+    pub(super) publisher_up: AtomicBool,
     /// Publications in the queue, not yet taken by the publisher.
-    queued: AtomicU64,
-    published: AtomicU64,
-    dropped: AtomicU64,
-    unknown: AtomicU64,
-    received: AtomicU64,
-    oversized: AtomicU64,
+    pub(super) queued: AtomicU64,
+    pub(super) published: AtomicU64,
+    pub(super) dropped: AtomicU64,
+    pub(super) unknown: AtomicU64,
+    pub(super) received: AtomicU64,
+    pub(super) oversized: AtomicU64,
     /// When the claim was last found held by another process, in milliseconds since
     /// `started` plus one (0: never).
-    contested_at: AtomicU64,
+    pub(super) contested_at: AtomicU64,
     /// Publications larger than this are not relayed ([`RedisConfig::max_payload`]).
     max_payload: usize,
+    /// Epochs made so far (the next one's serial).
+    pub(super) epochs: AtomicU64,
+    /// Stream reads asked of Redis, and those that failed.
+    pub(super) reads: AtomicU64,
+    pub(super) read_failures: AtomicU64,
 }
 
 impl Shared {
     /// The claim was found held by another process within [`CONTESTED_FOR`].
-    fn contested(&self, started: Instant) -> bool {
+    pub(super) fn contested(&self, started: Instant) -> bool {
         match self.contested_at.load(Ordering::Relaxed) {
             0 => false,
             at => {
@@ -100,7 +115,13 @@ impl Shared {
 pub struct Bridge {
     interest: Sender<Interest>,
     /// `None` once [`close`](Self::close) began.
-    publications: Option<SyncSender<(String, Vec<u8>)>>,
+    publications: Option<SyncSender<Outgoing>>,
+    /// Reads for the reader thread (`None` without history in Redis).
+    reads: Option<SyncSender<ReadRequest>>,
+    /// Wakes the loop (to hand it a read refused at once).
+    waker: Arc<Waker>,
+    /// Reads refused at once (queue full), answered at the next [`drain`](Self::drain).
+    refused_reads: std::sync::Mutex<Vec<u64>>,
     /// Disconnected when the publisher thread has ended.
     publisher_done: Receiver<()>,
     inbound: Receiver<Inbound>,
@@ -166,8 +187,21 @@ impl Bridge {
         // Bounded: if the loop falls behind, the subscriber waits, and Redis cuts it off once
         // its own output buffer limit is reached (then it reconnects).
         let (inbound_tx, inbound_rx) = mpsc::sync_channel(INBOUND_QUEUE);
+        let mut reads = None;
+        if let Some(settings) = config.history.clone() {
+            let (read_tx, read_rx) = mpsc::sync_channel(streams::READ_QUEUE);
+            let (client, shared, token) = (client.clone(), Arc::clone(&shared), token.clone());
+            let (inbound, waker) = (inbound_tx.clone(), Arc::clone(&waker));
+            thread::Builder::new()
+                .name("redis-read".into())
+                .spawn(move || {
+                    streams::reader(client, settings, token, read_rx, inbound, waker, shared)
+                })
+                .map_err(|e| e.to_string())?;
+            reads = Some(read_tx);
+        }
         {
-            let (client, shared) = (client.clone(), Arc::clone(&shared));
+            let (client, shared, waker) = (client.clone(), Arc::clone(&shared), Arc::clone(&waker));
             thread::Builder::new()
                 .name("redis-sub".into())
                 .spawn(move || subscriber(client, interest_rx, inbound_tx, waker, shared))
@@ -177,6 +211,8 @@ impl Bridge {
             let publisher = Publisher {
                 client,
                 shared: Arc::clone(&shared),
+                streams: config.history.clone(),
+                token: token.clone(),
                 claim: config.claim.clone().map(|key| (key, token.clone())),
                 foreign_sightings: 0,
                 started,
@@ -190,6 +226,9 @@ impl Bridge {
         Ok(Bridge {
             interest: interest_tx,
             publications: Some(publish_tx),
+            reads,
+            waker,
+            refused_reads: std::sync::Mutex::default(),
             publisher_done: done_rx,
             inbound: inbound_rx,
             shared,
@@ -212,12 +251,47 @@ impl Bridge {
     /// Publishes without waiting; when the queue is full (Redis down or slow) or the bridge
     /// is closing, the publication is dropped and counted.
     pub fn publish(&self, topic: String, payload: Vec<u8>) {
+        self.enqueue(Outgoing {
+            topic,
+            payload,
+            recorded: false,
+        });
+    }
+
+    /// Appends `payload` to the topic's stream and publishes it with its position (see
+    /// [`streams`](super::streams); needs [`RedisConfig::history`]), without waiting; dropped
+    /// and counted as [`publish`](Self::publish) is.
+    pub fn append(&self, topic: String, payload: Vec<u8>) {
+        self.enqueue(Outgoing {
+            topic,
+            payload,
+            recorded: true,
+        });
+    }
+
+    /// Reads a topic's stream on the reader thread; the answer arrives as [`Inbound::Read`]
+    /// with this `id` (an error at once when the read queue is full or there is no history).
+    pub fn read(&self, id: u64, topic: String, query: Query) {
+        let request = ReadRequest { id, topic, query };
+        let sent = self
+            .reads
+            .as_ref()
+            .is_some_and(|r| r.try_send(request).is_ok());
+        if !sent {
+            if let Ok(mut refused) = self.refused_reads.lock() {
+                refused.push(id);
+            }
+            let _ = self.waker.wake();
+        }
+    }
+
+    fn enqueue(&self, outgoing: Outgoing) {
         let Some(publications) = &self.publications else {
             self.shared.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         };
         self.shared.queued.fetch_add(1, Ordering::Relaxed);
-        match publications.try_send((topic, payload)) {
+        match publications.try_send(outgoing) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.shared.queued.fetch_sub(1, Ordering::Relaxed);
@@ -254,7 +328,25 @@ impl Bridge {
 
     /// What arrived since the last call.
     pub fn drain(&self) -> impl Iterator<Item = Inbound> + '_ {
-        self.inbound.try_iter()
+        let refused = self
+            .refused_reads
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default();
+        let refused = refused.into_iter().map(|id| Inbound::Read {
+            id,
+            result: Err("too many reads waiting for redis".into()),
+        });
+        refused.chain(self.inbound.try_iter())
+    }
+
+    /// Stream reads asked of Redis, and those of them that failed.
+    pub fn reads(&self) -> (u64, u64) {
+        let s = &self.shared;
+        (
+            s.reads.load(Ordering::Relaxed),
+            s.read_failures.load(Ordering::Relaxed),
+        )
     }
 
     /// Both connections are up (and the subscriber's link answered its last PING).
@@ -472,180 +564,5 @@ impl Link<'_, '_> {
         }
         let _ = self.waker.wake();
         true
-    }
-}
-
-/// The publishing thread's state.
-struct Publisher {
-    client: redis::Client,
-    shared: Arc<Shared>,
-    /// The key this process claims and its token.
-    claim: Option<(String, String)>,
-    /// Renewals that found another process's token. The first may be a crashed
-    /// predecessor's (its claim outlives it by up to [`CLAIM_TTL_MS`]); from the second on
-    /// another process is alive under this name.
-    foreign_sightings: u32,
-    started: Instant,
-    /// Dropped when the thread ends: [`Bridge::close`] waits for that.
-    _done: Sender<()>,
-}
-
-impl Publisher {
-    fn connect(&self) -> Result<redis::Connection, String> {
-        let c = self
-            .client
-            .get_connection_with_timeout(CONNECT_TIMEOUT)
-            .map_err(|e| e.to_string())?;
-        c.set_read_timeout(Some(REPLY_TIMEOUT))
-            .map_err(|e| e.to_string())?;
-        c.set_write_timeout(Some(REPLY_TIMEOUT))
-            .map_err(|e| e.to_string())?;
-        Ok(c)
-    }
-
-    /// Renews the claim: `SET key token GET PX ttl` answers the previous holder's token.
-    fn renew_claim(&mut self, c: &mut redis::Connection) -> redis::RedisResult<()> {
-        let Some((key, token)) = &self.claim else {
-            return Ok(());
-        };
-        let previous: Option<String> = redis::cmd("SET")
-            .arg(key)
-            .arg(token)
-            .arg("GET")
-            .arg("PX")
-            .arg(CLAIM_TTL_MS)
-            .query(c)?;
-        if previous.is_some_and(|p| &p != token) {
-            self.foreign_sightings += 1;
-            if self.foreign_sightings < 2 {
-                return Ok(());
-            }
-            if !self.shared.contested(self.started) {
-                log!(
-                    Level::Error,
-                    "redis: another process holds {key}: two nodes run with the same node id"
-                );
-            }
-            let at = self.started.elapsed().as_millis() as u64 + 1;
-            self.shared.contested_at.store(at, Ordering::Relaxed);
-        }
-        Ok(())
-    }
-
-    /// Sends a batch in one pipeline; counts it published, or unknown when Redis did not
-    /// answer (the commands may have reached it: a hung Redis runs them when it resumes).
-    fn send(&self, c: &mut redis::Connection, batch: &[(String, Vec<u8>)]) -> Result<(), String> {
-        let mut pipe = redis::pipe();
-        for (topic, payload) in batch {
-            pipe.cmd("PUBLISH").arg(topic).arg(payload);
-        }
-        let n = batch.len() as u64;
-        match pipe.query::<Vec<i64>>(c) {
-            Ok(_) => {
-                self.shared.published.fetch_add(n, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(e) => {
-                self.shared.unknown.fetch_add(n, Ordering::Relaxed);
-                Err(e.to_string())
-            }
-        }
-    }
-
-    fn run(mut self, publications: Receiver<(String, Vec<u8>)>) {
-        let mut connection: Option<redis::Connection> = None;
-        let mut generation = self.shared.generation.load(Ordering::Relaxed);
-        let mut backoff = redis_backoff();
-        let mut retry_at = Instant::now();
-        let mut claim_due = Instant::now();
-        let mut batch = Vec::with_capacity(PUBLISH_BATCH);
-        let mut open = true;
-        // The first turn connects at once, so that health reflects Redis from the start.
-        let mut wait = Duration::ZERO;
-        while open {
-            // While down, wake up now and then to reconnect even if nothing is published, so
-            // that health recovers by itself; once the loop's side is gone, empty the queue.
-            match publications.recv_timeout(std::mem::replace(&mut wait, IDLE_WAKE)) {
-                Ok(p) => batch.push(p),
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => open = false,
-            }
-            while batch.len() < PUBLISH_BATCH {
-                match publications.try_recv() {
-                    Ok(p) => batch.push(p),
-                    Err(_) => break,
-                }
-            }
-            self.shared
-                .queued
-                .fetch_sub(batch.len() as u64, Ordering::Relaxed);
-            // The subscriber saw Redis go away: this connection is dead too; replace it
-            // before using it, instead of losing the next publication to discover that.
-            let current = self.shared.generation.load(Ordering::Relaxed);
-            if current != generation {
-                generation = current;
-                connection = None;
-                retry_at = Instant::now();
-            }
-            if connection.is_none() && Instant::now() >= retry_at {
-                match self.connect() {
-                    Ok(c) => {
-                        log!(Level::Info, "redis publisher up");
-                        self.shared.publisher_up.store(true, Ordering::Relaxed);
-                        backoff.reset();
-                        connection = Some(c);
-                        claim_due = Instant::now();
-                    }
-                    Err(e) => {
-                        if backoff.attempts() == 0 {
-                            log!(Level::Warn, "redis publisher cannot connect: {e}");
-                        }
-                        retry_at =
-                            Instant::now() + backoff.next_delay().unwrap_or(Duration::from_secs(5));
-                    }
-                }
-            }
-            let Some(c) = connection.as_mut() else {
-                // At-most-once: a publication made while Redis is down is counted, not
-                // retried.
-                self.shared
-                    .dropped
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
-                batch.clear();
-                continue;
-            };
-            let mut result = Ok(());
-            if !batch.is_empty() {
-                result = self.send(c, &batch);
-                batch.clear();
-            }
-            if result.is_ok() && self.claim.is_some() && Instant::now() >= claim_due {
-                claim_due = Instant::now() + CLAIM_INTERVAL;
-                match self.renew_claim(c) {
-                    Ok(()) => {}
-                    // Redis refused the command (a user without SET, a Redis before 6.2):
-                    // the connection is fine, only the check is lost.
-                    Err(e) if matches!(e.kind(), redis::ErrorKind::Server(_)) => {
-                        log!(
-                            Level::Warn,
-                            "redis: cannot claim this node's id ({e}); two nodes started with \
-                             one id will not be noticed"
-                        );
-                        self.claim = None;
-                    }
-                    Err(e) => result = Err(e.to_string()),
-                }
-            }
-            if let Err(e) = result {
-                log!(Level::Warn, "redis publisher down: {e}");
-                self.shared.publisher_up.store(false, Ordering::Relaxed);
-                connection = None;
-                retry_at = Instant::now() + backoff.next_delay().unwrap_or(Duration::from_secs(5));
-            }
-        }
-        // A graceful exit gives the name back, so that a restart is not taken for a twin.
-        if let (Some(c), Some((key, _))) = (connection.as_mut(), &self.claim) {
-            let _ = redis::cmd("DEL").arg(key).query::<i64>(c);
-        }
     }
 }

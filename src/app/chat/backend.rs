@@ -28,8 +28,7 @@ impl Chat {
         let topic = Topic::Channel(channel.to_owned());
         let event = json!({"type": "message", "channel": channel, "from": from, "id": "server",
                            "content": content, "ts": now_ms()});
-        let event = self.stamp(&topic, event, ctx.now());
-        Ok(self.deliver_everywhere(ctx, topic, event))
+        self.publish_event(ctx, topic, event)
     }
 
     /// A `chat` from `from` (id `server`) to everyone; returns how many on this node received
@@ -43,8 +42,7 @@ impl Chat {
         self.check_content(content)?;
         let event = json!({"type": "chat", "from": from, "id": "server", "content": content,
                            "ts": now_ms()});
-        let event = self.stamp(&Topic::All, event, ctx.now());
-        Ok(self.deliver_everywhere(ctx, Topic::All, event))
+        self.publish_event(ctx, Topic::All, event)
     }
 
     /// A `direct` message to every connection of `user`; returns how many on this node

@@ -3,9 +3,11 @@
 //! offsets. A client that remembers the last (offset, epoch) it saw gets exactly what it missed
 //! (PROTOCOL.md, "Recovery").
 //!
-//! [`History`] is what the chat needs of a store. [`MemoryHistory`] keeps it in this process
-//! (lost on restart, hence a new epoch per start); a store shared by nodes (Redis Streams)
-//! implements the same trait.
+//! [`History`] is what the chat needs of a store in this process: [`MemoryHistory`] (lost on
+//! restart, hence a new epoch per start). A store shared by the nodes of a cluster (Redis
+//! Streams, with `--redis`) cannot answer at once: the offset of an event is known when it
+//! comes back from Redis, and a read is answered later. Its loop-side part is [`shared`]:
+//! the chat sends events and reads through the cluster and takes what comes back.
 
 use std::time::{Duration, Instant};
 
@@ -14,6 +16,7 @@ use serde_json::{Map, Value};
 use super::topics::Topic;
 
 mod memory;
+pub mod shared;
 
 pub use memory::MemoryHistory;
 

@@ -158,6 +158,17 @@ fn error_rows() -> Vec<ErrorRow> {
             &["limit"],
         ),
         refused(text(r#"{"type":"history"}"#), "history_off", &["history"]),
+        // redis_unavailable: history in Redis, which this node cannot reach.
+        refused(
+            text(r#"{"type":"publish","channel":"news","content":"x"}"#),
+            "redis_unavailable",
+            &["Redis", "published"],
+        ),
+        refused(
+            text(r#"{"type":"chat","content":"x"}"#),
+            "redis_unavailable",
+            &["Redis"],
+        ),
         // missing_field, naming the field.
         refused(text(r#"{"type":"chat"}"#), "missing_field", &["content"]),
         refused(
@@ -350,14 +361,18 @@ fn error_rows() -> Vec<ErrorRow> {
     rows
 }
 
-/// The limits a row runs with: the rate-limit rows need a bucket of one message.
-fn limits_for(code: &str) -> ChatLimits {
+/// The room a row runs in: the rate-limit rows need a bucket of one message; the Redis rows
+/// a cluster node with history in Redis whose link is down (as at its start).
+fn room_for(code: &str) -> Room {
     match code {
-        "rate_limited" => ChatLimits {
+        "rate_limited" => Room::new(ChatLimits {
             max_messages_per_second: 1.0,
             ..limits()
-        },
-        _ => limits(),
+        }),
+        "redis_unavailable" => {
+            Room::with_chat(Chat::clustered(limits(), "n1".into()).with_shared_history(10))
+        }
+        _ => Room::new(limits()),
     }
 }
 
@@ -365,7 +380,7 @@ fn limits_for(code: &str) -> ChatLimits {
 fn every_error_code_is_one_error_reply_to_the_sender_and_nothing_else() {
     let rows = error_rows();
     for row in &rows {
-        let mut room = Room::new(limits_for(row.code));
+        let mut room = room_for(row.code);
         for request in row.setup {
             room.setup(sender(), request);
         }

@@ -22,6 +22,7 @@ mod history;
 mod limits;
 mod presence;
 mod recovery_property;
+mod shared_history;
 
 /// Small limits, so that rows can sit on both sides of each one.
 fn limits() -> ChatLimits {
