@@ -115,6 +115,7 @@ enum Request {
     History {
         channel: Option<String>,
         limit: usize,
+        since: Option<Position>,
     },
 }
 
@@ -458,6 +459,7 @@ impl Chat {
                     None => None,
                 },
                 limit: recovery::limit_field(&object)?,
+                since: recovery::since_field(&object)?,
             }),
             other => {
                 // Quote at most a short prefix: the reply must not echo a huge value back.
@@ -613,11 +615,15 @@ impl Chat {
                 permitted(member, &channel)?;
                 send_json(ctx, id, &self.presence_json(&channel));
             }
-            Request::History { channel, limit } => {
+            Request::History {
+                channel,
+                limit,
+                since,
+            } => {
                 if let Some(name) = &channel {
                     permitted(member, name)?;
                 }
-                self.answer_history(ctx, id, channel.as_deref(), limit)?;
+                self.answer_history(ctx, id, channel.as_deref(), limit, since.as_ref())?;
             }
             // Taken apart in `handle`.
             Request::Auth { .. } => {}
