@@ -5,6 +5,8 @@
 //! Recovery (PROTOCOL.md): a page cut off by the server API (`/api/disconnect`) while the
 //! backend publishes and broadcasts shows every missed message once, in order, and the gap it
 //! cannot fill (history too short for what was missed; a restart, which starts a new epoch).
+//! The recovery rules themselves (duplicates, live chats held back) also run in Node alone
+//! (`tests/e2e/recovery.mjs`).
 //! Layout, focus order and accessibility (axe-core) are checked in the pages.
 //!
 //! The browser is driven by `tests/e2e/chat.mjs` with Playwright (`playwright-core`, which
@@ -184,6 +186,30 @@ fn write_line(stdin: &mut ChildStdin, line: &str) {
     writeln!(stdin, "{line}")
         .and_then(|()| stdin.flush())
         .expect("write to the script's stdin");
+}
+
+/// The page's recovery rules (`web/recovery.js`) in Node, without a browser: each offset shown
+/// once and in order, live chats held back during the chat's recovery, the gap markers
+/// (`tests/e2e/recovery.mjs`).
+#[test]
+fn page_recovery_rules() {
+    let Some(node) = common::find_program("node", "the page's recovery rules run in Node") else {
+        return;
+    };
+    let output = Command::new(node)
+        .current_dir(e2e_dir())
+        .arg("recovery.mjs")
+        .output()
+        .expect("run node recovery.mjs");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(
+        output.status.success() && stdout.trim() == "RECOVERY OK",
+        "node recovery.mjs: {}\n{stdout}\n{stderr}",
+        output.status
+    );
 }
 
 /// Two pages chat and publish on a channel; the server restarts on the same port; both pages

@@ -78,15 +78,24 @@ fn history_since_gives_back_the_chat_a_client_missed() {
     let answer = recv(&mut carol);
     assert_eq!(answer["type"], "history");
     assert_eq!(answer["recovered"], true);
-    assert_eq!((answer["offset"].clone(), answer["epoch"].clone()), (json!(3), epoch.clone()));
-    assert_eq!(contents(&answer), [(2, "c2".to_owned()), (3, "c3".to_owned())]);
+    assert_eq!(
+        (answer["offset"].clone(), answer["epoch"].clone()),
+        (json!(3), epoch.clone())
+    );
+    assert_eq!(
+        contents(&answer),
+        [(2, "c2".to_owned()), (3, "c3".to_owned())]
+    );
     // `limit` keeps the last ones; what it leaves out is not recovered.
     send(
         &mut carol,
         json!({"type": "history", "since": {"offset": 1, "epoch": epoch}, "limit": 1}),
     );
     let answer = recv(&mut carol);
-    assert_eq!((answer["recovered"].clone(), contents(&answer)), (json!(false), vec![(3, "c3".to_owned())]));
+    assert_eq!(
+        (answer["recovered"].clone(), contents(&answer)),
+        (json!(false), vec![(3, "c3".to_owned())])
+    );
     // Two more: the history (3 events) no longer reaches back to offset 1.
     for content in ["c4", "c5"] {
         send(&mut bob, json!({"type": "chat", "content": content}));
@@ -101,7 +110,11 @@ fn history_since_gives_back_the_chat_a_client_missed() {
     assert_eq!(answer["recovered"], false);
     assert_eq!(
         contents(&answer),
-        [(3, "c3".to_owned()), (4, "c4".to_owned()), (5, "c5".to_owned())]
+        [
+            (3, "c3".to_owned()),
+            (4, "c4".to_owned()),
+            (5, "c5".to_owned())
+        ]
     );
     // Another epoch: nothing to replay, and where the chat stands now.
     send(
@@ -248,7 +261,9 @@ impl CliClient {
 
     fn type_line(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{line}").and_then(|()| stdin.flush()).expect("write to the client");
+        writeln!(stdin, "{line}")
+            .and_then(|()| stdin.flush())
+            .expect("write to the client");
     }
 
     /// Reads stdout up to and including the first line for which `done` holds.
@@ -257,7 +272,10 @@ impl CliClient {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = self.stdout.recv_timeout(left).unwrap_or_else(|_| {
-                panic!("no {what} within {WAIT:?}; stdout so far: {:#?}", self.transcript)
+                panic!(
+                    "no {what} within {WAIT:?}; stdout so far: {:#?}",
+                    self.transcript
+                )
             });
             self.transcript.push(line.clone());
             if done(&line) {
@@ -276,7 +294,10 @@ impl CliClient {
         drop(self.stdin.take());
         let deadline = Instant::now() + WAIT;
         while self.child.try_wait().expect("wait").is_none() {
-            assert!(Instant::now() < deadline, "the client did not exit after its input ended");
+            assert!(
+                Instant::now() < deadline,
+                "the client did not exit after its input ended"
+            );
             thread::sleep(Duration::from_millis(20));
         }
         assert_eq!(self.child.wait().expect("status").code(), Some(0));
@@ -306,7 +327,10 @@ fn short(line: &str) -> String {
 /// `bob` publishes each of `contents` on news.
 fn publish(bob: &mut Client, contents: &[&str]) {
     for content in contents {
-        send(bob, json!({"type": "publish", "channel": "news", "content": content}));
+        send(
+            bob,
+            json!({"type": "publish", "channel": "news", "content": content}),
+        );
         assert_eq!(recv(bob)["type"], "published");
     }
 }
@@ -343,7 +367,10 @@ fn drop_and_return(
     let mut bob = join(server_after.addr);
     publish(&mut bob, &["live"]);
     client.read_until("the live message", |l| without_ts(l)["content"] == "live");
-    let transcript = client.transcript[start..].iter().map(|l| short(l)).collect();
+    let transcript = client.transcript[start..]
+        .iter()
+        .map(|l| short(l))
+        .collect();
     (transcript, client.finish())
 }
 
@@ -363,7 +390,11 @@ fn cli_client_resubscribes_and_prints_exactly_the_missed_messages_once() {
         "stderr: {stderr:#?}"
     );
     let said = |needle: &str| stderr.iter().filter(|l| l.as_str() == needle).count();
-    assert_eq!(said("resubscribing to #news since offset 1"), 1, "{stderr:#?}");
+    assert_eq!(
+        said("resubscribing to #news since offset 1"),
+        1,
+        "{stderr:#?}"
+    );
     assert!(
         !stderr.iter().any(|l| l.contains("may be missing")),
         "{stderr:#?}"
@@ -385,7 +416,10 @@ fn cli_client_marks_what_the_history_no_longer_holds() {
         ],
         "stderr: {stderr:#?}"
     );
-    let gaps: Vec<&String> = stderr.iter().filter(|l| l.contains("may be missing")).collect();
+    let gaps: Vec<&String> = stderr
+        .iter()
+        .filter(|l| l.contains("may be missing"))
+        .collect();
     assert_eq!(gaps, ["#news: 2 messages may be missing"], "{stderr:#?}");
 }
 
@@ -395,10 +429,17 @@ fn cli_client_marks_a_gap_of_unknown_size_on_another_epoch() {
     let (transcript, stderr) = drop_and_return(&server, Some(&other), &[], &["m2"]);
     assert_eq!(
         transcript,
-        ["subscribed news 0 false", "chat 1 back", "message news 1 live"],
+        [
+            "subscribed news 0 false",
+            "chat 1 back",
+            "message news 1 live"
+        ],
         "stderr: {stderr:#?}"
     );
-    let gaps: Vec<&String> = stderr.iter().filter(|l| l.contains("may be missing")).collect();
+    let gaps: Vec<&String> = stderr
+        .iter()
+        .filter(|l| l.contains("may be missing"))
+        .collect();
     assert_eq!(gaps, ["#news: messages may be missing"], "{stderr:#?}");
 }
 
@@ -416,10 +457,16 @@ fn cli_client_with_no_recover_only_reconnects() {
     let start = client.transcript.len();
     client.type_line(r#"{"type":"chat","content":"back"}"#);
     client.read_until("the chat echo", |l| without_ts(l)["content"] == "back");
-    let after: Vec<String> = client.transcript[start..].iter().map(|l| short(l)).collect();
+    let after: Vec<String> = client.transcript[start..]
+        .iter()
+        .map(|l| short(l))
+        .collect();
     assert_eq!(after, ["chat 1 back"]);
     let stderr = client.finish();
-    assert!(!stderr.iter().any(|l| l.contains("resubscribing")), "{stderr:#?}");
+    assert!(
+        !stderr.iter().any(|l| l.contains("resubscribing")),
+        "{stderr:#?}"
+    );
 }
 
 #[test]
@@ -437,7 +484,10 @@ fn cli_client_sends_nothing_of_its_own_to_an_echo_server() {
     let mut connected = 0;
     while connected < 2 {
         let left = deadline.saturating_duration_since(Instant::now());
-        let line = client.stderr.recv_timeout(left).expect("connected again in time");
+        let line = client
+            .stderr
+            .recv_timeout(left)
+            .expect("connected again in time");
         connected += usize::from(line.starts_with("connected to "));
     }
     client.type_line("after");

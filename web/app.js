@@ -15,7 +15,9 @@
 // "Recovery"): the page remembers the offset and epoch of the last event of each channel and of
 // the chat, subscribes again with `since` and asks for the chat's missed events with
 // `history`, shows them in order, each offset once, and marks a gap it could not fill
-// ("12 messages may be missing").
+// ("12 messages may be missing"); see recovery.js.
+
+import { Recovery, gapText } from './recovery.js';
 
 /** Reconnection policy: 1 s, 1.5 s, 2.25 s, ... up to 30 s, at most 50 tries in a row. */
 const RECONNECT = {
@@ -97,19 +99,12 @@ let loginKind = 'token';
  * after a reconnection) or 'joined' (the server answered `subscribed`).
  */
 const channels = new Map();
-/**
- * Where each stream stands for this page, when the server keeps history: channel name (null
- * for the chat) -> { offset, epoch } of the last event shown (or of `subscribed`).
- */
-const positions = new Map();
-/**
- * Streams asked for what they missed since a position (channel name, or null for the chat)
- * -> that position, until the replay shows whether it is whole.
- */
-const recovering = new Map();
-/** While the chat's `history` answer is awaited: the live chats that arrive meanwhile. */
-let chatHeld = null;
-
+/** Where each channel and the chat stand, and what to show of what arrives (recovery.js). */
+const recovery = new Recovery({
+  show: addMessage,
+  gap: (channel, count) => addMarker('gap', gapText(channel, count)),
+  maxHeld: MAX_MESSAGES,
+});
 /**
  * The WebSocket URL: the endpoint the server wrote into <meta name="wsloop-ws-path"> (its
  * --ws-path), on the host that served this page, with the page's `token`, if any.
@@ -156,16 +151,10 @@ function onOpen() {
   // where each one was left; and for the chats missed meanwhile.
   for (const name of channels.keys()) {
     channels.set(name, 'pending');
-    const since = positions.get(name);
-    if (since) recovering.set(name, since);
-    send(since ? { type: 'subscribe', channel: name, since } : { type: 'subscribe', channel: name });
+    send(recovery.subscribeAgain(name));
   }
-  const chatSince = positions.get(null);
-  if (chatSince) {
-    recovering.set(null, chatSince);
-    chatHeld = [];
-    send({ type: 'history', since: chatSince });
-  }
+  const chatAgain = recovery.chatAgain();
+  if (chatAgain) send(chatAgain);
   renderChannels();
   sendPing();
   pingTimer = setInterval(sendPing, PING_EVERY_MS);
@@ -297,10 +286,7 @@ function dropSocket() {
   pingInFlight = null;
   ui.latency.textContent = NO_LATENCY; // an old value would look like a live measurement
   me = null;
-  // Recovery starts again from the positions shown; live chats held back go (their offsets
-  // come back in the next answer).
-  recovering.clear();
-  chatHeld = null;
+  recovery.dropped();
   for (const name of channels.keys()) channels.set(name, 'pending');
   renderChannels();
   renderMe();
@@ -386,23 +372,22 @@ function onMessage(data) {
       ui.latency.textContent = `${Date.now() - msg.echo} ms`;
       break;
     case 'chat':
-      if (chatHeld === null) showEvent(null, msg);
-      else if (chatHeld.length < MAX_MESSAGES) chatHeld.push(msg);
+      recovery.chat(msg);
       break;
     case 'message':
-      showEvent(msg.channel, msg);
+      recovery.event(msg.channel, msg);
       break;
     case 'history':
-      if (msg.channel === undefined && chatHeld !== null) recoverChat(msg);
+      recovery.history(msg);
       break;
     case 'subscribed':
-      settle(msg.channel, msg);
+      recovery.settle(msg.channel, msg);
       channels.set(msg.channel, 'joined');
       renderChannels();
       break;
     case 'unsubscribed':
       channels.delete(msg.channel);
-      positions.delete(msg.channel);
+      recovery.forget(msg.channel);
       renderChannels();
       break;
     case 'published':
@@ -410,7 +395,7 @@ function onMessage(data) {
       break;
     case 'error':
       // A server without history cannot answer the chat's recovery: show what was held.
-      if (msg.code === 'history_off' && chatHeld !== null) recoverChat({ messages: [] });
+      if (msg.code === 'history_off') recovery.historyOff();
       showError(msg.code, msg.message);
       if (msg.code === 'invalid_channel' || msg.code === 'too_many_channels') {
         forgetRefusedChannels();
@@ -419,66 +404,6 @@ function onMessage(data) {
     default:
       console.warn('wsloop: unknown message type', msg.type);
   }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Recovery
-
-/** Whether `msg` carries a history position (a server with history stamps every event). */
-function hasPosition(msg) {
-  return Number.isSafeInteger(msg.offset) && typeof msg.epoch === 'string';
-}
-
-/**
- * Shows a `chat` (channel null) or `message` unless its offset was shown already, marking a
- * gap before it when it is the first event replayed and does not follow on from `since`.
- */
-function showEvent(channel, msg) {
-  if (hasPosition(msg)) {
-    const last = positions.get(channel);
-    if (last && last.epoch === msg.epoch && msg.offset <= last.offset) return;
-    const since = recovering.get(channel);
-    if (since) {
-      recovering.delete(channel);
-      if (since.epoch !== msg.epoch) addGapMarker(channel, null);
-      else if (msg.offset > since.offset + 1) addGapMarker(channel, msg.offset - since.offset - 1);
-    }
-    positions.set(channel, { offset: msg.offset, epoch: msg.epoch });
-  }
-  addMessage(channel, msg);
-}
-
-/**
- * The answer that ends a recovery (`subscribed`, or the chat's `history`): a gap not marked
- * yet when it was not whole, and where the stream stands from now on.
- */
-function settle(channel, answer) {
-  const since = recovering.get(channel);
-  recovering.delete(channel);
-  if (since && answer.recovered === false) {
-    const sameEpoch = hasPosition(answer) && answer.epoch === since.epoch;
-    addGapMarker(channel, sameEpoch && answer.offset > since.offset ? answer.offset - since.offset : null);
-  }
-  if (hasPosition(answer)) positions.set(channel, { offset: answer.offset, epoch: answer.epoch });
-  else if (answer.recovered === false) positions.delete(channel); // that history is gone
-}
-
-/** The chat's `history` answer to `since`: its events, then the live chats held meanwhile. */
-function recoverChat(answer) {
-  const held = chatHeld;
-  chatHeld = null;
-  for (const msg of Array.isArray(answer.messages) ? answer.messages : []) {
-    if (msg && typeof msg === 'object') showEvent(null, msg);
-  }
-  settle(null, answer);
-  for (const msg of held) showEvent(null, msg);
-}
-
-/** Marks in the message list that `count` events (null: an unknown number) may be missing. */
-function addGapMarker(channel, count) {
-  let text = count === null ? 'messages may be missing' : `${count} messages may be missing`;
-  if (count === 1) text = '1 message may be missing';
-  addMarker('gap', channel === null ? text : `#${channel}: ${text}`);
 }
 
 /**

@@ -341,7 +341,11 @@ struct Session<'a> {
 impl Session<'_> {
     fn run(&mut self) -> SessionEnd {
         // The channels of the last connection first, before lines typed meanwhile.
-        for (request, status) in self.current.recovery(Recovery::resubscriptions).unwrap_or_default() {
+        for (request, status) in self
+            .current
+            .recovery(Recovery::resubscriptions)
+            .unwrap_or_default()
+        {
             self.output.status(&status);
             if let Err(e) = self.client.send_text(&request) {
                 return SessionEnd::Lost(e.to_string());
