@@ -302,6 +302,10 @@ pub(crate) struct ClientArgs {
     /// Reconnect when the connection is lost (1 s backoff growing 1.5x to 30 s, 50 attempts).
     #[arg(long)]
     pub(crate) reconnect: bool,
+    /// With --reconnect: do not subscribe again to the wsloop channels subscribed to (with
+    /// `since`, to get what was missed); only reconnect.
+    #[arg(long, requires = "reconnect")]
+    pub(crate) no_recover: bool,
     /// Extra request header, e.g. `Authorization: Bearer TOKEN` (repeatable).
     #[arg(long = "header", short = 'H', value_name = "HEADER", value_parser = flags::header)]
     pub(crate) headers: Vec<String>,

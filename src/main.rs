@@ -432,6 +432,7 @@ fn main() -> ExitCode {
             };
             let settings = wsloop::client::cli::Settings {
                 reconnect: args.reconnect,
+                recover: !args.no_recover,
                 no_close: args.no_close,
                 binary: args.binary,
                 ping_interval: args.ping_interval,

@@ -2,6 +2,11 @@
 //! chat through `wsloop serve --deflate` (Chromium offers permessage-deflate by itself; the
 //! server must accept it), survive a server restart on the same port by reconnecting by
 //! themselves, and keep working; a third gives up and comes back with "Reconnect now".
+//! Recovery (PROTOCOL.md): a page cut off by the server API (`/api/disconnect`) while the
+//! backend publishes and broadcasts shows every missed message once, in order, and the gap it
+//! cannot fill (history too short for what was missed; a restart, which starts a new epoch).
+//! The recovery rules themselves (duplicates, live chats held back) also run in Node alone
+//! (`tests/e2e/recovery.mjs`).
 //! Layout, focus order and accessibility (axe-core) are checked in the pages.
 //!
 //! The browser is driven by `tests/e2e/chat.mjs` with Playwright (`playwright-core`, which
@@ -48,7 +53,18 @@ const TERM_GRACE: Duration = Duration::from_secs(5);
 /// permessage-deflate, which Chromium offers by itself: the chat runs compressed. The pages
 /// log in with a nickname; the session key comes from a file, so that their logins hold
 /// across the restart (`--session-secret-file` follows these).
-const SERVER_ARGS: [&str; 5] = ["--ping-interval", "2s", "--ping-timeout", "2s", "--deflate"];
+/// History is kept short, so that the script can miss more than it holds.
+const SERVER_ARGS: [&str; 7] = [
+    "--ping-interval",
+    "2s",
+    "--ping-timeout",
+    "2s",
+    "--deflate",
+    "--history-size",
+    "4",
+];
+/// The backend's key for the server API, with which the script cuts a page off and publishes.
+const API_KEY: &str = "browser-test-api-key-0123456789";
 /// Prefix of the marker argument the script adds to the browser's command line.
 const MARKER_ARG: &str = "--wsloop-e2e-marker=";
 
@@ -172,6 +188,30 @@ fn write_line(stdin: &mut ChildStdin, line: &str) {
         .expect("write to the script's stdin");
 }
 
+/// The page's recovery rules (`web/recovery.js`) in Node, without a browser: each offset shown
+/// once and in order, live chats held back during the chat's recovery, the gap markers
+/// (`tests/e2e/recovery.mjs`).
+#[test]
+fn page_recovery_rules() {
+    let Some(node) = common::find_program("node", "the page's recovery rules run in Node") else {
+        return;
+    };
+    let output = Command::new(node)
+        .current_dir(e2e_dir())
+        .arg("recovery.mjs")
+        .output()
+        .expect("run node recovery.mjs");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(
+        output.status.success() && stdout.trim() == "RECOVERY OK",
+        "node recovery.mjs: {}\n{stdout}\n{stderr}",
+        output.status
+    );
+}
+
 /// Two pages chat and publish on a channel; the server restarts on the same port; both pages
 /// show that they are reconnecting, reconnect without a reload, join their channel again by
 /// themselves, and chat and publish again; a third page gives up and reconnects on demand
@@ -202,8 +242,10 @@ fn chat_and_reconnect(tls: Option<(&tls::TestPki, tls::Leaf)>) {
         "browser-session",
         "the browser test's session secret, 32+ bytes",
     );
+    let api_keys = common::TempFile::new("browser-api-keys", &format!("{API_KEY}\n"));
     let mut args: Vec<String> = SERVER_ARGS.iter().map(|a| a.to_string()).collect();
     args.extend(["--session-secret-file".to_owned(), secret.path().to_owned()]);
+    args.extend(["--api-key-file".to_owned(), api_keys.path().to_owned()]);
     if let Some((_, leaf)) = &tls {
         for (flag, file) in [("--tls-cert", &leaf.cert), ("--tls-key", &leaf.key)] {
             args.extend([flag.to_owned(), file.to_string_lossy().into_owned()]);
@@ -226,6 +268,7 @@ fn chat_and_reconnect(tls: Option<(&tls::TestPki, tls::Leaf)>) {
         .arg(&shots)
         .env("CHROMIUM", &chromium)
         .env("WSLOOP_E2E_MARKER", &marker)
+        .env("WSLOOP_E2E_API_KEY", API_KEY)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -32,6 +32,7 @@ const TS_SLACK_MS: u64 = 5_000;
 
 const INDEX_HTML: &str = include_str!("../web/index.html");
 const APP_JS: &str = include_str!("../web/app.js");
+const RECOVERY_JS: &str = include_str!("../web/recovery.js");
 const STYLE_CSS: &str = include_str!("../web/style.css");
 
 // ---------------------------------------------------------------------------------------------
@@ -707,6 +708,7 @@ fn http_assets_have_their_content_types() {
     let server = Server::serve(&[]);
     for (path, media_type, body) in [
         ("/app.js", "text/javascript", APP_JS),
+        ("/recovery.js", "text/javascript", RECOVERY_JS),
         ("/style.css", "text/css", STYLE_CSS),
     ] {
         let reply = get(server.addr, path);

@@ -10,6 +10,14 @@
 // "not logged in" brings the form back instead of reconnecting for ever; a close with 4001
 // (token refused or expired) stops and says why. Everything the server sends is written into the page
 // with textContent, never innerHTML, so a message can never inject markup.
+//
+// Nothing sent while it was away is lost when the server keeps history (PROTOCOL.md,
+// "Recovery"): the page remembers the offset and epoch of the last event of each channel and of
+// the chat, subscribes again with `since` and asks for the chat's missed events with
+// `history`, shows them in order, each offset once, and marks a gap it could not fill
+// ("12 messages may be missing"); see recovery.js.
+
+import { Recovery, gapText } from './recovery.js';
 
 /** Reconnection policy: 1 s, 1.5 s, 2.25 s, ... up to 30 s, at most 50 tries in a row. */
 const RECONNECT = {
@@ -91,7 +99,12 @@ let loginKind = 'token';
  * after a reconnection) or 'joined' (the server answered `subscribed`).
  */
 const channels = new Map();
-
+/** Where each channel and the chat stand, and what to show of what arrives (recovery.js). */
+const recovery = new Recovery({
+  show: addMessage,
+  gap: (channel, count) => addMarker('gap', gapText(channel, count)),
+  maxHeld: MAX_MESSAGES,
+});
 /**
  * The WebSocket URL: the endpoint the server wrote into <meta name="wsloop-ws-path"> (its
  * --ws-path), on the host that served this page, with the page's `token`, if any.
@@ -134,11 +147,14 @@ function onOpen() {
     dropped = false;
     addMarker('reconnected', 'Reconnected');
   }
-  // The server forgot our subscriptions with the old connection: ask for them again.
+  // The server forgot our subscriptions with the old connection: ask for them again, from
+  // where each one was left; and for the chats missed meanwhile.
   for (const name of channels.keys()) {
     channels.set(name, 'pending');
-    send({ type: 'subscribe', channel: name });
+    send(recovery.subscribeAgain(name));
   }
+  const chatAgain = recovery.chatAgain();
+  if (chatAgain) send(chatAgain);
   renderChannels();
   sendPing();
   pingTimer = setInterval(sendPing, PING_EVERY_MS);
@@ -270,6 +286,7 @@ function dropSocket() {
   pingInFlight = null;
   ui.latency.textContent = NO_LATENCY; // an old value would look like a live measurement
   me = null;
+  recovery.dropped();
   for (const name of channels.keys()) channels.set(name, 'pending');
   renderChannels();
   renderMe();
@@ -355,23 +372,30 @@ function onMessage(data) {
       ui.latency.textContent = `${Date.now() - msg.echo} ms`;
       break;
     case 'chat':
-      addMessage(null, msg);
+      recovery.chat(msg);
       break;
     case 'message':
-      addMessage(msg.channel, msg);
+      recovery.event(msg.channel, msg);
+      break;
+    case 'history':
+      recovery.history(msg);
       break;
     case 'subscribed':
+      recovery.settle(msg.channel, msg);
       channels.set(msg.channel, 'joined');
       renderChannels();
       break;
     case 'unsubscribed':
       channels.delete(msg.channel);
+      recovery.forget(msg.channel);
       renderChannels();
       break;
     case 'published':
       showPublished(msg.channel, msg.receivers);
       break;
     case 'error':
+      // A server without history cannot answer the chat's recovery: show what was held.
+      if (msg.code === 'history_off') recovery.historyOff();
       showError(msg.code, msg.message);
       if (msg.code === 'invalid_channel' || msg.code === 'too_many_channels') {
         forgetRefusedChannels();

@@ -115,6 +115,7 @@ enum Request {
     History {
         channel: Option<String>,
         limit: usize,
+        since: Option<Position>,
     },
 }
 
@@ -479,6 +480,7 @@ impl Chat {
                     None => None,
                 },
                 limit: recovery::limit_field(&object)?,
+                since: recovery::since_field(&object)?,
             }),
             other => {
                 // Quote at most a short prefix: the reply must not echo a huge value back.
@@ -634,12 +636,17 @@ impl Chat {
                 permitted(member, &channel)?;
                 send_json(ctx, id, &self.presence_json(&channel));
             }
-            Request::History { channel, limit } => {
+            Request::History {
+                channel,
+                limit,
+                since,
+            } => {
                 if let Some(name) = &channel {
                     permitted(member, name)?;
                 }
-                if !self.read_history(id, channel.as_deref(), limit) {
-                    self.answer_history(ctx, id, channel.as_deref(), limit)?;
+                let (channel, since) = (channel.as_deref(), since.as_ref());
+                if !self.read_history(id, channel, limit, since) {
+                    self.answer_history(ctx, id, channel, limit, since)?;
                 }
             }
             // Taken apart in `handle`.

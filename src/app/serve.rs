@@ -24,6 +24,7 @@ use crate::server::{
 /// The browser client, embedded so the binary serves it with no other files.
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
+const RECOVERY_JS: &str = include_str!("../../web/recovery.js");
 const STYLE_CSS: &str = include_str!("../../web/style.css");
 
 /// The close code of a connection that failed to authenticate in-band, sent no `auth` in
@@ -340,6 +341,7 @@ impl Serve {
         match request.path() {
             "/" | "/index.html" => asset("text/html; charset=utf-8", &self.index_html),
             "/app.js" => asset("text/javascript; charset=utf-8", APP_JS),
+            "/recovery.js" => asset("text/javascript; charset=utf-8", RECOVERY_JS),
             "/style.css" => asset("text/css; charset=utf-8", STYLE_CSS),
             "/healthz" => HttpResponse {
                 status: 200,

@@ -2,7 +2,8 @@
 //! message; every message that arrives is printed. On a terminal a line editor (rustyline)
 //! reads the input behind a `> ` prompt and prints what arrives as `< ` lines above it; when
 //! piped, lines go out and come in plain. Ctrl-C sends close 1000 before exiting. With
-//! `reconnect`, a lost connection is retried with the [`Backoff`] policy.
+//! `reconnect`, a lost connection is retried with the [`Backoff`] policy, and wsloop channels
+//! are subscribed to again where the client left them ([`Recovery`]).
 
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use rustyline::error::ReadlineError;
 
+use super::recover::Recovery;
 use super::{Client, ClientError, ClientOptions, ClientWriter, Received};
 use crate::backoff::Backoff;
 use crate::proto::close_code;
@@ -22,6 +24,9 @@ use crate::proto::MessageKind;
 pub struct Settings {
     /// Reconnect when the connection is lost.
     pub reconnect: bool,
+    /// When reconnecting, subscribe again to the wsloop channels the user subscribed to,
+    /// with `since` (PROTOCOL.md, "Recovery").
+    pub recover: bool,
     /// Keep listening after standard input ends, instead of closing.
     pub no_close: bool,
     /// Send lines as binary messages instead of text.
@@ -52,16 +57,24 @@ enum SessionEnd {
 }
 
 /// The writer of the current connection, shared with the input thread, which waits on the
-/// condition variable while there is no connection (lines are sent once one opens).
+/// condition variable while there is no connection (lines are sent once one opens); and the
+/// channels to recover, when the client does (both sides update them).
 #[derive(Default)]
 struct Current {
     writer: Mutex<Option<ClientWriter>>,
     connected: Condvar,
+    recovery: Option<Mutex<Recovery>>,
 }
 
 impl Current {
     fn lock(&self) -> MutexGuard<'_, Option<ClientWriter>> {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the channels to recover, if the client recovers them.
+    fn recovery<T>(&self, f: impl FnOnce(&mut Recovery) -> T) -> Option<T> {
+        let recovery = self.recovery.as_ref()?;
+        Some(f(&mut recovery.lock().unwrap_or_else(|p| p.into_inner())))
     }
 
     fn set(&self, writer: Option<ClientWriter>) {
@@ -71,6 +84,10 @@ impl Current {
 
     /// Sends `line` once a connection is open.
     fn send(&self, kind: MessageKind, line: &str) -> Result<(), ClientError> {
+        // Before it goes: the answer may arrive before this thread would get back here.
+        if kind == MessageKind::Text {
+            self.recovery(|r| r.sent(line));
+        }
         let mut current = self.lock();
         while current.is_none() {
             current = self
@@ -138,7 +155,10 @@ impl Drop for RestoreTerminal {
 /// Runs the client until the user is done (exit code 0) or the connection is lost for good
 /// (exit code 1).
 pub fn run(url: &str, options: &ClientOptions, settings: &Settings) -> i32 {
-    let current: Arc<Current> = Arc::default();
+    let current = Arc::new(Current {
+        recovery: (settings.reconnect && settings.recover).then(Mutex::default),
+        ..Current::default()
+    });
     let (input_tx, input_rx) = mpsc::channel();
     let kind = if settings.binary {
         MessageKind::Binary
@@ -320,6 +340,17 @@ struct Session<'a> {
 
 impl Session<'_> {
     fn run(&mut self) -> SessionEnd {
+        // The channels of the last connection first, before lines typed meanwhile.
+        for (request, status) in self
+            .current
+            .recovery(Recovery::resubscriptions)
+            .unwrap_or_default()
+        {
+            self.output.status(&status);
+            if let Err(e) = self.client.send_text(&request) {
+                return SessionEnd::Lost(e.to_string());
+            }
+        }
         self.current.set(Some(self.client.writer()));
         // Poll for input events between receives with a short read timeout.
         let _ = self.client.set_timeout(Some(Duration::from_millis(100)));
@@ -355,6 +386,9 @@ impl Session<'_> {
             }
             match self.client.recv() {
                 Ok(Received::Text(text)) => {
+                    if let Some(gap) = self.current.recovery(|r| r.received(&text)).flatten() {
+                        self.output.status(&gap);
+                    }
                     let shown = match self.settings.json {
                         true => pretty_json(&text).unwrap_or(text),
                         false => text,

@@ -6,6 +6,8 @@
 
 #[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "cli")]
+mod recover;
 #[cfg(feature = "tls")]
 pub mod tls;
 mod transport;

@@ -13,7 +13,15 @@
 // standard input, while the driver restarts the server on the same port. Both pages must show
 // a reconnecting state with no stale latency, reconnect by themselves (no reload), clear the
 // old errors, mark in the message list where the connection dropped and where it came back,
-// join `e2e` again by themselves, and carry chat and channel messages as before.
+// join `e2e` again by themselves, and carry chat and channel messages as before. The restart
+// started new histories (no Redis): each page marks that messages of each channel and of the
+// chat may be missing (PROTOCOL.md, "Recovery").
+//
+// Recovery: page A is cut off with the server API (`POST /api/disconnect`, close 4003) while
+// the backend broadcasts and publishes on `e2e` (`/api/broadcast`, `/api/publish`); back, it
+// shows every missed message once, in order, with no gap marker. Cut off again while more is
+// published on `e2e` than the server's history holds (--history-size 4), it shows what is
+// left and "#e2e: 2 messages may be missing" before it.
 //
 // Page C (phone, with Playwright's fake clock so that 22 minutes of backoff pass at once) sees
 // every connection refused: it must reconnect at once with the backoff
@@ -25,14 +33,15 @@
 // prints `E2E FAILED: ...` and exits 1. Every wait is bounded, and the browser is closed on
 // every path.
 //
-// Environment: CHROMIUM (default /usr/bin/chromium); WSLOOP_E2E_MARKER, if set, is added to the
+// Environment: CHROMIUM (default /usr/bin/chromium); WSLOOP_E2E_API_KEY, the server API's key;
+// WSLOOP_E2E_MARKER, if set, is added to the
 // browser's command line as `--wsloop-e2e-marker=VALUE` so that the driver can find and kill a
 // browser left behind if this script itself is killed.
 
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { chromium } from 'playwright-core';
+import { chromium, request } from 'playwright-core';
 
 /** Bound on each wait for something the page should show. */
 const STEP_TIMEOUT_MS = 15_000;
@@ -236,6 +245,87 @@ async function publish(page, channel, content) {
   await page.fill('#publish-channel', channel);
   await page.fill('#publish-input', content);
   await page.press('#publish-input', 'Enter');
+}
+
+/** The message list's markers: [kind, text, whether a clock time is shown]. */
+function markers(page) {
+  return page.evaluate(() =>
+    [...document.querySelectorAll('#messages li.marker')].map((li) => [
+      li.dataset.marker,
+      li.querySelector('.body').textContent,
+      /\d{1,2}:\d{2}:\d{2}/.test(li.querySelector('time').textContent),
+    ]),
+  );
+}
+
+/** Waits until the message list's markers are exactly `expected` (see `markers`). */
+async function waitMarkers(page, expected) {
+  try {
+    await waitIn(
+      page,
+      `markers ${JSON.stringify(expected)}`,
+      (want) =>
+        JSON.stringify(
+          [...document.querySelectorAll('#messages li.marker')].map((li) => [
+            li.dataset.marker,
+            li.querySelector('.body').textContent,
+            /\d{1,2}:\d{2}:\d{2}/.test(li.querySelector('time').textContent),
+          ]),
+        ) === want,
+      JSON.stringify(expected),
+    );
+  } catch (error) {
+    expectEqual(page, 'markers in the message list', await markers(page), expected);
+    throw error;
+  }
+}
+
+/**
+ * The message list after the last "Reconnected" marker: each message's text less its time,
+ * each marker as `[kind] text`.
+ */
+function sinceReturn(page) {
+  return page.evaluate(() => {
+    const items = [...document.querySelectorAll('#messages li')];
+    const back = items.findLastIndex((li) => li.dataset.marker === 'reconnected');
+    return items.slice(back + 1).map((li) => {
+      const text = li.querySelector('.body').textContent;
+      return li.classList.contains('marker') ? `[${li.dataset.marker}] ${text}` : text;
+    });
+  });
+}
+
+/** The server API, as the application's backend calls it. */
+let api = null;
+
+async function apiPost(path, body) {
+  const response = await api.post(path, { data: body, timeout: STEP_TIMEOUT_MS });
+  const answer = await response.json().catch(() => null);
+  if (!response.ok()) {
+    throw new Error(`POST ${path} answered ${response.status()} ${JSON.stringify(answer)}`);
+  }
+  return answer;
+}
+
+/**
+ * Cuts `page` (user `user`) off with the server API, has the backend send `events` ([channel
+ * or null for the chat, content]) while it is away, and waits until it is open again. Once
+ * the page has seen the close it waits at least 800 ms before it reconnects (the backoff);
+ * the publications take a few, and the page must still be waiting when they are done, or the
+ * step proves nothing.
+ */
+async function missWhileAway(page, user, events) {
+  expectEqual(page, 'cut off by the API', await apiPost('/api/disconnect', { user }), { disconnected: 1 });
+  await waitIn(page, 'waiting to reconnect after the cut', () => window.wsloop.state === 'reconnecting');
+  for (const [channel, content] of events) {
+    const answer = channel === null
+      ? await apiPost('/api/broadcast', { content, from: 'backend' })
+      : await apiPost('/api/publish', { channel, content, from: 'backend' });
+    if (typeof answer.delivered !== 'number') throw new Error(`publication answered ${JSON.stringify(answer)}`);
+  }
+  const state = await page.evaluate(() => window.wsloop.state);
+  if (state !== 'reconnecting') throw new Error(`${page.label}: ${state} before the publications were done`);
+  await waitIn(page, 'open again after the cut', () => window.wsloop.state === 'open');
 }
 
 /**
@@ -609,16 +699,14 @@ async function run() {
     const stale = await page.evaluate(() => window.__e2eStaleLatency);
     expectEqual(page, 'latency shown while not open', stale, []);
     expectEqual(page, 'errors after reconnecting', await errorLines(page), []);
-    const markers = await page.evaluate(() =>
-      [...document.querySelectorAll('#messages li.marker')].map((li) => [
-        li.dataset.marker,
-        li.querySelector('.body').textContent,
-        /\d{1,2}:\d{2}:\d{2}/.test(li.querySelector('time').textContent),
-      ]),
-    );
-    expectEqual(page, 'markers in the message list', markers, [
+    // The restarted server has new histories: nothing could be recovered, and each stream
+    // the page follows says so, after the return (channels first: they are asked first).
+    const gaps = page === a ? ['#e2e'] : ['#e2e', `#${bOnly}`];
+    await waitMarkers(page, [
       ['lost', 'Connection lost', true],
       ['reconnected', 'Reconnected', true],
+      ...gaps.map((channel) => ['gap', `${channel}: messages may be missing`, true]),
+      ['gap', 'messages may be missing', true],
     ]);
     await waitLatency(page);
     await checkAccessibility(page, 'with the drop and the return marked');
@@ -643,10 +731,48 @@ async function run() {
   await waitForMessage(b, `${nameA}: ${chat3}`);
   log('channel message delivered after restart');
 
+  // 10a. Recovery: page A misses two chats and two channel messages, then shows them once, in
+  // order (its channels are asked for first), with no gap; then a live chat follows them.
+  const restartMarkers = await markers(a);
+  const back = [['lost', 'Connection lost', true], ['reconnected', 'Reconnected', true]];
+  api = await request.newContext({
+    baseURL: baseUrl,
+    ignoreHTTPSErrors: true,
+    extraHTTPHeaders: { Authorization: `apikey ${process.env.WSLOOP_E2E_API_KEY}` },
+  });
+  const missed = [[null, `r1-c1 ${nonce}`], ['e2e', `r1-p1 ${nonce}`], [null, `r1-c2 ${nonce}`], ['e2e', `r1-p2 ${nonce}`]];
+  await missWhileAway(a, nameA, missed);
+  const live1 = `live after the return ${nonce}`;
+  await sendChat(b, live1);
+  await waitForMessage(a, `${nameB}: ${live1}`);
+  expectEqual(a, 'messages since the return', await sinceReturn(a), [
+    `#e2e backend: r1-p1 ${nonce}`,
+    `#e2e backend: r1-p2 ${nonce}`,
+    `backend: r1-c1 ${nonce}`,
+    `backend: r1-c2 ${nonce}`,
+    `${nameB}: ${live1}`,
+  ]);
+  expectEqual(a, 'markers after the recovery', await markers(a), [...restartMarkers, ...back]);
+  log('page A recovered what it missed');
+
+  // 10b. More than the history holds (4): what is left, after the gap's marker.
+  const many = [1, 2, 3, 4, 5, 6].map((n) => ['e2e', `r2-p${n} ${nonce}`]);
+  await missWhileAway(a, nameA, many);
+  const live2 = `live after the gap ${nonce}`;
+  await sendChat(b, live2);
+  await waitForMessage(a, `${nameB}: ${live2}`);
+  expectEqual(a, 'messages since the second return', await sinceReturn(a), [
+    '[gap] #e2e: 2 messages may be missing',
+    ...[3, 4, 5, 6].map((n) => `#e2e backend: r2-p${n} ${nonce}`),
+    `${nameB}: ${live2}`,
+  ]);
+  await checkAccessibility(a, 'with recovered messages and a gap marked');
+  log('page A marked the gap it could not fill');
+
   await screenshot(a, 'desktop.png');
   await screenshot(b, 'phone.png');
 
-  // 10b. Page D's refused upgrade is shown as "not logged in" with the form, and it stops.
+  // 10c. Page D's refused upgrade is shown as "not logged in" with the form, and it stops.
   await waitIn(d, 'the refused page shows the login form and stops', () =>
     window.wsloop.state === 'logged-out' &&
     !document.getElementById('login').hidden &&
@@ -712,6 +838,7 @@ async function main() {
         .catch(() => {});
     }
   }
+  if (api) await api.dispose().catch(log);
   if (browser) await withTimeout(browser.close(), 10_000, 'closing the browser').catch(log);
   clearTimeout(backstop);
   if (failure) {

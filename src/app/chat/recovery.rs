@@ -57,15 +57,18 @@ impl Chat {
     }
 
     /// Answers a `history` request (the channel is permitted to the member): the last `limit`
-    /// events of `channel` (the chat's without one).
+    /// events of `channel` (the chat's without one); with `since`, of those after it, and
+    /// whether they are all of them (`recovered`). This is how a client recovers the chat,
+    /// which it receives without subscribing: it asks once it is connected again.
     pub(super) fn answer_history(
-        &self,
+        &mut self,
         ctx: &mut Ctx<'_>,
         id: ConnId,
         channel: Option<&str>,
         limit: usize,
+        since: Option<&Position>,
     ) -> Result<(), ChatError> {
-        let Some(history) = &self.history else {
+        let Some(history) = &mut self.history else {
             return Err(ChatError::new(
                 "history_off",
                 "this server keeps no history (--history-size 0)",
@@ -76,7 +79,23 @@ impl Chat {
         if let Some(name) = channel {
             reply["channel"] = name.into();
         }
-        if let Some((tip, events)) = history.last(&topic, limit) {
+        // Reading creates no history (`last`), so that requests for made-up names cost
+        // nothing: one that has none answers without a position.
+        let held = history.last(&topic, limit);
+        let found = match (since, held) {
+            (_, None) => None,
+            (None, Some(held)) => Some(held),
+            (Some(since), Some(_)) => {
+                let replay = history.since(&topic, since, ctx.now());
+                let skip = replay.events.len().saturating_sub(limit);
+                reply["recovered"] = (replay.recovered && skip == 0).into();
+                Some((replay.tip, replay.events.into_iter().skip(skip).collect()))
+            }
+        };
+        if since.is_some() && found.is_none() {
+            reply["recovered"] = false.into();
+        }
+        if let Some((tip, events)) = found {
             // Stored events are JSON objects this server wrote.
             let events = events.iter().filter_map(|e| serde_json::from_str(e).ok());
             reply["messages"] = Value::Array(events.collect());

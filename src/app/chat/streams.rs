@@ -29,8 +29,12 @@ enum ReadFor {
         since: Option<Position>,
         reply: bool,
     },
-    /// A `history` request.
-    History { id: ConnId, channel: Option<String> },
+    /// A `history` request (with `since`: what came after it).
+    History {
+        id: ConnId,
+        channel: Option<String>,
+        since: Option<Position>,
+    },
     /// This node fills a gap in a topic.
     CatchUp(Topic),
 }
@@ -187,20 +191,35 @@ impl Chat {
         }
     }
 
-    /// Asks for the last `limit` events for a `history` request; `false` without history in
-    /// Redis.
-    pub(super) fn read_history(&mut self, id: ConnId, channel: Option<&str>, limit: usize) -> bool {
+    /// Asks for a `history` request's events: the last `limit`, or with `since` those after
+    /// it (at most the last `limit`); `false` without history in Redis.
+    pub(super) fn read_history(
+        &mut self,
+        id: ConnId,
+        channel: Option<&str>,
+        limit: usize,
+        since: Option<&Position>,
+    ) -> bool {
         let Some(shared) = &self.shared else {
             return false;
         };
         let count = limit.min(shared.size);
         let topic = channel.map_or(Topic::All, |c| Topic::Channel(c.to_owned()));
-        let channel = channel.map(str::to_owned);
-        self.ask(
-            topic,
-            ReadQuery::Last { count },
-            ReadFor::History { id, channel },
-        );
+        let query = match since {
+            Some(since) => ReadQuery::After {
+                from: since.offset + 1,
+                epoch: since.epoch.clone(),
+                count,
+                whole_on_new_epoch: false,
+            },
+            None => ReadQuery::Last { count },
+        };
+        let what = ReadFor::History {
+            id,
+            channel: channel.map(str::to_owned),
+            since: since.cloned(),
+        };
+        self.ask(topic, query, what);
         true
     }
 
@@ -324,8 +343,8 @@ impl Chat {
                 let flow = shared.sequencer.caught_up(&topic, answer);
                 self.follow(ctx, &topic, flow);
             }
-            ReadFor::History { id, channel } => match answer {
-                Ok(answer) => self.send_history(ctx, id, channel.as_deref(), answer),
+            ReadFor::History { id, channel, since } => match answer {
+                Ok(answer) => self.send_history(ctx, id, channel.as_deref(), since, answer),
                 Err(_) => {
                     let error = ChatError::new(
                         "redis_unavailable",
@@ -343,10 +362,24 @@ impl Chat {
         }
     }
 
-    fn send_history(&self, ctx: &mut Ctx<'_>, id: ConnId, channel: Option<&str>, a: ReadAnswer) {
+    fn send_history(
+        &self,
+        ctx: &mut Ctx<'_>,
+        id: ConnId,
+        channel: Option<&str>,
+        since: Option<Position>,
+        a: ReadAnswer,
+    ) {
         let mut reply = json!({"type": "history", "messages": []});
         if let Some(name) = channel {
             reply["channel"] = name.into();
+        }
+        if let Some(since) = since {
+            // Recovered: the same epoch, and every offset after `since` up to the tip came
+            // (a short history, or the request's `limit`, leaves some out).
+            let missed = a.tip.offset.saturating_sub(since.offset);
+            let whole = a.tip.epoch == since.epoch && a.events.len() as u64 == missed;
+            reply["recovered"] = whole.into();
         }
         if !a.tip.epoch.is_empty() {
             let events = a.events.into_iter().filter_map(|(offset, event)| {
