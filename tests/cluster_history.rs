@@ -368,6 +368,58 @@ fn a_history_trimmed_past_the_position_is_not_recovered() {
     );
 }
 
+/// `history` with `since` (how a page recovers the all-clients chat, which has no
+/// `subscribe`) reads the stream on any node: what came after the position, `recovered` only
+/// when all of it is there.
+#[test]
+fn history_since_a_position_reads_the_stream_on_another_node() {
+    let Some((_redis, nodes)) = cluster(&["a", "b"], &FAST) else {
+        return;
+    };
+    let mut alice = Member::join(&nodes[0]);
+    let mut bob = Member::join(&nodes[1]);
+    alice.send(json!({"type": "chat", "content": "c1"}));
+    let first = alice.recv();
+    assert_eq!(
+        (&first["type"], &first["content"]),
+        (&json!("chat"), &json!("c1"))
+    );
+    assert_eq!(bob.recv()["content"], "c1");
+    for i in 2..=4 {
+        bob.send(json!({"type": "chat", "content": format!("c{i}")}));
+        assert_eq!(bob.recv()["content"], format!("c{i}"));
+    }
+    let mut carol = Member::join(&nodes[0]);
+    let ask = |limit: Option<u64>| {
+        let mut request = json!({"type": "history", "since": since(&first)});
+        if let Some(limit) = limit {
+            request["limit"] = limit.into();
+        }
+        request
+    };
+    carol.send(ask(None));
+    let all = carol.recv();
+    assert_eq!(all["type"], "history", "{all}");
+    let messages = all["messages"].as_array().expect("messages");
+    assert_eq!(
+        messages
+            .iter()
+            .map(|m| m["content"].clone())
+            .collect::<Vec<_>>(),
+        [json!("c2"), json!("c3"), json!("c4")]
+    );
+    assert_eq!(offsets(messages), [2, 3, 4]);
+    assert_eq!(
+        (&all["recovered"], &all["offset"], &all["epoch"]),
+        (&json!(true), &json!(4), &first["epoch"])
+    );
+    // A limit that leaves some out: the newest it allows, and not recovered.
+    carol.send(ask(Some(1)));
+    let cut = carol.recv();
+    assert_eq!(offsets(cut["messages"].as_array().expect("messages")), [4]);
+    assert_eq!(cut["recovered"], false, "{cut}");
+}
+
 /// Cuts every Redis connection of node `a` (its user's) a few times while node `b` publishes:
 /// what Pub/Sub could not bring `a` meanwhile, `a` reads from the stream when it is back.
 #[test]
