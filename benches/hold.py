@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Hold 100,000 idle WebSocket connections on this machine with the heartbeat running.
+"""Hold 100,000 (or 1,000,000) idle WebSocket connections on this machine with the heartbeat
+running.
 
 One process may not have that many descriptors where the hard RLIMIT_NOFILE is lower and
 cannot be raised (20,000 on the machine of BENCHMARKS.md). So this runs as many `wsloop serve`
@@ -14,7 +15,11 @@ the servers, and heartbeat timeouts. RSS per connection is read from /proc/PID/s
 
 Builds nothing: run `cargo build --release` first. Only 127.0.0.0/8 is ever a target.
 Prints one JSON object on stdout (also written to --out) and exits 1 unless every connection
-was held through the hold with no heartbeat timeout and no client error.
+was held through the hold with no heartbeat timeout and no client error. Besides the server
+RSS per connection it reports the kernel's memory per connection (Slab and sockets' buffer
+pages from /proc/meminfo and /proc/net/sockstat, before and at the peak: both ends of every
+connection are on this machine), the set-up rate, and the servers' CPU while only the
+heartbeat runs.
 """
 
 from __future__ import annotations
@@ -42,6 +47,29 @@ def rss_kb(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise ValueError(f"no VmRSS for {pid}")
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of a process, in clock ticks."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def kernel_memory() -> dict:
+    """The kernel's memory that grows with sockets: slab (socket, inode, file, TCP structs)
+    and the pages the TCP stack holds for socket buffers."""
+    info = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        key, value = line.split(":", 1)
+        if key in ("MemAvailable", "Slab", "SUnreclaim", "SReclaimable"):
+            info[key + "_kb"] = int(value.split()[0])
+    for line in Path("/proc/net/sockstat").read_text().splitlines():
+        if line.startswith("TCP:"):
+            parts = line.split()[1:]
+            tcp = dict(zip(parts[::2], map(int, parts[1::2])))
+            info["tcp_inuse"] = tcp.get("inuse", 0)
+            info["tcp_mem_kb"] = tcp.get("mem", 0) * 4
+    return info
 
 
 def start_server(cmd: list, logdir: Path, index: int) -> tuple:
@@ -98,6 +126,7 @@ def main() -> int:
         port = port or shared
         servers.append((server, private))
     rss_before = [rss_kb(s.pid) for s, _ in servers]
+    kernel_before = kernel_memory()
 
     samples: list[dict] = []
     halt = threading.Event()
@@ -114,6 +143,8 @@ def main() -> int:
                     total[k] = total.get(k, 0) + v
             total["per_server"] = [m.get("wsloop_open_connections", 0) for m in per]
             total["rss_kb"] = [rss_kb(s.pid) for s, _ in servers]
+            total["cpu_ticks"] = sum(cpu_ticks(s.pid) for s, _ in servers)
+            total["kernel"] = kernel_memory()
             samples.append(total)
 
     poller = threading.Thread(target=poll, daemon=True)
@@ -133,6 +164,7 @@ def main() -> int:
         results[i] = compare.run_bench(bench, client_prefix, timeout=args.hold + 600)
 
     clients = [threading.Thread(target=client, args=(i,)) for i in range(processes)]
+    clients_started = time.monotonic()
     for t in clients:
         t.start()
     for t in clients:
@@ -145,6 +177,27 @@ def main() -> int:
 
     summary = compare.heartbeat_summary(samples, args.connections)
     peak = max(samples, key=lambda s: s.get("wsloop_open_connections", 0), default={})
+    # Every connection open: from the clients' start to the first sample that saw them all
+    # (to within the 2 s between samples).
+    held = [s for s in samples if s.get("wsloop_open_connections", 0) >= args.connections]
+    setup_s = round(held[0]["t"] - clients_started, 1) if held else None
+    # While every connection is held, the servers do nothing but the heartbeat.
+    heartbeat_cpu = None
+    if len(held) >= 2:
+        secs = held[-1]["t"] - held[0]["t"]
+        cpu_s = (held[-1]["cpu_ticks"] - held[0]["cpu_ticks"]) / compare.os.sysconf("SC_CLK_TCK")
+        pings = args.connections * secs / compare.parse_duration(args.ping_interval)
+        heartbeat_cpu = {"window_s": round(secs, 1), "server_cpu_s": round(cpu_s, 2),
+                         "cores": round(cpu_s / secs, 3) if secs else None,
+                         "us_per_ping": round(cpu_s * 1e6 / pings, 2) if pings else None}
+    kernel_peak = peak.get("kernel", kernel_before)
+    kernel_per_connection = {
+        key: round((kernel_peak.get(key, 0) - kernel_before.get(key, 0)) * 1024
+                   / max(1, args.connections), 1)
+        for key in ("Slab_kb", "SUnreclaim_kb", "tcp_mem_kb")}
+    kernel_per_connection["MemAvailable_drop"] = round(
+        (kernel_before.get("MemAvailable_kb", 0) - kernel_peak.get("MemAvailable_kb", 0)) * 1024
+        / max(1, args.connections), 1)
     rss_peak = peak.get("rss_kb", rss_before)
     errors = sum(int((r.get("report") or {}).get("errors", 0)) for r in results)
     held = summary.get("max_connections_seen", 0) >= args.connections
@@ -163,6 +216,12 @@ def main() -> int:
         "server_rss_kb_at_peak": rss_peak,
         "rss_per_connection_bytes": round((sum(rss_peak) - sum(rss_before)) * 1024
                                           / max(1, args.connections), 1),
+        "setup_s": setup_s,
+        "setup_per_s": round(args.connections / setup_s) if setup_s else None,
+        "heartbeat_cpu": heartbeat_cpu,
+        "kernel_before": kernel_before,
+        "kernel_at_peak": kernel_peak,
+        "kernel_bytes_per_connection": kernel_per_connection,
         "servers_alive_at_end": alive,
         "client_exits": [r.get("exit") for r in results],
         "client_reports": [r.get("report") for r in results],
@@ -179,7 +238,9 @@ def main() -> int:
                 f"{out['rss_per_connection_bytes']} B, client exits {out['client_exits']}")
     compare.log(f"wrote {args.out}")
     print(json.dumps({k: out[k] for k in ("connections", "processes", "summary",
-                                          "rss_per_connection_bytes", "ok")}))
+                                          "rss_per_connection_bytes", "setup_per_s",
+                                          "heartbeat_cpu", "kernel_bytes_per_connection",
+                                          "ok")}))
     return 0 if out["ok"] else 1
 
 

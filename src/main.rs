@@ -356,6 +356,10 @@ fn serve(args: Box<ServeArgs>) -> ExitCode {
         serve,
         Some(&ws_path),
         |_serve, _waker| {
+            #[cfg(feature = "auth")]
+            _serve
+                .start_password_checks(Arc::clone(&_waker))
+                .map_err(|e| format!("password checks: {e}"))?;
             #[cfg(feature = "redis")]
             if let Some((redis, presence, node_id, prefix)) = redis {
                 wsloop::log!(

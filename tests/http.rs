@@ -221,3 +221,80 @@ fn an_upgrade_in_absolute_form_opens() {
     );
     assert!(!sim.is_closed_by_server(&peer));
 }
+
+/// An application that answers bodies later (`Answer::Later`): each `on_wake` answers the
+/// requests waiting so far.
+#[derive(Default)]
+struct LaterAnswers {
+    waiting: Vec<wsloop::server::ConnId>,
+}
+
+impl wsloop::server::Handler for LaterAnswers {
+    fn on_request(
+        &mut self,
+        _request: &wsloop::proto::handshake::Request,
+        _peer: std::net::SocketAddr,
+        _listener: wsloop::server::Listener,
+        _stats: &wsloop::server::Stats,
+    ) -> wsloop::server::Route {
+        wsloop::server::Route::ReadBody(64)
+    }
+
+    fn on_body(
+        &mut self,
+        _ctx: &mut wsloop::server::Ctx<'_>,
+        id: wsloop::server::ConnId,
+        _request: &wsloop::proto::handshake::Request,
+        _body: &[u8],
+    ) -> wsloop::server::Answer {
+        self.waiting.push(id);
+        wsloop::server::Answer::Later
+    }
+
+    fn on_message(
+        &mut self,
+        _ctx: &mut wsloop::server::Ctx<'_>,
+        _id: wsloop::server::ConnId,
+        _message: wsloop::proto::Message<'_>,
+    ) {
+    }
+
+    fn on_wake(&mut self, ctx: &mut wsloop::server::Ctx<'_>) {
+        for id in self.waiting.drain(..) {
+            ctx.respond(id, &wsloop::server::HttpResponse::text(200, "later"));
+        }
+    }
+}
+
+/// A request answered later gets its answer when the application gives it; one left
+/// unanswered gets 503 at the head's deadline, and an answer after that goes nowhere.
+#[test]
+fn an_answer_given_later_arrives_and_a_missing_one_is_503_at_the_deadline() {
+    let config = Config::default();
+    let deadline = config.handshake_timeout;
+    let mut sim = Sim::new(config, LaterAnswers::default());
+    let post = "POST /x HTTP/1.1\r\nHost: sim\r\nContent-Length: 2\r\n\r\nhi";
+    let answered = sim.connect();
+    sim.send(&answered, post.as_bytes());
+    assert!(
+        sim.take(&answered).is_empty(),
+        "no answer before the application's"
+    );
+    sim.wake();
+    let answer = String::from_utf8(sim.take(&answered)).expect("UTF-8");
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\nlater\n"), "{answer}");
+    assert!(sim.is_closed_by_server(&answered));
+
+    let forgotten = sim.connect();
+    sim.send(&forgotten, post.as_bytes());
+    sim.advance(deadline);
+    let answer = String::from_utf8(sim.take(&forgotten)).expect("UTF-8");
+    assert!(
+        answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{answer}"
+    );
+    // The application's late answer finds the request answered: nothing more is sent.
+    sim.wake();
+    assert!(sim.take(&forgotten).is_empty());
+}

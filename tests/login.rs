@@ -358,3 +358,51 @@ Content-Length: {}\r\n\r\n{body}",
         assert!(head.starts_with(want), "shared secret {accepted}: {head}");
     }
 }
+
+/// A password check (argon2, slow by design) runs off the event loop: while one login's hash
+/// is being computed, other requests are answered; then the login gets its answer.
+#[test]
+fn a_password_check_does_not_hold_up_other_clients() {
+    use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version};
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    // Costly on purpose (16 MiB, 8 passes): hundreds of milliseconds even in a release build.
+    let params = Params::new(16 * 1024, 8, 1, None).expect("params");
+    let slow = Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+        .hash_password_with_salt(b"secret", b"a salt of 16+ bytes")
+        .expect("hash")
+        .to_string();
+    let users = TempFile::new("login-slow-users", &format!("ann {slow}\n"));
+    let server = Server::serve(&["--users-file", users.path()]);
+    let body = r#"{"name":"ann","password":"secret"}"#;
+    let request = format!(
+        "POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut login = TcpStream::connect(server.addr).expect("connect");
+    login.write_all(request.as_bytes()).expect("send the login");
+    // Another client meanwhile: answered while the hash is being computed.
+    let (head, _) = http_exchange(server.addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    login.set_nonblocking(true).expect("nonblocking");
+    let mut byte = [0u8; 1];
+    let early = login.read(&mut byte);
+    assert!(
+        matches!(&early, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the login was answered before the other client: {early:?}"
+    );
+    login.set_nonblocking(false).expect("blocking");
+    login
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .expect("timeout");
+    let mut answer = String::new();
+    login
+        .read_to_string(&mut answer)
+        .expect("the login's answer");
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(
+        answer.contains("\r\nSet-Cookie: wsloop_session="),
+        "{answer}"
+    );
+}

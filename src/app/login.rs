@@ -26,47 +26,79 @@ fn how(access: &Access) -> &'static str {
     }
 }
 
+/// Where a login request stands once read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LoginStep {
+    /// Its answer: the session cookie of a nickname, or a refusal.
+    Answered(HttpResponse),
+    /// The password must be checked against `--users-file` first (off the event loop:
+    /// `auth::checks`); [`checked`] then answers.
+    CheckPassword {
+        /// The name asked for.
+        name: String,
+        /// The password given.
+        password: String,
+    },
+}
+
 /// `POST /login` with `{"name": ..., "password": ...}` (the password only with a users
 /// file).
-pub fn login(access: &Access, origins: &[String], request: &Request, body: &[u8]) -> HttpResponse {
+pub fn login(access: &Access, origins: &[String], request: &Request, body: &[u8]) -> LoginStep {
     // A form or script of another site must not log a browser in here: SameSite keeps the
     // cookie from being sent cross-site, and the origin list (when set) from being made.
     if !origin_allowed(request, origins) {
-        return json_error(403, "origin not allowed");
+        return LoginStep::Answered(json_error(403, "origin not allowed"));
     }
-    let Some(key) = access.login_offered() else {
-        return json_error(
+    if access.login_offered().is_none() {
+        return LoginStep::Answered(json_error(
             404,
             "no login here: this server takes tokens from your backend",
-        );
-    };
-    match check(access, request, body) {
-        Ok(name) => {
-            log!(Level::Info, "login: {name}");
-            let value = key.sign(&name, &name, unix_now() + SESSION_SECS);
-            let mut response = json_response(200, &json!({"user": name, "name": name}));
-            response.headers.push_str(&session::set_cookie(&value));
-            response
-        }
-        Err(refusal) => refusal,
+        ));
+    }
+    match read(access, request, body) {
+        Ok((name, None)) => LoginStep::Answered(session_for(access, &name)),
+        Ok((name, Some(password))) => LoginStep::CheckPassword { name, password },
+        Err(refusal) => LoginStep::Answered(refusal),
     }
 }
 
-/// The name a login body asks for, once checked.
-fn check(access: &Access, request: &Request, body: &[u8]) -> Result<String, HttpResponse> {
+/// The answer to a login whose password was checked (`ok`: it is `name`'s).
+pub fn checked(access: &Access, name: &str, ok: bool) -> HttpResponse {
+    if ok {
+        session_for(access, name)
+    } else {
+        log!(Level::Info, "login refused: {name}");
+        json_error(401, "wrong name or password")
+    }
+}
+
+/// 200 with the session cookie of `name`.
+fn session_for(access: &Access, name: &str) -> HttpResponse {
+    let Some(key) = access.login_offered() else {
+        return json_error(404, "no login here");
+    };
+    log!(Level::Info, "login: {name}");
+    let value = key.sign(name, name, unix_now() + SESSION_SECS);
+    let mut response = json_response(200, &json!({"user": name, "name": name}));
+    response.headers.push_str(&session::set_cookie(&value));
+    response
+}
+
+/// The name a login body asks for, and the password to check (with a users file).
+fn read(
+    access: &Access,
+    request: &Request,
+    body: &[u8],
+) -> Result<(String, Option<String>), HttpResponse> {
     let object = json_object(request, body, &["name", "password"])?;
     let name = required_string(&object, "name")?.trim();
     valid_name(name).map_err(|e| json_error(400, &e))?;
     let password = string_field(&object, "password")?;
-    if let Some(users) = &access.users {
-        if !users.check(name, password.unwrap_or_default()) {
-            log!(Level::Info, "login refused: {name}");
-            return Err(json_error(401, "wrong name or password"));
-        }
-    } else if password.is_some() {
-        return Err(json_error(400, "no passwords here: choose a nickname"));
+    match (&access.users, password) {
+        (Some(_), password) => Ok((name.to_owned(), Some(password.unwrap_or_default().into()))),
+        (None, Some(_)) => Err(json_error(400, "no passwords here: choose a nickname")),
+        (None, None) => Ok((name.to_owned(), None)),
     }
-    Ok(name.to_owned())
 }
 
 /// `POST /logout`: the cookie is removed (connections already open stay open).

@@ -18,7 +18,8 @@ use super::node::ClusterNode;
 use crate::proto::handshake::Request;
 use crate::proto::Message;
 use crate::server::{
-    CloseReason, ConnId, Ctx, Handler, HttpResponse, Listener, OpenInfo, Rejection, Route, Stats,
+    Answer, CloseReason, ConnId, Ctx, Handler, HttpResponse, Listener, OpenInfo, Rejection, Route,
+    Stats,
 };
 
 /// The browser client, embedded so the binary serves it with no other files.
@@ -103,6 +104,9 @@ pub struct Serve {
     admitted: Option<Admission>,
     #[cfg(feature = "redis")]
     cluster: Option<ClusterNode>,
+    /// The thread that checks `--users-file` passwords (argon2 must not stall the loop).
+    #[cfg(feature = "auth")]
+    password_checks: Option<super::auth::checks::PasswordChecks>,
 }
 
 impl Serve {
@@ -131,7 +135,50 @@ impl Serve {
             admitted: None,
             #[cfg(feature = "redis")]
             cluster: None,
+            #[cfg(feature = "auth")]
+            password_checks: None,
         }
+    }
+
+    /// With `--users-file`: checks passwords on a thread of their own, which wakes the loop
+    /// with `waker` when one is done (without it, `/login` checks on the loop: the simulation).
+    #[cfg(feature = "auth")]
+    pub fn start_password_checks(&mut self, waker: Arc<mio::Waker>) -> std::io::Result<()> {
+        if let Some(users) = &self.config.access.users {
+            let checks = super::auth::checks::PasswordChecks::start(users.clone(), waker)?;
+            self.password_checks = Some(checks);
+        }
+        Ok(())
+    }
+
+    /// `POST /login`: a nickname is answered at once; a password goes to the checking thread,
+    /// and the answer follows when it is done (`on_wake`).
+    #[cfg(feature = "auth")]
+    fn login(&mut self, id: ConnId, request: &Request, body: &[u8]) -> Answer {
+        use super::login::{self, LoginStep};
+        let access = &self.config.access;
+        let (name, password) =
+            match login::login(access, &self.config.allowed_origins, request, body) {
+                LoginStep::Answered(response) => return Answer::Now(response),
+                LoginStep::CheckPassword { name, password } => (name, password),
+            };
+        let Some(checks) = &self.password_checks else {
+            let ok = access
+                .users
+                .as_ref()
+                .is_some_and(|u| u.check(&name, &password));
+            return Answer::Now(login::checked(access, &name, ok));
+        };
+        if checks.submit(id, name, password) {
+            return Answer::Later;
+        }
+        log!(
+            crate::log::Level::Warn,
+            "login refused: too many logins waiting"
+        );
+        let mut busy = super::json_http::json_error(503, "too many logins at once; retry");
+        busy.headers.push_str("Retry-After: 1\r\n");
+        Answer::Now(busy)
     }
 
     /// A flag that another thread sets when the process is about to stop (e.g. on SIGTERM,
@@ -420,28 +467,28 @@ impl Handler for Serve {
         }
     }
 
-    fn on_body(&mut self, _ctx: &mut Ctx<'_>, request: &Request, _body: &[u8]) -> HttpResponse {
+    fn on_body(
+        &mut self,
+        _ctx: &mut Ctx<'_>,
+        _id: ConnId,
+        request: &Request,
+        _body: &[u8],
+    ) -> Answer {
         #[cfg(feature = "auth")]
         if super::api::is_api(request.path()) {
             let access = &self.config.access;
             let response = super::api::answer_body(access, &mut self.chat, _ctx, request, _body);
             self.forward_cluster_ops();
-            return response;
+            return Answer::Now(response);
         }
         #[cfg(feature = "auth")]
         match request.path() {
-            "/login" => {
-                return super::login::login(
-                    &self.config.access,
-                    &self.config.allowed_origins,
-                    request,
-                    _body,
-                )
-            }
-            "/logout" => return super::login::logout(),
+            "/login" => return self.login(_id, request, _body),
+            "/logout" => return Answer::Now(super::login::logout()),
             _ => {}
         }
-        HttpResponse::text(404, &format!("nothing takes a body at {}", request.path()))
+        let nothing = format!("nothing takes a body at {}", request.path());
+        Answer::Now(HttpResponse::text(404, &nothing))
     }
 
     fn on_open(&mut self, ctx: &mut Ctx<'_>, id: ConnId, info: &OpenInfo<'_>) {
@@ -503,6 +550,13 @@ impl Handler for Serve {
     /// Delivers what came from Redis; hands on what that asks of it (reads of the history
     /// in Redis).
     fn on_wake(&mut self, _ctx: &mut Ctx<'_>) {
+        #[cfg(feature = "auth")]
+        if let Some(checks) = &self.password_checks {
+            for done in checks.finished() {
+                let access = &self.config.access;
+                _ctx.respond(done.id, &super::login::checked(access, &done.name, done.ok));
+            }
+        }
         #[cfg(feature = "redis")]
         if let Some(node) = &mut self.cluster {
             node.deliver(&mut self.chat, _ctx);

@@ -49,6 +49,10 @@ pub(crate) enum Phase {
     /// Reading the body of a request the application asked for (`Route::ReadBody`), under
     /// the head's deadline.
     Body(Box<BodyRead>),
+    /// The application works out the answer to a request whose body it read
+    /// ([`Answer::Later`](super::handler::Answer::Later)), under the head's deadline; input
+    /// meanwhile is dropped (the answer closes the connection).
+    Answering,
     /// WebSocket frames flow (possibly with a close sent and its reply awaited).
     Open(Box<Connection>),
     /// The last bytes (a close frame or an HTTP error) are queued; after they are written the

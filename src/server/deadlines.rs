@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::conn::{queue_control_frames, Phase};
 use super::handler::{CloseReason, Ctx};
+use super::http::HttpResponse;
 use super::net::Net;
 use super::stats::{Rejection, TlsFailure};
 use super::{Handler, Server};
@@ -32,7 +33,7 @@ impl<H: Handler, N: Net> Server<H, N> {
                     ws.handle_pause(paused, now);
                     self.sync_deadline(slot);
                 }
-                Phase::Handshake(_) | Phase::Body(_) | Phase::Closing => {
+                Phase::Handshake(_) | Phase::Body(_) | Phase::Answering | Phase::Closing => {
                     if let Some(deadline) = conn.deadline.as_mut() {
                         *deadline += paused;
                         self.timers.schedule(*deadline, conn.id);
@@ -77,6 +78,15 @@ impl<H: Handler, N: Net> Server<H, N> {
                     }
                     self.stats.reject(Rejection::HandshakeTimeout);
                     self.remove(slot, CloseReason::Abnormal, now);
+                }
+                Phase::Answering => {
+                    log!(
+                        Level::Warn,
+                        "{}: the application did not answer in time",
+                        conn.peer
+                    );
+                    let late = HttpResponse::text(503, "no answer in time; try again");
+                    self.respond(slot, &late, false, now);
                 }
                 Phase::Closing => self.remove(slot, CloseReason::Abnormal, now),
                 Phase::Open(ws) => {

@@ -48,6 +48,15 @@ impl<H: Handler, N: Net> Server<H, N> {
                     }
                     self.stats.broadcast_encodes += frames.encodes;
                 }
+                Command::Respond { to, response } => {
+                    // Only to the request it answers: the connection may have gone, or been
+                    // answered with 503 at its deadline, and its slot reused.
+                    if let Some((slot, conn)) = self.conns.by_id(*to) {
+                        if matches!(conn.phase, Phase::Answering) {
+                            self.respond_bytes(slot, &commands.arena[response.clone()], now);
+                        }
+                    }
+                }
                 Command::Close {
                     to,
                     code,

@@ -106,6 +106,17 @@ pub enum Listener {
     Internal,
 }
 
+/// The answer to a request with a body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// This response, now.
+    Now(HttpResponse),
+    /// The application answers later with [`Ctx::respond`] (work it does off the loop, such
+    /// as checking a password hash); without an answer by the head's deadline the client
+    /// gets 503.
+    Later,
+}
+
 /// An application on the event loop.
 pub trait Handler {
     /// Routes a request head from `peer`, which came in on a `listener` address; the default
@@ -120,10 +131,17 @@ pub trait Handler {
         Route::Upgrade
     }
 
-    /// The body of a request routed with [`Route::ReadBody`] has arrived: the answer. The
-    /// callback may send to WebSocket connections through `ctx`.
-    fn on_body(&mut self, _ctx: &mut Ctx<'_>, _request: &Request, _body: &[u8]) -> HttpResponse {
-        HttpResponse::text(404, "not found")
+    /// The body of a request routed with [`Route::ReadBody`] has arrived on connection `id`:
+    /// the answer, now or later. The callback may send to WebSocket connections through
+    /// `ctx`.
+    fn on_body(
+        &mut self,
+        _ctx: &mut Ctx<'_>,
+        _id: ConnId,
+        _request: &Request,
+        _body: &[u8],
+    ) -> Answer {
+        Answer::Now(HttpResponse::text(404, "not found"))
     }
 
     /// A WebSocket connection was opened (the 101 is queued).
@@ -177,6 +195,8 @@ pub(crate) enum Command {
         /// Wait for the peer's close (a closing handshake) or not (failing the connection).
         handshake: bool,
     },
+    /// The answer to a request the application took [`Answer::Later`]: the response's bytes.
+    Respond { to: ConnId, response: Range<usize> },
 }
 
 /// Commands recorded by callbacks, with their payloads in one arena.
@@ -296,6 +316,15 @@ impl Ctx<'_> {
         });
     }
 
+    /// Answers the request that connection `to` waits on ([`Answer::Later`]); nothing happens
+    /// if it has gone or was already answered (503 at its deadline).
+    pub fn respond(&mut self, to: ConnId, response: &HttpResponse) {
+        let mut bytes = Vec::with_capacity(response.body.len() + 256);
+        response.write_to(&mut bytes, false);
+        let response = self.commands.store(&bytes);
+        self.commands.list.push(Command::Respond { to, response });
+    }
+
     /// Starts the closing handshake with `code` and `reason` (cut to fit a control frame);
     /// the peer has the close timeout to answer.
     pub fn close(&mut self, to: ConnId, code: u16, reason: &str) {
@@ -349,6 +378,10 @@ pub(crate) enum Recorded {
         reason: Vec<u8>,
         handshake: bool,
     },
+    Respond {
+        to: ConnId,
+        response: Vec<u8>,
+    },
 }
 
 #[cfg(test)]
@@ -384,6 +417,10 @@ impl Commands {
                     code: *code,
                     reason: bytes(reason),
                     handshake: *handshake,
+                },
+                Command::Respond { to, response } => Recorded::Respond {
+                    to: *to,
+                    response: bytes(response),
                 },
             })
             .collect()

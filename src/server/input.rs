@@ -9,7 +9,7 @@ use std::time::Instant;
 use super::admission::{admit, client_addr, refusal};
 use super::body::{body_length, BodyRead};
 use super::conn::{queue_control_frames, Counted, Phase};
-use super::handler::{CloseReason, Ctx, Listener, OpenInfo, Requester, Route};
+use super::handler::{Answer, CloseReason, Ctx, Listener, OpenInfo, Requester, Route};
 use super::http::HttpResponse;
 use super::net::Net;
 use super::stats::Rejection;
@@ -31,7 +31,7 @@ impl<H: Handler, N: Net> Server<H, N> {
                 return;
             };
             let more = match &mut conn.phase {
-                Phase::Closing => {
+                Phase::Closing | Phase::Answering => {
                     conn.rbuf.clear();
                     false
                 }
@@ -224,13 +224,20 @@ impl<H: Handler, N: Net> Server<H, N> {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
-        let Phase::Body(read) = std::mem::replace(&mut conn.phase, Phase::Closing) else {
+        let Phase::Body(read) = std::mem::replace(&mut conn.phase, Phase::Answering) else {
             return;
         };
+        let id = conn.id;
         let mut ctx = Ctx::new(&mut self.commands, now);
-        let response = self.handler.on_body(&mut ctx, &read.request, &read.body);
+        let answer = self
+            .handler
+            .on_body(&mut ctx, id, &read.request, &read.body);
+        if let Answer::Now(response) = answer {
+            self.respond(slot, &response, false, now);
+        }
+        // After the answer: a `respond` the callback recorded for another connection waiting
+        // on its answer is carried out too.
         self.apply_commands(None, now);
-        self.respond(slot, &response, false, now);
     }
 
     /// Answers a refused request, logs and counts why, and closes.
@@ -336,12 +343,17 @@ impl<H: Handler, N: Net> Server<H, N> {
         head_only: bool,
         now: Instant,
     ) {
+        let mut bytes = Vec::with_capacity(response.body.len() + 256);
+        response.write_to(&mut bytes, head_only);
+        self.respond_bytes(slot, &bytes, now);
+    }
+
+    /// Queues an encoded HTTP response and closes after it.
+    pub(super) fn respond_bytes(&mut self, slot: usize, response: &[u8], now: Instant) {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
-        let mut bytes = Vec::with_capacity(response.body.len() + 256);
-        response.write_to(&mut bytes, head_only);
-        conn.out.push_bytes(&bytes);
+        conn.out.push_bytes(response);
         self.begin_closing(slot, CloseReason::Abnormal, now);
     }
 }

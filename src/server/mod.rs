@@ -59,7 +59,7 @@ pub use admission::{AddressLimits, ProxyHeader};
 pub use config::Config;
 use conn::{Conn, Counted, Phase, ReadOutcome};
 use handler::Commands;
-pub use handler::{CloseReason, ConnId, Ctx, Handler, Listener, OpenInfo, Route};
+pub use handler::{Answer, CloseReason, ConnId, Ctx, Handler, Listener, OpenInfo, Route};
 pub use http::HttpResponse;
 pub use net::{MioNet, Net};
 use outbound::OutStorage;
@@ -352,7 +352,7 @@ impl<H: Handler, N: Net> Server<H, N> {
                 continue;
             };
             match &conn.phase {
-                Phase::Handshake(_) | Phase::Body(_) => {
+                Phase::Handshake(_) | Phase::Body(_) | Phase::Answering => {
                     self.remove(slot, CloseReason::Abnormal, now)
                 }
                 Phase::Open(_) => {

@@ -2,6 +2,7 @@
 //! ([`jwt`]), the built-in page's login and session cookie ([`session`], [`users`]), and the
 //! server API's keys ([`keys`]).
 
+pub mod checks;
 pub mod jwt;
 pub mod keys;
 pub mod session;

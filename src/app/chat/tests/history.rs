@@ -28,7 +28,7 @@ fn payloads(recorded: &[Recorded]) -> Vec<Value> {
             Recorded::Send { payload, .. } | Recorded::Broadcast { payload, .. } => {
                 Some(without_ts(json_of(payload)))
             }
-            Recorded::Close { .. } => None,
+            Recorded::Close { .. } | Recorded::Respond { .. } => None,
         })
         .collect()
 }
