@@ -400,6 +400,42 @@ fn a_pong_sent_while_the_server_was_paused_answers_the_heartbeat() {
     assert_eq!(sim.server().stats().heartbeat_timeouts, 0);
 }
 
+/// A loop that cannot keep up (a starved core, a storm of new connections) may not have read
+/// a pong that came in time when the pong's deadline passes: it reads the socket before it
+/// judges the peer dead. So does the idle check.
+#[test]
+fn a_pong_that_came_in_time_but_was_not_read_yet_answers_the_heartbeat() {
+    let mut sim = Sim::new(heartbeat_config(), Echo);
+    let peer = open(&mut sim);
+    let silent = open(&mut sim);
+    sim.advance(20 * SECOND);
+    assert_eq!(sim.take(&peer), server_frame(0x9, b"wsloop-heartbeat"));
+    // In the socket, no readiness event handled yet; the loop is not paused, only behind.
+    sim.send_later(&peer, &client_frame(0xA, b"wsloop-heartbeat"));
+    sim.advance(10 * SECOND);
+    assert!(sim.is_connected(&peer));
+    assert!(
+        !sim.is_connected(&silent),
+        "the one that did not answer is dead"
+    );
+    assert_eq!(sim.server().stats().heartbeat_timeouts, 1);
+    // The heartbeat goes on for the one that answered.
+    sim.advance(20 * SECOND);
+    assert_eq!(sim.take(&peer), server_frame(0x9, b"wsloop-heartbeat"));
+
+    let config = Config {
+        idle_timeout: Some(30 * SECOND),
+        ..Config::default()
+    };
+    let mut sim = Sim::new(config, Echo);
+    let peer = open(&mut sim);
+    sim.advance(29 * SECOND);
+    sim.send_later(&peer, &client_frame(0x1, b"unread"));
+    sim.advance(SECOND);
+    assert_eq!(sim.take(&peer), server_frame(0x1, b"unread"));
+    assert_eq!(sim.server().stats().idle_timeouts, 0);
+}
+
 #[test]
 fn chats_sent_at_the_rate_during_a_server_pause_are_not_refused() {
     let serve = ServeConfig {

@@ -184,6 +184,19 @@ impl Clock {
 
     /// The deadline that has passed at `now`, with what to do. Called until it returns
     /// `None`; each answer moves or clears the deadline it reports.
+    /// Whether a deadline due at `now` judges the peer by input it has not sent: a missing
+    /// pong, a missing close reply, or silence past the idle timeout.
+    pub(crate) fn judges_silence(&self, now: Instant) -> bool {
+        match self.timer {
+            Timer::PongDue(t) | Timer::CloseReply(t) if t <= now => true,
+            _ => {
+                let silent = |idle| self.last_input + idle <= now;
+                self.idle_check.is_some_and(|check| check <= now)
+                    && self.timeouts.idle_timeout.is_some_and(silent)
+            }
+        }
+    }
+
     pub(crate) fn expire(&mut self, now: Instant) -> Option<Due> {
         match self.timer {
             Timer::CloseReply(t) if t <= now => {

@@ -70,6 +70,15 @@ impl<H: Handler, N: Net> Server<H, N> {
             if conn.deadline.take_if(|due| *due == when).is_none() {
                 continue;
             }
+            // Before a peer is judged by what it has not sent, what waits in its socket is
+            // read: a loop that cannot keep up (a starved core, a storm of new connections)
+            // may not have got to a pong or a message that came in time.
+            if matches!(&conn.phase, Phase::Open(ws) if ws.judges_silence(now)) {
+                self.on_readable(slot, now, false);
+            }
+            let Some((slot, conn)) = self.conns.by_id(id) else {
+                continue;
+            };
             match &mut conn.phase {
                 Phase::Handshake(_) | Phase::Body(_) => {
                     log!(Level::Info, "{}: handshake timed out", conn.peer);

@@ -232,6 +232,15 @@ impl Connection {
         }
     }
 
+    /// Whether [`handle_timeout`](Self::handle_timeout) at `now` would judge the peer by
+    /// input it has not sent (a missing pong or close reply, silence past the idle timeout):
+    /// the caller should first read what waits in the socket, which an overloaded loop may
+    /// not have got to, so that no peer is judged dead with its answer unread.
+    pub fn judges_silence(&self, now: Instant) -> bool {
+        self.close != CloseState::Closed
+            && self.clock.as_ref().is_some_and(|c| c.judges_silence(now))
+    }
+
     /// Acts on the deadlines that have passed at `now`, one per call: call it until it
     /// returns `None`, then take what [`poll_transmit`](Self::poll_transmit) has.
     pub fn handle_timeout(&mut self, now: Instant) -> Option<Expired> {
