@@ -303,7 +303,10 @@ fn browser_page_recovers_every_message_across_a_restart_with_redis() {
     let Some(tools) = browser_tools() else {
         return;
     };
-    let Some(redis_server) = harness::redis_program() else {
+    let Some(redis_server) = harness::external(
+        "redis-server",
+        "the browser test with Redis; apt-get install redis-server",
+    ) else {
         return;
     };
     let redis = harness::Redis::start(redis_server);
