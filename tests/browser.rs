@@ -18,22 +18,30 @@
 //! The same run goes over https:// and wss:// (`--tls-cert`, a certificate of a test CA;
 //! the browser ignores certificate errors, as its fresh profile cannot trust that CA).
 //!
+//! With the history in Redis (two nodes on one `redis-server`, tests/common/cluster.rs), a
+//! page whose node stops mid-conversation, while the other node carries on, shows every
+//! message it missed once the node is back, with no gap (`tests/e2e/redis-restart.mjs`,
+//! screenshot in `target/test-artifacts/browser-redis/`).
+//!
 //! External dependencies: Chromium (`/usr/bin/chromium` or `chromium` on PATH), `node`, and
-//! `npm ci` run in `tests/e2e`. Without them the test prints a skip, or fails when
-//! `WSLOOP_REQUIRE_EXTERNAL=1`.
+//! `npm ci` run in `tests/e2e`; `redis-server` for the Redis run. Without them a test prints
+//! a skip, or fails when `WSLOOP_REQUIRE_EXTERNAL=1`.
 
 mod common;
+#[path = "common/cluster.rs"]
+mod harness;
 #[path = "common/tls.rs"]
 mod tls;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::Server;
+use harness::Node;
 
 /// Bound on the whole script run: the script bounds itself at 150 s, this is the backstop.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(210);
@@ -52,17 +60,12 @@ const TERM_GRACE: Duration = Duration::from_secs(5);
 /// Short server timers, so that the run also covers the server pinging browsers; and
 /// permessage-deflate, which Chromium offers by itself: the chat runs compressed. The pages
 /// log in with a nickname; the session key comes from a file, so that their logins hold
-/// across the restart (`--session-secret-file` follows these).
-/// History is kept short, so that the script can miss more than it holds.
-const SERVER_ARGS: [&str; 7] = [
-    "--ping-interval",
-    "2s",
-    "--ping-timeout",
-    "2s",
-    "--deflate",
-    "--history-size",
-    "4",
-];
+/// across the restart (`--session-secret-file` follows these, see [`Secrets`]).
+const SERVER_ARGS: [&str; 5] = ["--ping-interval", "2s", "--ping-timeout", "2s", "--deflate"];
+/// History kept short, so that chat.mjs can miss more than it holds.
+const SHORT_HISTORY: [&str; 2] = ["--history-size", "4"];
+/// Channel messages redis-restart.mjs has the backend publish while node A is down.
+const MISSED_ON_CHANNEL: u64 = 5;
 /// The backend's key for the server API, with which the script cuts a page off and publishes.
 const API_KEY: &str = "browser-test-api-key-0123456789";
 /// Prefix of the marker argument the script adds to the browser's command line.
@@ -230,91 +233,41 @@ fn browser_pages_chat_and_reconnect_over_https() {
 
 /// The browser run against `wsloop serve`, with TLS when a certificate is given.
 fn chat_and_reconnect(tls: Option<(&tls::TestPki, tls::Leaf)>) {
-    let Some((chromium, node)) = browser_tools() else {
+    let Some(tools) = browser_tools() else {
         return;
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
-    let shots = artifact_dir().join(format!("browser-{scheme}"));
-    let _ = std::fs::remove_dir_all(&shots); // never check a stale one
-    std::fs::create_dir_all(&shots).expect("create the screenshot folder");
-
-    let secret = common::TempFile::new(
-        "browser-session",
-        "the browser test's session secret, 32+ bytes",
-    );
-    let api_keys = common::TempFile::new("browser-api-keys", &format!("{API_KEY}\n"));
-    let mut args: Vec<String> = SERVER_ARGS.iter().map(|a| a.to_string()).collect();
-    args.extend(["--session-secret-file".to_owned(), secret.path().to_owned()]);
-    args.extend(["--api-key-file".to_owned(), api_keys.path().to_owned()]);
+    let shots = screenshot_dir(&format!("browser-{scheme}"));
+    let secrets = Secrets::new(scheme);
+    let mut args = secrets.server_args(&SHORT_HISTORY);
     if let Some((_, leaf)) = &tls {
         for (flag, file) in [("--tls-cert", &leaf.cert), ("--tls-key", &leaf.key)] {
             args.extend([flag.to_owned(), file.to_string_lossy().into_owned()]);
         }
     }
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut server = Server::serve(&args);
-    let listen = server.addr.to_string();
-    let url = format!("{scheme}://{}/", server.addr);
+    let mut server = Some(Server::serve(&args));
+    let addr = server.as_ref().expect("started").addr;
+    let url = format!("{scheme}://{addr}/");
 
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let marker = format!("{}-{nanos}", std::process::id());
-    let dir = e2e_dir();
-    let child = Command::new(&node)
-        .current_dir(&dir)
-        .arg(dir.join("chat.mjs"))
-        .arg(&url)
-        .arg(&shots)
-        .env("CHROMIUM", &chromium)
-        .env("WSLOOP_E2E_MARKER", &marker)
-        .env("WSLOOP_E2E_API_KEY", API_KEY)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn node");
-    let mut script = Script { child, marker };
-    let mut stdin = script.child.stdin.take().expect("stdin piped");
-    let stderr = read_all(script.child.stderr.take().expect("stderr piped"));
-    let stdout = script.child.stdout.take().expect("stdout piped");
-    let (lines_tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-
-    // Follow the script's output until it closes, restarting the server when asked.
-    let deadline = Instant::now() + SCRIPT_TIMEOUT;
-    let mut printed = Vec::new();
     let mut restarted = false;
-    let timed_out = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(line) => {
-                if line == "READY_FOR_RESTART" && !restarted {
-                    drop(server);
-                    std::thread::sleep(DOWN_TIME);
-                    server = Server::start_on("serve", &listen, &args);
-                    write_line(&mut stdin, "RESTARTED");
-                    restarted = true;
-                }
-                printed.push(line);
-            }
-            Err(RecvTimeoutError::Disconnected) => break false,
-            Err(RecvTimeoutError::Timeout) => break true,
+    let outcome = run_script(&tools, "chat.mjs", &url, &shots, &[], |line| {
+        if line != "READY_FOR_RESTART" || restarted {
+            return None;
         }
-    };
-    let status = if timed_out {
-        None
-    } else {
-        script.wait_for_exit(deadline.saturating_duration_since(Instant::now()))
-    };
-    drop(script); // stops the script and its browser if still running
+        server = None; // killed
+        std::thread::sleep(DOWN_TIME);
+        server = Some(Server::start_on("serve", &addr.to_string(), &args));
+        restarted = true;
+        Some("RESTARTED")
+    });
+    assert!(
+        restarted,
+        "the script never asked for the restart: {}",
+        outcome.report()
+    );
+    let report = outcome.assert_passed(&shots, &SCREENSHOTS);
+    let server = server.expect("restarted");
     let metrics = match &tls {
         Some((pki, _)) => {
             let request = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n";
@@ -325,51 +278,262 @@ fn chat_and_reconnect(tls: Option<(&tls::TestPki, tls::Leaf)>) {
     };
     // Both pages' handshakes with the restarted server accepted Chromium's deflate offer.
     let deflated = metrics.get("wsloop_deflate_negotiated_total").copied();
-    // Over https, the pages' WebSocket connections were TLS connections too.
-    let tls_handshakes = metrics.get("wsloop_tls_handshakes_total").copied();
-    drop(server);
-    let report = format!(
-        "node chat.mjs {url}: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-        status.map_or_else(
-            || format!("still running after {SCRIPT_TIMEOUT:?}, killed"),
-            |s| s.to_string()
-        ),
-        printed.join("\n"),
-        stderr.join().unwrap_or_default()
-    );
-
-    assert!(
-        restarted,
-        "the script never asked for the restart: {report}"
-    );
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "the script failed: {report}"
-    );
-    assert!(
-        printed.iter().any(|line| line == "E2E OK"),
-        "no E2E OK line: {report}"
-    );
-    for name in SCREENSHOTS {
-        let path = shots.join(name);
-        let png = std::fs::read(&path)
-            .unwrap_or_else(|e| panic!("screenshot {}: {e}\n{report}", path.display()));
-        assert!(
-            png.starts_with(b"\x89PNG\r\n\x1a\n"),
-            "{} is not a PNG ({} bytes)",
-            path.display(),
-            png.len()
-        );
-    }
     assert!(
         deflated >= Some(2),
         "permessage-deflate negotiated {deflated:?} times: {report}"
     );
     if tls.is_some() {
+        // Over https, the pages' WebSocket connections were TLS connections too.
+        let tls_handshakes = metrics.get("wsloop_tls_handshakes_total").copied();
         assert!(
             tls_handshakes >= Some(2),
             "{tls_handshakes:?} TLS handshakes with the restarted server: {report}"
         );
     }
     eprintln!("{report}\nscreenshots in {}", shots.display());
+}
+
+/// Two nodes share a Redis, which keeps the history of the channels and the chat: a page on
+/// node A chats and follows a channel; node A stops mid-conversation, and the backend publishes
+/// and chats through node B's server API meanwhile; node A starts again on the same port. The
+/// page reconnects and shows every message it missed exactly once, in order, with no gap
+/// marker (the epochs survived in Redis), then live ones (`tests/e2e/redis-restart.mjs`).
+#[test]
+fn browser_page_recovers_every_message_across_a_restart_with_redis() {
+    let Some(tools) = browser_tools() else {
+        return;
+    };
+    let Some(redis_server) = harness::external(
+        "redis-server",
+        "the browser test with Redis; apt-get install redis-server",
+    ) else {
+        return;
+    };
+    let redis = harness::Redis::start(redis_server);
+    let shots = screenshot_dir("browser-redis");
+    let secrets = Secrets::new("redis");
+    let args = secrets.server_args(&[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // A node is started once its link to Redis is up.
+    let start = |name: &str, listen: &str| {
+        let node = Node::clustered(name, &redis, listen, &args);
+        node.wait_health("ok", harness::WAIT);
+        node
+    };
+    let mut node_a = Some(start("a", "127.0.0.1:0"));
+    let node_b = start("b", "127.0.0.1:0");
+    let addr_a = node_a.as_ref().expect("started").addr;
+    let url = format!("http://{addr_a}/");
+    let backend = format!("http://{}/", node_b.addr);
+    let missed_messages = MISSED_ON_CHANNEL.to_string();
+
+    let (mut stopped, mut started) = (false, false);
+    let env = [
+        ("WSLOOP_E2E_BACKEND", backend.as_str()),
+        ("WSLOOP_E2E_MISSED_MESSAGES", missed_messages.as_str()),
+    ];
+    let outcome = run_script(&tools, "redis-restart.mjs", &url, &shots, &env, |line| {
+        match line {
+            "STOP_SERVER" if !stopped => {
+                node_a = None; // killed: the page's connection drops with no close frame
+                stopped = true;
+                Some("STOPPED")
+            }
+            "START_SERVER" if stopped && !started => {
+                node_a = Some(start("a", &addr_a.to_string()));
+                started = true;
+                Some("STARTED")
+            }
+            _ => None,
+        }
+    });
+    assert!(
+        stopped && started,
+        "the script did not ask to stop and start node A: {}",
+        outcome.report()
+    );
+    let report = outcome.assert_passed(&shots, &["redis-restart.png"]);
+    // The restarted node A read the channel's missed messages from the stream in Redis, for
+    // the page's `subscribe` with `since`, and no read failed.
+    let metrics = harness::metrics(node_a.expect("restarted").addr);
+    assert_eq!(
+        (
+            harness::sample(&metrics, "wsloop_history_replayed_total"),
+            harness::sample(&metrics, "wsloop_history_read_failures_total")
+        ),
+        (MISSED_ON_CHANNEL, 0),
+        "{report}"
+    );
+    eprintln!("{report}\nscreenshot in {}", shots.display());
+}
+
+/// `target/test-artifacts/NAME`, emptied: a screenshot checked is always this run's.
+fn screenshot_dir(name: &str) -> PathBuf {
+    let shots = artifact_dir().join(name);
+    let _ = std::fs::remove_dir_all(&shots);
+    std::fs::create_dir_all(&shots).expect("create the screenshot folder");
+    shots
+}
+
+/// The files a test's servers share: the session key (so that logins hold across a restart,
+/// and on every node) and the server API's key.
+struct Secrets {
+    session: common::TempFile,
+    api_keys: common::TempFile,
+}
+
+impl Secrets {
+    /// Files named after `tag`, distinct for each test of this process.
+    fn new(tag: &str) -> Secrets {
+        Secrets {
+            session: common::TempFile::new(
+                &format!("browser-{tag}-session"),
+                "the browser test's session secret, 32+ bytes",
+            ),
+            api_keys: common::TempFile::new(
+                &format!("browser-{tag}-api-keys"),
+                &format!("{API_KEY}\n"),
+            ),
+        }
+    }
+
+    /// [`SERVER_ARGS`], the flags naming these files, and `extra`.
+    fn server_args(&self, extra: &[&str]) -> Vec<String> {
+        let mut args: Vec<String> = SERVER_ARGS.iter().map(|a| a.to_string()).collect();
+        args.extend([
+            "--session-secret-file".to_owned(),
+            self.session.path().to_owned(),
+        ]);
+        args.extend(["--api-key-file".to_owned(), self.api_keys.path().to_owned()]);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        args
+    }
+}
+
+/// A finished script run.
+struct Outcome {
+    /// The command, for the report.
+    command: String,
+    /// Its exit status; `None` if it was still running at [`SCRIPT_TIMEOUT`] (then killed).
+    status: Option<ExitStatus>,
+    /// The lines it printed on standard output.
+    printed: Vec<String>,
+    /// Its standard error (its log).
+    stderr: String,
+}
+
+impl Outcome {
+    fn report(&self) -> String {
+        format!(
+            "{}: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.command,
+            self.status.map_or_else(
+                || format!("still running after {SCRIPT_TIMEOUT:?}, killed"),
+                |s| s.to_string()
+            ),
+            self.printed.join("\n"),
+            self.stderr
+        )
+    }
+
+    /// Checks the verdict: exit 0, an `E2E OK` line, and each of `screenshots` a PNG in
+    /// `shots`. Returns the report.
+    fn assert_passed(&self, shots: &Path, screenshots: &[&str]) -> String {
+        let report = self.report();
+        assert!(
+            self.status.is_some_and(|s| s.success()),
+            "the script failed: {report}"
+        );
+        assert!(
+            self.printed.iter().any(|line| line == "E2E OK"),
+            "no E2E OK line: {report}"
+        );
+        for name in screenshots {
+            let path = shots.join(name);
+            let png = std::fs::read(&path)
+                .unwrap_or_else(|e| panic!("screenshot {}: {e}\n{report}", path.display()));
+            assert!(
+                png.starts_with(b"\x89PNG\r\n\x1a\n"),
+                "{} is not a PNG ({} bytes)",
+                path.display(),
+                png.len()
+            );
+        }
+        report
+    }
+}
+
+/// Runs `node SCRIPT URL SHOTS` from `tests/e2e` with `env` besides the browser's and the API
+/// key, until it exits or [`SCRIPT_TIMEOUT`]. Each line the script prints goes to `driver`,
+/// whose answer, if any, is written to the script's standard input: the driver stops and
+/// starts servers when the script asks. The script and its browser are gone on return.
+fn run_script(
+    (chromium, node): &(PathBuf, PathBuf),
+    script: &str,
+    url: &str,
+    shots: &Path,
+    env: &[(&str, &str)],
+    mut driver: impl FnMut(&str) -> Option<&'static str>,
+) -> Outcome {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let marker = format!("{}-{nanos}", std::process::id());
+    let dir = e2e_dir();
+    let child = Command::new(node)
+        .current_dir(&dir)
+        .arg(dir.join(script))
+        .arg(url)
+        .arg(shots)
+        .env("CHROMIUM", chromium)
+        .env("WSLOOP_E2E_MARKER", &marker)
+        .env("WSLOOP_E2E_API_KEY", API_KEY)
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn node");
+    let mut running = Script { child, marker };
+    let mut stdin = running.child.stdin.take().expect("stdin piped");
+    let stderr = read_all(running.child.stderr.take().expect("stderr piped"));
+    let stdout = running.child.stdout.take().expect("stdout piped");
+    let (lines_tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+
+    // Follow the script's output until it closes, answering its requests.
+    let deadline = Instant::now() + SCRIPT_TIMEOUT;
+    let mut printed = Vec::new();
+    let timed_out = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(answer) = driver(&line) {
+                    write_line(&mut stdin, answer);
+                }
+                printed.push(line);
+            }
+            Err(RecvTimeoutError::Disconnected) => break false,
+            Err(RecvTimeoutError::Timeout) => break true,
+        }
+    };
+    let status = if timed_out {
+        None
+    } else {
+        running.wait_for_exit(deadline.saturating_duration_since(Instant::now()))
+    };
+    drop(running); // stops the script and its browser if still running
+    Outcome {
+        command: format!("node {script} {url}"),
+        status,
+        printed,
+        stderr: stderr.join().unwrap_or_default(),
+    }
 }

@@ -28,25 +28,38 @@
 // reset when the tab becomes visible or the network comes back, give up after 50 attempts with
 // a "Reconnect now" button, and connect when that button is pressed.
 //
-// Screenshots (desktop.png, phone.png, phone-gave-up.png) go to SCREENSHOT_DIR, each announced
-// by a line `SCREENSHOT PATH`. Prints `E2E OK` and exits 0 when every check passed; otherwise
-// prints `E2E FAILED: ...` and exits 1. Every wait is bounded, and the browser is closed on
-// every path.
-//
-// Environment: CHROMIUM (default /usr/bin/chromium); WSLOOP_E2E_API_KEY, the server API's key;
-// WSLOOP_E2E_MARKER, if set, is added to the
-// browser's command line as `--wsloop-e2e-marker=VALUE` so that the driver can find and kill a
-// browser left behind if this script itself is killed.
+// Screenshots (desktop.png, phone.png, phone-gave-up.png, phone-refused.png) go to
+// SCREENSHOT_DIR, each announced by a line `SCREENSHOT PATH`. The command line, the
+// environment, the verdict (`E2E OK`) and the helpers shared with redis-restart.mjs are in
+// harness.mjs.
 
-import { createRequire } from 'node:module';
-import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { chromium, request } from 'playwright-core';
+import {
+  DESKTOP,
+  PHONE,
+  STEP_TIMEOUT_MS,
+  askDriver,
+  backendSends,
+  baseUrl,
+  checkAccessibility,
+  expectEqual,
+  log,
+  logIn,
+  markers,
+  nonce,
+  openPage,
+  runE2E,
+  screenshot,
+  sendChat,
+  serverApi,
+  sinceReturn,
+  subscribe,
+  waitForMessage,
+  waitIn,
+  waitJoined,
+  waitMarkers,
+  waitOpen,
+} from './harness.mjs';
 
-/** Bound on each wait for something the page should show. */
-const STEP_TIMEOUT_MS = 15_000;
-/** Bound on the driver's restart of the server. */
-const RESTART_TIMEOUT_MS = 30_000;
 /** Bound on the whole run: a backstop for anything not covered by a step bound. */
 const RUN_TIMEOUT_MS = 150_000;
 /** The page's reconnection policy (web/app.js): it gives up after this many attempts... */
@@ -55,79 +68,6 @@ const MAX_ATTEMPTS = 50;
 const MAX_DELAY_MS = 30_000;
 /** What the latency shows without a measurement. */
 const NO_LATENCY = '\u2014';
-
-const DESKTOP = { width: 1280, height: 800 };
-const PHONE = { width: 390, height: 844 };
-
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
-
-const [baseUrl, screenshotDir] = process.argv.slice(2);
-if (!baseUrl || !screenshotDir) {
-  console.error('usage: node chat.mjs BASE_URL SCREENSHOT_DIR');
-  process.exit(2);
-}
-// Over https:// the server shows a certificate of the test's own CA, which the browser's fresh
-// profile cannot trust: certificate errors are ignored (the page and its wss:// connection).
-if (baseUrl.startsWith('https:')) CHROMIUM_ARGS.push('--ignore-certificate-errors');
-
-/** axe-core's browser build, injected into the pages for the accessibility check. */
-const AXE_PATH = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
-
-/** Lines from standard input, consumed one by one by `nextStdinLine`. */
-const stdinLines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-
-/** A unique tag so that messages from an earlier run or step can never be mistaken for these. */
-const nonce = Math.random().toString(36).slice(2, 8);
-
-let browser = null;
-/** Uncaught errors thrown by the page scripts: any of them fails the run. */
-const pageErrors = [];
-
-const started = Date.now();
-
-function log(message) {
-  console.error(`[e2e] ${((Date.now() - started) / 1000).toFixed(1)}s ${message}`);
-}
-
-function withTimeout(promise, ms, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-async function nextStdinLine(ms) {
-  const next = await withTimeout(stdinLines.next(), ms, 'a line on standard input');
-  if (next.done) throw new Error('standard input closed');
-  return next.value.trim();
-}
-
-function expectEqual(page, what, actual, expected) {
-  if (JSON.stringify(actual) !== JSON.stringify(expected)) {
-    throw new Error(
-      `${page.label}: ${what}: got ${JSON.stringify(actual)}, expected ${JSON.stringify(expected)}`,
-    );
-  }
-}
-
-/** Waits until `predicate(arg)`, evaluated in the page, is true; `what` names it on timeout. */
-async function waitIn(page, what, predicate, arg) {
-  try {
-    await page.waitForFunction(predicate, arg, { timeout: STEP_TIMEOUT_MS, polling: 100 });
-  } catch (error) {
-    throw new Error(`${page.label}: ${what} (${error.message.split('\n')[0]})`);
-  }
-}
 
 /**
  * Like `waitIn`, but polls from here: `waitIn`'s polling crawls in a page on a paused fake
@@ -141,71 +81,10 @@ async function pollIn(page, what, predicate) {
   }
 }
 
-/**
- * Waits until the message list has an entry whose text, less its time, is exactly `text`, and
- * checks that the time is shown: a <time> with the message's moment as `datetime` and a
- * clock time as its visible text.
- */
-function waitForMessage(page, text) {
-  return waitIn(
-    page,
-    `message list shows ${JSON.stringify(text)} with a visible time`,
-    (expected) =>
-      [...document.querySelectorAll('#messages li')].some((li) => {
-        const time = li.querySelector('time');
-        return (
-          li.querySelector('.body')?.textContent === expected &&
-          time !== null &&
-          !Number.isNaN(Date.parse(time.dateTime)) &&
-          /\d{1,2}:\d{2}:\d{2}/.test(time.textContent) &&
-          time.getBoundingClientRect().width > 0
-        );
-      }),
-    text,
-  );
-}
-
-/**
- * Logs in with `name` through the page's form (it shows it when the server wants a login) and
- * returns once the form is gone.
- */
-async function logIn(page, name) {
-  await waitIn(page, 'the login form is shown', () => !document.getElementById('login').hidden);
-  await page.fill('#login-name', name);
-  await page.click('#login-btn');
-  await waitIn(page, 'the login form is gone', () => document.getElementById('login').hidden);
-}
-
-/** Waits until the page shows the connection as open and has its id from `welcome`. */
-async function waitOpen(page) {
-  await waitIn(
-    page,
-    'status shows open with an id from welcome',
-    () =>
-      document.getElementById('status').textContent === 'open' &&
-      window.wsloop.state === 'open' &&
-      typeof window.wsloop.id === 'string',
-  );
-  return page.evaluate(() => window.wsloop.id);
-}
-
 /** Waits until the latency shows a measurement. */
 function waitLatency(page) {
   return waitIn(page, 'latency shows N ms', () =>
     /^\d+ ms$/.test(document.getElementById('latency').textContent),
-  );
-}
-
-/** Waits until the channel list shows `channel` as joined (confirmed by `subscribed`). */
-function waitJoined(page, channel) {
-  return waitIn(
-    page,
-    `channel list shows #${channel} as joined`,
-    (name) => {
-      const li = document.querySelector(`#channels li[data-channel="${name}"]`);
-      return li !== null && li.dataset.state === 'joined' && li.textContent === `#${name}`;
-    },
-    channel,
   );
 }
 
@@ -226,16 +105,6 @@ function errorLines(page) {
   );
 }
 
-async function sendChat(page, content) {
-  await page.fill('#chat-input', content);
-  await page.press('#chat-input', 'Enter');
-}
-
-async function subscribe(page, channel) {
-  await page.fill('#channel-input', channel);
-  await page.click('#subscribe-btn');
-}
-
 /**
  * Publishes through the Publish form to `channel`, with something else in the Join/Leave box
  * so that a page taking the channel from there would be caught.
@@ -247,82 +116,17 @@ async function publish(page, channel, content) {
   await page.press('#publish-input', 'Enter');
 }
 
-/** The message list's markers: [kind, text, whether a clock time is shown]. */
-function markers(page) {
-  return page.evaluate(() =>
-    [...document.querySelectorAll('#messages li.marker')].map((li) => [
-      li.dataset.marker,
-      li.querySelector('.body').textContent,
-      /\d{1,2}:\d{2}:\d{2}/.test(li.querySelector('time').textContent),
-    ]),
-  );
-}
-
-/** Waits until the message list's markers are exactly `expected` (see `markers`). */
-async function waitMarkers(page, expected) {
-  try {
-    await waitIn(
-      page,
-      `markers ${JSON.stringify(expected)}`,
-      (want) =>
-        JSON.stringify(
-          [...document.querySelectorAll('#messages li.marker')].map((li) => [
-            li.dataset.marker,
-            li.querySelector('.body').textContent,
-            /\d{1,2}:\d{2}:\d{2}/.test(li.querySelector('time').textContent),
-          ]),
-        ) === want,
-      JSON.stringify(expected),
-    );
-  } catch (error) {
-    expectEqual(page, 'markers in the message list', await markers(page), expected);
-    throw error;
-  }
-}
-
 /**
- * The message list after the last "Reconnected" marker: each message's text less its time,
- * each marker as `[kind] text`.
- */
-function sinceReturn(page) {
-  return page.evaluate(() => {
-    const items = [...document.querySelectorAll('#messages li')];
-    const back = items.findLastIndex((li) => li.dataset.marker === 'reconnected');
-    return items.slice(back + 1).map((li) => {
-      const text = li.querySelector('.body').textContent;
-      return li.classList.contains('marker') ? `[${li.dataset.marker}] ${text}` : text;
-    });
-  });
-}
-
-/** The server API, as the application's backend calls it. */
-let api = null;
-
-async function apiPost(path, body) {
-  const response = await api.post(path, { data: body, timeout: STEP_TIMEOUT_MS });
-  const answer = await response.json().catch(() => null);
-  if (!response.ok()) {
-    throw new Error(`POST ${path} answered ${response.status()} ${JSON.stringify(answer)}`);
-  }
-  return answer;
-}
-
-/**
- * Cuts `page` (user `user`) off with the server API, has the backend send `events` ([channel
- * or null for the chat, content]) while it is away, and waits until it is open again. Once
+ * Cuts `page` (user `user`) off with the server API `api`, has the backend send `events`
+ * ([channel or null for the chat, content]) while it is away, and waits until it is open again. Once
  * the page has seen the close it waits at least 800 ms before it reconnects (the backoff);
  * the publications take a few, and the page must still be waiting when they are done, or the
  * step proves nothing.
  */
-async function missWhileAway(page, user, events) {
-  expectEqual(page, 'cut off by the API', await apiPost('/api/disconnect', { user }), { disconnected: 1 });
+async function missWhileAway(api, page, user, events) {
+  expectEqual(page, 'cut off by the API', await api.post('/api/disconnect', { user }), { disconnected: 1 });
   await waitIn(page, 'waiting to reconnect after the cut', () => window.wsloop.state === 'reconnecting');
-  for (const [channel, content] of events) {
-    const answer = channel === null
-      ? await apiPost('/api/broadcast', { content, from: 'backend' })
-      : await apiPost('/api/publish', { channel, content, from: 'backend' });
-    if (typeof answer.delivered !== 'number') throw new Error(`publication answered ${JSON.stringify(answer)}`);
-  }
+  await backendSends(api, events);
   const state = await page.evaluate(() => window.wsloop.state);
   if (state !== 'reconnecting') throw new Error(`${page.label}: ${state} before the publications were done`);
   await waitIn(page, 'open again after the cut', () => window.wsloop.state === 'open');
@@ -355,29 +159,6 @@ function watchStates(page) {
     },
     [nonce, NO_LATENCY],
   );
-}
-
-async function openPage(label, viewport, prepare = async () => {}) {
-  const context = await browser.newContext({ viewport });
-  const page = await context.newPage();
-  page.label = label;
-  page.on('pageerror', (error) => {
-    pageErrors.push(`${label}: ${error.message}`);
-    log(`${label} page error: ${error.message}`);
-  });
-  page.on('console', (message) => log(`${label} console.${message.type()}: ${message.text()}`));
-  await prepare(page);
-  const response = await page.goto(baseUrl, { timeout: STEP_TIMEOUT_MS });
-  if (!response || response.status() !== 200) {
-    throw new Error(`${label}: GET ${baseUrl} answered ${response && response.status()}`);
-  }
-  return page;
-}
-
-async function screenshot(page, name) {
-  const path = join(screenshotDir, name);
-  await page.screenshot({ path, fullPage: true, timeout: STEP_TIMEOUT_MS });
-  console.log(`SCREENSHOT ${path}`);
 }
 
 /**
@@ -424,25 +205,6 @@ async function checkLayout(page) {
     return found;
   });
   if (problems.length > 0) throw new Error(`${page.label}: layout: ${problems.join('; ')}`);
-}
-
-/** axe-core in the page: no serious or critical violation (labels, contrast, roles, ...). */
-async function checkAccessibility(page, when) {
-  if (!(await page.evaluate(() => typeof window.axe === 'object'))) {
-    await page.addScriptTag({ path: AXE_PATH });
-  }
-  const violations = await page.evaluate(async () => {
-    const result = await window.axe.run(document, {
-      runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'] },
-    });
-    return result.violations
-      .filter((v) => v.impact === 'serious' || v.impact === 'critical')
-      .map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
-  });
-  if (violations.length > 0) {
-    throw new Error(`${page.label}: axe-core ${when}: ${violations.join('; ')}`);
-  }
-  log(`${page.label}: axe-core ${when}: no serious or critical violation`);
 }
 
 /** Tab from the top of the page: the focus visits the controls in reading order. */
@@ -497,7 +259,6 @@ async function checkGivingUp() {
       window.WebSocket = Refused;
     });
   });
-  run.pages.push(c);
   await logIn(c, `Cid-${nonce}`);
   const attempts = () => c.evaluate(() => window.wsloop.attempts);
   /**
@@ -575,21 +336,8 @@ async function checkGivingUp() {
 }
 
 async function run() {
-  run.pages = [];
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    headless: true,
-    // Playwright gives the browser a fresh, empty profile directory and removes it at close.
-    args: process.env.WSLOOP_E2E_MARKER
-      ? [...CHROMIUM_ARGS, `--wsloop-e2e-marker=${process.env.WSLOOP_E2E_MARKER}`]
-      : CHROMIUM_ARGS,
-    timeout: 30_000,
-  });
-  log(`browser ${browser.version()}`);
-
   const a = await openPage('page A (desktop)', DESKTOP);
   const b = await openPage('page B (phone)', PHONE);
-  run.pages.push(a, b);
 
   // 1. Each logs in with a nickname, connects and learns its id; the latency is measured.
   const [nameA, nameB] = [`Ann-${nonce}`, `Bob-${nonce}`];
@@ -670,7 +418,6 @@ async function run() {
   // upgrade is refused (401), and the page must say so and offer the login, not reconnect
   // for ever.
   const d = await openPage('page D (phone)', PHONE);
-  run.pages.push(d);
   await logIn(d, `Dee-${nonce}`);
   await waitOpen(d);
   await d.context().addCookies([
@@ -680,9 +427,7 @@ async function run() {
   // 7. The server restarts on the same port.
   await watchStates(a);
   await watchStates(b);
-  console.log('READY_FOR_RESTART');
-  const line = await nextStdinLine(RESTART_TIMEOUT_MS);
-  if (line !== 'RESTARTED') throw new Error(`expected RESTARTED on stdin, got ${JSON.stringify(line)}`);
+  await askDriver('READY_FOR_RESTART', 'RESTARTED');
   log('server restarted');
 
   // 8. Both pages went through "reconnecting" with no latency shown, are open again in the
@@ -735,13 +480,9 @@ async function run() {
   // order (its channels are asked for first), with no gap; then a live chat follows them.
   const restartMarkers = await markers(a);
   const back = [['lost', 'Connection lost', true], ['reconnected', 'Reconnected', true]];
-  api = await request.newContext({
-    baseURL: baseUrl,
-    ignoreHTTPSErrors: true,
-    extraHTTPHeaders: { Authorization: `apikey ${process.env.WSLOOP_E2E_API_KEY}` },
-  });
+  const api = await serverApi(baseUrl);
   const missed = [[null, `r1-c1 ${nonce}`], ['e2e', `r1-p1 ${nonce}`], [null, `r1-c2 ${nonce}`], ['e2e', `r1-p2 ${nonce}`]];
-  await missWhileAway(a, nameA, missed);
+  await missWhileAway(api, a, nameA, missed);
   const live1 = `live after the return ${nonce}`;
   await sendChat(b, live1);
   await waitForMessage(a, `${nameB}: ${live1}`);
@@ -757,7 +498,7 @@ async function run() {
 
   // 10b. More than the history holds (4): what is left, after the gap's marker.
   const many = [1, 2, 3, 4, 5, 6].map((n) => ['e2e', `r2-p${n} ${nonce}`]);
-  await missWhileAway(a, nameA, many);
+  await missWhileAway(api, a, nameA, many);
   const live2 = `live after the gap ${nonce}`;
   await sendChat(b, live2);
   await waitForMessage(a, `${nameB}: ${live2}`);
@@ -792,61 +533,7 @@ async function run() {
 
   // 11. Giving up, and the ways back.
   await checkGivingUp();
-
-  if (pageErrors.length > 0) throw new Error(`page script errors: ${pageErrors.join('; ')}`);
 }
 
-/** What a page shows, for the failure report. */
-async function describe(page) {
-  try {
-    return await page.evaluate(() => {
-      const text = (id) => document.getElementById(id).textContent;
-      const items = (id) =>
-        [...document.querySelectorAll(`#${id} li`)].map((li) => li.textContent);
-      return JSON.stringify({
-        status: text('status'),
-        me: text('me'),
-        latency: text('latency'),
-        messages: items('messages'),
-        channels: items('channels'),
-        publishResult: text('publish-result'),
-        errors: items('errors'),
-        statesSeen: window.__e2eStates,
-      });
-    });
-  } catch (error) {
-    return `(page not readable: ${error.message})`;
-  }
-}
+runE2E(run, RUN_TIMEOUT_MS);
 
-async function main() {
-  const backstop = setTimeout(() => {
-    console.log(`E2E FAILED: the whole run took more than ${RUN_TIMEOUT_MS} ms`);
-    process.exit(1); // Playwright kills the browser on exit
-  }, RUN_TIMEOUT_MS);
-  let failure = null;
-  try {
-    await run();
-  } catch (error) {
-    failure = error;
-  }
-  if (failure) {
-    for (const page of run.pages || []) log(`${page.label} shows ${await describe(page)}`);
-    for (const [i, page] of (run.pages || []).entries()) {
-      await page
-        .screenshot({ path: join(screenshotDir, `failed-${i}.png`), fullPage: true, timeout: 5_000 })
-        .catch(() => {});
-    }
-  }
-  if (api) await api.dispose().catch(log);
-  if (browser) await withTimeout(browser.close(), 10_000, 'closing the browser').catch(log);
-  clearTimeout(backstop);
-  if (failure) {
-    console.log(`E2E FAILED: ${failure.message}`);
-    process.exit(1);
-  }
-  console.log('E2E OK');
-  process.exit(0);
-}
-
-main();
