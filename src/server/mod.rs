@@ -450,6 +450,7 @@ impl<H: Handler, N: Net> Server<H, N> {
         }
         self.fire_deadlines(now);
         self.flush_dirty(now);
+        self.out_storage.settle(now);
         self.addresses.sweep(now);
     }
 

@@ -13,6 +13,8 @@ use crate::proto::frame::{encode_header, EncodedHeader, OpCode};
 
 /// Pieces gathered into one `writev`.
 const MAX_IOVECS: usize = 64;
+/// Up to this many pieces are gathered in a smaller array (cheaper to set up).
+const FEW_IOVECS: usize = 16;
 /// An owned buffer is not grown past this by small frames; a new one is started instead, so
 /// a buffer that has been written can be recycled while the rest waits.
 const OWNED_CHUNK_TARGET: usize = 64 * 1024;
@@ -155,18 +157,12 @@ impl OutQueue {
                 // One chunk (the common case of a reply): a plain write costs less than a
                 // vectored one.
                 socket.write(&self.chunks[0].bytes()[self.written..])
+            } else if self.chunks.len() <= FEW_IOVECS {
+                // A turn's few frames (a broadcast with some messages in flight): a small
+                // array, not the 1 KiB of the full one to clear before every write.
+                self.write_gathered::<FEW_IOVECS, W>(socket)
             } else {
-                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-                let count = self.chunks.len().min(MAX_IOVECS);
-                for (i, chunk) in self.chunks.iter().take(count).enumerate() {
-                    let bytes = chunk.bytes();
-                    slices[i] = IoSlice::new(if i == 0 {
-                        &bytes[self.written..]
-                    } else {
-                        bytes
-                    });
-                }
-                socket.write_vectored(&slices[..count])
+                self.write_gathered::<MAX_IOVECS, W>(socket)
             };
             match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -181,6 +177,21 @@ impl OutQueue {
         }
         self.blocked = false;
         Ok(true)
+    }
+
+    /// One vectored write of the first `N` chunks at most.
+    fn write_gathered<const N: usize, W: Write>(&self, socket: &mut W) -> io::Result<usize> {
+        let mut slices = [IoSlice::new(&[]); N];
+        let count = self.chunks.len().min(N);
+        for (i, chunk) in self.chunks.iter().take(count).enumerate() {
+            let bytes = chunk.bytes();
+            slices[i] = IoSlice::new(if i == 0 {
+                &bytes[self.written..]
+            } else {
+                bytes
+            });
+        }
+        socket.write_vectored(&slices[..count])
     }
 
     fn advance(&mut self, mut n: usize) {
@@ -258,7 +269,9 @@ impl OutQueue {
     }
 }
 
-/// The loop's free lists of outbound storage (see [`OutQueue::borrow`]).
+/// The loop's free lists of outbound storage (see [`OutQueue::borrow`]): buffers for bytes
+/// encoded per connection, and chunk lists, kept for as many queues as recent turns filled
+/// at once (every receiver of a broadcast needs one; see [`Pool::elastic`]).
 #[derive(Debug)]
 pub(crate) struct OutStorage {
     buffers: BufferPool,
@@ -266,11 +279,17 @@ pub(crate) struct OutStorage {
 }
 
 impl OutStorage {
-    /// Keeps up to `keep` idle buffers and chunk lists.
+    /// Once per loop turn: lets the chunk lists kept for a past burst go.
+    pub(crate) fn settle(&mut self, now: std::time::Instant) {
+        self.slots.settle(now);
+    }
+
+    /// Keeps up to `keep` idle buffers, and at least `keep` chunk lists.
     pub(crate) fn new(keep: usize) -> Self {
         OutStorage {
             buffers: BufferPool::new(keep, SPARE_CAPACITY),
-            slots: Pool::new(keep, POOLED_SLOTS),
+            // Elastic: a broadcast lends a list to every receiver in the same turn.
+            slots: Pool::elastic(keep, POOLED_SLOTS),
         }
     }
 }
