@@ -505,3 +505,44 @@ fn broadcast_reaches_every_client_with_one_write_per_turn() {
     }
     assert!(sim.take(&peers[1]).is_empty());
 }
+
+#[test]
+fn broadcast_frames_a_socket_did_not_take_outlive_their_turn() {
+    let app = wsloop::app::broadcast::Broadcast::default();
+    let mut sim = Sim::new(Config::default(), app);
+    let peers: Vec<SimPeer> = (0..3).map(|_| open(&mut sim)).collect();
+    // The second client reads 4 bytes, then nothing until the end.
+    sim.set_window(&peers[1], 4);
+    let mut burst = client_frame(0x1, b"first");
+    burst.extend(client_frame(0x2, b"second"));
+    sim.send(&peers[0], &burst);
+    let mut turn1 = server_frame(0x1, b"first");
+    turn1.extend(server_frame(0x2, b"second"));
+    for i in [0, 2] {
+        assert_eq!(sim.take(&peers[i]), turn1, "client {i}");
+    }
+    // Later turns encode other frames (into a new turn buffer, or the old one reused)...
+    for text in ["third", "fourth, longer than the first two together"] {
+        sim.send(&peers[2], &client_frame(0x1, text.as_bytes()));
+        for i in [0, 2] {
+            assert_eq!(
+                sim.take(&peers[i]),
+                server_frame(0x1, text.as_bytes()),
+                "client {i}"
+            );
+        }
+    }
+    // ...while the slow reader still gets exactly what it was sent.
+    sim.set_window(&peers[1], 1 << 20);
+    let mut got = Vec::new();
+    for _ in 0..10 {
+        got.extend(sim.take(&peers[1]));
+    }
+    let mut want = turn1;
+    want.extend(server_frame(0x1, b"third"));
+    want.extend(server_frame(
+        0x1,
+        b"fourth, longer than the first two together",
+    ));
+    assert_eq!(got, want);
+}

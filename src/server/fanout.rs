@@ -7,7 +7,7 @@ use super::compress::Broadcast;
 use super::conn::{queue_control_frames, Conn, Phase};
 use super::handler::{CloseReason, Command, ConnId};
 use super::net::Net;
-use super::outbound::OutQueue;
+use super::outbound::{OutQueue, OutStorage};
 use super::stats::Stats;
 use super::{Handler, Server};
 use crate::log::Level;
@@ -29,8 +29,9 @@ impl<H: Handler, N: Net> Server<H, N> {
             match command {
                 Command::Send { to, kind, payload } => {
                     let payload = &commands.arena[payload.clone()];
-                    self.deliver(*to, requester, &mut slow, true, |out, ws| {
+                    self.deliver(*to, requester, &mut slow, true, |out, ws, _| {
                         compressor.push(out, ws, *kind, payload);
+                        false
                     });
                 }
                 Command::Broadcast {
@@ -42,8 +43,8 @@ impl<H: Handler, N: Net> Server<H, N> {
                     // compressed per receiver only with context takeover.
                     let mut frames = Broadcast::new(*kind, &commands.arena[payload.clone()]);
                     for to in &commands.targets[targets.clone()] {
-                        self.deliver(*to, requester, &mut slow, false, |out, ws| {
-                            frames.push(out, ws, &mut compressor);
+                        self.deliver(*to, requester, &mut slow, false, |out, ws, storage| {
+                            frames.push(out, ws, &mut compressor, storage)
                         });
                     }
                     self.stats.broadcast_encodes += frames.encodes;
@@ -77,13 +78,14 @@ impl<H: Handler, N: Net> Server<H, N> {
 
     /// Queues one message for `to` with `push` if it can take it (see `deliverable`); a
     /// buffer is lent for a frame encoded into the queue (`owned`), none for a shared one.
+    /// `push` says whether the queue took its first frame of the turn's buffer.
     fn deliver(
         &mut self,
         to: ConnId,
         requester: Option<ConnId>,
         slow: &mut Vec<ConnId>,
         owned: bool,
-        push: impl FnOnce(&mut OutQueue, &mut Connection),
+        push: impl FnOnce(&mut OutQueue, &mut Connection, &mut OutStorage) -> bool,
     ) {
         let Some(slot) = self.deliverable(to, requester, slow) else {
             return;
@@ -95,7 +97,9 @@ impl<H: Handler, N: Net> Server<H, N> {
             return;
         };
         conn.out.borrow(&mut self.out_storage, owned);
-        push(&mut conn.out, ws);
+        if push(&mut conn.out, ws, &mut self.out_storage) {
+            self.out_storage.note_turn_receiver(slot);
+        }
         self.stats.messages_out += 1;
         self.conns.mark_dirty(slot);
     }
@@ -113,7 +117,14 @@ impl<H: Handler, N: Net> Server<H, N> {
         if !matches!(&conn.phase, Phase::Open(ws) if ws.is_open()) {
             return None;
         }
-        if Some(to) != requester && over_cap(conn, self.config.max_backpressure, &mut self.stats) {
+        if Some(to) != requester
+            && over_cap(
+                conn,
+                self.config.max_backpressure,
+                &mut self.stats,
+                &self.out_storage,
+            )
+        {
             slow.push(to);
             return None;
         }
@@ -178,12 +189,13 @@ fn over_cap<S: std::io::Read + std::io::Write>(
     conn: &mut Conn<S>,
     cap: usize,
     stats: &mut Stats,
+    storage: &OutStorage,
 ) -> bool {
     if conn.out.len() < cap {
         return false;
     }
     let before = conn.out.len();
-    let _ = conn.out.write_to(&mut conn.transport);
+    let _ = conn.out.write_to(&mut conn.transport, storage);
     stats.bytes_out += (before - conn.out.len()) as u64;
     conn.out.len() >= cap
 }

@@ -608,6 +608,15 @@ impl<H: Handler, N: Net> Server<H, N> {
         while let Some(slot) = self.conns.pop_dirty() {
             self.flush(slot, now);
         }
+        // Every queue given this turn's broadcast frames has been written: what is left of
+        // them must outlive the turn's buffer.
+        let mut receivers = self.out_storage.take_turn_receivers();
+        for slot in receivers.drain(..) {
+            if let Some(conn) = self.conns.get_mut(slot) {
+                self.out_storage.end_turn_for(&mut conn.out);
+            }
+        }
+        self.out_storage.finish_turn(receivers);
     }
 
     /// Writes what the socket takes, keeps writable interest only while output remains,
@@ -620,7 +629,7 @@ impl<H: Handler, N: Net> Server<H, N> {
         // Drained once the queue is written and nothing waits below it (TLS records).
         let result = conn
             .out
-            .write_to(&mut conn.transport)
+            .write_to(&mut conn.transport, &self.out_storage)
             .and_then(|empty| match empty {
                 true => conn.transport.flush_pending(),
                 false => Ok(false),

@@ -24,17 +24,49 @@ const SPARE_CAPACITY: usize = 64 * 1024;
 /// up) is freed.
 const POOLED_SLOTS: usize = MAX_IOVECS;
 
+/// A broadcast frame at most this long goes into the turn's buffer; a longer one is shared
+/// on its own (a receiver that cannot take it keeps only that frame, not the whole turn).
+const TURN_FRAME_MAX: usize = 16 * 1024;
+/// The turn's buffer takes frames while it is shorter than this.
+const TURN_BUFFER_MAX: usize = 1 << 20;
+
 #[derive(Debug)]
 pub(crate) enum Chunk {
     Owned(Vec<u8>),
     Shared(Arc<[u8]>),
+    /// Frames broadcast in this loop turn: a range of the turn's buffer ([`OutStorage`]),
+    /// valid until the turn ends. Consecutive ones merge, so a receiver owed many frames in a
+    /// turn has one chunk, written with one slice.
+    Turn {
+        start: u32,
+        end: u32,
+    },
+    /// What a receiver's socket did not take of a past turn's buffer, which it keeps alive.
+    Frozen {
+        turn: Arc<Vec<u8>>,
+        start: u32,
+        end: u32,
+    },
 }
 
 impl Chunk {
-    fn bytes(&self) -> &[u8] {
+    fn len(&self) -> usize {
+        match self {
+            Chunk::Owned(v) => v.len(),
+            Chunk::Shared(s) => s.len(),
+            Chunk::Turn { start, end } | Chunk::Frozen { start, end, .. } => (end - start) as usize,
+        }
+    }
+
+    /// The bytes; `turn` is the current turn's buffer.
+    fn bytes<'a>(&'a self, turn: &'a [u8]) -> &'a [u8] {
         match self {
             Chunk::Owned(v) => v,
             Chunk::Shared(s) => s,
+            Chunk::Turn { start, end } => turn.get(*start as usize..*end as usize).unwrap_or(&[]),
+            Chunk::Frozen { turn, start, end } => {
+                turn.get(*start as usize..*end as usize).unwrap_or(&[])
+            }
         }
     }
 }
@@ -56,6 +88,8 @@ pub struct OutQueue {
     tail_pong: Option<u8>,
     /// The socket refused part of the last write: the peer is not keeping up.
     blocked: bool,
+    /// On the turn's list of queues given turn frames ([`OutStorage::end_turn`]).
+    in_turn: bool,
 }
 
 impl OutQueue {
@@ -84,7 +118,7 @@ impl OutQueue {
             let untouched = match self.chunks.len() {
                 0 => false,
                 // The only chunk is being written: the pong must not have started.
-                1 => self.written + old <= self.chunk_len(0),
+                1 => self.written + old <= self.chunks.front().map_or(0, Chunk::len),
                 _ => true,
             };
             if let (true, Some(Chunk::Owned(v))) = (untouched, self.chunks.back_mut()) {
@@ -94,10 +128,6 @@ impl OutQueue {
         }
         self.push_bytes(frame);
         self.tail_pong = u8::try_from(frame.len()).ok();
-    }
-
-    fn chunk_len(&self, i: usize) -> usize {
-        self.chunks.get(i).map_or(0, |c| c.bytes().len())
     }
 
     /// Appends one unmasked frame (server to client, §5.1).
@@ -120,6 +150,39 @@ impl OutQueue {
         tail.extend_from_slice(header.as_bytes());
         tail.extend_from_slice(payload);
         self.len += header.as_bytes().len() + payload.len();
+    }
+
+    /// Appends `range` of the turn's buffer (a frame broadcast this turn); returns whether
+    /// this queue must be put on the turn's list ([`OutStorage::note_turn_receiver`]).
+    pub(crate) fn push_turn(&mut self, range: (u32, u32)) -> bool {
+        self.tail_pong = None;
+        self.len += (range.1 - range.0) as usize;
+        match self.chunks.back_mut() {
+            Some(Chunk::Turn { end, .. }) if *end == range.0 => *end = range.1,
+            _ => self.chunks.push_back(Chunk::Turn {
+                start: range.0,
+                end: range.1,
+            }),
+        }
+        !std::mem::replace(&mut self.in_turn, true)
+    }
+
+    /// The turn ends: what is left of its frames is taken from `frozen` from now on.
+    fn end_turn(&mut self, frozen: &Arc<Vec<u8>>) {
+        for chunk in &mut self.chunks {
+            if let Chunk::Turn { start, end } = *chunk {
+                *chunk = Chunk::Frozen {
+                    turn: Arc::clone(frozen),
+                    start,
+                    end,
+                };
+            }
+        }
+    }
+
+    /// Holds frames of the current turn's buffer.
+    fn holds_turn(&self) -> bool {
+        self.in_turn && self.chunks.iter().any(|c| matches!(c, Chunk::Turn { .. }))
     }
 
     /// Appends a frame shared with other connections' queues.
@@ -151,18 +214,24 @@ impl OutQueue {
 
     /// Writes as much as the socket takes. Returns `Ok(true)` once the queue is empty,
     /// `Ok(false)` when the socket would block with bytes left.
-    pub fn write_to<W: Write>(&mut self, socket: &mut W) -> io::Result<bool> {
+    /// `storage` holds the turn's buffer that broadcast frames may be in.
+    pub(crate) fn write_to<W: Write>(
+        &mut self,
+        socket: &mut W,
+        storage: &OutStorage,
+    ) -> io::Result<bool> {
+        let turn = storage.turn.buffer.as_slice();
         while self.len > 0 {
             let result = if self.chunks.len() == 1 {
                 // One chunk (the common case of a reply): a plain write costs less than a
                 // vectored one.
-                socket.write(&self.chunks[0].bytes()[self.written..])
+                socket.write(&self.chunks[0].bytes(turn)[self.written..])
             } else if self.chunks.len() <= FEW_IOVECS {
-                // A turn's few frames (a broadcast with some messages in flight): a small
-                // array, not the 1 KiB of the full one to clear before every write.
-                self.write_gathered::<FEW_IOVECS, W>(socket)
+                // A few chunks: a small array, not the 1 KiB of the full one to clear before
+                // every write.
+                self.write_gathered::<FEW_IOVECS, W>(socket, turn)
             } else {
-                self.write_gathered::<MAX_IOVECS, W>(socket)
+                self.write_gathered::<MAX_IOVECS, W>(socket, turn)
             };
             match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -180,11 +249,15 @@ impl OutQueue {
     }
 
     /// One vectored write of the first `N` chunks at most.
-    fn write_gathered<const N: usize, W: Write>(&self, socket: &mut W) -> io::Result<usize> {
+    fn write_gathered<const N: usize, W: Write>(
+        &self,
+        socket: &mut W,
+        turn: &[u8],
+    ) -> io::Result<usize> {
         let mut slices = [IoSlice::new(&[]); N];
         let count = self.chunks.len().min(N);
         for (i, chunk) in self.chunks.iter().take(count).enumerate() {
-            let bytes = chunk.bytes();
+            let bytes = chunk.bytes(turn);
             slices[i] = IoSlice::new(if i == 0 {
                 &bytes[self.written..]
             } else {
@@ -200,7 +273,7 @@ impl OutQueue {
             let Some(front) = self.chunks.front() else {
                 break;
             };
-            let left = front.bytes().len() - self.written;
+            let left = front.len() - self.written;
             if n < left {
                 self.written += n;
                 return;
@@ -228,10 +301,7 @@ impl OutQueue {
         } else {
             self.chunks.truncate(1);
         }
-        self.len = self
-            .chunks
-            .front()
-            .map_or(0, |c| c.bytes().len() - self.written);
+        self.len = self.chunks.front().map_or(0, |c| c.len() - self.written);
     }
 
     /// Takes what the next push needs from `storage`: the chunk list's slots if the queue has
@@ -269,6 +339,21 @@ impl OutQueue {
     }
 }
 
+/// The frames broadcast in one loop turn, each encoded once into one buffer that every
+/// receiver's queue refers to by range: no reference count, allocation or chunk per frame
+/// and receiver, and a receiver owed many frames writes them as one slice (as the raw
+/// ceiling of the benchmarks does). When the turn ends, a receiver whose socket did not take
+/// everything keeps the buffer alive (it is frozen, shared) and the next turn starts a new
+/// one; otherwise the buffer is reused.
+#[derive(Debug, Default)]
+struct TurnFrames {
+    buffer: Arc<Vec<u8>>,
+    /// Slots of the connections given turn frames in this turn.
+    receivers: Vec<usize>,
+    /// A receiver kept the buffer at the end of the turn.
+    frozen: bool,
+}
+
 /// The loop's free lists of outbound storage (see [`OutQueue::borrow`]): buffers for bytes
 /// encoded per connection, and chunk lists, kept for as many queues as recent turns filled
 /// at once (every receiver of a broadcast needs one; see [`Pool::elastic`]).
@@ -276,9 +361,66 @@ impl OutQueue {
 pub(crate) struct OutStorage {
     buffers: BufferPool,
     slots: Pool<VecDeque<Chunk>>,
+    turn: TurnFrames,
 }
 
 impl OutStorage {
+    /// Appends one frame to the turn's buffer and returns its range, or `None` when it is
+    /// too long for it (the caller shares it on its own).
+    pub(crate) fn push_turn_frame(
+        &mut self,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Option<(u32, u32)> {
+        // Never fails: the buffer is shared only once frozen, and then replaced.
+        let buffer = Arc::make_mut(&mut self.turn.buffer);
+        if buffer.len() >= TURN_BUFFER_MAX {
+            return None;
+        }
+        let start = buffer.len();
+        encode(buffer);
+        if buffer.len() - start > TURN_FRAME_MAX {
+            buffer.truncate(start);
+            return None;
+        }
+        Some((
+            u32::try_from(start).ok()?,
+            u32::try_from(buffer.len()).ok()?,
+        ))
+    }
+
+    /// Remembers the slot of a connection whose queue now holds turn frames.
+    pub(crate) fn note_turn_receiver(&mut self, slot: usize) {
+        self.turn.receivers.push(slot);
+    }
+
+    /// The slots noted in this turn, to pass to [`end_turn_for`](Self::end_turn_for) once
+    /// every dirty queue has been written, then back to [`finish_turn`](Self::finish_turn).
+    pub(crate) fn take_turn_receivers(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.turn.receivers)
+    }
+
+    /// The turn ends for one noted queue: if its socket did not take all its turn frames,
+    /// the rest is taken from the turn's buffer, frozen and shared, from now on.
+    pub(crate) fn end_turn_for(&mut self, queue: &mut OutQueue) {
+        if queue.holds_turn() {
+            self.turn.frozen = true;
+            queue.end_turn(&self.turn.buffer);
+        }
+        queue.in_turn = false;
+    }
+
+    /// After [`end_turn_for`](Self::end_turn_for) on every noted queue: the next turn
+    /// reuses the buffer, or starts a new one if receivers keep the old one.
+    pub(crate) fn finish_turn(&mut self, mut receivers: Vec<usize>) {
+        receivers.clear();
+        self.turn.receivers = receivers;
+        if std::mem::take(&mut self.turn.frozen) {
+            self.turn.buffer = Arc::default();
+        } else if let Some(buffer) = Arc::get_mut(&mut self.turn.buffer) {
+            buffer.clear();
+        }
+    }
+
     /// Once per loop turn: lets the chunk lists kept for a past burst go.
     pub(crate) fn settle(&mut self, now: std::time::Instant) {
         self.slots.settle(now);
@@ -290,6 +432,7 @@ impl OutStorage {
             buffers: BufferPool::new(keep, SPARE_CAPACITY),
             // Elastic: a broadcast lends a list to every receiver in the same turn.
             slots: Pool::elastic(keep, POOLED_SLOTS),
+            turn: TurnFrames::default(),
         }
     }
 }
@@ -333,7 +476,7 @@ mod tests {
             max: 100,
             block_next: false,
         };
-        assert!(q.write_to(&mut sink).unwrap());
+        assert!(q.write_to(&mut sink, &OutStorage::new(0)).unwrap());
         // Once the socket refuses a write, owed pongs collapse into the newest.
         let mut q = OutQueue::default();
         q.push_frame(OpCode::Text, b"hi");
@@ -342,7 +485,7 @@ mod tests {
             max: 0,
             block_next: true,
         };
-        assert!(!q.write_to(&mut stuck).unwrap());
+        assert!(!q.write_to(&mut stuck, &OutStorage::new(0)).unwrap());
         q.push_pong(&[0x8a, 0x01, b'1']);
         q.push_pong(&[0x8a, 0x01, b'2']);
         assert_eq!(q.len(), 7);
@@ -356,10 +499,10 @@ mod tests {
         };
         // Start writing the last pong, then owe a new one: the started one must stay whole.
         while q.len() > 2 {
-            let _ = q.write_to(&mut w);
+            let _ = q.write_to(&mut w, &OutStorage::new(0));
         }
         q.push_pong(&[0x8a, 0x01, b'4']);
-        while !q.write_to(&mut w).unwrap() {}
+        while !q.write_to(&mut w, &OutStorage::new(0)).unwrap() {}
         assert_eq!(
             w.out,
             [0x81, 2, b'h', b'i', 0x8a, 1, b'2', 0x81, 1, b'x', 0x8a, 1, b'3', 0x8a, 1, b'4']
@@ -377,7 +520,7 @@ mod tests {
         };
         q.borrow(&mut storage, true);
         q.push_frame(OpCode::Text, b"one");
-        while !q.write_to(&mut sink).unwrap() {}
+        while !q.write_to(&mut sink, &OutStorage::new(0)).unwrap() {}
         q.give_back(&mut storage);
         assert_eq!(q.chunks.capacity(), 0, "the chunk list went back");
         assert!(q.spare.is_none(), "the buffer went back");
@@ -396,7 +539,7 @@ mod tests {
             (storage.slots.free.len(), storage.buffers.free.len()),
             (0, 0)
         );
-        while !q.write_to(&mut sink).unwrap() {}
+        while !q.write_to(&mut sink, &OutStorage::new(0)).unwrap() {}
         assert_eq!(
             sink.out,
             [0x81, 3, b'o', b'n', b'e', 0x81, 3, b't', b'w', b'o']
@@ -413,11 +556,11 @@ mod tests {
             max: 1,
             block_next: false,
         };
-        assert!(!q.write_to(&mut w).unwrap());
+        assert!(!q.write_to(&mut w, &OutStorage::new(0)).unwrap());
         q.truncate_to_front();
         assert_eq!(q.len(), 3);
         q.push_frame(OpCode::Close, &[0x03, 0xf0]);
-        while !q.write_to(&mut w).unwrap() {}
+        while !q.write_to(&mut w, &OutStorage::new(0)).unwrap() {}
         assert_eq!(w.out, [0x81, 0x02, b'h', b'i', 0x88, 0x02, 0x03, 0xf0]);
     }
 
@@ -434,7 +577,7 @@ mod tests {
             block_next: false,
         };
         let mut rounds = 0;
-        while !q.write_to(&mut w).unwrap() {
+        while !q.write_to(&mut w, &OutStorage::new(0)).unwrap() {
             rounds += 1;
             assert!(rounds < 1000);
         }
