@@ -98,7 +98,7 @@ def scenarios(args, node_ok: bool) -> list[dict]:
 def bound(e: dict, window: str) -> str:
     """Which side was the bound: the one whose CPU share of the window is near one core."""
     share = {who: e.get(f"{who}_cpu_share") for who in ("server", "client")}
-    busy = [who for who, v in share.items() if v is not None and v >= 0.9]
+    busy = [who for who, v in share.items() if v is not None and v >= 0.85]
     cells = " / ".join("-" if v is None else f"{v:.0%}" for v in share.values())
     return f"{cells} ({' and '.join(busy) or 'neither'}{window})"
 

@@ -1,8 +1,9 @@
 //! A connection's outbound queue: frames waiting for the socket to accept them.
 //!
 //! Bytes encoded for this connection alone are appended to owned buffers; a broadcast frame is
-//! encoded once and shared (`Arc`) by every receiver's queue. Writing gathers up to
-//! `MAX_IOVECS` pieces into one vectored write, so a burst of replies costs one system call.
+//! encoded once into the loop turn's buffer, which every receiver's queue refers to by range
+//! (a long one is shared on its own, `Arc`). Writing gathers up to `MAX_IOVECS` pieces into
+//! one vectored write, so a burst of replies or broadcasts costs one system call.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
