@@ -414,9 +414,10 @@ mod tests {
         assert_eq!(pacer.due(start + ms(24)), None);
         assert_eq!(pacer.due(start + ms(25)), Some(1));
         assert_eq!(pacer.due(start + ms(75)), Some(2));
+        // Late: the turns due at 50 and 75 ms both go, then the next waits for 100 ms.
         assert_eq!(pacer.due(start + ms(75)), Some(3));
-        assert_eq!(pacer.due(start + ms(75)), Some(0));
         assert_eq!(pacer.due(start + ms(75)), None);
+        assert_eq!(pacer.due(start + ms(100)), Some(0));
         // Far behind: at most a second is caught up.
         let late = start + Duration::from_secs(10);
         let caught_up = std::iter::from_fn(|| pacer.due(late)).count();
