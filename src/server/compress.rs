@@ -111,15 +111,15 @@ impl<'p> Broadcast<'p> {
         }
     }
 
-    /// Queues the message for `ws`; returns whether `out` took its first frame of the turn's
-    /// buffer in `storage`.
+    /// Queues the message for `ws`; a plain frame is encoded into the turn's buffer in
+    /// `storage` (see [`OutStorage::push_turn_frame`]).
     pub(crate) fn push(
         &mut self,
         out: &mut OutQueue,
         ws: &mut Connection,
         compressor: &mut Compressor,
         storage: &mut OutStorage,
-    ) -> bool {
+    ) {
         #[cfg(feature = "deflate")]
         match ws.outgoing(self.payload.len()) {
             Outgoing::Plain => {}
@@ -139,12 +139,12 @@ impl<'p> Broadcast<'p> {
                 if let Some(frame) = &self.fresh {
                     out.push_shared(Arc::clone(frame));
                 }
-                return false;
+                return;
             }
             Outgoing::Stream => {
                 compressor.push(out, ws, self.kind, self.payload);
                 self.encodes += 1;
-                return false;
+                return;
             }
         }
         #[cfg(not(feature = "deflate"))]
@@ -166,11 +166,8 @@ impl<'p> Broadcast<'p> {
         }
         match &self.plain {
             Some(Plain::Turn(range)) => out.push_turn(*range),
-            Some(Plain::Shared(frame)) => {
-                out.push_shared(Arc::clone(frame));
-                false
-            }
-            None => false,
+            Some(Plain::Shared(frame)) => out.push_shared(Arc::clone(frame)),
+            None => {}
         }
     }
 }

@@ -31,7 +31,6 @@ impl<H: Handler, N: Net> Server<H, N> {
                     let payload = &commands.arena[payload.clone()];
                     self.deliver(*to, requester, &mut slow, true, |out, ws, _| {
                         compressor.push(out, ws, *kind, payload);
-                        false
                     });
                 }
                 Command::Broadcast {
@@ -44,7 +43,7 @@ impl<H: Handler, N: Net> Server<H, N> {
                     let mut frames = Broadcast::new(*kind, &commands.arena[payload.clone()]);
                     for to in &commands.targets[targets.clone()] {
                         self.deliver(*to, requester, &mut slow, false, |out, ws, storage| {
-                            frames.push(out, ws, &mut compressor, storage)
+                            frames.push(out, ws, &mut compressor, storage);
                         });
                     }
                     self.stats.broadcast_encodes += frames.encodes;
@@ -76,59 +75,37 @@ impl<H: Handler, N: Net> Server<H, N> {
         }
     }
 
-    /// Queues one message for `to` with `push` if it can take it (see `deliverable`); a
-    /// buffer is lent for a frame encoded into the queue (`owned`), none for a shared one.
-    /// `push` says whether the queue took its first frame of the turn's buffer.
+    /// Queues one message for `to` with `push` if it can take it now: it exists and is open
+    /// (no close sent or received), and, unless it asked for the message, its queue is not
+    /// over the cap even after writing what its socket takes; otherwise it is added to
+    /// `slow`. A buffer is lent for a frame encoded into the queue (`owned`), none for a
+    /// shared one. One table lookup for all of it: a broadcast does this per receiver.
     fn deliver(
         &mut self,
         to: ConnId,
         requester: Option<ConnId>,
         slow: &mut Vec<ConnId>,
         owned: bool,
-        push: impl FnOnce(&mut OutQueue, &mut Connection, &mut OutStorage) -> bool,
+        push: impl FnOnce(&mut OutQueue, &mut Connection, &mut OutStorage),
     ) {
-        let Some(slot) = self.deliverable(to, requester, slow) else {
+        let Some((slot, conn)) = self.conns.by_id(to) else {
             return;
         };
-        let Some(conn) = self.conns.get_mut(slot) else {
+        if !matches!(&conn.phase, Phase::Open(ws) if ws.is_open()) {
             return;
-        };
+        }
+        let cap = self.config.max_backpressure;
+        if Some(to) != requester && over_cap(conn, cap, &mut self.stats, &self.out_storage) {
+            slow.push(to);
+            return;
+        }
         let Phase::Open(ws) = &mut conn.phase else {
             return;
         };
         conn.out.borrow(&mut self.out_storage, owned);
-        if push(&mut conn.out, ws, &mut self.out_storage) {
-            self.out_storage.note_turn_receiver(slot);
-        }
+        push(&mut conn.out, ws, &mut self.out_storage);
         self.stats.messages_out += 1;
         self.conns.mark_dirty(slot);
-    }
-
-    /// The slot of `to` if it can be sent a message now: it exists and is open (no close sent
-    /// or received), and, unless it asked for the message, its queue is not over the cap even
-    /// after writing what its socket takes; otherwise it is added to `slow`.
-    fn deliverable(
-        &mut self,
-        to: ConnId,
-        requester: Option<ConnId>,
-        slow: &mut Vec<ConnId>,
-    ) -> Option<usize> {
-        let (slot, conn) = self.conns.by_id(to)?;
-        if !matches!(&conn.phase, Phase::Open(ws) if ws.is_open()) {
-            return None;
-        }
-        if Some(to) != requester
-            && over_cap(
-                conn,
-                self.config.max_backpressure,
-                &mut self.stats,
-                &self.out_storage,
-            )
-        {
-            slow.push(to);
-            return None;
-        }
-        Some(slot)
     }
 
     /// Starts the closing handshake on an open connection; the peer has the close timeout

@@ -610,13 +610,13 @@ impl<H: Handler, N: Net> Server<H, N> {
         }
         // Every queue given this turn's broadcast frames has been written: what is left of
         // them must outlive the turn's buffer.
-        let mut receivers = self.out_storage.take_turn_receivers();
-        for slot in receivers.drain(..) {
+        let mut stragglers = self.out_storage.take_stragglers();
+        for slot in stragglers.drain(..) {
             if let Some(conn) = self.conns.get_mut(slot) {
                 self.out_storage.end_turn_for(&mut conn.out);
             }
         }
-        self.out_storage.finish_turn(receivers);
+        self.out_storage.finish_turn(stragglers);
     }
 
     /// Writes what the socket takes, keeps writable interest only while output remains,
@@ -643,6 +643,9 @@ impl<H: Handler, N: Net> Server<H, N> {
                 return;
             }
         };
+        if !drained && conn.out.holds_turn() {
+            self.out_storage.note_straggler(slot);
+        }
         conn.out.give_back(&mut self.out_storage);
         if drained && matches!(conn.phase, Phase::Closing) && !conn.write_shut {
             // TLS ends with close_notify before the FIN (RFC 8446 §6.1); then FIN after the

@@ -89,8 +89,6 @@ pub struct OutQueue {
     tail_pong: Option<u8>,
     /// The socket refused part of the last write: the peer is not keeping up.
     blocked: bool,
-    /// On the turn's list of queues given turn frames ([`OutStorage::end_turn`]).
-    in_turn: bool,
 }
 
 impl OutQueue {
@@ -153,9 +151,10 @@ impl OutQueue {
         self.len += header.as_bytes().len() + payload.len();
     }
 
-    /// Appends `range` of the turn's buffer (a frame broadcast this turn); returns whether
-    /// this queue must be put on the turn's list ([`OutStorage::note_turn_receiver`]).
-    pub(crate) fn push_turn(&mut self, range: (u32, u32)) -> bool {
+    /// Appends `range` of the turn's buffer (a frame broadcast this turn). Every queue given
+    /// one is dirty, so it is written before the turn ends; if its socket does not take it
+    /// all, the loop notes it ([`OutStorage::note_straggler`]).
+    pub(crate) fn push_turn(&mut self, range: (u32, u32)) {
         self.tail_pong = None;
         self.len += (range.1 - range.0) as usize;
         match self.chunks.back_mut() {
@@ -165,7 +164,6 @@ impl OutQueue {
                 end: range.1,
             }),
         }
-        !std::mem::replace(&mut self.in_turn, true)
     }
 
     /// The turn ends: what is left of its frames is taken from `frozen` from now on.
@@ -182,8 +180,8 @@ impl OutQueue {
     }
 
     /// Holds frames of the current turn's buffer.
-    fn holds_turn(&self) -> bool {
-        self.in_turn && self.chunks.iter().any(|c| matches!(c, Chunk::Turn { .. }))
+    pub(crate) fn holds_turn(&self) -> bool {
+        self.chunks.iter().any(|c| matches!(c, Chunk::Turn { .. }))
     }
 
     /// Appends a frame shared with other connections' queues.
@@ -349,8 +347,8 @@ impl OutQueue {
 #[derive(Debug, Default)]
 struct TurnFrames {
     buffer: Arc<Vec<u8>>,
-    /// Slots of the connections given turn frames in this turn.
-    receivers: Vec<usize>,
+    /// Slots of the connections whose sockets did not take all their turn frames.
+    stragglers: Vec<usize>,
     /// A receiver kept the buffer at the end of the turn.
     frozen: bool,
 }
@@ -389,32 +387,32 @@ impl OutStorage {
         ))
     }
 
-    /// Remembers the slot of a connection whose queue now holds turn frames.
-    pub(crate) fn note_turn_receiver(&mut self, slot: usize) {
-        self.turn.receivers.push(slot);
+    /// Remembers a connection whose socket did not take all its frames of this turn.
+    pub(crate) fn note_straggler(&mut self, slot: usize) {
+        self.turn.stragglers.push(slot);
     }
 
     /// The slots noted in this turn, to pass to [`end_turn_for`](Self::end_turn_for) once
     /// every dirty queue has been written, then back to [`finish_turn`](Self::finish_turn).
-    pub(crate) fn take_turn_receivers(&mut self) -> Vec<usize> {
-        std::mem::take(&mut self.turn.receivers)
+    pub(crate) fn take_stragglers(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.turn.stragglers)
     }
 
-    /// The turn ends for one noted queue: if its socket did not take all its turn frames,
-    /// the rest is taken from the turn's buffer, frozen and shared, from now on.
+    /// The turn ends for one noted queue (noted twice, or drained since: nothing to do): the
+    /// rest of its turn frames is taken from the turn's buffer, frozen and shared, from now
+    /// on.
     pub(crate) fn end_turn_for(&mut self, queue: &mut OutQueue) {
         if queue.holds_turn() {
             self.turn.frozen = true;
             queue.end_turn(&self.turn.buffer);
         }
-        queue.in_turn = false;
     }
 
     /// After [`end_turn_for`](Self::end_turn_for) on every noted queue: the next turn
     /// reuses the buffer, or starts a new one if receivers keep the old one.
-    pub(crate) fn finish_turn(&mut self, mut receivers: Vec<usize>) {
-        receivers.clear();
-        self.turn.receivers = receivers;
+    pub(crate) fn finish_turn(&mut self, mut stragglers: Vec<usize>) {
+        stragglers.clear();
+        self.turn.stragglers = stragglers;
         if std::mem::take(&mut self.turn.frozen) {
             self.turn.buffer = Arc::default();
         } else if let Some(buffer) = Arc::get_mut(&mut self.turn.buffer) {
