@@ -30,6 +30,9 @@ const POOLED_SLOTS: usize = MAX_IOVECS;
 const TURN_FRAME_MAX: usize = 16 * 1024;
 /// The turn's buffer takes frames while it is shorter than this.
 const TURN_BUFFER_MAX: usize = 1 << 20;
+/// A receiver left with turn frames keeps the turn's buffer alive only if it is at most this
+/// many times the bytes of its own frames in it; otherwise they are copied out.
+const FREEZE_RATIO: usize = 4;
 
 #[derive(Debug)]
 pub(crate) enum Chunk {
@@ -177,6 +180,25 @@ impl OutQueue {
                 };
             }
         }
+    }
+
+    /// The turn ends, and this queue's frames are a small part of the turn's buffer: they
+    /// are copied out, rather than keeping the whole buffer alive.
+    fn copy_turn(&mut self, turn: &[u8]) {
+        for chunk in &mut self.chunks {
+            if let Chunk::Turn { .. } = chunk {
+                *chunk = Chunk::Shared(Arc::from(chunk.bytes(turn)));
+            }
+        }
+    }
+
+    /// Bytes of the current turn's buffer this queue refers to.
+    fn turn_bytes(&self) -> usize {
+        let turn = self
+            .chunks
+            .iter()
+            .filter(|c| matches!(c, Chunk::Turn { .. }));
+        turn.map(Chunk::len).sum()
     }
 
     /// Holds frames of the current turn's buffer.
@@ -402,9 +424,18 @@ impl OutStorage {
     /// rest of its turn frames is taken from the turn's buffer, frozen and shared, from now
     /// on.
     pub(crate) fn end_turn_for(&mut self, queue: &mut OutQueue) {
-        if queue.holds_turn() {
+        let held = queue.turn_bytes();
+        if held == 0 {
+            return;
+        }
+        // A receiver keeps the whole buffer only if its own frames are a fair part of it:
+        // what it pins stays within FREEZE_RATIO times what its queue counts against
+        // --max-backpressure.
+        if self.turn.buffer.len() <= held.saturating_mul(FREEZE_RATIO) {
             self.turn.frozen = true;
             queue.end_turn(&self.turn.buffer);
+        } else {
+            queue.copy_turn(&self.turn.buffer);
         }
     }
 
@@ -543,6 +574,54 @@ mod tests {
             sink.out,
             [0x81, 3, b'o', b'n', b'e', 0x81, 3, b't', b'w', b'o']
         );
+    }
+
+    #[test]
+    fn turn_frames_left_at_the_end_of_the_turn_are_kept_in_proportion() {
+        let mut storage = OutStorage::new(4);
+        let frame = |text: &'static [u8]| {
+            move |buf: &mut Vec<u8>| {
+                buf.extend_from_slice(&[0x81, text.len() as u8]);
+                buf.extend_from_slice(text);
+            }
+        };
+        let a = storage.push_turn_frame(frame(b"aaaa")).unwrap();
+        let b = storage
+            .push_turn_frame(frame(b"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"))
+            .unwrap();
+        // One queue owed both frames (merged into one chunk), one owed only the first.
+        let (mut both, mut first) = (OutQueue::default(), OutQueue::default());
+        both.push_turn(a);
+        both.push_turn(b);
+        first.push_turn(a);
+        assert_eq!(both.chunks.len(), 1, "consecutive turn frames merge");
+        assert_eq!(both.turn_bytes(), 38);
+        storage.end_turn_for(&mut both);
+        storage.end_turn_for(&mut first);
+        // The first queue's 6 bytes are under a quarter of the 38: copied out; the other
+        // keeps the buffer, which the next turn no longer uses.
+        assert!(matches!(both.chunks[0], Chunk::Frozen { .. }));
+        assert!(matches!(first.chunks[0], Chunk::Shared(_)));
+        let stragglers = storage.take_stragglers();
+        storage.finish_turn(stragglers);
+        let c = storage.push_turn_frame(frame(b"cc")).unwrap();
+        assert_eq!(c, (0, 4), "a new buffer");
+        let mut sink = Trickle {
+            out: Vec::new(),
+            max: usize::MAX,
+            block_next: false,
+        };
+        both.push_turn(c);
+        while !both.write_to(&mut sink, &storage).unwrap() {}
+        let mut want = vec![0x81, 4];
+        want.extend_from_slice(b"aaaa");
+        want.extend_from_slice(&[0x81, 30]);
+        want.extend_from_slice(&[b'b'; 30]);
+        want.extend_from_slice(&[0x81, 2, b'c', b'c']);
+        assert_eq!(sink.out, want);
+        sink.out.clear();
+        while !first.write_to(&mut sink, &storage).unwrap() {}
+        assert_eq!(sink.out, [0x81, 4, b'a', b'a', b'a', b'a']);
     }
 
     #[test]
