@@ -505,18 +505,25 @@ def fmt(v, digits: int) -> str:
 
 KEYS = {
     "echo": ["server_cpu_us_per_msg", "messages_per_s", "client_cpu_us_per_msg",
-             ("latency", "p50_us"), ("latency", "p99_us"),
-             "wire_bytes_in_per_msg", "wire_bytes_out_per_msg"],
+             ("latency", "p50_us"), ("latency", "p99_us"), ("latency", "p999_us"),
+             ("latency", "max_us"), "wire_bytes_in_per_msg", "wire_bytes_out_per_msg",
+             "server_cpu_share", "client_cpu_share"],
     "idle": ["rss_per_connection_bytes", "rss_before_kb", "rss_after_kb"],
     "connect": ["handshakes_per_s", "server_cpu_us_per_handshake", "client_cpu_us_per_handshake",
                 ("latency", "p50_us"), ("latency", "p99_us")],
     "heartbeat": ["rss_per_connection_bytes", "rss_before_kb", "rss_after_kb"],
     "broadcast": ["delivered_per_s", "server_cpu_us_per_frame", "client_cpu_us_per_frame",
-                  ("latency", "p50_us"), ("latency", "p99_us"), "wire_bytes_in_per_frame"],
+                  ("latency", "p50_us"), ("latency", "p99_us"), ("latency", "p999_us"),
+                  "wire_bytes_in_per_frame", "server_cpu_share", "client_cpu_share"],
 }
 
 
 def get(report: dict, key):
+    if isinstance(key, str) and key.endswith("_cpu_share"):
+        # CPU seconds over the measured window: near 1.0, that side was the bound.
+        cpu, seconds = report.get(key.replace("_share", "_s")), report.get("duration_s")
+        ok = isinstance(cpu, (int, float)) and isinstance(seconds, (int, float)) and seconds
+        return cpu / seconds if ok else None
     if isinstance(key, tuple):
         v = report
         for k in key:

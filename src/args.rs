@@ -34,6 +34,9 @@ pub(crate) struct Cli {
 pub(crate) enum Command {
     /// Echo every text and binary message back to its sender (the Autobahn testee).
     Echo(EchoArgs),
+    /// Send every text and binary message from any client to every connected client, the
+    /// sender included, as it came.
+    Broadcast(EchoArgs),
     /// The real-time server: JSON chat and channels at /ws, the browser client at /,
     /// /healthz and /metrics, all on one port.
     Serve(Box<ServeArgs>),
@@ -69,7 +72,7 @@ pub(crate) struct LoopArgs {
     )]
     pub(crate) listen_plain: Vec<SocketAddr>,
     /// Largest message (and frame) accepted, in bytes; larger ones close with 1009.
-    /// Default: 64 MiB for echo, 1 MiB for serve.
+    /// Default: 64 MiB for echo, 1 MiB for serve and broadcast.
     #[arg(long, value_name = "BYTES", value_parser = flags::count::<u64>)]
     pub(crate) max_message: Option<u64>,
     /// Largest request head (request line and headers); larger gets 431.
@@ -128,8 +131,8 @@ pub(crate) struct LoopArgs {
     pub(crate) max_pending_handshakes_per_address: usize,
     /// Request heads (handshakes, HTTP requests) per second per client address, sustained;
     /// twice as many in a burst; beyond that 429. At least 0.5, or `unlimited`. Default: 50
-    /// for serve, unlimited for echo (the Autobahn client opens hundreds of connections a
-    /// second).
+    /// for serve, unlimited for echo and broadcast (the Autobahn client opens hundreds of
+    /// connections a second).
     #[arg(long, value_name = "N", value_parser = flags::rate_or_unlimited)]
     pub(crate) handshakes_per_second: Option<f64>,
     /// Close connections that send nothing for this long, or `off` (serve's heartbeat finds
@@ -165,6 +168,7 @@ pub(crate) struct LoopArgs {
     pub(crate) deflate_level: u8,
 }
 
+/// The flags of `echo` and `broadcast`: the loop's own, nothing of the application.
 #[derive(Args, Debug)]
 pub(crate) struct EchoArgs {
     #[command(flatten)]

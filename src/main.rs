@@ -1,5 +1,5 @@
-//! The `wsloop` command line: `echo`, `serve`, `client` (feature `cli`). The load generator
-//! is the separate `wsloop-bench` binary (benches/load).
+//! The `wsloop` command line: `echo`, `broadcast`, `serve`, `client` (feature `cli`). The load
+//! generator is the separate `wsloop-bench` binary (benches/load).
 
 mod access_flags;
 mod args;
@@ -20,6 +20,7 @@ use mio::Waker;
 use signal_hook::consts::SIGHUP;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use wsloop::app::broadcast::Broadcast;
 use wsloop::app::chat::ChatLimits;
 use wsloop::app::echo::Echo;
 use wsloop::app::history::HistoryLimits;
@@ -36,7 +37,7 @@ use wsloop::cluster::{Bridge, Presence, PresenceConfig, RedisConfig};
 use wsloop::proto::Limits;
 use wsloop::server::{Config, Handler, Listener, Server};
 
-use args::{parse_cli, serve_config, ClientArgs, Command, LoopArgs, ServeArgs};
+use args::{parse_cli, serve_config, ClientArgs, Command, EchoArgs, LoopArgs, ServeArgs};
 
 /// The start-up line of one listener: the WebSocket URL first (scripts and tests read the
 /// address from `listening on ws://ADDR/` or `wss://ADDR/`), then, for `serve`, the page's URL.
@@ -263,6 +264,32 @@ fn watch_signals(
     Ok(())
 }
 
+/// `broadcast`'s largest message by default: serve's 1 MiB. Echo takes 64 MiB for Autobahn's
+/// section 9; a broadcast is held once whatever the number of receivers, but each receiver's
+/// queue must take it under `--max-backpressure`.
+const BROADCAST_MAX_MESSAGE: u64 = 1 << 20;
+
+/// Runs `echo` or `broadcast`: an application without settings of its own on the loop's
+/// flags, on 127.0.0.1:9001 by default, with no request rate limit and no readiness.
+fn run_plain<H: Handler>(args: &EchoArgs, default_max_message: u64, handler: H) -> ExitCode {
+    stderr_log::set_level(args.common.log_level);
+    let config = args.common.config(
+        SocketAddr::from(([127, 0, 0, 1], 9001)),
+        default_max_message,
+        f64::INFINITY,
+    );
+    let config = match with_tls(config, &args.common) {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    let stopping = Stopping {
+        not_ready: None,
+        delay: Duration::ZERO,
+        drain_timeout: args.common.drain_timeout,
+    };
+    run_server(config, stopping, handler, None, |_, _| Ok(()), |_, _| {})
+}
+
 fn serve(args: Box<ServeArgs>) -> ExitCode {
     let config = match with_tls(serve_config(&args), &args.common) {
         Ok(config) => config,
@@ -399,24 +426,8 @@ fn main() -> ExitCode {
     let cli = parse_cli(std::env::args_os().collect());
     stderr_log::install(Level::Info);
     match cli.command {
-        Command::Echo(args) => {
-            stderr_log::set_level(args.common.log_level);
-            let config = args.common.config(
-                SocketAddr::from(([127, 0, 0, 1], 9001)),
-                Limits::default().max_message,
-                f64::INFINITY,
-            );
-            let config = match with_tls(config, &args.common) {
-                Ok(config) => config,
-                Err(code) => return code,
-            };
-            let stopping = Stopping {
-                not_ready: None,
-                delay: Duration::ZERO,
-                drain_timeout: args.common.drain_timeout,
-            };
-            run_server(config, stopping, Echo, None, |_, _| Ok(()), |_, _| {})
-        }
+        Command::Echo(args) => run_plain(&args, Limits::default().max_message, Echo),
+        Command::Broadcast(args) => run_plain(&args, BROADCAST_MAX_MESSAGE, Broadcast::default()),
         Command::Serve(args) => {
             stderr_log::set_level(args.common.log_level);
             serve(args)

@@ -506,3 +506,79 @@ impl Handler for Broadcast {
         self.members.retain(|m| *m != id);
     }
 }
+
+#[test]
+fn broadcast_reaches_every_client_with_one_write_per_turn() {
+    // `wsloop broadcast`'s application, not this file's `Broadcast` test handler.
+    let app = wsloop::app::broadcast::Broadcast::default();
+    let mut sim = Sim::new(Config::default(), app);
+    let peers: Vec<SimPeer> = (0..3).map(|_| open(&mut sim)).collect();
+    let before: Vec<u64> = peers.iter().map(|p| sim.writes(p)).collect();
+    // Three messages from the first client in one read: every client, the sender included,
+    // gets all three as they came, in order...
+    let mut burst = client_frame(0x1, b"one");
+    burst.extend(client_frame(0x2, &[0, 1, 2]));
+    burst.extend(client_frame(0x1, b"three"));
+    sim.send(&peers[0], &burst);
+    let mut want = server_frame(0x1, b"one");
+    want.extend(server_frame(0x2, &[0, 1, 2]));
+    want.extend(server_frame(0x1, b"three"));
+    for (i, peer) in peers.iter().enumerate() {
+        assert_eq!(sim.take(peer), want, "client {i}");
+        // ...in one vectored write: the frames of one turn go out together.
+        assert_eq!(sim.writes(peer) - before[i], 1, "client {i}: writes");
+    }
+    // A client that leaves is sent nothing more; the others still hear each other.
+    sim.send(&peers[1], &client_frame(0x8, &1000u16.to_be_bytes()));
+    assert_eq!(sim.take(&peers[1]), close_frame(1000, ""));
+    sim.send(&peers[2], &client_frame(0x2, b"after"));
+    for i in [0, 2] {
+        assert_eq!(
+            sim.take(&peers[i]),
+            server_frame(0x2, b"after"),
+            "client {i}"
+        );
+    }
+    assert!(sim.take(&peers[1]).is_empty());
+}
+
+#[test]
+fn broadcast_frames_a_socket_did_not_take_outlive_their_turn() {
+    let app = wsloop::app::broadcast::Broadcast::default();
+    let mut sim = Sim::new(Config::default(), app);
+    let peers: Vec<SimPeer> = (0..3).map(|_| open(&mut sim)).collect();
+    // The second client reads 4 bytes, then nothing until the end.
+    sim.set_window(&peers[1], 4);
+    let mut burst = client_frame(0x1, b"first");
+    burst.extend(client_frame(0x2, b"second"));
+    sim.send(&peers[0], &burst);
+    let mut turn1 = server_frame(0x1, b"first");
+    turn1.extend(server_frame(0x2, b"second"));
+    for i in [0, 2] {
+        assert_eq!(sim.take(&peers[i]), turn1, "client {i}");
+    }
+    // Later turns encode other frames (into a new turn buffer, or the old one reused)...
+    for text in ["third", "fourth, longer than the first two together"] {
+        sim.send(&peers[2], &client_frame(0x1, text.as_bytes()));
+        for i in [0, 2] {
+            assert_eq!(
+                sim.take(&peers[i]),
+                server_frame(0x1, text.as_bytes()),
+                "client {i}"
+            );
+        }
+    }
+    // ...while the slow reader still gets exactly what it was sent.
+    sim.set_window(&peers[1], 1 << 20);
+    let mut got = Vec::new();
+    for _ in 0..10 {
+        got.extend(sim.take(&peers[1]));
+    }
+    let mut want = turn1;
+    want.extend(server_frame(0x1, b"third"));
+    want.extend(server_frame(
+        0x1,
+        b"fourth, longer than the first two together",
+    ));
+    assert_eq!(got, want);
+}

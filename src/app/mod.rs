@@ -5,6 +5,7 @@ pub mod access;
 pub mod api;
 #[cfg(feature = "auth")]
 pub mod auth;
+pub mod broadcast;
 pub mod chat;
 pub mod echo;
 pub mod gate;

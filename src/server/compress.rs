@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::outbound::OutQueue;
+use super::outbound::{OutQueue, OutStorage};
 use crate::proto::frame::encode_frame;
 #[cfg(feature = "deflate")]
 use crate::proto::{
@@ -78,13 +78,21 @@ impl Compressor {
     }
 }
 
+/// Where a broadcast's plain frame was encoded.
+enum Plain {
+    /// In the turn's buffer (`OutStorage`), at this range.
+    Turn((u32, u32)),
+    /// Too long for it: on its own.
+    Shared(Arc<[u8]>),
+}
+
 /// One broadcast's frames: the plain frame and the frame compressed on its own are each
 /// encoded at most once and shared by every receiver that takes them; only receivers with
 /// context takeover need a compression of their own.
 pub(crate) struct Broadcast<'p> {
     kind: MessageKind,
     payload: &'p [u8],
-    plain: Option<Arc<[u8]>>,
+    plain: Option<Plain>,
     #[cfg(feature = "deflate")]
     fresh: Option<Arc<[u8]>>,
     /// Encodings done (shared frames and per-receiver compressions).
@@ -103,12 +111,14 @@ impl<'p> Broadcast<'p> {
         }
     }
 
-    /// Queues the message for `ws`.
+    /// Queues the message for `ws`; a plain frame is encoded into the turn's buffer in
+    /// `storage` (see [`OutStorage::push_turn_frame`]).
     pub(crate) fn push(
         &mut self,
         out: &mut OutQueue,
         ws: &mut Connection,
         compressor: &mut Compressor,
+        storage: &mut OutStorage,
     ) {
         #[cfg(feature = "deflate")]
         match ws.outgoing(self.payload.len()) {
@@ -140,13 +150,24 @@ impl<'p> Broadcast<'p> {
         #[cfg(not(feature = "deflate"))]
         let _ = (ws, compressor);
         if self.plain.is_none() {
-            let mut frame = Vec::new();
-            encode_frame(&mut frame, true, self.kind.opcode(), None, self.payload);
-            self.plain = Some(frame.into());
+            let (kind, payload) = (self.kind, self.payload);
+            let encode = |frame: &mut Vec<u8>| {
+                encode_frame(frame, true, kind.opcode(), None, payload);
+            };
+            self.plain = Some(match storage.push_turn_frame(encode) {
+                Some(range) => Plain::Turn(range),
+                None => {
+                    let mut frame = Vec::new();
+                    encode(&mut frame);
+                    Plain::Shared(frame.into())
+                }
+            });
             self.encodes += 1;
         }
-        if let Some(frame) = &self.plain {
-            out.push_shared(Arc::clone(frame));
+        match &self.plain {
+            Some(Plain::Turn(range)) => out.push_turn(*range),
+            Some(Plain::Shared(frame)) => out.push_shared(Arc::clone(frame)),
+            None => {}
         }
     }
 }

@@ -7,7 +7,7 @@ use super::compress::Broadcast;
 use super::conn::{queue_control_frames, Conn, Phase};
 use super::handler::{CloseReason, Command, ConnId};
 use super::net::Net;
-use super::outbound::OutQueue;
+use super::outbound::{OutQueue, OutStorage};
 use super::stats::Stats;
 use super::{Handler, Server};
 use crate::log::Level;
@@ -29,7 +29,7 @@ impl<H: Handler, N: Net> Server<H, N> {
             match command {
                 Command::Send { to, kind, payload } => {
                     let payload = &commands.arena[payload.clone()];
-                    self.deliver(*to, requester, &mut slow, true, |out, ws| {
+                    self.deliver(*to, requester, &mut slow, true, |out, ws, _| {
                         compressor.push(out, ws, *kind, payload);
                     });
                 }
@@ -42,8 +42,8 @@ impl<H: Handler, N: Net> Server<H, N> {
                     // compressed per receiver only with context takeover.
                     let mut frames = Broadcast::new(*kind, &commands.arena[payload.clone()]);
                     for to in &commands.targets[targets.clone()] {
-                        self.deliver(*to, requester, &mut slow, false, |out, ws| {
-                            frames.push(out, ws, &mut compressor);
+                        self.deliver(*to, requester, &mut slow, false, |out, ws, storage| {
+                            frames.push(out, ws, &mut compressor, storage);
                         });
                     }
                     self.stats.broadcast_encodes += frames.encodes;
@@ -84,49 +84,37 @@ impl<H: Handler, N: Net> Server<H, N> {
         }
     }
 
-    /// Queues one message for `to` with `push` if it can take it (see `deliverable`); a
-    /// buffer is lent for a frame encoded into the queue (`owned`), none for a shared one.
+    /// Queues one message for `to` with `push` if it can take it now: it exists and is open
+    /// (no close sent or received), and, unless it asked for the message, its queue is not
+    /// over the cap even after writing what its socket takes; otherwise it is added to
+    /// `slow`. A buffer is lent for a frame encoded into the queue (`owned`), none for a
+    /// shared one. One table lookup for all of it: a broadcast does this per receiver.
     fn deliver(
         &mut self,
         to: ConnId,
         requester: Option<ConnId>,
         slow: &mut Vec<ConnId>,
         owned: bool,
-        push: impl FnOnce(&mut OutQueue, &mut Connection),
+        push: impl FnOnce(&mut OutQueue, &mut Connection, &mut OutStorage),
     ) {
-        let Some(slot) = self.deliverable(to, requester, slow) else {
+        let Some((slot, conn)) = self.conns.by_id(to) else {
             return;
         };
-        let Some(conn) = self.conns.get_mut(slot) else {
+        if !matches!(&conn.phase, Phase::Open(ws) if ws.is_open()) {
             return;
-        };
+        }
+        let cap = self.config.max_backpressure;
+        if Some(to) != requester && over_cap(conn, cap, &mut self.stats, &self.out_storage) {
+            slow.push(to);
+            return;
+        }
         let Phase::Open(ws) = &mut conn.phase else {
             return;
         };
         conn.out.borrow(&mut self.out_storage, owned);
-        push(&mut conn.out, ws);
+        push(&mut conn.out, ws, &mut self.out_storage);
         self.stats.messages_out += 1;
         self.conns.mark_dirty(slot);
-    }
-
-    /// The slot of `to` if it can be sent a message now: it exists and is open (no close sent
-    /// or received), and, unless it asked for the message, its queue is not over the cap even
-    /// after writing what its socket takes; otherwise it is added to `slow`.
-    fn deliverable(
-        &mut self,
-        to: ConnId,
-        requester: Option<ConnId>,
-        slow: &mut Vec<ConnId>,
-    ) -> Option<usize> {
-        let (slot, conn) = self.conns.by_id(to)?;
-        if !matches!(&conn.phase, Phase::Open(ws) if ws.is_open()) {
-            return None;
-        }
-        if Some(to) != requester && over_cap(conn, self.config.max_backpressure, &mut self.stats) {
-            slow.push(to);
-            return None;
-        }
-        Some(slot)
     }
 
     /// Starts the closing handshake on an open connection; the peer has the close timeout
@@ -187,12 +175,13 @@ fn over_cap<S: std::io::Read + std::io::Write>(
     conn: &mut Conn<S>,
     cap: usize,
     stats: &mut Stats,
+    storage: &OutStorage,
 ) -> bool {
     if conn.out.len() < cap {
         return false;
     }
     let before = conn.out.len();
-    let _ = conn.out.write_to(&mut conn.transport);
+    let _ = conn.out.write_to(&mut conn.transport, storage);
     stats.bytes_out += (before - conn.out.len()) as u64;
     conn.out.len() >= cap
 }

@@ -455,6 +455,7 @@ impl<H: Handler, N: Net> Server<H, N> {
         }
         self.fire_deadlines(now);
         self.flush_dirty(now);
+        self.out_storage.settle(now);
         self.addresses.sweep(now);
     }
 
@@ -612,6 +613,15 @@ impl<H: Handler, N: Net> Server<H, N> {
         while let Some(slot) = self.conns.pop_dirty() {
             self.flush(slot, now);
         }
+        // Every queue given this turn's broadcast frames has been written: what is left of
+        // them must outlive the turn's buffer.
+        let mut stragglers = self.out_storage.take_stragglers();
+        for slot in stragglers.drain(..) {
+            if let Some(conn) = self.conns.get_mut(slot) {
+                self.out_storage.end_turn_for(&mut conn.out);
+            }
+        }
+        self.out_storage.finish_turn(stragglers);
     }
 
     /// Writes what the socket takes, keeps writable interest only while output remains,
@@ -624,7 +634,7 @@ impl<H: Handler, N: Net> Server<H, N> {
         // Drained once the queue is written and nothing waits below it (TLS records).
         let result = conn
             .out
-            .write_to(&mut conn.transport)
+            .write_to(&mut conn.transport, &self.out_storage)
             .and_then(|empty| match empty {
                 true => conn.transport.flush_pending(),
                 false => Ok(false),
@@ -638,6 +648,9 @@ impl<H: Handler, N: Net> Server<H, N> {
                 return;
             }
         };
+        if !drained && conn.out.holds_turn() {
+            self.out_storage.note_straggler(slot);
+        }
         conn.out.give_back(&mut self.out_storage);
         if drained && matches!(conn.phase, Phase::Closing) && !conn.write_shut {
             // TLS ends with close_notify before the FIN (RFC 8446 §6.1); then FIN after the

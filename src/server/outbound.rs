@@ -1,8 +1,9 @@
 //! A connection's outbound queue: frames waiting for the socket to accept them.
 //!
 //! Bytes encoded for this connection alone are appended to owned buffers; a broadcast frame is
-//! encoded once and shared (`Arc`) by every receiver's queue. Writing gathers up to
-//! `MAX_IOVECS` pieces into one vectored write, so a burst of replies costs one system call.
+//! encoded once into the loop turn's buffer, which every receiver's queue refers to by range
+//! (a long one is shared on its own, `Arc`). Writing gathers up to `MAX_IOVECS` pieces into
+//! one vectored write, so a burst of replies or broadcasts costs one system call.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
@@ -13,6 +14,8 @@ use crate::proto::frame::{encode_header, EncodedHeader, OpCode};
 
 /// Pieces gathered into one `writev`.
 const MAX_IOVECS: usize = 64;
+/// Up to this many pieces are gathered in a smaller array (cheaper to set up).
+const FEW_IOVECS: usize = 16;
 /// An owned buffer is not grown past this by small frames; a new one is started instead, so
 /// a buffer that has been written can be recycled while the rest waits.
 const OWNED_CHUNK_TARGET: usize = 64 * 1024;
@@ -22,17 +25,52 @@ const SPARE_CAPACITY: usize = 64 * 1024;
 /// up) is freed.
 const POOLED_SLOTS: usize = MAX_IOVECS;
 
+/// A broadcast frame at most this long goes into the turn's buffer; a longer one is shared
+/// on its own (a receiver that cannot take it keeps only that frame, not the whole turn).
+const TURN_FRAME_MAX: usize = 16 * 1024;
+/// The turn's buffer takes frames while it is shorter than this.
+const TURN_BUFFER_MAX: usize = 1 << 20;
+/// A receiver left with turn frames keeps the turn's buffer alive only if it is at most this
+/// many times the bytes of its own frames in it; otherwise they are copied out.
+const FREEZE_RATIO: usize = 4;
+
 #[derive(Debug)]
 pub(crate) enum Chunk {
     Owned(Vec<u8>),
     Shared(Arc<[u8]>),
+    /// Frames broadcast in this loop turn: a range of the turn's buffer ([`OutStorage`]),
+    /// valid until the turn ends. Consecutive ones merge, so a receiver owed many frames in a
+    /// turn has one chunk, written with one slice.
+    Turn {
+        start: u32,
+        end: u32,
+    },
+    /// What a receiver's socket did not take of a past turn's buffer, which it keeps alive.
+    Frozen {
+        turn: Arc<Vec<u8>>,
+        start: u32,
+        end: u32,
+    },
 }
 
 impl Chunk {
-    fn bytes(&self) -> &[u8] {
+    fn len(&self) -> usize {
+        match self {
+            Chunk::Owned(v) => v.len(),
+            Chunk::Shared(s) => s.len(),
+            Chunk::Turn { start, end } | Chunk::Frozen { start, end, .. } => (end - start) as usize,
+        }
+    }
+
+    /// The bytes; `turn` is the current turn's buffer.
+    fn bytes<'a>(&'a self, turn: &'a [u8]) -> &'a [u8] {
         match self {
             Chunk::Owned(v) => v,
             Chunk::Shared(s) => s,
+            Chunk::Turn { start, end } => turn.get(*start as usize..*end as usize).unwrap_or(&[]),
+            Chunk::Frozen { turn, start, end } => {
+                turn.get(*start as usize..*end as usize).unwrap_or(&[])
+            }
         }
     }
 }
@@ -82,7 +120,7 @@ impl OutQueue {
             let untouched = match self.chunks.len() {
                 0 => false,
                 // The only chunk is being written: the pong must not have started.
-                1 => self.written + old <= self.chunk_len(0),
+                1 => self.written + old <= self.chunks.front().map_or(0, Chunk::len),
                 _ => true,
             };
             if let (true, Some(Chunk::Owned(v))) = (untouched, self.chunks.back_mut()) {
@@ -92,10 +130,6 @@ impl OutQueue {
         }
         self.push_bytes(frame);
         self.tail_pong = u8::try_from(frame.len()).ok();
-    }
-
-    fn chunk_len(&self, i: usize) -> usize {
-        self.chunks.get(i).map_or(0, |c| c.bytes().len())
     }
 
     /// Appends one unmasked frame (server to client, §5.1).
@@ -118,6 +152,58 @@ impl OutQueue {
         tail.extend_from_slice(header.as_bytes());
         tail.extend_from_slice(payload);
         self.len += header.as_bytes().len() + payload.len();
+    }
+
+    /// Appends `range` of the turn's buffer (a frame broadcast this turn). Every queue given
+    /// one is dirty, so it is written before the turn ends; if its socket does not take it
+    /// all, the loop notes it ([`OutStorage::note_straggler`]).
+    pub(crate) fn push_turn(&mut self, range: (u32, u32)) {
+        self.tail_pong = None;
+        self.len += (range.1 - range.0) as usize;
+        match self.chunks.back_mut() {
+            Some(Chunk::Turn { end, .. }) if *end == range.0 => *end = range.1,
+            _ => self.chunks.push_back(Chunk::Turn {
+                start: range.0,
+                end: range.1,
+            }),
+        }
+    }
+
+    /// The turn ends: what is left of its frames is taken from `frozen` from now on.
+    fn end_turn(&mut self, frozen: &Arc<Vec<u8>>) {
+        for chunk in &mut self.chunks {
+            if let Chunk::Turn { start, end } = *chunk {
+                *chunk = Chunk::Frozen {
+                    turn: Arc::clone(frozen),
+                    start,
+                    end,
+                };
+            }
+        }
+    }
+
+    /// The turn ends, and this queue's frames are a small part of the turn's buffer: they
+    /// are copied out, rather than keeping the whole buffer alive.
+    fn copy_turn(&mut self, turn: &[u8]) {
+        for chunk in &mut self.chunks {
+            if let Chunk::Turn { .. } = chunk {
+                *chunk = Chunk::Shared(Arc::from(chunk.bytes(turn)));
+            }
+        }
+    }
+
+    /// Bytes of the current turn's buffer this queue refers to.
+    fn turn_bytes(&self) -> usize {
+        let turn = self
+            .chunks
+            .iter()
+            .filter(|c| matches!(c, Chunk::Turn { .. }));
+        turn.map(Chunk::len).sum()
+    }
+
+    /// Holds frames of the current turn's buffer.
+    pub(crate) fn holds_turn(&self) -> bool {
+        self.chunks.iter().any(|c| matches!(c, Chunk::Turn { .. }))
     }
 
     /// Appends a frame shared with other connections' queues.
@@ -149,24 +235,24 @@ impl OutQueue {
 
     /// Writes as much as the socket takes. Returns `Ok(true)` once the queue is empty,
     /// `Ok(false)` when the socket would block with bytes left.
-    pub fn write_to<W: Write>(&mut self, socket: &mut W) -> io::Result<bool> {
+    /// `storage` holds the turn's buffer that broadcast frames may be in.
+    pub(crate) fn write_to<W: Write>(
+        &mut self,
+        socket: &mut W,
+        storage: &OutStorage,
+    ) -> io::Result<bool> {
+        let turn = storage.turn.buffer.as_slice();
         while self.len > 0 {
             let result = if self.chunks.len() == 1 {
                 // One chunk (the common case of a reply): a plain write costs less than a
                 // vectored one.
-                socket.write(&self.chunks[0].bytes()[self.written..])
+                socket.write(&self.chunks[0].bytes(turn)[self.written..])
+            } else if self.chunks.len() <= FEW_IOVECS {
+                // A few chunks: a small array, not the 1 KiB of the full one to clear before
+                // every write.
+                self.write_gathered::<FEW_IOVECS, W>(socket, turn)
             } else {
-                let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-                let count = self.chunks.len().min(MAX_IOVECS);
-                for (i, chunk) in self.chunks.iter().take(count).enumerate() {
-                    let bytes = chunk.bytes();
-                    slices[i] = IoSlice::new(if i == 0 {
-                        &bytes[self.written..]
-                    } else {
-                        bytes
-                    });
-                }
-                socket.write_vectored(&slices[..count])
+                self.write_gathered::<MAX_IOVECS, W>(socket, turn)
             };
             match result {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -183,13 +269,32 @@ impl OutQueue {
         Ok(true)
     }
 
+    /// One vectored write of the first `N` chunks at most.
+    fn write_gathered<const N: usize, W: Write>(
+        &self,
+        socket: &mut W,
+        turn: &[u8],
+    ) -> io::Result<usize> {
+        let mut slices = [IoSlice::new(&[]); N];
+        let count = self.chunks.len().min(N);
+        for (i, chunk) in self.chunks.iter().take(count).enumerate() {
+            let bytes = chunk.bytes(turn);
+            slices[i] = IoSlice::new(if i == 0 {
+                &bytes[self.written..]
+            } else {
+                bytes
+            });
+        }
+        socket.write_vectored(&slices[..count])
+    }
+
     fn advance(&mut self, mut n: usize) {
         self.len -= n;
         while n > 0 {
             let Some(front) = self.chunks.front() else {
                 break;
             };
-            let left = front.bytes().len() - self.written;
+            let left = front.len() - self.written;
             if n < left {
                 self.written += n;
                 return;
@@ -217,10 +322,7 @@ impl OutQueue {
         } else {
             self.chunks.truncate(1);
         }
-        self.len = self
-            .chunks
-            .front()
-            .map_or(0, |c| c.bytes().len() - self.written);
+        self.len = self.chunks.front().map_or(0, |c| c.len() - self.written);
     }
 
     /// Takes what the next push needs from `storage`: the chunk list's slots if the queue has
@@ -258,19 +360,109 @@ impl OutQueue {
     }
 }
 
-/// The loop's free lists of outbound storage (see [`OutQueue::borrow`]).
+/// The frames broadcast in one loop turn, each encoded once into one buffer that every
+/// receiver's queue refers to by range: no reference count, allocation or chunk per frame
+/// and receiver, and a receiver owed many frames writes them as one slice (as the raw
+/// ceiling of the benchmarks does). When the turn ends, a receiver whose socket did not take
+/// everything keeps the buffer alive (it is frozen, shared) and the next turn starts a new
+/// one; otherwise the buffer is reused.
+#[derive(Debug, Default)]
+struct TurnFrames {
+    buffer: Arc<Vec<u8>>,
+    /// Slots of the connections whose sockets did not take all their turn frames.
+    stragglers: Vec<usize>,
+    /// A receiver kept the buffer at the end of the turn.
+    frozen: bool,
+}
+
+/// The loop's free lists of outbound storage (see [`OutQueue::borrow`]): buffers for bytes
+/// encoded per connection, and chunk lists, kept for as many queues as recent turns filled
+/// at once (every receiver of a broadcast needs one; see [`Pool::elastic`]).
 #[derive(Debug)]
 pub(crate) struct OutStorage {
     buffers: BufferPool,
     slots: Pool<VecDeque<Chunk>>,
+    turn: TurnFrames,
 }
 
 impl OutStorage {
-    /// Keeps up to `keep` idle buffers and chunk lists.
+    /// Appends one frame to the turn's buffer and returns its range, or `None` when it is
+    /// too long for it (the caller shares it on its own).
+    pub(crate) fn push_turn_frame(
+        &mut self,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) -> Option<(u32, u32)> {
+        // Never fails: the buffer is shared only once frozen, and then replaced.
+        let buffer = Arc::make_mut(&mut self.turn.buffer);
+        if buffer.len() >= TURN_BUFFER_MAX {
+            return None;
+        }
+        let start = buffer.len();
+        encode(buffer);
+        if buffer.len() - start > TURN_FRAME_MAX {
+            buffer.truncate(start);
+            return None;
+        }
+        Some((
+            u32::try_from(start).ok()?,
+            u32::try_from(buffer.len()).ok()?,
+        ))
+    }
+
+    /// Remembers a connection whose socket did not take all its frames of this turn.
+    pub(crate) fn note_straggler(&mut self, slot: usize) {
+        self.turn.stragglers.push(slot);
+    }
+
+    /// The slots noted in this turn, to pass to [`end_turn_for`](Self::end_turn_for) once
+    /// every dirty queue has been written, then back to [`finish_turn`](Self::finish_turn).
+    pub(crate) fn take_stragglers(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.turn.stragglers)
+    }
+
+    /// The turn ends for one noted queue (noted twice, or drained since: nothing to do): the
+    /// rest of its turn frames is taken from the turn's buffer, frozen and shared, from now
+    /// on.
+    pub(crate) fn end_turn_for(&mut self, queue: &mut OutQueue) {
+        let held = queue.turn_bytes();
+        if held == 0 {
+            return;
+        }
+        // A receiver keeps the whole buffer only if its own frames are a fair part of it:
+        // what it pins stays within FREEZE_RATIO times what its queue counts against
+        // --max-backpressure.
+        if self.turn.buffer.len() <= held.saturating_mul(FREEZE_RATIO) {
+            self.turn.frozen = true;
+            queue.end_turn(&self.turn.buffer);
+        } else {
+            queue.copy_turn(&self.turn.buffer);
+        }
+    }
+
+    /// After [`end_turn_for`](Self::end_turn_for) on every noted queue: the next turn
+    /// reuses the buffer, or starts a new one if receivers keep the old one.
+    pub(crate) fn finish_turn(&mut self, mut stragglers: Vec<usize>) {
+        stragglers.clear();
+        self.turn.stragglers = stragglers;
+        if std::mem::take(&mut self.turn.frozen) {
+            self.turn.buffer = Arc::default();
+        } else if let Some(buffer) = Arc::get_mut(&mut self.turn.buffer) {
+            buffer.clear();
+        }
+    }
+
+    /// Once per loop turn: lets the chunk lists kept for a past burst go.
+    pub(crate) fn settle(&mut self, now: std::time::Instant) {
+        self.slots.settle(now);
+    }
+
+    /// Keeps up to `keep` idle buffers, and at least `keep` chunk lists.
     pub(crate) fn new(keep: usize) -> Self {
         OutStorage {
             buffers: BufferPool::new(keep, SPARE_CAPACITY),
-            slots: Pool::new(keep, POOLED_SLOTS),
+            // Elastic: a broadcast lends a list to every receiver in the same turn.
+            slots: Pool::elastic(keep, POOLED_SLOTS),
+            turn: TurnFrames::default(),
         }
     }
 }
@@ -314,7 +506,7 @@ mod tests {
             max: 100,
             block_next: false,
         };
-        assert!(q.write_to(&mut sink).unwrap());
+        assert!(q.write_to(&mut sink, &OutStorage::new(0)).unwrap());
         // Once the socket refuses a write, owed pongs collapse into the newest.
         let mut q = OutQueue::default();
         q.push_frame(OpCode::Text, b"hi");
@@ -323,7 +515,7 @@ mod tests {
             max: 0,
             block_next: true,
         };
-        assert!(!q.write_to(&mut stuck).unwrap());
+        assert!(!q.write_to(&mut stuck, &OutStorage::new(0)).unwrap());
         q.push_pong(&[0x8a, 0x01, b'1']);
         q.push_pong(&[0x8a, 0x01, b'2']);
         assert_eq!(q.len(), 7);
@@ -337,10 +529,10 @@ mod tests {
         };
         // Start writing the last pong, then owe a new one: the started one must stay whole.
         while q.len() > 2 {
-            let _ = q.write_to(&mut w);
+            let _ = q.write_to(&mut w, &OutStorage::new(0));
         }
         q.push_pong(&[0x8a, 0x01, b'4']);
-        while !q.write_to(&mut w).unwrap() {}
+        while !q.write_to(&mut w, &OutStorage::new(0)).unwrap() {}
         assert_eq!(
             w.out,
             [0x81, 2, b'h', b'i', 0x8a, 1, b'2', 0x81, 1, b'x', 0x8a, 1, b'3', 0x8a, 1, b'4']
@@ -358,7 +550,7 @@ mod tests {
         };
         q.borrow(&mut storage, true);
         q.push_frame(OpCode::Text, b"one");
-        while !q.write_to(&mut sink).unwrap() {}
+        while !q.write_to(&mut sink, &OutStorage::new(0)).unwrap() {}
         q.give_back(&mut storage);
         assert_eq!(q.chunks.capacity(), 0, "the chunk list went back");
         assert!(q.spare.is_none(), "the buffer went back");
@@ -377,11 +569,59 @@ mod tests {
             (storage.slots.free.len(), storage.buffers.free.len()),
             (0, 0)
         );
-        while !q.write_to(&mut sink).unwrap() {}
+        while !q.write_to(&mut sink, &OutStorage::new(0)).unwrap() {}
         assert_eq!(
             sink.out,
             [0x81, 3, b'o', b'n', b'e', 0x81, 3, b't', b'w', b'o']
         );
+    }
+
+    #[test]
+    fn turn_frames_left_at_the_end_of_the_turn_are_kept_in_proportion() {
+        let mut storage = OutStorage::new(4);
+        let frame = |text: &'static [u8]| {
+            move |buf: &mut Vec<u8>| {
+                buf.extend_from_slice(&[0x81, text.len() as u8]);
+                buf.extend_from_slice(text);
+            }
+        };
+        let a = storage.push_turn_frame(frame(b"aaaa")).unwrap();
+        let b = storage
+            .push_turn_frame(frame(b"bbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"))
+            .unwrap();
+        // One queue owed both frames (merged into one chunk), one owed only the first.
+        let (mut both, mut first) = (OutQueue::default(), OutQueue::default());
+        both.push_turn(a);
+        both.push_turn(b);
+        first.push_turn(a);
+        assert_eq!(both.chunks.len(), 1, "consecutive turn frames merge");
+        assert_eq!(both.turn_bytes(), 38);
+        storage.end_turn_for(&mut both);
+        storage.end_turn_for(&mut first);
+        // The first queue's 6 bytes are under a quarter of the 38: copied out; the other
+        // keeps the buffer, which the next turn no longer uses.
+        assert!(matches!(both.chunks[0], Chunk::Frozen { .. }));
+        assert!(matches!(first.chunks[0], Chunk::Shared(_)));
+        let stragglers = storage.take_stragglers();
+        storage.finish_turn(stragglers);
+        let c = storage.push_turn_frame(frame(b"cc")).unwrap();
+        assert_eq!(c, (0, 4), "a new buffer");
+        let mut sink = Trickle {
+            out: Vec::new(),
+            max: usize::MAX,
+            block_next: false,
+        };
+        both.push_turn(c);
+        while !both.write_to(&mut sink, &storage).unwrap() {}
+        let mut want = vec![0x81, 4];
+        want.extend_from_slice(b"aaaa");
+        want.extend_from_slice(&[0x81, 30]);
+        want.extend_from_slice(&[b'b'; 30]);
+        want.extend_from_slice(&[0x81, 2, b'c', b'c']);
+        assert_eq!(sink.out, want);
+        sink.out.clear();
+        while !first.write_to(&mut sink, &storage).unwrap() {}
+        assert_eq!(sink.out, [0x81, 4, b'a', b'a', b'a', b'a']);
     }
 
     #[test]
@@ -394,11 +634,11 @@ mod tests {
             max: 1,
             block_next: false,
         };
-        assert!(!q.write_to(&mut w).unwrap());
+        assert!(!q.write_to(&mut w, &OutStorage::new(0)).unwrap());
         q.truncate_to_front();
         assert_eq!(q.len(), 3);
         q.push_frame(OpCode::Close, &[0x03, 0xf0]);
-        while !q.write_to(&mut w).unwrap() {}
+        while !q.write_to(&mut w, &OutStorage::new(0)).unwrap() {}
         assert_eq!(w.out, [0x81, 0x02, b'h', b'i', 0x88, 0x02, 0x03, 0xf0]);
     }
 
@@ -415,7 +655,7 @@ mod tests {
             block_next: false,
         };
         let mut rounds = 0;
-        while !q.write_to(&mut w).unwrap() {
+        while !q.write_to(&mut w, &OutStorage::new(0)).unwrap() {
             rounds += 1;
             assert!(rounds < 1000);
         }

@@ -56,6 +56,8 @@ struct Pipe {
     slot: Option<usize>,
     /// The server wants to hear when it may write.
     watching_writable: bool,
+    /// Write calls (plain or vectored) that moved bytes to the peer.
+    writes: u64,
 }
 
 /// The server's end of a simulated connection.
@@ -100,6 +102,9 @@ impl Write for SimStream {
             pipe.to_peer.extend_from_slice(&buf[..n]);
             written += n;
             room -= n;
+        }
+        if written > 0 {
+            pipe.writes += 1;
         }
         Ok(written)
     }
@@ -214,6 +219,7 @@ impl<H: Handler> Sim<H> {
             dropped: false,
             slot: None,
             watching_writable: false,
+            writes: 0,
         }));
         self.server
             .add_conn(SimStream(Rc::clone(&pipe)), addr, listener, self.now);
@@ -322,6 +328,12 @@ impl<H: Handler> Sim<H> {
     /// The server wants to be told when it may write to this peer.
     pub fn is_watching_writable(&self, peer: &SimPeer) -> bool {
         peer.pipe.borrow().watching_writable
+    }
+
+    /// How many write calls (plain or vectored) have moved bytes to the peer so far: frames
+    /// queued for it within one loop turn should cost one.
+    pub fn writes(&self, peer: &SimPeer) -> u64 {
+        peer.pipe.borrow().writes
     }
 
     /// Connections in the server's table.

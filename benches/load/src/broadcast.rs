@@ -379,6 +379,19 @@ impl Scenario for BroadcastThread<'_> {
     fn start(&mut self, driver: &mut Driver<Role>, window: Window, now: Instant) {
         self.window = Some(window);
         self.sending = true;
+        if let Some(interval) = self.interval {
+            // With a rate, publishers start spread over one interval, not all at once.
+            let publishers = self.shared.sent.len() as f64;
+            for i in 0..self.local_publishers {
+                let key = self.opener.keys()[i];
+                driver.visit(key, self, now, |_, role, _| {
+                    if let Role::Publisher(p) = role {
+                        p.next_at = Some(now + interval.mul_f64(p.index as f64 / publishers));
+                    }
+                    Action::Keep
+                });
+            }
+        }
         self.publish_all(driver, now);
     }
 

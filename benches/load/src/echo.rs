@@ -4,9 +4,13 @@
 //! first 16 bytes are overwritten with the connection's id and the message's sequence number
 //! (in hex), so a lost, repeated, reordered or crossed echo is a mismatch, and checking costs
 //! two comparisons.
+//!
+//! With `--rate R` a connection sends R messages per second instead of a new one per echo
+//! (latency under a steady load rather than the throughput shape): the connections of a
+//! thread take turns, evenly spaced, so that N of them make a steady N×R messages per second.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::driver::{Action, Event, Handler, Outbox};
 use super::opener::Opener;
@@ -94,6 +98,44 @@ impl Payload {
     }
 }
 
+/// The most a paced run catches up after the client fell behind (a stalled thread does not
+/// fire its missed sends in one burst).
+const MAX_CATCH_UP: Duration = Duration::from_secs(1);
+
+/// With --rate: whose turn it is to send. The connections of a thread take turns in order,
+/// one every `spacing`, so each sends at the rate and together they make a steady load.
+#[derive(Debug)]
+struct Pacer {
+    spacing: Duration,
+    next: Instant,
+    turn: usize,
+    count: usize,
+}
+
+impl Pacer {
+    /// `count` connections at `rate` messages per second each, the first due at `start`.
+    fn new(rate: f64, count: usize, start: Instant) -> Option<Self> {
+        (rate > 0.0 && count > 0).then(|| Pacer {
+            spacing: Duration::from_secs_f64(1.0 / (rate * count as f64)),
+            next: start,
+            turn: 0,
+            count,
+        })
+    }
+
+    /// The connection (its index) whose send is due at `now`, if one is; moves to the next.
+    fn due(&mut self, now: Instant) -> Option<usize> {
+        if self.next > now {
+            return None;
+        }
+        self.next = self.next.max(now.checked_sub(MAX_CATCH_UP).unwrap_or(now));
+        let turn = self.turn;
+        self.turn = (self.turn + 1) % self.count;
+        self.next += self.spacing;
+        Some(turn)
+    }
+}
+
 /// One connection: what it sent and what came back.
 #[derive(Debug)]
 pub struct EchoConn {
@@ -109,6 +151,10 @@ pub struct EchoConn {
 pub struct EchoThread {
     payload: Payload,
     per_connection: usize,
+    /// Messages per second per connection (0: a new one per echo).
+    rate: f64,
+    /// With a rate, from the window's start.
+    pacer: Option<Pacer>,
     opener: Opener<EchoConn>,
     window: Option<Window>,
     sending: bool,
@@ -121,6 +167,8 @@ pub struct EchoThread {
     mismatches: u64,
     /// In flight on a connection that ended.
     lost: u64,
+    /// Paced sends not made because the connection had --in-flight echoes outstanding.
+    skipped: u64,
     tally: Tally,
 }
 
@@ -157,7 +205,7 @@ impl EchoThread {
             self.messages += 1;
             self.tally.latency.record(now - sent_at);
         }
-        if self.sending {
+        if self.sending && self.rate == 0.0 {
             self.send(conn, out, now);
         }
     }
@@ -197,12 +245,32 @@ impl Scenario for EchoThread {
     fn start(&mut self, driver: &mut Driver<EchoConn>, window: Window, now: Instant) {
         self.window = Some(window);
         self.sending = true;
+        self.pacer = Pacer::new(self.rate, self.opener.keys().len(), now);
+        if self.pacer.is_some() {
+            self.tick(driver, now);
+            return;
+        }
         driver.visit_all(self, now, |s, conn, out| {
             for _ in 0..s.per_connection {
                 s.send(conn, out, now);
             }
             Action::Keep
         });
+    }
+
+    fn tick(&mut self, driver: &mut Driver<EchoConn>, now: Instant) -> Option<Instant> {
+        while let Some(turn) = self.pacer.as_mut().and_then(|p| p.due(now)) {
+            let key = self.opener.keys()[turn];
+            driver.visit(key, self, now, |s, conn, out| {
+                if conn.in_flight.len() < s.per_connection {
+                    s.send(conn, out, now);
+                } else {
+                    s.skipped += 1;
+                }
+                Action::Keep
+            });
+        }
+        self.pacer.as_ref().map(|p| p.next)
     }
 
     fn stop(&mut self, _driver: &mut Driver<EchoConn>, _now: Instant) {
@@ -219,6 +287,9 @@ pub fn run(args: &EchoArgs) -> Result<Report, String> {
     if args.in_flight == 0 {
         return Err("--in-flight must be at least 1".into());
     }
+    if !(args.rate >= 0.0 && args.rate.is_finite()) {
+        return Err("--rate must be a number of messages per second, 0 for no limit".into());
+    }
     let mut plan = args.common.plan(args.connections)?;
     plan.max_message = plan.max_message.max(args.size as u64);
     let payload = Payload::new(args.size, args.binary, args.json_text);
@@ -233,6 +304,8 @@ pub fn run(args: &EchoArgs) -> Result<Report, String> {
         EchoThread {
             payload: payload.clone(),
             per_connection: args.in_flight,
+            rate: args.rate,
+            pacer: None,
             opener: Opener::new(conns.collect(), args.common.concurrency),
             window: None,
             sending: false,
@@ -241,6 +314,7 @@ pub fn run(args: &EchoArgs) -> Result<Report, String> {
             checked: 0,
             mismatches: 0,
             lost: 0,
+            skipped: 0,
             tally: Tally::default(),
         }
     })?;
@@ -252,13 +326,19 @@ pub fn run(args: &EchoArgs) -> Result<Report, String> {
         (false, true) => "JSON-like text",
         (false, false) => "text",
     };
+    let pace = if args.rate > 0.0 {
+        format!(" at most, {} msg/s each", args.rate)
+    } else {
+        String::new()
+    };
     let what = format!(
-        "{} connections x {} in flight, {}-byte {kind}",
+        "{} connections x {} in flight{pace}, {}-byte {kind}",
         args.connections, args.in_flight, args.size
     );
     let mut report = args.common.report(&plan, "echo", &what);
     report.set("connections", args.connections);
     report.set("in_flight", args.in_flight);
+    report.set("rate", args.rate);
     report.set("size", args.size);
     report.set("kind", kind);
     let seconds = outcome.window.seconds();
@@ -269,6 +349,13 @@ pub fn run(args: &EchoArgs) -> Result<Report, String> {
     report.figure("checked", "echoes checked", outcome.sum(|t| t.checked));
     report.problems("mismatches", "mismatches", outcome.sum(|t| t.mismatches));
     report.problems("lost", "lost in flight", outcome.sum(|t| t.lost));
+    // Not a failure: the server answered more slowly than the rate asked for; the
+    // latency percentiles show by how much.
+    report.figure(
+        "skipped",
+        "paced sends skipped (echoes outstanding)",
+        outcome.sum(|t| t.skipped),
+    );
     report.errors(&tally.errors);
     report.require(messages > 0, "no message came back in the window");
     Ok(report)
@@ -314,6 +401,28 @@ mod tests {
             data: &buf,
         };
         assert!(json.matches(&message, 1, 4));
+    }
+
+    #[test]
+    fn paced_connections_take_evenly_spaced_turns() {
+        let start = Instant::now();
+        let mut pacer = Pacer::new(10.0, 4, start).unwrap();
+        // 4 connections at 10/s: one send every 25 ms, in turn.
+        assert_eq!(pacer.due(start), Some(0));
+        assert_eq!(pacer.due(start), None);
+        let ms = Duration::from_millis;
+        assert_eq!(pacer.due(start + ms(24)), None);
+        assert_eq!(pacer.due(start + ms(25)), Some(1));
+        assert_eq!(pacer.due(start + ms(75)), Some(2));
+        // Late: the turns due at 50 and 75 ms both go, then the next waits for 100 ms.
+        assert_eq!(pacer.due(start + ms(75)), Some(3));
+        assert_eq!(pacer.due(start + ms(75)), None);
+        assert_eq!(pacer.due(start + ms(100)), Some(0));
+        // Far behind: at most a second is caught up.
+        let late = start + Duration::from_secs(10);
+        let caught_up = std::iter::from_fn(|| pacer.due(late)).count();
+        assert_eq!(caught_up, 41);
+        assert!(Pacer::new(0.0, 4, start).is_none());
     }
 
     #[test]

@@ -195,9 +195,14 @@ pub struct EchoArgs {
     /// Connections.
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub connections: usize,
-    /// Messages in flight per connection: a new one is sent as each echo comes back.
+    /// Messages in flight per connection: a new one is sent as each echo comes back (with
+    /// --rate: the most a connection may have outstanding; a paced send beyond is skipped).
     #[arg(long, value_name = "K", default_value_t = 1)]
     pub in_flight: usize,
+    /// Messages per second per connection, the connections taking turns evenly spaced
+    /// (0: a new message as each echo comes back, the throughput shape).
+    #[arg(long, value_name = "N", default_value_t = 0.0)]
+    pub rate: f64,
     /// Payload bytes per message.
     #[arg(long, value_name = "BYTES", default_value_t = 16)]
     pub size: usize,
