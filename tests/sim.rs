@@ -436,6 +436,23 @@ fn a_pong_that_came_in_time_but_was_not_read_yet_answers_the_heartbeat() {
     assert_eq!(sim.server().stats().idle_timeouts, 0);
 }
 
+/// The same for a request head that came before the handshake deadline but was not read yet:
+/// it is served, not timed out; one still incomplete at the deadline is dropped.
+#[test]
+fn a_head_that_came_in_time_but_was_not_read_yet_is_served_at_the_deadline() {
+    let config = Config::default();
+    let deadline = config.handshake_timeout;
+    let mut sim = Sim::new(config, Echo);
+    let complete = sim.connect();
+    let partial = sim.connect();
+    sim.send_later(&complete, UPGRADE);
+    sim.send_later(&partial, &UPGRADE[..UPGRADE.len() - 2]);
+    sim.advance(deadline);
+    assert_eq!(sim.take(&complete), SWITCHING);
+    assert!(sim.is_connected(&complete));
+    assert!(!sim.is_connected(&partial));
+}
+
 #[test]
 fn chats_sent_at_the_rate_during_a_server_pause_are_not_refused() {
     let serve = ServeConfig {

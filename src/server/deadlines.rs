@@ -72,8 +72,15 @@ impl<H: Handler, N: Net> Server<H, N> {
             }
             // Before a peer is judged by what it has not sent, what waits in its socket is
             // read: a loop that cannot keep up (a starved core, a storm of new connections)
-            // may not have got to a pong or a message that came in time.
-            if matches!(&conn.phase, Phase::Open(ws) if ws.judges_silence(now)) {
+            // may not have got to a request head, a pong or a message that came in time. (A
+            // head still incomplete after the read times out as before: the deadline does
+            // not move.)
+            let judges_silence = match &conn.phase {
+                Phase::Handshake(_) | Phase::Body(_) => true,
+                Phase::Open(ws) => ws.judges_silence(now),
+                Phase::Answering | Phase::Closing => false,
+            };
+            if judges_silence {
                 self.on_readable(slot, now, false);
             }
             let Some((slot, conn)) = self.conns.by_id(id) else {
