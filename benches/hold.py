@@ -94,9 +94,14 @@ def main() -> int:
                    help="server (and client) processes; default: as few as the limit allows")
     p.add_argument("--hold", type=compare.parse_duration, default=compare.parse_duration("30s"))
     p.add_argument("--ping-interval", default="5s")
+    p.add_argument("--settle", type=compare.parse_duration, default=None,
+                   help="how long each client waits after its own set-up before its hold, so "
+                        "that all clients hold at once even when the set-ups take minutes "
+                        "(default: 1 s per 4,000 connections, at least 2 s)")
     p.add_argument("--out", type=Path, default=compare.RESULTS / "hold.json")
     args = p.parse_args()
 
+    settle = args.settle if args.settle is not None else max(2.0, args.connections / 4000)
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     per_process = hard - compare.FD_SPARE
     processes = args.processes or math.ceil(args.connections * 1.1 / per_process)
@@ -159,12 +164,15 @@ def main() -> int:
         bench = ["idle", "--url", f"ws://127.0.0.1:{port}/ws", "--connections", str(share[i]),
                  "--server-pid", str(servers[i][0].pid),
                  "--source-addrs", sources, "--concurrency", "100",
-                 "--duration", compare.fmt_duration(args.hold), "--warmup", "2s",
+                 "--duration", compare.fmt_duration(args.hold),
+                 "--warmup", compare.fmt_duration(settle),
                  # In a storm of set-ups on two cores a handshake may wait its turn for
                  # long: the set-up rate is reported, not a reason to give up.
                  "--connect-timeout", "120s",
-                 "--setup-timeout", "600s", "--close-timeout", "30s"]
-        results[i] = compare.run_bench(bench, client_prefix, timeout=args.hold + 600)
+                 "--setup-timeout", "600s",
+                 # Closing a million connections at once is a storm of its own.
+                 "--close-timeout", "300s"]
+        results[i] = compare.run_bench(bench, client_prefix, timeout=args.hold + settle + 1200)
 
     clients = [threading.Thread(target=client, args=(i,)) for i in range(processes)]
     clients_started = time.monotonic()
@@ -213,6 +221,7 @@ def main() -> int:
         "descriptor_hard_limit": hard,
         "ping_interval": args.ping_interval,
         "hold_s": args.hold,
+        "settle_s": settle,
         "summary": summary,
         "connections_per_server_at_peak": peak.get("per_server"),
         "server_rss_kb_before": rss_before,
