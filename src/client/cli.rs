@@ -3,7 +3,7 @@
 //! reads the input behind a `> ` prompt and prints what arrives as `< ` lines above it; when
 //! piped, lines go out and come in plain. Ctrl-C sends close 1000 before exiting. With
 //! `reconnect`, a lost connection is retried with the [`Backoff`] policy, and wsloop channels
-//! are subscribed to again where the client left them ([`Recovery`]).
+//! are subscribed to again where the client left them (`client::recover`).
 
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::sync::mpsc::{self, Receiver, Sender};
