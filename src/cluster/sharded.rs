@@ -1,0 +1,231 @@
+//! The subscriber's session on a Redis Cluster: sharded Pub/Sub (`SSUBSCRIBE`, Redis 7), each
+//! topic on a connection to the master that owns its slot (publications arrive there as
+//! `smessage`), one connection per such master, polled in turn.
+//!
+//! Whatever goes wrong on any of them (a closed connection, an error reply such as `MOVED`, a
+//! PING unanswered, or a `sunsubscribe` the server pushed because the topic's slot moved to
+//! another master) ends the session: the bridge reports the subscriber down, asks for the slot
+//! map again and subscribes everything anew, as after a Redis outage; the loop's catch-up
+//! from the streams then reads what was published meanwhile.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::redis_bridge::{absorb, Interest, Relay, Session, PING_INTERVAL, REPLY_TIMEOUT};
+use super::route::Router;
+use crate::log::Level;
+
+/// How long one connection is read before the next one's turn: short, since a publication
+/// on another master waits for it.
+const SLICE: Duration = Duration::from_millis(10);
+
+/// One master's subscription connection.
+struct Shard {
+    connection: redis::Connection,
+    /// When a PING went out that has not been answered yet.
+    pinged: Option<Instant>,
+}
+
+/// What one reply from a master was.
+enum Heard {
+    /// A publication, handed to the loop (`false`: the loop's side is gone).
+    Message(bool),
+    Subscribed(String),
+    Unsubscribed(String),
+    Pong,
+}
+
+/// The session's state: connections per master, and where each topic is subscribed.
+struct Shards {
+    links: BTreeMap<usize, Shard>,
+    /// Each subscribed topic's master.
+    homes: BTreeMap<String, usize>,
+    /// `SUNSUBSCRIBE`s sent and not yet confirmed, per topic: a confirmation beyond them is
+    /// the server's own (the slot moved).
+    leaving: BTreeMap<String, usize>,
+}
+
+/// Subscribes every wanted topic on its master, then relays publications until something
+/// fails (`Err`) or the loop's side is gone (`Ok`).
+pub(super) fn serve(router: &mut Router, session: &mut Session<'_>) -> Result<(), String> {
+    if absorb(session.interest, session.wanted).is_err() {
+        return Ok(());
+    }
+    let mut shards = Shards {
+        links: BTreeMap::new(),
+        homes: BTreeMap::new(),
+        leaving: BTreeMap::new(),
+    };
+    for topic in session.wanted.iter() {
+        shards.subscribe(router, &session.relay, topic.clone())?;
+    }
+    log!(
+        Level::Info,
+        "redis cluster subscriber up ({} topics on {} masters)",
+        session.wanted.len(),
+        shards.links.len()
+    );
+    session.backoff.reset();
+    (session.report)(true);
+    let mut pinged = Instant::now();
+    loop {
+        let Ok(changes) = absorb(session.interest, session.wanted) else {
+            return Ok(());
+        };
+        for change in changes {
+            match change {
+                Interest::Subscribe(t) => shards.subscribe(router, &session.relay, t)?,
+                Interest::Unsubscribe(t) => shards.unsubscribe(&t)?,
+            }
+        }
+        if pinged.elapsed() >= PING_INTERVAL {
+            // Silence may be a hung master: a node whose clients only listen would otherwise
+            // never notice.
+            shards.ping()?;
+            pinged = Instant::now();
+        }
+        if shards.links.is_empty() {
+            std::thread::sleep(SLICE);
+        }
+        let nodes: Vec<usize> = shards.links.keys().copied().collect();
+        for node in nodes {
+            while let Some(heard) = shards.receive(node, &session.relay)? {
+                match heard {
+                    Heard::Message(false) => return Ok(()),
+                    Heard::Unsubscribed(t) => shards.unsubscribed(t)?,
+                    Heard::Message(true) | Heard::Subscribed(_) | Heard::Pong => {}
+                }
+            }
+        }
+    }
+}
+
+impl Shards {
+    /// `SSUBSCRIBE`s `topic` on its master and waits for the confirmation.
+    fn subscribe(&mut self, router: &mut Router, relay: &Relay<'_>, topic: String) -> Result<(), String> {
+        let node = router.node_of(topic.as_bytes())?;
+        if !self.links.contains_key(&node) {
+            let connection = router.open(node)?;
+            connection
+                .set_read_timeout(Some(SLICE))
+                .map_err(|e| e.to_string())?;
+            let shard = Shard {
+                connection,
+                pinged: None,
+            };
+            self.links.insert(node, shard);
+        }
+        self.send(node, redis::cmd("SSUBSCRIBE").arg(&topic))?;
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        loop {
+            match self.receive(node, relay)? {
+                Some(Heard::Subscribed(t)) if t == topic => break,
+                Some(Heard::Unsubscribed(t)) => self.unsubscribed(t)?,
+                Some(Heard::Message(false)) => return Ok(()),
+                Some(_) => {}
+                None if Instant::now() >= deadline => {
+                    return Err(format!("redis cluster: no answer to SSUBSCRIBE {topic}"))
+                }
+                None => {}
+            }
+        }
+        self.homes.insert(topic.clone(), node);
+        relay.subscribed(topic);
+        Ok(())
+    }
+
+    /// `SUNSUBSCRIBE`s `topic` (confirmed later, in [`receive`](Self::receive)).
+    fn unsubscribe(&mut self, topic: &str) -> Result<(), String> {
+        let Some(node) = self.homes.remove(topic) else {
+            return Ok(());
+        };
+        *self.leaving.entry(topic.to_owned()).or_default() += 1;
+        self.send(node, redis::cmd("SUNSUBSCRIBE").arg(topic))
+    }
+
+    /// A `sunsubscribe` arrived: the confirmation of ours, or the server dropped a topic we
+    /// still want (its slot moved), which ends the session.
+    fn unsubscribed(&mut self, topic: String) -> Result<(), String> {
+        if let Some(pending) = self.leaving.get_mut(&topic) {
+            *pending -= 1;
+            if *pending == 0 {
+                self.leaving.remove(&topic);
+            }
+            return Ok(());
+        }
+        if self.homes.contains_key(&topic) {
+            return Err(format!("redis cluster: {topic} moved to another master"));
+        }
+        Ok(())
+    }
+
+    /// PINGs every master; one whose previous PING is unanswered for [`REPLY_TIMEOUT`] fails.
+    fn ping(&mut self) -> Result<(), String> {
+        let nodes: Vec<usize> = self.links.keys().copied().collect();
+        for node in nodes {
+            let since = self.links.get(&node).and_then(|s| s.pinged);
+            match since {
+                Some(at) if at.elapsed() >= REPLY_TIMEOUT => {
+                    return Err("redis cluster: a master does not answer PING".into())
+                }
+                Some(_) => {}
+                None => {
+                    self.send(node, &redis::cmd("PING"))?;
+                    if let Some(shard) = self.links.get_mut(&node) {
+                        shard.pinged = Some(Instant::now());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, node: usize, command: &redis::Cmd) -> Result<(), String> {
+        let shard = self.links.get_mut(&node).ok_or("redis cluster: no link")?;
+        shard
+            .connection
+            .send_packed_command(&command.get_packed_command())
+            .map_err(|e| e.to_string())
+    }
+
+    /// One reply from `node`, waiting at most [`SLICE`] (`None`: nothing came).
+    fn receive(&mut self, node: usize, relay: &Relay<'_>) -> Result<Option<Heard>, String> {
+        let shard = self.links.get_mut(&node).ok_or("redis cluster: no link")?;
+        let value = match shard.connection.recv_response() {
+            Ok(value) => value,
+            Err(e) if e.is_timeout() => return Ok(None),
+            Err(e) => return Err(e.to_string()),
+        };
+        let heard = parse(value, relay)?;
+        if matches!(heard, Heard::Pong) {
+            shard.pinged = None;
+        }
+        Ok(Some(heard))
+    }
+}
+
+/// A reply on a subscribed connection (RESP2: `[kind, channel, payload-or-count]`).
+fn parse(value: redis::Value, relay: &Relay<'_>) -> Result<Heard, String> {
+    use redis::Value::{Array, BulkString, ServerError};
+    let unexpected = || Err("redis cluster: unexpected reply on a subscription".to_owned());
+    let fields = match value {
+        Array(fields) => fields,
+        ServerError(e) => return Err(format!("redis cluster: {e:?}")),
+        _ => return unexpected(),
+    };
+    let text = |v: &redis::Value| match v {
+        BulkString(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        _ => None,
+    };
+    let kind = fields.first().and_then(text).unwrap_or_default();
+    let channel = fields.get(1).and_then(text);
+    match (kind.as_str(), channel, fields.get(2)) {
+        ("smessage", Some(channel), Some(BulkString(payload))) => {
+            Ok(Heard::Message(relay.message(&channel, payload)))
+        }
+        ("ssubscribe", Some(channel), _) => Ok(Heard::Subscribed(channel)),
+        ("sunsubscribe", Some(channel), _) => Ok(Heard::Unsubscribed(channel)),
+        ("pong", _, _) => Ok(Heard::Pong),
+        _ => unexpected(),
+    }
+}
