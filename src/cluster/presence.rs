@@ -281,7 +281,12 @@ impl Keeper {
         for node in &others {
             pipe.hgetall(node_key(&self.prefix, node));
         }
-        let hashes: Vec<HashMap<String, String>> = pipe.query(c)?;
+        // An empty pipeline is refused by the client: nobody else to read.
+        let hashes: Vec<HashMap<String, String>> = if others.is_empty() {
+            Vec::new()
+        } else {
+            pipe.query(c)?
+        };
         let mut table = PresenceTable::new();
         for (channel, users) in hashes.into_iter().flatten() {
             // Another node's entry that is not `{user: name}` is skipped, not trusted.

@@ -143,11 +143,22 @@ pub(super) fn redis_backoff() -> Backoff {
     )
 }
 
-/// The Redis client for `url` (one of `config`'s), trusting the CAs of the config's CA file
-/// if it names one.
-pub(super) fn client_for(url: &str, config: &RedisConfig) -> Result<redis::Client, String> {
+/// The Redis client for `url` (one of `config`'s) speaking `protocol`, trusting the CAs of
+/// the config's CA file if it names one.
+pub(super) fn client_for(
+    url: &str,
+    config: &RedisConfig,
+    protocol: redis::ProtocolVersion,
+) -> Result<redis::Client, String> {
+    use redis::IntoConnectionInfo;
+    let info = url
+        .into_connection_info()
+        .map(|info| {
+            let settings = info.redis_settings().clone().set_protocol(protocol);
+            info.set_redis_settings(settings)
+        });
     let client = match &config.ca_file {
-        None => redis::Client::open(url),
+        None => info.and_then(redis::Client::open),
         #[cfg(feature = "tls")]
         Some(path) => {
             let pem = std::fs::read(path)
@@ -156,7 +167,7 @@ pub(super) fn client_for(url: &str, config: &RedisConfig) -> Result<redis::Clien
                 client_tls: None,
                 root_cert: Some(pem),
             };
-            redis::Client::build_with_tls(url, certificates)
+            info.and_then(|info| redis::Client::build_with_tls(info, certificates))
         }
         #[cfg(not(feature = "tls"))]
         Some(_) => return Err("a redis CA file needs the `tls` feature".into()),
@@ -178,7 +189,7 @@ impl Bridge {
     pub fn start(config: RedisConfig, waker: Arc<Waker>) -> Result<Bridge, String> {
         // A bad URL or CA file fails here, not on the threads.
         for url in config.urls() {
-            client_for(url, &config)?;
+            client_for(url, &config, redis::ProtocolVersion::RESP2)?;
         }
         let shared = Arc::new(Shared {
             max_payload: config.max_payload,
@@ -501,7 +512,7 @@ fn subscriber(
         let outcome = if router.is_cluster() {
             sharded::serve(&mut router, &mut session)
         } else {
-            router.open(0).and_then(|mut connection| {
+            router.open(0, redis::ProtocolVersion::RESP2).and_then(|mut connection| {
                 Link {
                     pubsub: connection.as_pubsub(),
                 }

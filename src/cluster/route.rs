@@ -113,7 +113,7 @@ impl Router {
     /// The connection to `node`, opened (and prepared) if needed.
     pub(super) fn connection(&mut self, node: usize) -> Result<&mut redis::Connection, String> {
         if !self.connections.contains_key(&node) {
-            let mut c = self.open(node)?;
+            let mut c = self.open(node, redis::ProtocolVersion::RESP2)?;
             (self.init)(&mut c).map_err(|e| e.to_string())?;
             self.connections.insert(node, c);
         }
@@ -128,10 +128,15 @@ impl Router {
         self.connection(node)
     }
 
-    /// A new connection to `node`, not kept (the subscriber's own), with the reply timeouts.
-    pub(super) fn open(&self, node: usize) -> Result<redis::Connection, String> {
+    /// A new connection to `node` speaking `protocol`, not kept (the subscriber's own), with
+    /// the reply timeouts.
+    pub(super) fn open(
+        &self,
+        node: usize,
+        protocol: redis::ProtocolVersion,
+    ) -> Result<redis::Connection, String> {
         let url = self.nodes.get(node).ok_or("redis: unknown node")?;
-        open_url(url, &self.config)
+        open_url(url, &self.config, protocol)
     }
 
     /// Forgets every connection and the slot map, after an error: the next use reconnects
@@ -148,7 +153,7 @@ impl Router {
         candidates.dedup();
         let mut last_error = "redis cluster: no seed node".to_owned();
         for url in candidates {
-            let answer = open_url(&url, &self.config).and_then(|mut c| {
+            let answer = open_url(&url, &self.config, redis::ProtocolVersion::RESP2).and_then(|mut c| {
                 redis::cmd("CLUSTER")
                     .arg("SLOTS")
                     .query::<redis::Value>(&mut c)
@@ -185,9 +190,13 @@ impl Router {
 }
 
 /// A connection to `url` with the bridge's connect and reply timeouts.
-fn open_url(url: &str, config: &RedisConfig) -> Result<redis::Connection, String> {
+fn open_url(
+    url: &str,
+    config: &RedisConfig,
+    protocol: redis::ProtocolVersion,
+) -> Result<redis::Connection, String> {
     let e = |e: redis::RedisError| e.to_string();
-    let c = client_for(url, config)?
+    let c = client_for(url, config, protocol)?
         .get_connection_with_timeout(CONNECT_TIMEOUT)
         .map_err(e)?;
     c.set_read_timeout(Some(REPLY_TIMEOUT)).map_err(e)?;

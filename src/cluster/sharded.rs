@@ -2,6 +2,12 @@
 //! topic on a connection to the master that owns its slot (publications arrive there as
 //! `smessage`), one connection per such master, polled in turn.
 //!
+//! These connections speak RESP3, where what the server pushes (`smessage`, `ssubscribe`,
+//! `sunsubscribe`) is told apart from replies: the client library, after a read that timed
+//! out, discards the next *reply* as the late answer to an earlier command, never a push. For
+//! the same reason a master's liveness is probed with a repeated `SSUBSCRIBE` of a topic it
+//! already has (answered by a push) rather than a `PING` (answered by a reply).
+//!
 //! Whatever goes wrong on any of them (a closed connection, an error reply such as `MOVED`, a
 //! PING unanswered, or a `sunsubscribe` the server pushed because the topic's slot moved to
 //! another master) ends the session: the bridge reports the subscriber down, asks for the slot
@@ -22,7 +28,7 @@ const SLICE: Duration = Duration::from_millis(10);
 /// One master's subscription connection.
 struct Shard {
     connection: redis::Connection,
-    /// When a PING went out that has not been answered yet.
+    /// When a probe went out that has not been answered yet.
     pinged: Option<Instant>,
 }
 
@@ -32,7 +38,8 @@ enum Heard {
     Message(bool),
     Subscribed(String),
     Unsubscribed(String),
-    Pong,
+    /// A reply, or a push of no interest.
+    Other,
 }
 
 /// The session's state: connections per master, and where each topic is subscribed.
@@ -81,7 +88,7 @@ pub(super) fn serve(router: &mut Router, session: &mut Session<'_>) -> Result<()
         if pinged.elapsed() >= PING_INTERVAL {
             // Silence may be a hung master: a node whose clients only listen would otherwise
             // never notice.
-            shards.ping()?;
+            shards.probe()?;
             pinged = Instant::now();
         }
         if shards.links.is_empty() {
@@ -93,7 +100,7 @@ pub(super) fn serve(router: &mut Router, session: &mut Session<'_>) -> Result<()
                 match heard {
                     Heard::Message(false) => return Ok(()),
                     Heard::Unsubscribed(t) => shards.unsubscribed(t)?,
-                    Heard::Message(true) | Heard::Subscribed(_) | Heard::Pong => {}
+                    Heard::Message(true) | Heard::Subscribed(_) | Heard::Other => {}
                 }
             }
         }
@@ -105,7 +112,7 @@ impl Shards {
     fn subscribe(&mut self, router: &mut Router, relay: &Relay<'_>, topic: String) -> Result<(), String> {
         let node = router.node_of(topic.as_bytes())?;
         if !self.links.contains_key(&node) {
-            let connection = router.open(node)?;
+            let connection = router.open(node, redis::ProtocolVersion::RESP3)?;
             connection
                 .set_read_timeout(Some(SLICE))
                 .map_err(|e| e.to_string())?;
@@ -159,18 +166,23 @@ impl Shards {
         Ok(())
     }
 
-    /// PINGs every master; one whose previous PING is unanswered for [`REPLY_TIMEOUT`] fails.
-    fn ping(&mut self) -> Result<(), String> {
-        let nodes: Vec<usize> = self.links.keys().copied().collect();
-        for node in nodes {
+    /// Probes every master by subscribing one of its topics again; one whose previous probe
+    /// is unanswered for [`REPLY_TIMEOUT`] fails. A master left without topics is let go.
+    fn probe(&mut self) -> Result<(), String> {
+        let mut probes = BTreeMap::new();
+        for (topic, node) in &self.homes {
+            probes.entry(*node).or_insert_with(|| topic.clone());
+        }
+        self.links.retain(|node, _| probes.contains_key(node));
+        for (node, topic) in probes {
             let since = self.links.get(&node).and_then(|s| s.pinged);
             match since {
                 Some(at) if at.elapsed() >= REPLY_TIMEOUT => {
-                    return Err("redis cluster: a master does not answer PING".into())
+                    return Err("redis cluster: a master does not answer".into())
                 }
                 Some(_) => {}
                 None => {
-                    self.send(node, &redis::cmd("PING"))?;
+                    self.send(node, redis::cmd("SSUBSCRIBE").arg(&topic))?;
                     if let Some(shard) = self.links.get_mut(&node) {
                         shard.pinged = Some(Instant::now());
                     }
@@ -197,35 +209,32 @@ impl Shards {
             Err(e) => return Err(e.to_string()),
         };
         let heard = parse(value, relay)?;
-        if matches!(heard, Heard::Pong) {
+        if matches!(heard, Heard::Subscribed(_)) {
             shard.pinged = None;
         }
         Ok(Some(heard))
     }
 }
 
-/// A reply on a subscribed connection (RESP2: `[kind, channel, payload-or-count]`).
+/// What a subscribed RESP3 connection received: `smessage` / `ssubscribe` / `sunsubscribe`
+/// pushes carry `[channel, payload-or-count]`.
 fn parse(value: redis::Value, relay: &Relay<'_>) -> Result<Heard, String> {
-    use redis::Value::{Array, BulkString, ServerError};
-    let unexpected = || Err("redis cluster: unexpected reply on a subscription".to_owned());
-    let fields = match value {
-        Array(fields) => fields,
-        ServerError(e) => return Err(format!("redis cluster: {e:?}")),
-        _ => return unexpected(),
+    use redis::{PushKind, Value};
+    let (kind, data) = match value {
+        Value::Push { kind, data } => (kind, data),
+        Value::ServerError(e) => return Err(format!("redis cluster: {e:?}")),
+        _ => return Ok(Heard::Other),
     };
-    let text = |v: &redis::Value| match v {
-        BulkString(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
-        _ => None,
+    let channel = match data.first() {
+        Some(Value::BulkString(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
+        _ => return Ok(Heard::Other),
     };
-    let kind = fields.first().and_then(text).unwrap_or_default();
-    let channel = fields.get(1).and_then(text);
-    match (kind.as_str(), channel, fields.get(2)) {
-        ("smessage", Some(channel), Some(BulkString(payload))) => {
-            Ok(Heard::Message(relay.message(&channel, payload)))
+    Ok(match (kind, data.get(1)) {
+        (PushKind::SMessage, Some(Value::BulkString(payload))) => {
+            Heard::Message(relay.message(&channel, payload))
         }
-        ("ssubscribe", Some(channel), _) => Ok(Heard::Subscribed(channel)),
-        ("sunsubscribe", Some(channel), _) => Ok(Heard::Unsubscribed(channel)),
-        ("pong", _, _) => Ok(Heard::Pong),
-        _ => unexpected(),
-    }
+        (PushKind::SSubscribe, _) => Heard::Subscribed(channel),
+        (PushKind::SUnsubscribe, _) => Heard::Unsubscribed(channel),
+        _ => Heard::Other,
+    })
 }
