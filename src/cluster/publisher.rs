@@ -203,7 +203,11 @@ impl Publisher {
                     Ok(()) => {}
                     // Redis refused the command (a user without SET, a Redis before 6.2):
                     // the connection is fine, only the check is lost.
-                    Err(e) if matches!(e.kind(), redis::ErrorKind::Server(_)) => {
+                    // MOVED, ASK, TRYAGAIN, CLUSTERDOWN: the cluster is changing, not refusing.
+                    Err(e)
+                        if matches!(e.kind(), redis::ErrorKind::Server(_))
+                            && !e.is_cluster_error() =>
+                    {
                         log!(
                             Level::Warn,
                             "redis: cannot claim this node's id ({e}); two nodes started with \

@@ -113,9 +113,18 @@ impl Router {
     /// The connection to `node`, opened (and prepared) if needed.
     pub(super) fn connection(&mut self, node: usize) -> Result<&mut redis::Connection, String> {
         if !self.connections.contains_key(&node) {
-            let mut c = self.open(node, redis::ProtocolVersion::RESP2)?;
-            (self.init)(&mut c).map_err(|e| e.to_string())?;
-            self.connections.insert(node, c);
+            let opened = self.open(node, redis::ProtocolVersion::RESP2).and_then(|mut c| {
+                (self.init)(&mut c).map_err(|e| e.to_string())?;
+                Ok(c)
+            });
+            match opened {
+                Ok(c) => self.connections.insert(node, c),
+                // The node may be gone (a failover): ask for the slot map again next time.
+                Err(e) => {
+                    self.invalidate();
+                    return Err(e);
+                }
+            };
         }
         self.connections
             .get_mut(&node)

@@ -84,6 +84,7 @@ impl RedisCluster {
             String::from_utf8_lossy(&output.stderr)
         );
         cluster.wait_settled();
+        cluster.wait_replicas_synced();
         Some(cluster)
     }
 
@@ -93,7 +94,7 @@ impl RedisCluster {
             "port {port}\nbind 127.0.0.1\nprotected-mode yes\nsave \"\"\nappendonly no\n\
              daemonize no\nlogfile \"\"\ndir {dir}\ncluster-enabled yes\n\
              cluster-config-file {dir}/nodes-{port}.conf\ncluster-node-timeout {NODE_TIMEOUT_MS}\n\
-             cluster-replica-validity-factor 0\n",
+             cluster-replica-validity-factor 0\nrepl-diskless-sync-delay 0\n",
             dir = self.dir.path().display()
         );
         std::fs::write(&conf, text).expect("write redis.conf");
@@ -197,6 +198,24 @@ impl RedisCluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Waits until every replica has its master's data (`master_link_status:up`), so that a
+    /// failover loses only what was written in the last moment.
+    pub fn wait_replicas_synced(&self) {
+        let live = self.live_ports();
+        wait_until("the replicas to sync", SETTLE, || {
+            for port in &live {
+                let info = redis_command(*port, &["INFO", "replication"]).map_err(|e| e.to_string())?;
+                let Resp::Bulk(Some(text)) = &info else {
+                    return Err(format!(":{port} INFO {info:?}"));
+                };
+                if text.contains("role:slave") && !text.contains("master_link_status:up") {
+                    return Err(format!(":{port} replica not in sync"));
+                }
+            }
+            Ok(())
+        });
     }
 
     /// Waits until every live node says `cluster_state:ok` and the slot map covers all 16384
