@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use harness::{Node, Resp, PREFIX, WAIT};
 use redis_cluster::RedisCluster;
@@ -102,9 +102,11 @@ impl Member {
     }
 }
 
-/// The next JSON text message (protocol pings and pongs skipped).
+/// The next JSON text message (protocol pings and pongs skipped), within [`RECOVERY_WAIT`].
 fn next(client: &mut Client) -> Value {
+    let deadline = Instant::now() + RECOVERY_WAIT;
     loop {
+        assert!(Instant::now() < deadline, "no message within {RECOVERY_WAIT:?}");
         match client.recv().expect("a message") {
             Received::Text(text) => return serde_json::from_str(&text).expect("JSON"),
             Received::Ping(_) | Received::Pong(_) => {}
