@@ -248,7 +248,7 @@ pub(crate) struct ServeArgs {
           value_parser = flags::rate)]
     pub(crate) max_messages_per_second: f64,
     /// Events kept per channel (and for the chat) for `since` recovery and `history`
-    /// requests; 0: no history. Not kept with --redis yet.
+    /// requests; 0: no history.
     #[arg(long, value_name = "N", default_value_t = HistoryLimits::default().size)]
     pub(crate) history_size: usize,
     /// A channel without a new event for this long loses its history.

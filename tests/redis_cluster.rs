@@ -9,10 +9,10 @@
 mod common;
 #[path = "common/cluster.rs"]
 mod harness;
-#[path = "common/tls.rs"]
-mod tls;
 #[path = "common/redis_cluster.rs"]
 mod redis_cluster;
+#[path = "common/tls.rs"]
+mod tls;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -106,7 +106,10 @@ impl Member {
 fn next(client: &mut Client) -> Value {
     let deadline = Instant::now() + RECOVERY_WAIT;
     loop {
-        assert!(Instant::now() < deadline, "no message within {RECOVERY_WAIT:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no message within {RECOVERY_WAIT:?}"
+        );
         match client.recv().expect("a message") {
             Received::Text(text) => return serde_json::from_str(&text).expect("JSON"),
             Received::Ping(_) | Received::Pong(_) => {}
@@ -152,7 +155,10 @@ fn spread_channels(cluster: &RedisCluster) -> Vec<(String, u16)> {
         }
     }
     assert_eq!(by_master.len(), 3, "three masters: {by_master:?}");
-    by_master.into_iter().map(|(port, name)| (name, port)).collect()
+    by_master
+        .into_iter()
+        .map(|(port, name)| (name, port))
+        .collect()
 }
 
 /// Publishes `per_channel` messages on each channel, alternating the two publishers (on two
@@ -236,7 +242,11 @@ fn delivers_once_over_three_masters(history: bool) {
                     .into_iter()
                     .filter(|c| c.contains(&tag))
                     .collect();
-                assert_eq!(from_p, sent[&(channel.clone(), p)], "{channel}: once, in order");
+                assert_eq!(
+                    from_p,
+                    sent[&(channel.clone(), p)],
+                    "{channel}: once, in order"
+                );
             }
         }
         if history {

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use mio::Waker;
 
 use super::publisher::Publisher;
-use super::sharded;
 use super::route::Router;
+use super::sharded;
 use super::streams::{self, Entries, Query, ReadRequest};
 use super::RedisConfig;
 use crate::backoff::Backoff;
@@ -151,12 +151,10 @@ pub(super) fn client_for(
     protocol: redis::ProtocolVersion,
 ) -> Result<redis::Client, String> {
     use redis::IntoConnectionInfo;
-    let info = url
-        .into_connection_info()
-        .map(|info| {
-            let settings = info.redis_settings().clone().set_protocol(protocol);
-            info.set_redis_settings(settings)
-        });
+    let info = url.into_connection_info().map(|info| {
+        let settings = info.redis_settings().clone().set_protocol(protocol);
+        info.set_redis_settings(settings)
+    });
     let client = match &config.ca_file {
         None => info.and_then(redis::Client::open),
         #[cfg(feature = "tls")]
@@ -512,12 +510,14 @@ fn subscriber(
         let outcome = if router.is_cluster() {
             sharded::serve(&mut router, &mut session)
         } else {
-            router.open(0, redis::ProtocolVersion::RESP2).and_then(|mut connection| {
-                Link {
-                    pubsub: connection.as_pubsub(),
-                }
-                .serve(&mut session)
-            })
+            router
+                .open(0, redis::ProtocolVersion::RESP2)
+                .and_then(|mut connection| {
+                    Link {
+                        pubsub: connection.as_pubsub(),
+                    }
+                    .serve(&mut session)
+                })
         };
         let error = match outcome {
             Ok(()) => return,

@@ -109,18 +109,22 @@ pub(super) fn serve(router: &mut Router, session: &mut Session<'_>) -> Result<()
 
 impl Shards {
     /// `SSUBSCRIBE`s `topic` on its master and waits for the confirmation.
-    fn subscribe(&mut self, router: &mut Router, relay: &Relay<'_>, topic: String) -> Result<(), String> {
+    fn subscribe(
+        &mut self,
+        router: &mut Router,
+        relay: &Relay<'_>,
+        topic: String,
+    ) -> Result<(), String> {
         let node = router.node_of(topic.as_bytes())?;
-        if !self.links.contains_key(&node) {
+        if let std::collections::btree_map::Entry::Vacant(slot) = self.links.entry(node) {
             let connection = router.open(node, redis::ProtocolVersion::RESP3)?;
             connection
                 .set_read_timeout(Some(SLICE))
                 .map_err(|e| e.to_string())?;
-            let shard = Shard {
+            slot.insert(Shard {
                 connection,
                 pinged: None,
-            };
-            self.links.insert(node, shard);
+            });
         }
         self.send(node, redis::cmd("SSUBSCRIBE").arg(&topic))?;
         let deadline = Instant::now() + REPLY_TIMEOUT;

@@ -177,7 +177,10 @@ impl Scripts {
     /// cluster, does not know them yet).
     pub(super) fn load(c: &mut redis::Connection) -> redis::RedisResult<()> {
         for text in [APPEND, READ] {
-            redis::cmd("SCRIPT").arg("LOAD").arg(text).query::<String>(c)?;
+            redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(text)
+                .query::<String>(c)?;
         }
         Ok(())
     }

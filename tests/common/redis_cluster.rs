@@ -206,7 +206,8 @@ impl RedisCluster {
         let live = self.live_ports();
         wait_until("the replicas to sync", SETTLE, || {
             for port in &live {
-                let info = redis_command(*port, &["INFO", "replication"]).map_err(|e| e.to_string())?;
+                let info =
+                    redis_command(*port, &["INFO", "replication"]).map_err(|e| e.to_string())?;
                 let Resp::Bulk(Some(text)) = &info else {
                     return Err(format!(":{port} INFO {info:?}"));
                 };
