@@ -90,8 +90,10 @@ impl Publisher {
         for out in batch {
             let node = match self.router.node_of(out.topic.as_bytes()) {
                 Ok(node) => node,
+                // No slot map: nothing of the batch has been sent yet.
                 Err(e) => {
-                    self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+                    let n = batch.len() as u64;
+                    self.shared.dropped.fetch_add(n, Ordering::Relaxed);
                     return Err(e);
                 }
             };
