@@ -252,7 +252,7 @@ pub(crate) struct ServeArgs {
           value_parser = flags::rate)]
     pub(crate) max_messages_per_second: f64,
     /// Events kept per channel (and for the chat) for `since` recovery and `history`
-    /// requests; 0: no history. Not kept with --redis yet.
+    /// requests; 0: no history.
     #[arg(long, value_name = "N", default_value_t = HistoryLimits::default().size)]
     pub(crate) history_size: usize,
     /// A channel without a new event for this long loses its history.
@@ -264,15 +264,20 @@ pub(crate) struct ServeArgs {
     pub(crate) history_max_bytes: usize,
     /// Join other nodes through Redis Pub/Sub: redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]
     /// (needs the `redis` feature).
-    #[arg(long, value_name = "URL", value_parser = flags::redis_url)]
+    #[arg(long, value_name = "URL", value_parser = flags::redis_url, group = "redis_backend")]
     pub(crate) redis: Option<String>,
+    /// Join other nodes through a Redis Cluster (Redis 7; sharded Pub/Sub), given the URLs
+    /// of one or more of its nodes: URL[,URL...]. Instead of --redis.
+    #[arg(long, value_name = "URLS", value_parser = flags::redis_cluster_urls,
+          group = "redis_backend")]
+    pub(crate) redis_cluster: Option<String>,
     /// This node's id in the cluster (default: random). [A-Za-z0-9_-], at most 64.
-    #[arg(long, value_name = "ID", requires = "redis")]
+    #[arg(long, value_name = "ID", requires = "redis_backend")]
     pub(crate) node_id: Option<String>,
     /// With a rediss:// URL: PEM file of the CA certificates that Redis's certificate must
     /// chain to, trusted instead of the system's (a private CA).
     #[cfg(feature = "tls")]
-    #[arg(long, value_name = "FILE", value_parser = flags::ca_file, requires = "redis")]
+    #[arg(long, value_name = "FILE", value_parser = flags::ca_file, requires = "redis_backend")]
     pub(crate) redis_ca: Option<PathBuf>,
     /// On SIGINT/SIGTERM, how long to keep serving with /readyz answering 503 before the
     /// listeners close and the drain starts (time for a load balancer to stop sending new
@@ -284,13 +289,13 @@ pub(crate) struct ServeArgs {
         long,
         value_name = "PREFIX",
         default_value = "wsloop:",
-        requires = "redis"
+        requires = "redis_backend"
     )]
     pub(crate) redis_prefix: String,
     /// How long a node's presence entries live in Redis after its last heartbeat (one every
     /// third of it): a killed node's users leave every presence answer within 4/3 of this.
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = flags::positive_duration,
-          requires = "redis")]
+          requires = "redis_backend")]
     pub(crate) presence_ttl: Duration,
     /// Channels announce each subscription (`join`) and its end (`leave`) to their
     /// subscribers.

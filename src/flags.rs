@@ -162,6 +162,21 @@ pub fn redis_url(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
+/// The seed nodes of a Redis Cluster: Redis URLs ([`redis_url`]) separated by commas, without
+/// a database other than 0 (a cluster has only that one).
+pub fn redis_cluster_urls(text: &str) -> Result<String, String> {
+    for url in text.split(',') {
+        redis_url(url)?;
+        let path = url.split_once("://").map_or("", |(_, rest)| rest);
+        if let Some((_, db)) = path.split_once('/') {
+            if !db.is_empty() && db != "0" {
+                return Err(format!("{url}: a Redis Cluster has only database 0"));
+            }
+        }
+    }
+    Ok(text.to_owned())
+}
+
 /// A PEM file of CA certificates (`client --ca`, `serve --redis-ca`): readable and holding a
 /// certificate, checked at start rather than at the first connection.
 #[cfg(feature = "tls")]
@@ -256,6 +271,9 @@ mod tests {
         }
         assert!(redis_url("redis://:secret@127.0.0.1:6379/2").is_ok());
         assert!(redis_url("127.0.0.1:6379").is_err());
+        assert!(redis_cluster_urls("redis://127.0.0.1:7000,redis://:pw@127.0.0.1:7001/0").is_ok());
+        assert!(redis_cluster_urls("redis://127.0.0.1:7000/1").is_err());
+        assert!(redis_cluster_urls("redis://127.0.0.1:7000,").is_err());
         assert!(redis_url("redis://:secret@/0").is_err());
         assert!(redis_url("rediss://127.0.0.1:6380/0#insecure").is_err());
         assert!(redis_url("redis://127.0.0.1:6379#insecure").is_err());

@@ -303,7 +303,7 @@ fn serve(args: Box<ServeArgs>) -> ExitCode {
         }
     };
     #[cfg(not(feature = "redis"))]
-    if args.redis.is_some() {
+    if args.redis.is_some() || args.redis_cluster.is_some() {
         wsloop::log!(
             Level::Error,
             "--redis: this wsloop was built without the `redis` feature (no cluster support)"
@@ -311,8 +311,14 @@ fn serve(args: Box<ServeArgs>) -> ExitCode {
         return ExitCode::from(2);
     }
     #[cfg(feature = "redis")]
-    let redis = match args.redis {
-        Some(url) => {
+    let backend = match (args.redis, args.redis_cluster) {
+        (Some(url), _) => Some((url, false)),
+        (None, Some(urls)) => Some((urls, true)),
+        (None, None) => None,
+    };
+    #[cfg(feature = "redis")]
+    let redis = match backend {
+        Some((url, cluster)) => {
             let node_id = args.node_id.unwrap_or_else(topics::random_node_id);
             if let Err(e) = topics::validate_node_id(&node_id) {
                 wsloop::log!(Level::Error, "--node-id: {e}");
@@ -322,12 +328,13 @@ fn serve(args: Box<ServeArgs>) -> ExitCode {
             let ca_file = args.redis_ca;
             #[cfg(not(feature = "tls"))]
             let ca_file = None;
-            if ca_file.is_some() && !url.starts_with("rediss://") {
+            if ca_file.is_some() && !url.split(',').all(|u| u.starts_with("rediss://")) {
                 wsloop::log!(Level::Error, "--redis-ca: the --redis URL is not rediss://");
                 return ExitCode::from(2);
             }
             let config = RedisConfig {
                 url,
+                cluster,
                 ca_file,
                 // An event quotes at most `max_content` bytes, which JSON escaping can grow
                 // six times (`\u0001`), plus names, ids and the envelope.

@@ -19,6 +19,8 @@
 mod presence;
 mod publisher;
 mod redis_bridge;
+pub mod route;
+mod sharded;
 pub mod streams;
 
 use std::path::PathBuf;
@@ -29,8 +31,12 @@ pub use redis_bridge::{Bridge, Inbound};
 /// Settings of the Redis bridge.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RedisConfig {
-    /// `redis://HOST:PORT[/DB]`, or `rediss://...` for TLS (feature `tls`).
+    /// `redis://HOST:PORT[/DB]`, or `rediss://...` for TLS (feature `tls`); with
+    /// [`cluster`](Self::cluster), the seed nodes' URLs, comma-separated.
     pub url: String,
+    /// `url` names seed nodes of a Redis Cluster: keys and shard channels are routed to the
+    /// master of their slot ([`route`]), Pub/Sub is sharded (`SPUBLISH`, `SSUBSCRIBE`).
+    pub cluster: bool,
     /// With `rediss://`: a PEM file of the CA certificates that Redis's certificate must
     /// chain to, trusted instead of the system's (feature `tls`).
     pub ca_file: Option<PathBuf>,
@@ -47,9 +53,19 @@ pub struct RedisConfig {
 }
 
 impl RedisConfig {
-    /// The URL without its password (`redis://user:secret@host` → `redis://***@host`), for logs.
+    /// The URL(s) without passwords (`redis://user:secret@host` → `redis://***@host`), for
+    /// logs.
     pub fn redacted_url(&self) -> String {
-        let url = &self.url;
+        self.urls().map(Self::redact).collect::<Vec<_>>().join(",")
+    }
+
+    /// The URL, or each seed node's URL.
+    pub fn urls(&self) -> impl Iterator<Item = &str> {
+        self.url.split(',')
+    }
+
+    /// One URL without its password.
+    pub(crate) fn redact(url: &str) -> String {
         let authority_start = url.find("://").map_or(0, |i| i + 3);
         let authority_end = url[authority_start..]
             .find('/')
@@ -60,7 +76,7 @@ impl RedisConfig {
                 &url[..authority_start],
                 &url[authority_start + at..]
             ),
-            None => url.clone(),
+            None => url.to_owned(),
         }
     }
 }
@@ -73,6 +89,7 @@ mod tests {
     fn logged_urls_carry_no_password() {
         let config = |url: &str| RedisConfig {
             url: url.into(),
+            cluster: false,
             ca_file: None,
             max_payload: 1,
             claim: None,
@@ -90,6 +107,10 @@ mod tests {
                 "rediss://***@redis.lan:6380/0",
             ),
             ("redis://host/path@x", "redis://host/path@x"),
+            (
+                "redis://:a@h1:7000,redis://:b@h2:7001",
+                "redis://***@h1:7000,redis://***@h2:7001",
+            ),
         ];
         for (url, logged) in cases {
             assert_eq!(config(url).redacted_url(), logged, "{url}");

@@ -1,9 +1,9 @@
 //! Presence across nodes in Redis: who is subscribed to which channel, kept in keys that
 //! expire by themselves when a node stops renewing them (it died), read back by every node.
 //!
-//! Each node writes one hash, `<prefix>presence:<node>`, field = channel, value = the JSON
+//! Each node writes one hash, `{<prefix>presence}:<node>`, field = channel, value = the JSON
 //! object `{user: name}` of its users in that channel, with a TTL renewed every third of it;
-//! and adds its id to the sorted set `<prefix>presence:nodes` (scored by the time of its last
+//! and adds its id to the sorted set `{<prefix>presence}:nodes` (scored by the time of its last
 //! heartbeat, an index so that readers need not scan the keyspace). Every heartbeat a node
 //! also reads the other nodes' hashes and hands the merged table to the loop. A killed node's
 //! users are therefore gone from every other node's answers at most `ttl` after its last
@@ -19,15 +19,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mio::Waker;
 
-use super::redis_bridge::{open_client, redis_backoff};
+use super::redis_bridge::redis_backoff;
+use super::route::Router;
 use super::RedisConfig;
 use crate::log::Level;
 
 /// Per channel, the users in it by user id: their names.
 pub type PresenceTable = BTreeMap<String, BTreeMap<String, String>>;
-
-/// How long a connection attempt or a command may take.
-const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A change of this node's presence, sent by the loop.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,12 +73,12 @@ impl Presence {
         config: PresenceConfig,
         waker: Arc<Waker>,
     ) -> Result<Presence, String> {
-        let client = open_client(redis)?;
+        let router = Router::new(redis, |_| Ok(()));
         let (changes, receiver) = mpsc::channel();
         let remote = Arc::new(Mutex::new(None));
         let keeper = Keeper {
-            key: format!("{}presence:{}", config.prefix, config.node),
-            index: format!("{}presence:nodes", config.prefix),
+            key: node_key(&config.prefix, &config.node),
+            index: format!("{{{}presence}}:nodes", config.prefix),
             prefix: config.prefix,
             node: config.node,
             ttl: config.ttl,
@@ -92,7 +90,7 @@ impl Presence {
         };
         thread::Builder::new()
             .name("redis-presence".into())
-            .spawn(move || keeper.run(client, receiver))
+            .spawn(move || keeper.run(router, receiver))
             .map_err(|e| e.to_string())?;
         Ok(Presence { changes, remote })
     }
@@ -125,6 +123,12 @@ struct Keeper {
     seen: PresenceTable,
     remote: Arc<Mutex<Option<PresenceTable>>>,
     waker: Arc<Waker>,
+}
+
+/// A node's presence hash. The keys share one hash tag, so that in a Redis Cluster they all
+/// live on one master and a heartbeat stays one pipeline.
+fn node_key(prefix: &str, node: &str) -> String {
+    format!("{{{prefix}presence}}:{node}")
 }
 
 fn now_ms() -> u64 {
@@ -164,9 +168,9 @@ impl Keeper {
         }
     }
 
-    fn run(mut self, client: redis::Client, changes: Receiver<PresenceChange>) {
+    fn run(mut self, mut router: Router, changes: Receiver<PresenceChange>) {
         let beat = (self.ttl / 3).max(Duration::from_millis(50));
-        let mut connection: Option<redis::Connection> = None;
+        let mut connected = false;
         let mut backoff = redis_backoff();
         let mut next_beat = Instant::now();
         loop {
@@ -185,18 +189,16 @@ impl Keeper {
             if beating {
                 next_beat = Instant::now() + beat;
             }
-            if connection.is_none() {
+            if !connected {
                 if !beating {
                     continue;
                 }
-                match client.get_connection_with_timeout(REDIS_TIMEOUT) {
-                    Ok(c) => {
-                        let _ = c.set_read_timeout(Some(REDIS_TIMEOUT));
-                        let _ = c.set_write_timeout(Some(REDIS_TIMEOUT));
+                match router.connection_for(self.key.as_bytes()) {
+                    Ok(_) => {
                         backoff.reset();
                         // Redis may have lost everything (restarted): write it all again.
                         self.dirty.extend(self.local.keys().cloned());
-                        connection = Some(c);
+                        connected = true;
                     }
                     Err(e) => {
                         if backoff.attempts() == 0 {
@@ -208,21 +210,21 @@ impl Keeper {
                     }
                 }
             }
-            let Some(c) = connection.as_mut() else {
-                continue;
-            };
-            let result = self
-                .write(c)
-                .and_then(|()| if beating { self.read(c) } else { Ok(()) });
+            let result = router.connection_for(self.key.as_bytes()).and_then(|c| {
+                self.write(c)
+                    .and_then(|()| if beating { self.read(c) } else { Ok(()) })
+                    .map_err(|e| e.to_string())
+            });
             if let Err(e) = result {
                 log!(Level::Warn, "redis presence down: {e}");
-                connection = None;
+                connected = false;
+                router.invalidate();
                 // What the other nodes hold cannot be known until Redis answers again.
                 self.hand_over(PresenceTable::new());
             }
         }
         // A graceful exit takes this node's users out at once instead of after the TTL.
-        if let Some(c) = connection.as_mut() {
+        if let (true, Ok(c)) = (connected, router.connection_for(self.key.as_bytes())) {
             let _ = redis::pipe()
                 .del(&self.key)
                 .zrem(&self.index, &self.node)
@@ -277,9 +279,14 @@ impl Keeper {
         let others: Vec<&String> = nodes.iter().filter(|n| **n != self.node).collect();
         let mut pipe = redis::pipe();
         for node in &others {
-            pipe.hgetall(format!("{}presence:{node}", self.prefix));
+            pipe.hgetall(node_key(&self.prefix, node));
         }
-        let hashes: Vec<HashMap<String, String>> = pipe.query(c)?;
+        // An empty pipeline is refused by the client: nobody else to read.
+        let hashes: Vec<HashMap<String, String>> = if others.is_empty() {
+            Vec::new()
+        } else {
+            pipe.query(c)?
+        };
         let mut table = PresenceTable::new();
         for (channel, users) in hashes.into_iter().flatten() {
             // Another node's entry that is not `{user: name}` is skipped, not trusted.

@@ -1,13 +1,18 @@
 //! The publishing thread: pipelines the queued publications (plain `PUBLISH`es, and appends
 //! to a topic's stream through the script of `streams`), renews the claim on the node's name,
-//! and tells publications Redis confirmed from those whose outcome is unknown.
+//! and tells publications Redis confirmed from those whose outcome is unknown. In a Redis
+//! Cluster each publication goes to its topic's master (`SPUBLISH`, or the script there), one
+//! pipeline per master.
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::redis_bridge::{redis_backoff, Outgoing, Shared, CONNECT_TIMEOUT, REPLY_TIMEOUT};
+use std::collections::BTreeMap;
+
+use super::redis_bridge::{redis_backoff, Outgoing, Shared};
+use super::route::Router;
 use super::streams::{self, Scripts};
 use crate::log::Level;
 
@@ -22,7 +27,8 @@ const PUBLISH_BATCH: usize = 256;
 
 /// The publishing thread's state.
 pub(super) struct Publisher {
-    pub(super) client: redis::Client,
+    /// Connections to where topics live (scripts loaded when history is kept in Redis).
+    pub(super) router: Router,
     pub(super) shared: Arc<Shared>,
     /// The key this process claims and its token.
     pub(super) claim: Option<(String, String)>,
@@ -40,27 +46,13 @@ pub(super) struct Publisher {
 }
 
 impl Publisher {
-    /// A connection, with the scripts loaded when history is kept in Redis.
-    fn connect(&self) -> Result<(redis::Connection, Option<Scripts>), String> {
-        let e = |e: redis::RedisError| e.to_string();
-        let mut c = self
-            .client
-            .get_connection_with_timeout(CONNECT_TIMEOUT)
-            .map_err(e)?;
-        c.set_read_timeout(Some(REPLY_TIMEOUT)).map_err(e)?;
-        c.set_write_timeout(Some(REPLY_TIMEOUT)).map_err(e)?;
-        let scripts = match self.streams {
-            Some(_) => Some(Scripts::load(&mut c).map_err(e)?),
-            None => None,
-        };
-        Ok((c, scripts))
-    }
-
     /// Renews the claim: `SET key token GET PX ttl` answers the previous holder's token.
-    fn renew_claim(&mut self, c: &mut redis::Connection) -> redis::RedisResult<()> {
+    fn renew_claim(&mut self) -> Result<(), redis::RedisError> {
         let Some((key, token)) = &self.claim else {
             return Ok(());
         };
+        let lost = |e: String| redis::RedisError::from((redis::ErrorKind::Io, "claim", e));
+        let c = self.router.connection_for(key.as_bytes()).map_err(lost)?;
         let previous: Option<String> = redis::cmd("SET")
             .arg(key)
             .arg(token)
@@ -85,40 +77,60 @@ impl Publisher {
         Ok(())
     }
 
-    /// Sends a batch in one pipeline; counts it published, or unknown when Redis did not
-    /// answer (the commands may have reached it: a hung Redis runs them when it resumes).
-    fn send(
-        &self,
-        (c, scripts): &mut (redis::Connection, Option<Scripts>),
-        batch: &[Outgoing],
-    ) -> Result<(), String> {
-        let mut pipe = redis::pipe();
+    /// Sends a batch, one pipeline per master; counts each pipeline published, or unknown
+    /// when Redis did not answer (the commands may have reached it: a hung Redis runs them
+    /// when it resumes).
+    fn send(&mut self, scripts: &Scripts, batch: &[Outgoing]) -> Result<(), String> {
+        let publish = if self.router.is_cluster() {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        };
+        let mut pipes: BTreeMap<usize, (redis::Pipeline, u64)> = BTreeMap::new();
         for out in batch {
-            match (&self.streams, &*scripts, out.recorded) {
-                (Some(settings), Some(scripts), true) => {
+            let node = match self.router.node_of(out.topic.as_bytes()) {
+                Ok(node) => node,
+                // No slot map: nothing of the batch has been sent yet.
+                Err(e) => {
+                    let n = batch.len() as u64;
+                    self.shared.dropped.fetch_add(n, Ordering::Relaxed);
+                    return Err(e);
+                }
+            };
+            let (pipe, n) = pipes.entry(node).or_default();
+            *n += 1;
+            match (&self.streams, out.recorded) {
+                (Some(settings), true) => {
                     let epoch = streams::new_epoch(&self.token, &self.shared);
-                    scripts.append(&mut pipe, settings, &epoch, &out.topic, &out.payload);
+                    scripts.append(pipe, settings, &epoch, &out.topic, &out.payload);
                 }
                 _ => {
-                    pipe.cmd("PUBLISH").arg(&out.topic).arg(&out.payload);
+                    pipe.cmd(publish).arg(&out.topic).arg(&out.payload);
                 }
             }
         }
-        let n = batch.len() as u64;
-        match pipe.query::<Vec<i64>>(c) {
-            Ok(_) => {
-                self.shared.published.fetch_add(n, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(e) => {
-                self.shared.unknown.fetch_add(n, Ordering::Relaxed);
-                Err(e.to_string())
+        let mut outcome = Ok(());
+        for (node, (pipe, n)) in pipes {
+            let sent = self
+                .router
+                .connection(node)
+                .and_then(|c| pipe.query::<Vec<i64>>(c).map_err(|e| e.to_string()));
+            match sent {
+                Ok(_) => {
+                    self.shared.published.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    self.shared.unknown.fetch_add(n, Ordering::Relaxed);
+                    outcome = Err(e);
+                }
             }
         }
+        outcome
     }
 
     pub(super) fn run(mut self, publications: Receiver<Outgoing>) {
-        let mut connection: Option<(redis::Connection, Option<Scripts>)> = None;
+        let scripts = Scripts::new(self.router.is_cluster());
+        let mut connected = false;
         let mut generation = self.shared.generation.load(Ordering::Relaxed);
         let mut backoff = redis_backoff();
         let mut retry_at = Instant::now();
@@ -149,16 +161,19 @@ impl Publisher {
             let current = self.shared.generation.load(Ordering::Relaxed);
             if current != generation {
                 generation = current;
-                connection = None;
+                connected = false;
+                self.router.invalidate();
                 retry_at = Instant::now();
             }
-            if connection.is_none() && Instant::now() >= retry_at {
-                match self.connect() {
-                    Ok(c) => {
+            if !connected && Instant::now() >= retry_at {
+                // One connection (where the claim lives) shows that Redis is there.
+                let probe = self.claim.as_ref().map_or("", |(key, _)| key.as_str());
+                match self.router.connection_for(probe.as_bytes()) {
+                    Ok(_) => {
                         log!(Level::Info, "redis publisher up");
                         self.shared.publisher_up.store(true, Ordering::Relaxed);
                         backoff.reset();
-                        connection = Some(c);
+                        connected = true;
                         claim_due = Instant::now();
                     }
                     Err(e) => {
@@ -170,7 +185,7 @@ impl Publisher {
                     }
                 }
             }
-            let Some(c) = connection.as_mut() else {
+            if !connected {
                 // At-most-once: a publication made while Redis is down is counted, not
                 // retried.
                 self.shared
@@ -178,19 +193,23 @@ impl Publisher {
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 batch.clear();
                 continue;
-            };
+            }
             let mut result = Ok(());
             if !batch.is_empty() {
-                result = self.send(c, &batch);
+                result = self.send(&scripts, &batch);
                 batch.clear();
             }
             if result.is_ok() && self.claim.is_some() && Instant::now() >= claim_due {
                 claim_due = Instant::now() + CLAIM_INTERVAL;
-                match self.renew_claim(&mut c.0) {
+                match self.renew_claim() {
                     Ok(()) => {}
                     // Redis refused the command (a user without SET, a Redis before 6.2):
                     // the connection is fine, only the check is lost.
-                    Err(e) if matches!(e.kind(), redis::ErrorKind::Server(_)) => {
+                    // MOVED, ASK, TRYAGAIN, CLUSTERDOWN: the cluster is changing, not refusing.
+                    Err(e)
+                        if matches!(e.kind(), redis::ErrorKind::Server(_))
+                            && !e.is_cluster_error() =>
+                    {
                         log!(
                             Level::Warn,
                             "redis: cannot claim this node's id ({e}); two nodes started with \
@@ -204,13 +223,16 @@ impl Publisher {
             if let Err(e) = result {
                 log!(Level::Warn, "redis publisher down: {e}");
                 self.shared.publisher_up.store(false, Ordering::Relaxed);
-                connection = None;
+                connected = false;
+                self.router.invalidate();
                 retry_at = Instant::now() + backoff.next_delay().unwrap_or(Duration::from_secs(5));
             }
         }
         // A graceful exit gives the name back, so that a restart is not taken for a twin.
-        if let (Some((c, _)), Some((key, _))) = (connection.as_mut(), &self.claim) {
-            let _ = redis::cmd("DEL").arg(key).query::<i64>(c);
+        if let (true, Some((key, _))) = (connected, &self.claim) {
+            if let Ok(c) = self.router.connection_for(key.as_bytes()) {
+                let _ = redis::cmd("DEL").arg(key).query::<i64>(c);
+            }
         }
     }
 }

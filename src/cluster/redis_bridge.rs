@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use mio::Waker;
 
 use super::publisher::Publisher;
+use super::route::Router;
+use super::sharded;
 use super::streams::{self, Entries, Query, ReadRequest};
 use super::RedisConfig;
 use crate::backoff::Backoff;
@@ -19,14 +21,14 @@ use crate::log::Level;
 /// How long a connection attempt may take.
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long the subscriber blocks for a message before it looks for (un)subscribe requests.
-const POLL_INTERVAL: Duration = Duration::from_millis(50);
+pub(super) const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// How long Redis may take to answer a command (PUBLISH, SUBSCRIBE, PING, SET) before the
 /// connection is given up: longer than a short stall (a `DEBUG SLEEP 1`, a fork for a
 /// snapshot), short enough that a hung Redis is seen within [`PING_INTERVAL`] + this.
 pub(super) const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long the subscriber may hear nothing from Redis before it sends a PING: a node whose
 /// clients only listen learns that Redis hangs within `PING_INTERVAL + REPLY_TIMEOUT`.
-const PING_INTERVAL: Duration = Duration::from_secs(1);
+pub(super) const PING_INTERVAL: Duration = Duration::from_secs(1);
 /// How long a contested claim keeps the node reported as a duplicate after the last sighting.
 const CONTESTED_FOR: Duration = Duration::from_secs(10);
 /// Publications waiting for the publisher thread; beyond this they are dropped and counted.
@@ -65,7 +67,7 @@ pub(super) struct Outgoing {
     pub(super) recorded: bool,
 }
 
-enum Interest {
+pub(super) enum Interest {
     Subscribe(String),
     Unsubscribe(String),
 }
@@ -88,7 +90,7 @@ pub(super) struct Shared {
     /// `started` plus one (0: never).
     pub(super) contested_at: AtomicU64,
     /// Publications larger than this are not relayed ([`RedisConfig::max_payload`]).
-    max_payload: usize,
+    pub(super) max_payload: usize,
     /// Epochs made so far (the next one's serial).
     pub(super) epochs: AtomicU64,
     /// Stream reads asked of Redis, and those that failed.
@@ -141,11 +143,20 @@ pub(super) fn redis_backoff() -> Backoff {
     )
 }
 
-/// The Redis client for `config`'s URL, trusting the CAs of its CA file if it names one.
-pub(super) fn open_client(config: &RedisConfig) -> Result<redis::Client, String> {
-    let url = config.url.as_str();
+/// The Redis client for `url` (one of `config`'s) speaking `protocol`, trusting the CAs of
+/// the config's CA file if it names one.
+pub(super) fn client_for(
+    url: &str,
+    config: &RedisConfig,
+    protocol: redis::ProtocolVersion,
+) -> Result<redis::Client, String> {
+    use redis::IntoConnectionInfo;
+    let info = url.into_connection_info().map(|info| {
+        let settings = info.redis_settings().clone().set_protocol(protocol);
+        info.set_redis_settings(settings)
+    });
     let client = match &config.ca_file {
-        None => redis::Client::open(url),
+        None => info.and_then(redis::Client::open),
         #[cfg(feature = "tls")]
         Some(path) => {
             let pem = std::fs::read(path)
@@ -154,12 +165,12 @@ pub(super) fn open_client(config: &RedisConfig) -> Result<redis::Client, String>
                 client_tls: None,
                 root_cert: Some(pem),
             };
-            redis::Client::build_with_tls(url, certificates)
+            info.and_then(|info| redis::Client::build_with_tls(info, certificates))
         }
         #[cfg(not(feature = "tls"))]
         Some(_) => return Err("a redis CA file needs the `tls` feature".into()),
     };
-    client.map_err(|e| format!("redis URL {:?}: {e}", config.redacted_url()))
+    client.map_err(|e| format!("redis URL {:?}: {e}", RedisConfig::redact(url)))
 }
 
 /// 16 random hex digits: tells this process apart from any other.
@@ -174,7 +185,10 @@ impl Bridge {
     /// Starts the subscriber and publisher threads. `waker` wakes the loop when messages
     /// arrive; the loop then calls [`drain`](Self::drain).
     pub fn start(config: RedisConfig, waker: Arc<Waker>) -> Result<Bridge, String> {
-        let client = open_client(&config)?;
+        // A bad URL or CA file fails here, not on the threads.
+        for url in config.urls() {
+            client_for(url, &config, redis::ProtocolVersion::RESP2)?;
+        }
         let shared = Arc::new(Shared {
             max_payload: config.max_payload,
             ..Shared::default()
@@ -190,26 +204,32 @@ impl Bridge {
         let mut reads = None;
         if let Some(settings) = config.history.clone() {
             let (read_tx, read_rx) = mpsc::sync_channel(streams::READ_QUEUE);
-            let (client, shared, token) = (client.clone(), Arc::clone(&shared), token.clone());
+            let router = Router::new(&config, streams::Scripts::load);
+            let (shared, token) = (Arc::clone(&shared), token.clone());
             let (inbound, waker) = (inbound_tx.clone(), Arc::clone(&waker));
             thread::Builder::new()
                 .name("redis-read".into())
                 .spawn(move || {
-                    streams::reader(client, settings, token, read_rx, inbound, waker, shared)
+                    streams::reader(router, settings, token, read_rx, inbound, waker, shared)
                 })
                 .map_err(|e| e.to_string())?;
             reads = Some(read_tx);
         }
         {
-            let (client, shared, waker) = (client.clone(), Arc::clone(&shared), Arc::clone(&waker));
+            let router = Router::new(&config, |_| Ok(()));
+            let (shared, waker) = (Arc::clone(&shared), Arc::clone(&waker));
             thread::Builder::new()
                 .name("redis-sub".into())
-                .spawn(move || subscriber(client, interest_rx, inbound_tx, waker, shared))
+                .spawn(move || subscriber(router, interest_rx, inbound_tx, waker, shared))
                 .map_err(|e| e.to_string())?;
         }
         {
+            let init = match config.history {
+                Some(_) => streams::Scripts::load,
+                None => |_: &mut redis::Connection| Ok(()),
+            };
             let publisher = Publisher {
-                client,
+                router: Router::new(&config, init),
                 shared: Arc::clone(&shared),
                 streams: config.history.clone(),
                 token: token.clone(),
@@ -390,7 +410,7 @@ impl Bridge {
 }
 
 /// Applies interest changes that arrived; `Err` when the loop's side is gone.
-fn absorb(
+pub(super) fn absorb(
     interest: &Receiver<Interest>,
     wanted: &mut BTreeSet<String>,
 ) -> Result<Vec<Interest>, ()> {
@@ -410,8 +430,56 @@ fn absorb(
     }
 }
 
+/// Hands what the subscriber hears to the loop, waking it.
+pub(super) struct Relay<'a> {
+    pub(super) inbound: &'a SyncSender<Inbound>,
+    pub(super) waker: &'a Waker,
+    pub(super) shared: &'a Shared,
+}
+
+impl Relay<'_> {
+    /// Redis confirmed a subscription.
+    pub(super) fn subscribed(&self, topic: String) {
+        let _ = self.inbound.send(Inbound::Subscribed(topic));
+        let _ = self.waker.wake();
+    }
+
+    /// Hands a publication to the loop; `false` when the loop's side is gone.
+    pub(super) fn message(&self, topic: &str, payload: &[u8]) -> bool {
+        if payload.len() > self.shared.max_payload {
+            self.shared.oversized.fetch_add(1, Ordering::Relaxed);
+            log!(
+                Level::Warn,
+                "redis: dropped a {}-byte publication on {topic} (over the size limit)",
+                payload.len(),
+            );
+            return true;
+        }
+        self.shared.received.fetch_add(1, Ordering::Relaxed);
+        let relayed = Inbound::Message {
+            topic: topic.to_owned(),
+            payload: payload.to_vec(),
+        };
+        if self.inbound.send(relayed).is_err() {
+            return false;
+        }
+        let _ = self.waker.wake();
+        true
+    }
+}
+
+/// What a subscriber's session needs: the interest changes, the topics wanted, the backoff
+/// (reset once up) and the status report.
+pub(super) struct Session<'a> {
+    pub(super) interest: &'a Receiver<Interest>,
+    pub(super) wanted: &'a mut BTreeSet<String>,
+    pub(super) backoff: &'a mut Backoff,
+    pub(super) report: &'a dyn Fn(bool),
+    pub(super) relay: Relay<'a>,
+}
+
 fn subscriber(
-    client: redis::Client,
+    mut router: Router,
     interest: Receiver<Interest>,
     inbound: SyncSender<Inbound>,
     waker: Arc<Waker>,
@@ -428,21 +496,34 @@ fn subscriber(
         if absorb(&interest, &mut wanted).is_err() {
             return;
         }
-        let error = match client.get_connection_with_timeout(CONNECT_TIMEOUT) {
-            Err(e) => e.to_string(),
-            Ok(mut connection) => {
-                let mut link = Link {
-                    pubsub: connection.as_pubsub(),
-                    inbound: &inbound,
-                    waker: &waker,
-                    shared: &shared,
-                };
-                match link.serve(&interest, &mut wanted, &mut backoff, &report) {
-                    Ok(()) => return,
-                    Err(e) => e,
-                }
-            }
+        let mut session = Session {
+            interest: &interest,
+            wanted: &mut wanted,
+            backoff: &mut backoff,
+            report: &report,
+            relay: Relay {
+                inbound: &inbound,
+                waker: &waker,
+                shared: &shared,
+            },
         };
+        let outcome = if router.is_cluster() {
+            sharded::serve(&mut router, &mut session)
+        } else {
+            router
+                .open(0, redis::ProtocolVersion::RESP2)
+                .and_then(|mut connection| {
+                    Link {
+                        pubsub: connection.as_pubsub(),
+                    }
+                    .serve(&mut session)
+                })
+        };
+        let error = match outcome {
+            Ok(()) => return,
+            Err(e) => e,
+        };
+        router.invalidate();
         if shared.subscriber_up.load(Ordering::Relaxed) || backoff.attempts() == 0 {
             log!(Level::Warn, "redis subscriber down: {error}");
             shared.generation.fetch_add(1, Ordering::Relaxed);
@@ -454,15 +535,12 @@ fn subscriber(
     }
 }
 
-/// The subscriber's connection while it is up.
-struct Link<'a, 'c> {
+/// The subscriber's connection to one Redis while it is up.
+struct Link<'c> {
     pubsub: redis::PubSub<'c>,
-    inbound: &'a SyncSender<Inbound>,
-    waker: &'a Waker,
-    shared: &'a Shared,
 }
 
-impl Link<'_, '_> {
+impl Link<'_> {
     /// Runs a command and waits for its answer up to [`REPLY_TIMEOUT`] (the short polling
     /// timeout must not bound it: a stall of a second is not a failure), relaying the
     /// publications that arrive meanwhile.
@@ -481,43 +559,40 @@ impl Link<'_, '_> {
         Ok(answer)
     }
 
-    fn subscribe(&mut self, topic: String) -> Result<(), String> {
+    fn subscribe(&mut self, relay: &Relay<'_>, topic: String) -> Result<(), String> {
         // subscribe() returns once Redis has answered the SUBSCRIBE.
         self.command(|p| p.subscribe(&topic))?;
-        let _ = self.inbound.send(Inbound::Subscribed(topic));
-        let _ = self.waker.wake();
+        relay.subscribed(topic);
         Ok(())
     }
 
     /// Subscribes every wanted topic, then relays messages until the connection fails
     /// (`Err`) or the loop's side is gone (`Ok`).
-    fn serve(
-        &mut self,
-        interest: &Receiver<Interest>,
-        wanted: &mut BTreeSet<String>,
-        backoff: &mut Backoff,
-        report: &dyn Fn(bool),
-    ) -> Result<(), String> {
+    fn serve(&mut self, session: &mut Session<'_>) -> Result<(), String> {
         self.pubsub
             .set_read_timeout(Some(POLL_INTERVAL))
             .map_err(|e| e.to_string())?;
-        if absorb(interest, wanted).is_err() {
+        if absorb(session.interest, session.wanted).is_err() {
             return Ok(());
         }
-        for topic in wanted.iter() {
-            self.subscribe(topic.clone())?;
+        for topic in session.wanted.iter() {
+            self.subscribe(&session.relay, topic.clone())?;
         }
-        log!(Level::Info, "redis subscriber up ({} topics)", wanted.len());
-        backoff.reset();
-        report(true);
+        log!(
+            Level::Info,
+            "redis subscriber up ({} topics)",
+            session.wanted.len()
+        );
+        session.backoff.reset();
+        (session.report)(true);
         let mut heard = Instant::now();
         loop {
-            let Ok(changes) = absorb(interest, wanted) else {
+            let Ok(changes) = absorb(session.interest, session.wanted) else {
                 return Ok(());
             };
             for change in changes {
                 match change {
-                    Interest::Subscribe(t) => self.subscribe(t)?,
+                    Interest::Subscribe(t) => self.subscribe(&session.relay, t)?,
                     Interest::Unsubscribe(t) => self.command(|p| p.unsubscribe(&t))?,
                 }
                 heard = Instant::now();
@@ -531,7 +606,8 @@ impl Link<'_, '_> {
             match self.pubsub.get_message() {
                 Ok(message) => {
                     heard = Instant::now();
-                    if !self.relay(&message) {
+                    let topic = message.get_channel_name();
+                    if !session.relay.message(topic, message.get_payload_bytes()) {
                         return Ok(());
                     }
                 }
@@ -539,30 +615,5 @@ impl Link<'_, '_> {
                 Err(e) => return Err(e.to_string()),
             }
         }
-    }
-
-    /// Hands a publication to the loop; `false` when the loop's side is gone.
-    fn relay(&self, message: &redis::Msg) -> bool {
-        let payload = message.get_payload_bytes();
-        if payload.len() > self.shared.max_payload {
-            self.shared.oversized.fetch_add(1, Ordering::Relaxed);
-            log!(
-                Level::Warn,
-                "redis: dropped a {}-byte publication on {} (over the size limit)",
-                payload.len(),
-                message.get_channel_name()
-            );
-            return true;
-        }
-        self.shared.received.fetch_add(1, Ordering::Relaxed);
-        let relayed = Inbound::Message {
-            topic: message.get_channel_name().to_owned(),
-            payload: payload.to_vec(),
-        };
-        if self.inbound.send(relayed).is_err() {
-            return false;
-        }
-        let _ = self.waker.wake();
-        true
     }
 }

@@ -19,10 +19,13 @@ use std::time::Duration;
 
 use mio::Waker;
 
-use super::redis_bridge::{Inbound, Shared, CONNECT_TIMEOUT, REPLY_TIMEOUT};
+use super::redis_bridge::{Inbound, Shared};
+use super::route::Router;
 use crate::log::Level;
 
-/// Appends one payload: KEYS meta, stream; ARGV topic, payload, new epoch, max length, ttl ms.
+/// Appends one payload: KEYS meta, stream; ARGV topic, payload, new epoch, max length, ttl ms,
+/// publishing command (`PUBLISH`, or `SPUBLISH` in a Redis Cluster: the shard channel is in
+/// the keys' slot).
 const APPEND: &str = r"
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
@@ -32,7 +35,7 @@ if not epoch then
 end
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], offset .. '-0', 'p', ARGV[2])
-redis.call('PUBLISH', ARGV[1], '#' .. offset .. ' ' .. epoch .. '\n' .. ARGV[2])
+redis.call(ARGV[6], ARGV[1], '#' .. offset .. ' ' .. epoch .. '\n' .. ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
 return offset
@@ -143,25 +146,43 @@ pub fn split_recorded(publication: &[u8]) -> Option<(u64, &str, &[u8])> {
     (!epoch.is_empty() && !epoch.contains(' ')).then_some((offset, epoch, &rest[newline + 1..]))
 }
 
-/// The two scripts' SHA1 digests on one connection (`SCRIPT LOAD` after each connect: a
-/// restarted Redis has forgotten them).
+/// The two scripts' SHA1 digests (computed here, the same on every Redis), and how appends
+/// publish.
 pub(super) struct Scripts {
     append: String,
     read: String,
+    publish: &'static str,
+}
+
+/// The SHA1 digest `EVALSHA` names a script by, in hex.
+fn digest(script: &str) -> String {
+    use sha1::{Digest, Sha1};
+    Sha1::digest(script.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl Scripts {
-    pub(super) fn load(c: &mut redis::Connection) -> redis::RedisResult<Scripts> {
-        let load = |c: &mut redis::Connection, text: &str| {
+    /// The scripts for one Redis (`cluster`: false) or a Redis Cluster.
+    pub(super) fn new(cluster: bool) -> Scripts {
+        Scripts {
+            append: digest(APPEND),
+            read: digest(READ),
+            publish: if cluster { "SPUBLISH" } else { "PUBLISH" },
+        }
+    }
+
+    /// Loads both scripts on a fresh connection (a restarted Redis, or another master of a
+    /// cluster, does not know them yet).
+    pub(super) fn load(c: &mut redis::Connection) -> redis::RedisResult<()> {
+        for text in [APPEND, READ] {
             redis::cmd("SCRIPT")
                 .arg("LOAD")
                 .arg(text)
-                .query::<String>(c)
-        };
-        Ok(Scripts {
-            append: load(c, APPEND)?,
-            read: load(c, READ)?,
-        })
+                .query::<String>(c)?;
+        }
+        Ok(())
     }
 
     /// Adds an append of `payload` on `topic` to a pipeline.
@@ -182,7 +203,8 @@ impl Scripts {
             .arg(payload)
             .arg(new_epoch)
             .arg(settings.max_len)
-            .arg(ttl_ms(settings));
+            .arg(ttl_ms(settings))
+            .arg(self.publish);
     }
 
     fn read(
@@ -271,10 +293,11 @@ pub(super) fn new_epoch(token: &str, shared: &Shared) -> String {
     format!("{token}-{n}")
 }
 
-/// The reader thread: answers each read on its own connection (reconnecting as needed), so
-/// that the loop never waits for Redis. A read that fails is answered with the error.
+/// The reader thread: answers each read on a connection to where the topic lives
+/// (reconnecting as needed), so that the loop never waits for Redis. A read that fails is
+/// answered with the error.
 pub(super) fn reader(
-    client: redis::Client,
+    mut router: Router,
     settings: StreamSettings,
     token: String,
     requests: Receiver<ReadRequest>,
@@ -282,32 +305,25 @@ pub(super) fn reader(
     waker: Arc<Waker>,
     shared: Arc<Shared>,
 ) {
-    let mut connection: Option<(redis::Connection, Scripts)> = None;
+    let scripts = Scripts::new(router.is_cluster());
     for request in requests {
         shared.reads.fetch_add(1, Ordering::Relaxed);
         // A connection kept from an earlier read may have died meanwhile (Redis restarted,
-        // the link was cut): one more try on a fresh one before the read fails.
+        // the link was cut, the slot moved): one more try on a fresh one before the read
+        // fails.
         let mut result = Err("redis is unreachable".to_owned());
         for _ in 0..2 {
-            if connection.is_none() {
-                match connect(&client) {
-                    Ok(c) => connection = Some(c),
-                    Err(e) => {
-                        log!(Level::Debug, "redis reader cannot connect: {e}");
-                        break;
-                    }
-                }
-            }
-            if let Some((c, scripts)) = &mut connection {
-                let epoch = new_epoch(&token, &shared);
-                result = scripts.read(c, &settings, &epoch, &request);
-            }
+            let epoch = new_epoch(&token, &shared);
+            result = router
+                .connection_for(meta_key(&request.topic).as_bytes())
+                .and_then(|c| scripts.read(c, &settings, &epoch, &request));
             if result.is_ok() {
                 break;
             }
-            connection = None;
+            router.invalidate();
         }
-        if result.is_err() {
+        if let Err(e) = &result {
+            log!(Level::Debug, "redis read failed: {e}");
             shared.read_failures.fetch_add(1, Ordering::Relaxed);
         }
         let answer = Inbound::Read {
@@ -319,17 +335,6 @@ pub(super) fn reader(
         }
         let _ = waker.wake();
     }
-}
-
-fn connect(client: &redis::Client) -> Result<(redis::Connection, Scripts), String> {
-    let e = |e: redis::RedisError| e.to_string();
-    let mut c = client
-        .get_connection_with_timeout(CONNECT_TIMEOUT)
-        .map_err(e)?;
-    c.set_read_timeout(Some(REPLY_TIMEOUT)).map_err(e)?;
-    c.set_write_timeout(Some(REPLY_TIMEOUT)).map_err(e)?;
-    let scripts = Scripts::load(&mut c).map_err(e)?;
-    Ok((c, scripts))
 }
 
 #[cfg(test)]
@@ -358,6 +363,13 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn digests_are_those_redis_computes() {
+        // SHA1("") as Redis's SCRIPT LOAD would answer it.
+        assert_eq!(digest(""), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+        assert_eq!(digest(APPEND).len(), 40);
     }
 
     #[test]
