@@ -19,7 +19,7 @@
 mod presence;
 mod publisher;
 mod redis_bridge;
-pub mod route;
+mod route;
 mod sharded;
 pub mod streams;
 
@@ -35,7 +35,7 @@ pub struct RedisConfig {
     /// [`cluster`](Self::cluster), the seed nodes' URLs, comma-separated.
     pub url: String,
     /// `url` names seed nodes of a Redis Cluster: keys and shard channels are routed to the
-    /// master of their slot ([`route`]), Pub/Sub is sharded (`SPUBLISH`, `SSUBSCRIBE`).
+    /// master of their slot (`cluster::route`), Pub/Sub is sharded (`SPUBLISH`, `SSUBSCRIBE`).
     pub cluster: bool,
     /// With `rediss://`: a PEM file of the CA certificates that Redis's certificate must
     /// chain to, trusted instead of the system's (feature `tls`).
