@@ -402,7 +402,8 @@ fn serve(args: Box<ServeArgs>) -> ExitCode {
                     redis.redacted_url(),
                 );
                 let presence = Presence::start(&redis, presence, Arc::clone(&_waker))?;
-                let bridge = Bridge::start(redis, _waker)?;
+                let topics = ClusterNode::standing_topics(&prefix);
+                let bridge = Bridge::start(redis, &topics, _waker)?;
                 _serve.attach_cluster(ClusterNode::new(bridge, presence, node_id, prefix));
             }
             Ok(())

@@ -112,9 +112,16 @@ impl ClusterNode {
             malformed: 0,
             twin_seen: None,
         };
-        node.want(Topic::All.name(&node.prefix));
-        node.want(Topic::Users.name(&node.prefix));
+        for topic in ClusterNode::standing_topics(&node.prefix) {
+            node.want(topic);
+        }
         node
+    }
+
+    /// The topics a node always listens to (the chat, and the users' direct messages):
+    /// give them to [`Bridge::start`] so that the node is up only once they are subscribed.
+    pub fn standing_topics(prefix: &str) -> Vec<String> {
+        vec![Topic::All.name(prefix), Topic::Users.name(prefix)]
     }
 
     /// This node's id.

@@ -182,9 +182,15 @@ fn random_token() -> String {
 }
 
 impl Bridge {
-    /// Starts the subscriber and publisher threads. `waker` wakes the loop when messages
-    /// arrive; the loop then calls [`drain`](Self::drain).
-    pub fn start(config: RedisConfig, waker: Arc<Waker>) -> Result<Bridge, String> {
+    /// Starts the subscriber and publisher threads, subscribed to `topics` before the
+    /// subscriber first reports itself up (so that a node is not up while its standing
+    /// topics are not yet subscribed). `waker` wakes the loop when messages arrive; the loop
+    /// then calls [`drain`](Self::drain).
+    pub fn start(
+        config: RedisConfig,
+        topics: &[String],
+        waker: Arc<Waker>,
+    ) -> Result<Bridge, String> {
         // A bad URL or CA file fails here, not on the threads.
         for url in config.urls() {
             client_for(url, &config, redis::ProtocolVersion::RESP2)?;
@@ -196,6 +202,9 @@ impl Bridge {
         let token = random_token();
         let started = Instant::now();
         let (interest_tx, interest_rx) = mpsc::channel();
+        for topic in topics {
+            let _ = interest_tx.send(Interest::Subscribe(topic.clone()));
+        }
         let (publish_tx, publish_rx) = mpsc::sync_channel(PUBLISH_QUEUE);
         let (done_tx, done_rx) = mpsc::channel();
         // Bounded: if the loop falls behind, the subscriber waits, and Redis cuts it off once
