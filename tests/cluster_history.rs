@@ -9,6 +9,8 @@
 mod common;
 #[path = "common/cluster.rs"]
 mod harness;
+#[path = "common/member.rs"]
+mod member;
 #[path = "common/nginx.rs"]
 mod nginx;
 #[path = "common/tls.rs"]
@@ -21,105 +23,16 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use harness::{redis_program, Node, Redis, Resp, PREFIX, WAIT};
+use member::Member;
 use nginx::{serving_node, Nginx};
 use serde_json::{json, Value};
-use wsloop::client::{Client, ClientOptions, Received};
+use wsloop::client::Client;
 
 /// The bound on a node's return after Redis comes back (its backoff reaches 5 s, ±20%).
 const RECONNECT_WAIT: Duration = Duration::from_secs(25);
 
 /// Publishers that go faster than the default rate limit.
 const FAST: [&str; 2] = ["--max-messages-per-second", "1000"];
-
-fn options() -> ClientOptions {
-    ClientOptions {
-        timeout: Some(WAIT),
-        ..ClientOptions::default()
-    }
-}
-
-/// A chat client past its `welcome`; its id.
-struct Member {
-    client: Client,
-    id: String,
-}
-
-impl Member {
-    fn join(node: &Node) -> Member {
-        Member::welcome(Client::connect_with(&node.url(), &options()).expect("connect"))
-    }
-
-    fn welcome(mut client: Client) -> Member {
-        let welcome = next(&mut client);
-        assert_eq!(welcome["type"], "welcome", "{welcome}");
-        let id = welcome["id"].as_str().expect("an id").to_owned();
-        Member { client, id }
-    }
-
-    fn send(&mut self, value: Value) {
-        self.client.send_text(&value.to_string()).expect("send");
-    }
-
-    fn recv(&mut self) -> Value {
-        next(&mut self.client)
-    }
-
-    /// Subscribes to `channel` (with `since`); returns the replayed events and `subscribed`.
-    fn subscribe(&mut self, channel: &str, since: Option<Value>) -> (Vec<Value>, Value) {
-        let mut request = json!({"type": "subscribe", "channel": channel});
-        if let Some(since) = since {
-            request["since"] = since;
-        }
-        self.send(request);
-        let mut replayed = Vec::new();
-        loop {
-            let event = self.recv();
-            if event["type"] == "subscribed" {
-                return (replayed, event);
-            }
-            replayed.push(event);
-        }
-    }
-
-    /// Publishes on `channel`; `true` when it was `published`, `false` on an `error`.
-    fn publish(&mut self, channel: &str, content: &str) -> bool {
-        self.send(json!({"type": "publish", "channel": channel, "content": content}));
-        let reply = self.recv();
-        match reply["type"].as_str() {
-            Some("published") => true,
-            Some("error") => {
-                assert_eq!(reply["code"], "redis_unavailable", "{reply}");
-                false
-            }
-            _ => panic!("publish answered with {reply}"),
-        }
-    }
-
-    /// A round trip: every event sent to this client before the `pong` has arrived; returns
-    /// those that came meanwhile.
-    fn barrier(&mut self) -> Vec<Value> {
-        self.send(json!({"type": "ping", "ts": 7}));
-        let mut extra = Vec::new();
-        loop {
-            let event = self.recv();
-            if event["type"] == "pong" {
-                return extra;
-            }
-            extra.push(event);
-        }
-    }
-}
-
-/// The next JSON text message (pings and pongs of the protocol skipped).
-fn next(client: &mut Client) -> Value {
-    loop {
-        match client.recv().expect("a message") {
-            Received::Text(text) => return serde_json::from_str(&text).expect("JSON"),
-            Received::Ping(_) | Received::Pong(_) => {}
-            other => panic!("expected JSON text, got {other:?}"),
-        }
-    }
-}
 
 fn since(event: &Value) -> Value {
     json!({"offset": event["offset"], "epoch": event["epoch"]})
@@ -154,9 +67,9 @@ fn a_subscriber_back_on_another_node_gets_exactly_what_it_missed_then_live_event
     let Some((_redis, nodes)) = cluster(&["a", "b"], &["--history-size", "100"]) else {
         return;
     };
-    let mut alice = Member::join(&nodes[0]);
-    let mut carol = Member::join(&nodes[1]);
-    let mut bob = Member::join(&nodes[1]);
+    let mut alice = Member::join(&nodes[0], WAIT);
+    let mut carol = Member::join(&nodes[1], WAIT);
+    let mut bob = Member::join(&nodes[1], WAIT);
     let (replayed, subscribed) = alice.subscribe("news", None);
     assert!(replayed.is_empty());
     let epoch = subscribed["epoch"].as_str().expect("an epoch").to_owned();
@@ -184,7 +97,7 @@ fn a_subscriber_back_on_another_node_gets_exactly_what_it_missed_then_live_event
     let missed: Vec<Value> = (0..n).map(|_| carol.recv()).collect();
     assert_eq!(offsets(&missed), [2, 3, 4, 5, 6]);
 
-    let mut alice = Member::join(&nodes[1]);
+    let mut alice = Member::join(&nodes[1], WAIT);
     let (replayed, subscribed) = alice.subscribe("news", Some(since(&m1)));
     assert_eq!(replayed, missed, "exactly the missed events, as delivered");
     assert_eq!(
@@ -202,7 +115,7 @@ fn a_subscriber_back_on_another_node_gets_exactly_what_it_missed_then_live_event
     assert_eq!(alice.barrier(), [] as [Value; 0], "nothing twice");
 
     // `history` on the node where it was never delivered reads the same stream.
-    let mut dave = Member::join(&nodes[0]);
+    let mut dave = Member::join(&nodes[0], WAIT);
     dave.send(json!({"type": "history", "channel": "news", "limit": 3}));
     let mut last = missed[3..].to_vec();
     last.push(live);
@@ -236,7 +149,10 @@ fn through_nginx_a_reconnection_to_the_other_node_recovers_exactly() {
     for last in 2..60 {
         let source = format!("127.0.0.{last}");
         let socket = common::connect_from(&source, nginx.addr);
-        let member = Member::welcome(Client::handshake_on(socket, &url, &options()).expect("ws"));
+        let member = Member::welcome(
+            Client::handshake_on(socket, &url, &member::options(WAIT)).expect("ws"),
+            WAIT,
+        );
         let node = serving_node(&nodes, &member.id, &source);
         by_node[node].get_or_insert(source);
         if by_node.iter().all(Option::is_some) {
@@ -248,10 +164,13 @@ fn through_nginx_a_reconnection_to_the_other_node_recovers_exactly() {
     };
     let through = |source: &str| {
         let socket = common::connect_from(source, nginx.addr);
-        Member::welcome(Client::handshake_on(socket, &url, &options()).expect("ws"))
+        Member::welcome(
+            Client::handshake_on(socket, &url, &member::options(WAIT)).expect("ws"),
+            WAIT,
+        )
     };
     let mut reader = through(&first);
-    let mut writer = Member::join(&nodes[0]);
+    let mut writer = Member::join(&nodes[0], WAIT);
     reader.subscribe("news", None);
     assert!(writer.publish("news", "before"));
     let seen = reader.recv();
@@ -279,8 +198,8 @@ fn a_redis_restart_without_its_data_starts_a_new_epoch_and_recovers_nothing() {
     let Some((mut redis, nodes)) = cluster(&["a", "b"], &[]) else {
         return;
     };
-    let mut alice = Member::join(&nodes[0]);
-    let mut bob = Member::join(&nodes[1]);
+    let mut alice = Member::join(&nodes[0], WAIT);
+    let mut bob = Member::join(&nodes[1], WAIT);
     alice.subscribe("news", None);
     assert!(bob.publish("news", "old"));
     let old = alice.recv();
@@ -289,7 +208,7 @@ fn a_redis_restart_without_its_data_starts_a_new_epoch_and_recovers_nothing() {
     for node in &nodes {
         node.wait_health("ok", RECONNECT_WAIT);
     }
-    let mut carol = Member::join(&nodes[1]);
+    let mut carol = Member::join(&nodes[1], WAIT);
     let (replayed, subscribed) = carol.subscribe("news", Some(since(&old)));
     assert!(replayed.is_empty(), "{replayed:?}");
     let epoch = subscribed["epoch"].as_str().expect("an epoch").to_owned();
@@ -320,8 +239,8 @@ fn while_redis_is_down_a_publication_is_refused_and_never_delivered() {
     let Some((mut redis, nodes)) = cluster(&["a", "b"], &[]) else {
         return;
     };
-    let mut alice = Member::join(&nodes[0]);
-    let mut bob = Member::join(&nodes[1]);
+    let mut alice = Member::join(&nodes[0], WAIT);
+    let mut bob = Member::join(&nodes[1], WAIT);
     alice.subscribe("news", None);
     redis.kill();
     nodes[1].wait_health("degraded", WAIT);
@@ -349,8 +268,8 @@ fn a_history_trimmed_past_the_position_is_not_recovered() {
     let Some((_redis, nodes)) = cluster(&["a", "b"], &["--history-size", "3"]) else {
         return;
     };
-    let mut alice = Member::join(&nodes[0]);
-    let mut bob = Member::join(&nodes[1]);
+    let mut alice = Member::join(&nodes[0], WAIT);
+    let mut bob = Member::join(&nodes[1], WAIT);
     alice.subscribe("news", None);
     assert!(bob.publish("news", "m1"));
     let m1 = alice.recv();
@@ -358,7 +277,7 @@ fn a_history_trimmed_past_the_position_is_not_recovered() {
     for i in 2..=6 {
         assert!(bob.publish("news", &format!("m{i}")));
     }
-    let mut alice = Member::join(&nodes[1]);
+    let mut alice = Member::join(&nodes[1], WAIT);
     let (replayed, subscribed) = alice.subscribe("news", Some(since(&m1)));
     assert_eq!(offsets(&replayed), [4, 5, 6], "what is held is replayed");
     assert_eq!(
@@ -376,8 +295,8 @@ fn history_since_a_position_reads_the_stream_on_another_node() {
     let Some((_redis, nodes)) = cluster(&["a", "b"], &FAST) else {
         return;
     };
-    let mut alice = Member::join(&nodes[0]);
-    let mut bob = Member::join(&nodes[1]);
+    let mut alice = Member::join(&nodes[0], WAIT);
+    let mut bob = Member::join(&nodes[1], WAIT);
     alice.send(json!({"type": "chat", "content": "c1"}));
     let first = alice.recv();
     assert_eq!(
@@ -389,7 +308,7 @@ fn history_since_a_position_reads_the_stream_on_another_node() {
         bob.send(json!({"type": "chat", "content": format!("c{i}")}));
         assert_eq!(bob.recv()["content"], format!("c{i}"));
     }
-    let mut carol = Member::join(&nodes[0]);
+    let mut carol = Member::join(&nodes[0], WAIT);
     let ask = |limit: Option<u64>| {
         let mut request = json!({"type": "history", "since": since(&first)});
         if let Some(limit) = limit {
@@ -445,9 +364,9 @@ fn a_node_whose_redis_link_was_cut_catches_up_exactly_once_in_order() {
     for node in [&a, &b] {
         node.wait_health("ok", WAIT);
     }
-    let mut alice = Member::join(&a);
+    let mut alice = Member::join(&a, WAIT);
     alice.subscribe("news", None);
-    let mut bob = Member::join(&b);
+    let mut bob = Member::join(&b, WAIT);
     let running = Arc::new(AtomicBool::new(true));
     let cutter = {
         let (running, port) = (Arc::clone(&running), redis.port);
@@ -505,13 +424,13 @@ fn concurrent_publishers_and_a_reconnecting_subscriber_see_no_gap_duplicate_or_r
         return;
     };
     // Where the channel starts: the first subscription, before anything is published.
-    let (_, start) = Member::join(&nodes[0]).subscribe("news", None);
+    let (_, start) = Member::join(&nodes[0], WAIT).subscribe("news", None);
     assert_eq!(start["offset"], 0, "{start}");
     let per_publisher = 150;
     let publishers: Vec<_> = nodes
         .iter()
         .map(|node| {
-            let mut member = Member::join(node);
+            let mut member = Member::join(node, WAIT);
             thread::spawn(move || {
                 for i in 0..per_publisher {
                     assert!(member.publish("news", &format!("{} {i}", member.id)));
@@ -526,7 +445,7 @@ fn concurrent_publishers_and_a_reconnecting_subscriber_see_no_gap_duplicate_or_r
     let mut round = 0;
     while seen.len() < total {
         assert!(Instant::now() < deadline, "only {} of {total}", seen.len());
-        let mut member = Member::join(&nodes[round % 2]);
+        let mut member = Member::join(&nodes[round % 2], WAIT);
         let position = since(seen.last().unwrap_or(&start));
         let (replayed, subscribed) = member.subscribe("news", Some(position));
         assert_eq!(subscribed["recovered"], true, "{subscribed}");

@@ -9,6 +9,8 @@
 mod common;
 #[path = "common/cluster.rs"]
 mod harness;
+#[path = "common/member.rs"]
+mod member;
 #[path = "common/redis_cluster.rs"]
 mod redis_cluster;
 #[path = "common/tls.rs"]
@@ -18,12 +20,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use harness::{Node, Resp, PREFIX, WAIT};
+use member::Member;
 use redis_cluster::RedisCluster;
 use serde_json::{json, Value};
-use wsloop::client::{Client, ClientOptions, Received};
+use wsloop::client::Client;
 
 /// The bound on a node's return after a failover (the cluster settles within a few seconds,
 /// the bridge's backoff reaches 5 s).
@@ -31,92 +34,6 @@ const RECOVERY_WAIT: Duration = Duration::from_secs(30);
 
 /// Publishers that go faster than the default rate limit.
 const FAST: [&str; 2] = ["--max-messages-per-second", "1000"];
-
-/// A chat client past its `welcome`.
-struct Member {
-    client: Client,
-}
-
-impl Member {
-    fn join(node: &Node) -> Member {
-        let options = ClientOptions {
-            timeout: Some(RECOVERY_WAIT),
-            ..ClientOptions::default()
-        };
-        let mut client = Client::connect_with(&node.url(), &options).expect("connect");
-        let welcome = next(&mut client);
-        assert_eq!(welcome["type"], "welcome", "{welcome}");
-        Member { client }
-    }
-
-    fn send(&mut self, value: Value) {
-        self.client.send_text(&value.to_string()).expect("send");
-    }
-
-    fn recv(&mut self) -> Value {
-        next(&mut self.client)
-    }
-
-    /// Subscribes (with `since`); returns the replayed events and `subscribed`.
-    fn subscribe(&mut self, channel: &str, since: Option<Value>) -> (Vec<Value>, Value) {
-        let mut request = json!({"type": "subscribe", "channel": channel});
-        if let Some(since) = since {
-            request["since"] = since;
-        }
-        self.send(request);
-        let mut replayed = Vec::new();
-        loop {
-            let event = self.recv();
-            if event["type"] == "subscribed" {
-                return (replayed, event);
-            }
-            replayed.push(event);
-        }
-    }
-
-    /// Publishes; `true` when `published`, `false` on a `redis_unavailable` error.
-    fn publish(&mut self, channel: &str, content: &str) -> bool {
-        self.send(json!({"type": "publish", "channel": channel, "content": content}));
-        let reply = self.recv();
-        match reply["type"].as_str() {
-            Some("published") => true,
-            Some("error") => {
-                assert_eq!(reply["code"], "redis_unavailable", "{reply}");
-                false
-            }
-            _ => panic!("publish answered with {reply}"),
-        }
-    }
-
-    /// Every event sent before a `pong`; returns those that came meanwhile.
-    fn barrier(&mut self) -> Vec<Value> {
-        self.send(json!({"type": "ping", "ts": 7}));
-        let mut extra = Vec::new();
-        loop {
-            let event = self.recv();
-            if event["type"] == "pong" {
-                return extra;
-            }
-            extra.push(event);
-        }
-    }
-}
-
-/// The next JSON text message (protocol pings and pongs skipped), within [`RECOVERY_WAIT`].
-fn next(client: &mut Client) -> Value {
-    let deadline = Instant::now() + RECOVERY_WAIT;
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "no message within {RECOVERY_WAIT:?}"
-        );
-        match client.recv().expect("a message") {
-            Received::Text(text) => return serde_json::from_str(&text).expect("JSON"),
-            Received::Ping(_) | Received::Pong(_) => {}
-            other => panic!("expected JSON text, got {other:?}"),
-        }
-    }
-}
 
 /// Nodes on the cluster, each up.
 fn nodes_on(cluster: &RedisCluster, names: &[&str], extra: &[&str]) -> Vec<Node> {
@@ -215,7 +132,10 @@ fn delivers_once_over_three_masters(history: bool) {
     let size = if history { "100" } else { "0" };
     let nodes = nodes_on(&cluster, &["a", "b"], &["--history-size", size]);
     let channels: Vec<String> = spread_channels(&cluster).into_iter().map(|c| c.0).collect();
-    let mut subscribers = [Member::join(&nodes[0]), Member::join(&nodes[1])];
+    let mut subscribers = [
+        Member::join(&nodes[0], RECOVERY_WAIT),
+        Member::join(&nodes[1], RECOVERY_WAIT),
+    ];
     for member in &mut subscribers {
         for channel in &channels {
             let (replayed, subscribed) = member.subscribe(channel, None);
@@ -223,7 +143,10 @@ fn delivers_once_over_three_masters(history: bool) {
             assert_eq!(subscribed["type"], "subscribed");
         }
     }
-    let mut publishers = [Member::join(&nodes[0]), Member::join(&nodes[1])];
+    let mut publishers = [
+        Member::join(&nodes[0], RECOVERY_WAIT),
+        Member::join(&nodes[1], RECOVERY_WAIT),
+    ];
     let per_channel = 20;
     let sent = publish_round(&mut publishers, &channels, per_channel);
     let total = per_channel * channels.len();
@@ -270,7 +193,7 @@ fn delivers_once_over_three_masters(history: bool) {
         // A subscriber back on the other node recovers exactly what it missed.
         let channel = &channels[1];
         let seen = &got[0][channel][4];
-        let mut back = Member::join(&nodes[1]);
+        let mut back = Member::join(&nodes[1], RECOVERY_WAIT);
         let since = json!({"offset": seen["offset"], "epoch": seen["epoch"]});
         let (replayed, subscribed) = back.subscribe(channel, Some(since));
         assert_eq!(replayed, got[0][channel][5..].to_vec());
@@ -303,7 +226,7 @@ fn a_master_killed_mid_traffic_is_survived_and_recovered_subscribers_miss_nothin
     let nodes = nodes_on(&cluster, &["a", "b"], &["--history-size", "10000"]);
     let spread = spread_channels(&cluster);
     let channels: Vec<String> = spread.iter().map(|c| c.0.clone()).collect();
-    let mut subscriber = Member::join(&nodes[1]);
+    let mut subscriber = Member::join(&nodes[1], RECOVERY_WAIT);
     for channel in &channels {
         subscriber.subscribe(channel, None);
     }
@@ -311,14 +234,8 @@ fn a_master_killed_mid_traffic_is_survived_and_recovered_subscribers_miss_nothin
     let publisher = {
         let (url, channels, stop) = (nodes[0].url(), channels.clone(), Arc::clone(&stop));
         thread::spawn(move || {
-            let options = ClientOptions {
-                timeout: Some(RECOVERY_WAIT),
-                ..ClientOptions::default()
-            };
-            let mut member = Member {
-                client: Client::connect_with(&url, &options).expect("connect"),
-            };
-            assert_eq!(member.recv()["type"], "welcome");
+            let client = Client::connect_with(&url, &member::options(RECOVERY_WAIT));
+            let mut member = Member::welcome(client.expect("connect"), RECOVERY_WAIT);
             let (mut accepted, mut refused) = (0u64, 0u64);
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
