@@ -148,6 +148,20 @@ impl Room {
     }
 }
 
+/// What `id` was sent (directly or in a broadcast), in order, as JSON.
+fn sent_to(recorded: &[Recorded], id: ConnId) -> Vec<Value> {
+    recorded
+        .iter()
+        .filter_map(|command| match command {
+            Recorded::Send { to, payload, .. } if *to == id => Some(json_of(payload)),
+            Recorded::Broadcast {
+                targets, payload, ..
+            } if targets.contains(&id) => Some(json_of(payload)),
+            _ => None,
+        })
+        .collect()
+}
+
 fn json_of(payload: &[u8]) -> Value {
     serde_json::from_slice(payload)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(payload)))

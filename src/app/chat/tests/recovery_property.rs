@@ -31,20 +31,6 @@ struct Client {
     from: u64,
 }
 
-/// The events `out` delivered to `id` (replayed or live) and its `subscribed`, in order.
-fn received(recorded: &[Recorded], id: ConnId) -> Vec<Value> {
-    recorded
-        .iter()
-        .filter_map(|command| match command {
-            Recorded::Send { to, payload, .. } if *to == id => Some(json_of(payload)),
-            Recorded::Broadcast {
-                targets, payload, ..
-            } if targets.contains(&id) => Some(json_of(payload)),
-            _ => None,
-        })
-        .collect()
-}
-
 fn run(seed: u64) {
     let mut rng = Rng(seed);
     let size = 1 + rng.below(8) as usize;
@@ -97,7 +83,7 @@ fn run(seed: u64) {
             (_, Some(_)) => {}
         }
         let Some(id) = client.id else { continue };
-        let events = received(&recorded, id);
+        let events = sent_to(&recorded, id);
         // In a subscribe exchange every `message` is a replayed one.
         let replayed = events.iter().filter(|e| e["type"] == "message").count();
         for event in events {

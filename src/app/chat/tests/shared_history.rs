@@ -62,20 +62,6 @@ impl Room {
     }
 }
 
-/// What `id` got, in order.
-fn got(recorded: &[Recorded], id: ConnId) -> Vec<Value> {
-    recorded
-        .iter()
-        .filter_map(|command| match command {
-            Recorded::Send { to, payload, .. } if *to == id => Some(json_of(payload)),
-            Recorded::Broadcast {
-                targets, payload, ..
-            } if targets.contains(&id) => Some(json_of(payload)),
-            _ => None,
-        })
-        .collect()
-}
-
 #[test]
 fn a_publication_is_recorded_not_delivered_and_comes_back_to_every_subscriber() {
     let mut room = node();
@@ -84,11 +70,11 @@ fn a_publication_is_recorded_not_delivered_and_comes_back_to_every_subscriber() 
         &text(r#"{"type":"publish","channel":"news","content":"hi"}"#),
     );
     assert_eq!(
-        got(&recorded, sender()),
+        sent_to(&recorded, sender()),
         [json!({"type": "published", "channel": "news", "receivers": 1})]
     );
     assert!(
-        got(&recorded, observer()).is_empty(),
+        sent_to(&recorded, observer()).is_empty(),
         "not delivered before Redis has it"
     );
     let ops = room.chat.take_cluster_ops();
@@ -102,7 +88,7 @@ fn a_publication_is_recorded_not_delivered_and_comes_back_to_every_subscriber() 
         (&json!("hi"), None)
     );
     let recorded = room.recorded_from(|chat, ctx| chat.on_recorded(ctx, &news(), event(1)));
-    assert_eq!(got(&recorded, observer()), [delivered(1)]);
+    assert_eq!(sent_to(&recorded, observer()), [delivered(1)]);
     let again = room.recorded_from(|chat, ctx| chat.on_recorded(ctx, &news(), event(1)));
     assert!(again.is_empty(), "once");
 }
@@ -114,7 +100,7 @@ fn a_recovery_sends_the_replay_then_subscribed_then_what_waited() {
     let request = r#"{"type":"subscribe","channel":"news","since":{"offset":1,"epoch":"e1"}}"#;
     let recorded = room.handle(sender(), &text(request));
     assert!(
-        got(&recorded, sender()).is_empty(),
+        sent_to(&recorded, sender()).is_empty(),
         "nothing before the replay is read"
     );
     let ops = room.chat.take_cluster_ops();
@@ -134,8 +120,8 @@ fn a_recovery_sends_the_replay_then_subscribed_then_what_waited() {
     // Live events while the read is out: 2 and 3 (the read will have 2), held back.
     let mut live = room.recorded_from(|chat, ctx| chat.on_recorded(ctx, &news(), event(2)));
     live.extend(room.recorded_from(|chat, ctx| chat.on_recorded(ctx, &news(), event(3))));
-    assert!(got(&live, sender()).is_empty());
-    assert_eq!(got(&live, observer()), [delivered(2), delivered(3)]);
+    assert!(sent_to(&live, sender()).is_empty());
+    assert_eq!(sent_to(&live, observer()), [delivered(2), delivered(3)]);
     let answer = ReadAnswer {
         tip: Position {
             offset: 2,
@@ -145,7 +131,7 @@ fn a_recovery_sends_the_replay_then_subscribed_then_what_waited() {
     };
     let recorded = room.recorded_from(|chat, ctx| chat.on_read(ctx, id, Ok(answer)));
     assert_eq!(
-        got(&recorded, sender()),
+        sent_to(&recorded, sender()),
         [
             delivered(2),
             json!({"type": "subscribed", "channel": "news", "offset": 2, "epoch": "e1",
@@ -154,7 +140,7 @@ fn a_recovery_sends_the_replay_then_subscribed_then_what_waited() {
         ]
     );
     let recorded = room.recorded_from(|chat, ctx| chat.on_recorded(ctx, &news(), event(4)));
-    assert_eq!(got(&recorded, sender()), [delivered(4)], "then live");
+    assert_eq!(sent_to(&recorded, sender()), [delivered(4)], "then live");
 }
 
 #[test]
@@ -175,7 +161,7 @@ fn a_reconnection_reads_what_was_missed_and_a_failed_read_answers_without_a_posi
         events: vec![(2, event(2).event), (3, event(3).event)],
     };
     let recorded = room.recorded_from(|chat, ctx| chat.on_read(ctx, id, Ok(answer)));
-    assert_eq!(got(&recorded, observer()), [delivered(2), delivered(3)]);
+    assert_eq!(sent_to(&recorded, observer()), [delivered(2), delivered(3)]);
     assert_eq!(room.chat.counters().shared.map(|s| s.caught_up), Some(2));
 
     room.handle(sender(), &text(r#"{"type":"subscribe","channel":"news"}"#));
@@ -189,7 +175,7 @@ fn a_reconnection_reads_what_was_missed_and_a_failed_read_answers_without_a_posi
         .expect("a read");
     let recorded = room.recorded_from(|chat, ctx| chat.on_read(ctx, id, Err("down".into())));
     assert_eq!(
-        got(&recorded, sender()),
+        sent_to(&recorded, sender()),
         [json!({"type": "subscribed", "channel": "news"})]
     );
 }
@@ -210,7 +196,7 @@ fn a_subscriber_waiting_for_the_nodes_redis_subscription_gets_no_live_event_befo
     );
     let fresh = Topic::Channel("fresh".into());
     let early = room.recorded_from(|chat, ctx| chat.on_recorded(ctx, &fresh, event(1)));
-    assert!(got(&early, sender()).is_empty(), "{early:?}");
+    assert!(sent_to(&early, sender()).is_empty(), "{early:?}");
     room.recorded_from(|chat, ctx| chat.confirm_subscription(ctx, "fresh"));
     let ops = room.chat.take_cluster_ops();
     let [ClusterOp::Read { id, .. }] = ops[..] else {
@@ -225,7 +211,7 @@ fn a_subscriber_waiting_for_the_nodes_redis_subscription_gets_no_live_event_befo
     };
     let recorded = room.recorded_from(|chat, ctx| chat.on_read(ctx, id, Ok(answer)));
     assert_eq!(
-        got(&recorded, sender()),
+        sent_to(&recorded, sender()),
         [
             delivered(1),
             json!({"type": "subscribed", "channel": "fresh", "offset": 1, "epoch": "e1",
@@ -242,7 +228,7 @@ fn a_recovering_subscribers_own_join_comes_after_its_subscribed() {
         .with_shared_history(10);
     let mut room = Room::with_chat(chat);
     let recorded = room.handle(sender(), &text(r#"{"type":"subscribe","channel":"fresh"}"#));
-    assert!(got(&recorded, sender()).is_empty(), "{recorded:?}");
+    assert!(sent_to(&recorded, sender()).is_empty(), "{recorded:?}");
     let ops = room.chat.take_cluster_ops();
     let id = ops
         .iter()
@@ -261,7 +247,7 @@ fn a_recovering_subscribers_own_join_comes_after_its_subscribed() {
         events: Vec::new(),
     };
     let recorded = room.recorded_from(|chat, ctx| chat.on_read(ctx, id, Ok(answer)));
-    let got = got(&recorded, sender());
+    let got = sent_to(&recorded, sender());
     let types: Vec<&str> = got
         .iter()
         .map(|v| v["type"].as_str().unwrap_or(""))
