@@ -337,6 +337,19 @@ fn history_since_a_position_reads_the_stream_on_another_node() {
     let cut = carol.recv();
     assert_eq!(offsets(cut["messages"].as_array().expect("messages")), [4]);
     assert_eq!(cut["recovered"], false, "{cut}");
+    // A position no server gave out (the largest offset there is) recovers nothing, and the
+    // node goes on (it once overflowed adding one to it).
+    let beyond = json!({"offset": u64::MAX, "epoch": first["epoch"]});
+    carol.send(json!({"type": "history", "since": beyond}));
+    let far = carol.recv();
+    assert_eq!(
+        (&far["recovered"], &far["messages"]),
+        (&json!(false), &json!([]))
+    );
+    let (replayed, subscribed) = carol.subscribe("news", Some(beyond));
+    assert!(replayed.is_empty(), "{replayed:?}");
+    assert_eq!(subscribed["recovered"], false, "{subscribed}");
+    assert_eq!(carol.barrier(), Vec::<Value>::new());
 }
 
 /// Cuts every Redis connection of node `a` (its user's) a few times while node `b` publishes:

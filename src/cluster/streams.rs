@@ -64,7 +64,8 @@ if count > 0 then
   else
     local first = nil
     if epoch == ARGV[3] then first = tonumber(ARGV[2]) elseif ARGV[5] == '1' then first = 1 end
-    if first then
+    -- Nothing lies past the tip (nor can a position beyond it be written as an entry id).
+    if first and first <= tip then
       first = math.max(first, tip - count + 1)
       entries = redis.call('XRANGE', KEYS[2], string.format('%d-0', first), '+', 'COUNT', count)
     end

@@ -165,7 +165,7 @@ impl Chat {
         // What waited since the `subscribe` (see `hold`) keeps waiting.
         shared.recovering.entry(key).or_default().answered = !reply;
         let query = ReadQuery::After {
-            from: since.as_ref().map_or(0, |s| s.offset + 1),
+            from: since.as_ref().map_or(0, |s| s.offset.saturating_add(1)),
             epoch: since.as_ref().map_or(String::new(), |s| s.epoch.clone()),
             count: if since.is_some() { shared.size } else { 0 },
             whole_on_new_epoch: false,
@@ -207,7 +207,7 @@ impl Chat {
         let topic = channel.map_or(Topic::All, |c| Topic::Channel(c.to_owned()));
         let query = match since {
             Some(since) => ReadQuery::After {
-                from: since.offset + 1,
+                from: since.offset.saturating_add(1),
                 epoch: since.epoch.clone(),
                 count,
                 whole_on_new_epoch: false,
@@ -377,8 +377,10 @@ impl Chat {
         if let Some(since) = since {
             // Recovered: the same epoch, and every offset after `since` up to the tip came
             // (a short history, or the request's `limit`, leaves some out).
-            let missed = a.tip.offset.saturating_sub(since.offset);
-            let whole = a.tip.epoch == since.epoch && a.events.len() as u64 == missed;
+            // (A position past the tip, which no client was given, recovers nothing, as on
+            // one node.)
+            let same = a.tip.epoch == since.epoch && since.offset <= a.tip.offset;
+            let whole = same && a.events.len() as u64 == a.tip.offset - since.offset;
             reply["recovered"] = whole.into();
         }
         if !a.tip.epoch.is_empty() {
