@@ -208,12 +208,13 @@ def wait_quiet(args, phase: str) -> dict:
 # Servers
 
 def scrape_metrics(port: int) -> dict[str, float]:
-    """wsloop serve's /metrics on 127.0.0.1:PORT, unlabelled series only."""
+    """wsloop serve's /metrics on 127.0.0.1:PORT: each series by its name, with its labels
+    as written (`wsloop_closes_total{code="1006"}`)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
         text = r.read().decode()
     out = {}
     for line in text.splitlines():
-        m = re.fullmatch(r"(wsloop_[a-z_]+) ([0-9.e+-]+)", line)
+        m = re.fullmatch(r"(wsloop_[a-z_]+(?:\{[^}]*\})?) ([0-9.e+-]+)", line)
         if m:
             out[m.group(1)] = float(m.group(2))
     return out

@@ -72,6 +72,24 @@ def kernel_memory() -> dict:
     return info
 
 
+def timeline_point(sample: dict, start: float) -> dict:
+    """One 2-second sample, summed over the servers, in a few fields: what was open, what
+    closed and why, what was refused, and the servers' CPU time so far."""
+    def labelled(prefix: str) -> dict:
+        return {k[len(prefix):].split('"')[1]: int(v) for k, v in sample.items()
+                if k.startswith(prefix) and v}
+    return {
+        "t": round(sample["t"] - start, 1),
+        "open": int(sample.get("wsloop_open_connections", 0)),
+        "tcp": int(sample.get("wsloop_tcp_connections", 0)),
+        "accepted": int(sample.get("wsloop_accepted_total", 0)),
+        "heartbeat_timeouts": int(sample.get("wsloop_heartbeat_timeouts_total", 0)),
+        "closes": labelled("wsloop_closes_total{"),
+        "rejections": labelled("wsloop_handshake_rejections_total{"),
+        "server_cpu_s": round(sample["cpu_ticks"] / compare.os.sysconf("SC_CLK_TCK"), 1),
+    }
+
+
 def start_server(cmd: list, logdir: Path, index: int) -> tuple:
     """Starts one server; returns (process, shared port, metrics port)."""
     server = compare.Server(f"serve-{index}", cmd, [], logdir)
@@ -186,6 +204,7 @@ def main() -> int:
     for s, _ in servers:
         s.stop()
 
+    timeline = [timeline_point(s, clients_started) for s in samples]
     summary = compare.heartbeat_summary(samples, args.connections)
     peak = max(samples, key=lambda s: s.get("wsloop_open_connections", 0), default={})
     # Every connection open: from the clients' start to the first sample that saw them all
@@ -235,6 +254,7 @@ def main() -> int:
         "kernel_at_peak": kernel_peak,
         "kernel_bytes_per_connection": kernel_per_connection,
         "servers_alive_at_end": alive,
+        "timeline": timeline,
         "client_exits": [r.get("exit") for r in results],
         "client_reports": [r.get("report") for r in results],
         "client_stderr_tail": [r.get("stderr", "")[-400:] for r in results],
