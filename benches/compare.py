@@ -408,6 +408,9 @@ def heartbeat_summary(samples: list[dict], n: int) -> dict:
                     - a.get("wsloop_bytes_received_total", 0))
         out.update({
             "held_all_s": round(secs, 1),
+            # Timeouts up to the last sample that saw every connection open: those after it
+            # came while the connections closed.
+            "heartbeat_timeouts_while_held": b.get("wsloop_heartbeat_timeouts_total", 0),
             # With nothing else going on, what the server sends while every connection is
             # held is pings, and what it receives is pongs.
             "bytes_sent_while_held": sent,

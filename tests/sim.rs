@@ -436,6 +436,26 @@ fn a_pong_that_came_in_time_but_was_not_read_yet_answers_the_heartbeat() {
     assert_eq!(sim.server().stats().idle_timeouts, 0);
 }
 
+/// A client closing while a ping is out: its close frame, unread when the pong's deadline
+/// passes, starts the closing handshake. The reply goes out before TCP is closed; the client
+/// is not counted dead. (At a million connections a close storm found this: the read before
+/// judging moved the connection to closing, and the judgement then dropped it unanswered.)
+#[test]
+fn a_close_that_came_before_the_pong_deadline_gets_its_reply() {
+    let mut sim = Sim::new(heartbeat_config(), Echo);
+    let peer = open(&mut sim);
+    sim.advance(20 * SECOND);
+    assert_eq!(sim.take(&peer), server_frame(0x9, b"wsloop-heartbeat"));
+    sim.send_later(&peer, &client_frame(0x8, &1000u16.to_be_bytes()));
+    sim.advance(10 * SECOND);
+    assert_eq!(sim.take(&peer), close_frame(1000, ""));
+    assert!(sim.is_closed_by_server(&peer), "TCP closed after the reply");
+    let stats = sim.server().stats();
+    assert_eq!(stats.heartbeat_timeouts, 0);
+    assert_eq!(stats.closes.get(&1000), Some(&1));
+    assert_eq!(stats.closes.get(&1006), None);
+}
+
 /// The same for a request head that came before the handshake deadline but was not read yet:
 /// it is served, not timed out; one still incomplete at the deadline is dropped.
 #[test]

@@ -81,7 +81,16 @@ impl<H: Handler, N: Net> Server<H, N> {
                 Phase::Answering | Phase::Closing => false,
             };
             if judges_silence {
+                let before = std::mem::discriminant(&conn.phase);
                 self.on_readable(slot, now, false);
+                // What was read may have moved the connection on: a complete head opened it,
+                // a close frame started the closing handshake (its reply still queued). The
+                // new phase set its own deadline; judging it by this one would drop a reply
+                // unsent or answer 503 to a request that is being served.
+                match self.conns.by_id(id) {
+                    Some((_, conn)) if std::mem::discriminant(&conn.phase) == before => {}
+                    _ => continue,
+                }
             }
             let Some((slot, conn)) = self.conns.by_id(id) else {
                 continue;

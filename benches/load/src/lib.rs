@@ -27,7 +27,7 @@ pub mod text;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use wsloop::duration::parse_duration;
@@ -139,6 +139,11 @@ pub struct CommonArgs {
     /// Load before the window that is not counted (caches, allocator, TCP windows).
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub warmup: Duration,
+    /// Start the measured window at this wall-clock time, in seconds since the Unix epoch
+    /// (as `date +%s` prints), instead of --warmup after the set-up: load generators started
+    /// together then measure one window and close at once. The set-up must be over by then.
+    #[arg(long, value_name = "UNIX_SECONDS", value_parser = parse_wall_clock)]
+    pub window_start: Option<SystemTime>,
     /// Connections opening at once, per thread (during setup; for `connect`, the storm's
     /// width).
     #[arg(long, value_name = "N", default_value_t = 100)]
@@ -364,6 +369,7 @@ impl CommonArgs {
             server_pid: self.server_pid.clone(),
             threads: self.threads,
             warmup: self.warmup,
+            window_start: self.window_start,
             duration: self.duration,
             setup_timeout: self.setup_timeout,
             drain_timeout: self.drain_timeout,
@@ -414,6 +420,15 @@ impl CommonArgs {
     }
 }
 
+/// `--window-start`: seconds since the Unix epoch, fractions allowed.
+fn parse_wall_clock(text: &str) -> Result<SystemTime, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e11)
+        .map(|s| SystemTime::UNIX_EPOCH + Duration::from_secs_f64(s))
+        .ok_or_else(|| format!("{text:?} is not a time in seconds since the Unix epoch"))
+}
+
 /// The connections (numbered 0..total) that thread `thread` of `threads` runs.
 pub fn share(total: usize, threads: usize, thread: usize) -> impl Iterator<Item = usize> {
     (thread..total).step_by(threads.max(1))
@@ -429,5 +444,15 @@ mod tests {
         all.sort_unstable();
         assert_eq!(all, (0..10).collect::<Vec<_>>());
         assert_eq!(share(2, 4, 3).count(), 0);
+    }
+
+    #[test]
+    fn window_start_is_seconds_since_the_epoch() {
+        let at = parse_wall_clock("1764752400.5").unwrap();
+        let since = at.duration_since(SystemTime::UNIX_EPOCH).unwrap();
+        assert_eq!(since, Duration::from_millis(1_764_752_400_500));
+        for bad in ["", "-1", "NaN", "inf", "1e300", "tomorrow"] {
+            assert!(parse_wall_clock(bad).is_err(), "{bad:?} accepted");
+        }
     }
 }

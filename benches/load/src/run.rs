@@ -11,7 +11,7 @@
 
 use std::net::Ipv4Addr;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::driver::{ConnectionOptions, Driver, Handler, Timeouts};
 use super::net::Target;
@@ -85,6 +85,8 @@ pub struct Plan {
     pub threads: usize,
     /// Before the window.
     pub warmup: Duration,
+    /// The window starts at this wall-clock time instead (`--window-start`).
+    pub window_start: Option<SystemTime>,
     /// The window.
     pub duration: Duration,
     /// Longest time for every worker to be ready.
@@ -169,10 +171,17 @@ pub fn run<S: Scenario + Send>(
             }
         }
         let epoch = Instant::now();
+        let warmup = match plan.window_start {
+            None => plan.warmup,
+            Some(at) => at.duration_since(SystemTime::now()).unwrap_or_else(|_| {
+                failure.get_or_insert("the set-up ended after --window-start".into());
+                Duration::ZERO
+            }),
+        };
         let window = Window {
             epoch,
-            start: epoch + plan.warmup,
-            end: epoch + plan.warmup + plan.duration,
+            start: epoch + warmup,
+            end: epoch + warmup + plan.duration,
         };
         let go = failure.is_none().then_some(window);
         for (_, go_tx) in &workers {
