@@ -578,6 +578,8 @@ def suite_arguments(description: str, scenarios: str, out: Path) -> argparse.Arg
     p.add_argument("--pause", type=float, default=1.0, help="seconds between runs")
     p.add_argument("--run-timeout", type=float, default=600)
     p.add_argument("--out", type=Path, default=out)
+    p.add_argument("--merge", action="store_true",
+                   help="keep the scenarios of --out that this run does not measure")
     return p
 
 
@@ -613,11 +615,17 @@ def run_suite(args, every: list[dict], script: str) -> dict:
                 "bench": scen["bench"], "extra": scen.get("extra", {}),
                 "servers": {k: [str(x) for x in v] for k, v in scen["servers"].items()},
                 "rounds": args.rounds, "quiet": quiet, "runs": runs,
+                # When and at which commit: a merged file mixes runs.
+                "date": result["machine"]["date"], "commit": result["machine"].get("commit"),
                 "medians": medians(scen, runs)})
     finally:
         cleanup()
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        written = result
+        if args.merge and args.out.exists():
+            written = merged(json.loads(args.out.read_text()), result,
+                             [scen["id"] for scen in every])
+        args.out.write_text(json.dumps(written, indent=1) + "\n")
         log(f"wrote {args.out}")
     return result
 
@@ -833,10 +841,11 @@ def svg(result: dict) -> str:
 
 # ---------------------------------------------------------------------------------------
 
-def merged(old: dict, new: dict) -> dict:
-    """`old` with the scenarios (and micro-benches) that `new` measured replaced."""
+def merged(old: dict, new: dict, order: list[str] | None = None) -> dict:
+    """`old` with the scenarios (and micro-benches) that `new` measured replaced; scenarios
+    in `order` (default: this script's)."""
     ids = {sc["id"] for sc in new["scenarios"]}
-    order = ALL_SCENARIOS.split(",")
+    order = order or ALL_SCENARIOS.split(",")
     out = dict(old)
     out["scenarios"] = sorted(
         [sc for sc in old["scenarios"] if sc["id"] not in ids] + new["scenarios"],
@@ -845,7 +854,7 @@ def merged(old: dict, new: dict) -> dict:
         if key in new:
             out[key] = new[key]
     out["commands"] = old.get("commands", [old.get("command")]) + [new["command"]]
-    out["notes"] = list(dict.fromkeys(old.get("notes", []) + new["notes"]))
+    out["notes"] = list(dict.fromkeys(old.get("notes", []) + new.get("notes", [])))
     return out
 
 
