@@ -24,6 +24,8 @@ use wsloop::proto::Limits;
 const MAX_TURN: Duration = Duration::from_millis(100);
 /// While draining, how often `drained` is asked again.
 const DRAIN_TURN: Duration = Duration::from_millis(10);
+/// Closing handshakes started between two turns at the end of a run.
+const CLOSE_BATCH: usize = 256;
 
 /// The shared timeline, fixed when every worker is ready.
 #[derive(Clone, Copy, Debug)]
@@ -299,11 +301,24 @@ fn worker<S: Scenario>(
         now = Instant::now();
     }
 
-    driver.close_all(&mut scenario, now);
     // Each connection has its own close deadline; this only bounds the loop.
-    let close_end = now + plan.timeouts.close + Duration::from_secs(1);
-    while !driver.is_empty() && now < close_end {
-        driver.turn(&mut scenario, MAX_TURN).map_err(io)?;
+    let mut close_end = now;
+    let mut waiting = usize::MAX;
+    loop {
+        let left = driver.close_next(&mut scenario, now, CLOSE_BATCH);
+        if left < waiting {
+            close_end = now + plan.timeouts.close + Duration::from_secs(1);
+            waiting = left;
+        }
+        if driver.is_empty() || now >= close_end {
+            break;
+        }
+        let wait = if waiting > 0 {
+            Duration::ZERO
+        } else {
+            MAX_TURN
+        };
+        driver.turn(&mut scenario, wait).map_err(io)?;
         now = Instant::now();
     }
     Ok((scenario, wire))
