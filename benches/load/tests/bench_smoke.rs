@@ -312,6 +312,32 @@ fn idle_connections_cost_memory() {
 }
 
 #[test]
+fn several_urls_take_the_connections_in_turn() {
+    let (a, b) = (Server::serve(UNLIMITED), Server::serve(UNLIMITED));
+    let (url_a, url_b) = (a.url("/ws"), b.url("/ws"));
+    let urls = format!("{url_a},{url_b}");
+    let pids = format!("{},{}", a.pid(), b.pid());
+    let mut args = vec!["idle", "--url", &urls, "--server-pid", &pids];
+    args.extend_from_slice(SHORT);
+    // Enough for the servers' RSS to grow (idle requires it).
+    args.extend_from_slice(&["--connections", "101", "--threads", "2"]);
+    let (code, json, stderr) = bench(&args);
+    assert_eq!(code, Some(0), "{stderr}");
+    let report = json.expect("JSON report");
+    assert_eq!(report["urls"], serde_json::json!([url_a, url_b]));
+    assert_eq!(report["server_pids"], serde_json::json!([a.pid(), b.pid()]));
+    // The even connections on the first URL, the odd ones on the second, whichever thread
+    // opened them.
+    assert_eq!(common::sample(&a, "wsloop_connections_total"), 51);
+    assert_eq!(common::sample(&b, "wsloop_connections_total"), 50);
+    // All ws:// or all wss://.
+    let mixed = format!("{url_a},wss://127.0.0.1:1/");
+    let (code, _, stderr) = bench(&["idle", "--url", &mixed, "--server-pid", &pids]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("mixes ws:// and wss://"), "{stderr}");
+}
+
+#[test]
 fn refuses_hosts_off_this_machine() {
     for url in [
         "ws://10.0.0.1:9001/",
