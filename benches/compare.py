@@ -207,6 +207,20 @@ def wait_quiet(args, phase: str) -> dict:
 # ---------------------------------------------------------------------------------------
 # Servers
 
+def rss_kb(pid: int) -> int:
+    """VmRSS of a process, in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise ValueError(f"no VmRSS for {pid}")
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of a process, in clock ticks (os.sysconf("SC_CLK_TCK") per second)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
 def scrape_metrics(port: int) -> dict[str, float]:
     """wsloop serve's /metrics on 127.0.0.1:PORT: each series by its name, with its labels
     as written (`wsloop_closes_total{code="1006"}`)."""
@@ -537,12 +551,14 @@ def get(report: dict, key):
 
 
 def medians(scen: dict, runs: list[dict]) -> dict:
+    """Per server: the median and min–max of each figure of its kind (or of `scen["keys"]`)."""
+    keys = scen.get("keys") or KEYS[scen["kind"]]
     out = {}
     for name in scen["servers"]:
         mine = [r for r in runs if r["server"] == name and r.get("report")]
         entry = {"runs": len([r for r in runs if r["server"] == name]),
                  "clean_runs": len([r for r in mine if r["clean"]])}
-        for key in KEYS[scen["kind"]]:
+        for key in keys:
             vals = [get(r["report"], key) for r in mine]
             vals = [v for v in vals if isinstance(v, (int, float))]
             label = key if isinstance(key, str) else "_".join(key)
@@ -583,18 +599,21 @@ def suite_arguments(description: str, scenarios: str, out: Path) -> argparse.Arg
     return p
 
 
-def run_suite(args, every: list[dict], script: str) -> dict:
+def run_suite(args, every: list[dict], script: str, measure_fn=measure, peers=True) -> dict:
     """Runs the wanted scenarios of `every` (servers in alternation, pinned, after a wait for
-    a quiet machine), writes `args.out` and returns the result."""
+    a quiet machine), writes `args.out` and returns the result. `measure_fn` runs one
+    scenario's rounds (as `measure` does); `peers`: the scenarios need benches/peers and the
+    Node peer built."""
     atexit.register(cleanup)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     if not args.no_build:
         log("== build")
         subprocess.run(["cargo", "build", "--release"], cwd=ROOT, check=True)
-        subprocess.run(["cargo", "build", "--release"], cwd=PEERS, check=True)
-        subprocess.run(["npm", "ci", "--prefer-offline", "--no-audit", "--no-fund"],
-                       cwd=NODE_DIR, stdout=sys.stderr, check=True)
+        if peers:
+            subprocess.run(["cargo", "build", "--release"], cwd=PEERS, check=True)
+            subprocess.run(["npm", "ci", "--prefer-offline", "--no-audit", "--no-fund"],
+                           cwd=NODE_DIR, stdout=sys.stderr, check=True)
     pin = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
     server_prefix = ["taskset", "-c", "1"] if pin else []
     client_prefix = ["taskset", "-c", "0"] if pin else []
@@ -609,7 +628,7 @@ def run_suite(args, every: list[dict], script: str) -> dict:
             if scen["id"] not in wanted:
                 continue
             quiet = wait_quiet(args, scen["id"])
-            runs = measure(args, scen, server_prefix, client_prefix, logdir)
+            runs = measure_fn(args, scen, server_prefix, client_prefix, logdir)
             result["scenarios"].append({
                 "id": scen["id"], "title": scen["title"], "kind": scen["kind"],
                 "bench": scen["bench"], "extra": scen.get("extra", {}),

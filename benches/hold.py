@@ -42,19 +42,6 @@ import compare  # noqa: E402  (the same process handling, bench runner and serve
 LISTENING_LINE = re.compile(r"listening on ws://(127\.\d+\.\d+\.\d+):(\d+)/")
 
 
-def rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise ValueError(f"no VmRSS for {pid}")
-
-
-def cpu_ticks(pid: int) -> int:
-    """utime + stime of a process, in clock ticks."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
-
-
 def kernel_memory() -> dict:
     """The kernel's memory that grows with sockets: slab (socket, inode, file, TCP structs)
     and the pages the TCP stack holds for socket buffers."""
@@ -148,7 +135,7 @@ def main() -> int:
         server, shared, private = start_server(cmd, logdir, i)
         port = port or shared
         servers.append((server, private))
-    rss_before = [rss_kb(s.pid) for s, _ in servers]
+    rss_before = [compare.rss_kb(s.pid) for s, _ in servers]
     kernel_before = kernel_memory()
 
     samples: list[dict] = []
@@ -165,8 +152,8 @@ def main() -> int:
                 for k, v in m.items():
                     total[k] = total.get(k, 0) + v
             total["per_server"] = [m.get("wsloop_open_connections", 0) for m in per]
-            total["rss_kb"] = [rss_kb(s.pid) for s, _ in servers]
-            total["cpu_ticks"] = sum(cpu_ticks(s.pid) for s, _ in servers)
+            total["rss_kb"] = [compare.rss_kb(s.pid) for s, _ in servers]
+            total["cpu_ticks"] = sum(compare.cpu_ticks(s.pid) for s, _ in servers)
             total["kernel"] = kernel_memory()
             samples.append(total)
 

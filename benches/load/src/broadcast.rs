@@ -433,9 +433,9 @@ pub fn run(args: &BroadcastArgs) -> Result<Report, String> {
         // Global numbers below `publishers` are publishers; a thread's share is in
         // ascending order, so its publishers come first (and `opener.keys()` starts with
         // theirs).
-        let roles: Vec<Role> = share(total, threads, t)
+        let roles: Vec<(usize, Role)> = share(total, threads, t)
             .map(|g| {
-                if g < args.publishers {
+                let role = if g < args.publishers {
                     Role::Publisher(Publisher {
                         index: g,
                         next_seq: 0,
@@ -448,12 +448,13 @@ pub fn run(args: &BroadcastArgs) -> Result<Report, String> {
                         expected: vec![0; args.publishers],
                         ready: false,
                     })
-                }
+                };
+                (g, role)
             })
             .collect();
         let local_publishers = roles
             .iter()
-            .filter(|r| matches!(r, Role::Publisher(_)))
+            .filter(|(_, r)| matches!(r, Role::Publisher(_)))
             .count();
         BroadcastThread {
             shared: &shared,

@@ -29,6 +29,10 @@ pub struct Attempt {
 #[derive(Debug)]
 pub struct StormThread {
     concurrency: usize,
+    /// The number of this thread's next connection: thread t of T numbers its connections
+    /// t, t + T, t + 2T, ... (as `share` would), which spreads them over the `--url`s.
+    next_number: usize,
+    threads: usize,
     window: Option<Window>,
     running: bool,
     /// Handshakes completed in the window.
@@ -42,10 +46,11 @@ impl StormThread {
     /// Opens connections up to the concurrency; a failure waits a little.
     fn fill(&mut self, driver: &mut Driver<Attempt>, now: Instant) -> Option<Instant> {
         while self.running && driver.len() < self.concurrency {
-            if let Err(e) = driver.open(Attempt { started: now }, now) {
+            if let Err(e) = driver.open(Attempt { started: now }, self.next_number, now) {
                 self.tally.errors.add(e.to_string());
                 return Some(now + RETRY);
             }
+            self.next_number = self.next_number.wrapping_add(self.threads);
         }
         None
     }
@@ -109,8 +114,10 @@ impl Scenario for StormThread {
 pub fn run_connect(args: &ConnectArgs) -> Result<Report, String> {
     let common = &args.common;
     let plan = common.plan(common.concurrency.saturating_mul(common.threads))?;
-    let outcome = run::run(&plan, |_| StormThread {
+    let outcome = run::run(&plan, |t| StormThread {
         concurrency: common.concurrency,
+        next_number: t,
+        threads: plan.threads,
         window: None,
         running: false,
         handshakes: 0,
@@ -195,7 +202,7 @@ pub fn run_idle(args: &IdleArgs) -> Result<Report, String> {
     let threads = plan.threads;
     let outcome = run::run(&plan, |t| IdleThread {
         opener: Opener::new(
-            share(args.connections, threads, t).map(|_| ()).collect(),
+            share(args.connections, threads, t).map(|g| (g, ())),
             common.concurrency,
         ),
         first: args.first_message.map(|len| text::json_like(len, 7)),

@@ -97,11 +97,18 @@ pub trait Handler {
     ) -> Action;
 }
 
+/// One server of the run (one URL of `--url`): where to connect, and how over TLS.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    /// Where and what to ask for.
+    pub target: Target,
+    /// `wss://`: each connection to it runs TLS with this.
+    pub tls: Option<TlsTarget>,
+}
+
 /// How every connection of a [`Driver`] is made and run.
 #[derive(Clone, Debug)]
 pub struct ConnectionOptions {
-    /// `wss://`: each connection runs TLS with this.
-    pub tls: Option<TlsTarget>,
     pub timeouts: Timeouts,
     /// What the client accepts from the server.
     pub limits: Limits,
@@ -159,7 +166,8 @@ pub struct Driver<C> {
     /// Keys being visited, closed or expired.
     ready: Vec<usize>,
     clients: Slab<Client<C>>,
-    target: Target,
+    /// The servers, at least one; connection g goes to `net::target_of(g, len)`.
+    endpoints: Vec<Endpoint>,
     sources: Vec<Ipv4Addr>,
     next_source: usize,
     random: MaskKeys,
@@ -167,8 +175,6 @@ pub struct Driver<C> {
     timeouts: Timeouts,
     limits: Limits,
     accept_masked: bool,
-    /// `wss://`: each connection runs TLS with this.
-    tls: Option<TlsTarget>,
     /// Offer permessage-deflate on every connection.
     deflate: Option<DeflateOffer>,
     next_scan: Option<Instant>,
@@ -179,17 +185,20 @@ pub struct Driver<C> {
 }
 
 impl<C> Driver<C> {
-    /// A driver for connections to `target`, bound round-robin to `sources` (starting at
-    /// `first_source`; none: the kernel picks the source address), each made and run as
-    /// `options` say.
+    /// A driver for connections to `endpoints` (at least one), bound round-robin to
+    /// `sources` (starting at `first_source`; none: the kernel picks the source address), each
+    /// made and run as `options` say.
     pub fn new(
-        target: Target,
+        endpoints: Vec<Endpoint>,
         sources: Vec<Ipv4Addr>,
         first_source: usize,
         options: ConnectionOptions,
     ) -> io::Result<Self> {
+        assert!(
+            !endpoints.is_empty(),
+            "a driver needs a server to connect to"
+        );
         let ConnectionOptions {
-            tls,
             timeouts,
             limits,
             accept_masked,
@@ -201,7 +210,7 @@ impl<C> Driver<C> {
             fired: Vec::new(),
             ready: Vec::new(),
             clients: Slab::new(),
-            target,
+            endpoints,
             sources,
             next_source: first_source,
             random: MaskKeys::new(RandomState::new().build_hasher().finish()),
@@ -209,7 +218,6 @@ impl<C> Driver<C> {
             timeouts,
             limits,
             accept_masked,
-            tls,
             deflate,
             next_scan: None,
             wire: Wire::default(),
@@ -238,9 +246,15 @@ impl<C> Driver<C> {
         (u64::from(high) << 32) | u64::from(low)
     }
 
-    /// Starts connecting; returns the connection's key (for [`visit`](Self::visit)).
-    /// Errors are those of socket(2), bind(2) and connect(2) (e.g. no free port).
-    pub fn open(&mut self, conn: C, now: Instant) -> io::Result<usize> {
+    /// Starts connecting connection number `number` of the run (which picks its server);
+    /// returns its key (for [`visit`](Self::visit)). Errors are those of socket(2), bind(2)
+    /// and connect(2) (e.g. no free port).
+    pub fn open(&mut self, conn: C, number: usize, now: Instant) -> io::Result<usize> {
+        let mut nonce = [0u8; 16];
+        nonce[..8].copy_from_slice(&self.random_u64().to_ne_bytes());
+        nonce[8..].copy_from_slice(&self.random_u64().to_ne_bytes());
+        let encoder = MessageEncoder::new(Role::Client, self.random_u64());
+        let ws = Connection::new_client(self.limits.clone(), self.random_u64());
         let source = match self.sources.len() {
             0 => None,
             n => {
@@ -248,19 +262,16 @@ impl<C> Driver<C> {
                 Some(self.sources[self.next_source % n])
             }
         };
-        let mut socket = net::connect(self.target.addr, source).map_err(|e| match source {
+        let endpoint = &self.endpoints[net::target_of(number, self.endpoints.len())];
+        let target = &endpoint.target;
+        let mut socket = net::connect(target.addr, source).map_err(|e| match source {
             Some(ip) => io::Error::new(e.kind(), format!("connect from {ip}: {e}")),
             None => io::Error::new(e.kind(), format!("connect: {e}")),
         })?;
-        let mut nonce = [0u8; 16];
-        nonce[..8].copy_from_slice(&self.random_u64().to_ne_bytes());
-        nonce[8..].copy_from_slice(&self.random_u64().to_ne_bytes());
-        let mut request = handshake::request(&self.target.host, &self.target.path, nonce, &[], &[]);
+        let mut request = handshake::request(&target.host, &target.path, nonce, &[], &[]);
         if let Some(offer) = &self.deflate {
             request = request.with_deflate(offer.clone());
         }
-        let encoder = MessageEncoder::new(Role::Client, self.random_u64());
-        let ws = Connection::new_client(self.limits.clone(), self.random_u64());
         let entry = self.clients.vacant_entry();
         let key = entry.key();
         self.poll.registry().register(
@@ -269,7 +280,7 @@ impl<C> Driver<C> {
             Interest::READABLE | Interest::WRITABLE,
         )?;
         entry.insert(Client {
-            stream: Stream::new(socket, self.tls.as_ref())?,
+            stream: Stream::new(socket, endpoint.tls.as_ref())?,
             out: Outbox::new(std::mem::take(&mut request.bytes), encoder),
             phase: Phase::Connecting(request),
             ws,

@@ -295,18 +295,21 @@ pub fn run(args: &EchoArgs) -> Result<Report, String> {
     let payload = Payload::new(args.size, args.binary, args.json_text);
     let threads = plan.threads;
     let outcome = run::run(&plan, |t| {
-        let conns = share(args.connections, threads, t).map(|id| EchoConn {
-            id: id as u64,
-            sent: 0,
-            received: 0,
-            in_flight: VecDeque::with_capacity(args.in_flight),
+        let conns = share(args.connections, threads, t).map(|id| {
+            let conn = EchoConn {
+                id: id as u64,
+                sent: 0,
+                received: 0,
+                in_flight: VecDeque::with_capacity(args.in_flight),
+            };
+            (id, conn)
         });
         EchoThread {
             payload: payload.clone(),
             per_connection: args.in_flight,
             rate: args.rate,
             pacer: None,
-            opener: Opener::new(conns.collect(), args.common.concurrency),
+            opener: Opener::new(conns, args.common.concurrency),
             window: None,
             sending: false,
             outstanding: 0,

@@ -32,7 +32,7 @@ use std::time::{Duration, SystemTime};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use wsloop::duration::parse_duration;
 
-use self::driver::Timeouts;
+use self::driver::{Endpoint, Timeouts};
 use self::report::Report;
 use self::run::Plan;
 use self::stream::TlsTarget;
@@ -115,8 +115,12 @@ one. Above 1000 connections, lift --max-connections-per-address on the server or
 pub struct CommonArgs {
     /// Server URL, ws://HOST:PORT/PATH or wss://HOST:PORT/PATH (TLS). HOST must be an IPv4
     /// address in 127.0.0.0/8 or `localhost`: any other host is refused without being
-    /// resolved, so this tool can only load the machine it runs on.
-    #[arg(long, value_name = "URL")]
+    /// resolved, so this tool can only load the machine it runs on. Several URLs,
+    /// comma-separated (all ws:// or all wss://), for the nodes of a cluster: connections are
+    /// numbered over the run (broadcast: publishers first, then subscribers) and connection g
+    /// goes to URL g % n, so `--url A,B` with one publisher puts it on A and splits the
+    /// subscribers evenly between A and B.
+    #[arg(long, value_name = "URL[,URL...]")]
     pub url: String,
     /// For wss://: PEM file of the CA certificates to trust instead of the system's (a
     /// private or test CA).
@@ -322,20 +326,24 @@ impl CommonArgs {
     /// Checks the flags, raises the descriptor limit for `connections` sockets and shapes
     /// the run.
     pub fn plan(&self, connections: usize) -> Result<Plan, String> {
-        let target = net::Target::parse(&self.url)?;
-        let tls = match target.secure {
-            false => None,
-            true => {
-                let options = TlsOptions {
-                    ca_file: self.ca.clone(),
-                    insecure: self.insecure,
-                };
-                if self.insecure {
-                    eprintln!("{INSECURE_WARNING}");
-                }
-                Some(TlsTarget::new(target.host_name(), &options)?)
-            }
+        let targets = net::parse_targets(&self.url)?;
+        let options = TlsOptions {
+            ca_file: self.ca.clone(),
+            insecure: self.insecure,
         };
+        if self.insecure && targets[0].secure {
+            eprintln!("{INSECURE_WARNING}");
+        }
+        let endpoints = targets
+            .into_iter()
+            .map(|target| {
+                let tls = match target.secure {
+                    false => None,
+                    true => Some(TlsTarget::new(target.host_name(), &options)?),
+                };
+                Ok(Endpoint { target, tls })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         let sources = net::source_addrs(&self.source_addrs, self.source_count)?;
         if self.threads == 0 || self.concurrency == 0 {
             return Err("--threads and --concurrency must be at least 1".into());
@@ -363,8 +371,7 @@ impl CommonArgs {
             ));
         }
         Ok(Plan {
-            target,
-            tls,
+            endpoints,
             sources,
             server_pid: self.server_pid.clone(),
             threads: self.threads,
@@ -402,7 +409,8 @@ impl CommonArgs {
         );
         let mut report = Report::new(scenario, headline);
         report.set("url", self.url.as_str());
-        report.set("tls", plan.tls.is_some());
+        report.set("urls", self.url.split(',').collect::<Vec<_>>());
+        report.set("tls", plan.secure());
         report.set("server_pid", self.server_pid.first().copied());
         report.set("server_pids", self.server_pid.clone());
         report.set("threads", self.threads);
@@ -454,5 +462,54 @@ mod tests {
         for bad in ["", "-1", "NaN", "inf", "1e300", "tomorrow"] {
             assert!(parse_wall_clock(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn one_publisher_on_the_first_url_and_the_subscribers_split_evenly() {
+        // broadcast's numbering: 1 publisher (0), then 2,000 subscribers; `--url A,B`.
+        let (publishers, total) = (1, 2001);
+        for threads in [1, 2, 3] {
+            let mut publisher_on = Vec::new();
+            let mut subscribers_on = [0; 2];
+            for t in 0..threads {
+                for g in share(total, threads, t) {
+                    let url = net::target_of(g, 2);
+                    if g < publishers {
+                        publisher_on.push(url);
+                    } else {
+                        subscribers_on[url] += 1;
+                    }
+                }
+            }
+            assert_eq!(publisher_on, [0], "{threads} threads");
+            assert_eq!(subscribers_on, [1000, 1000], "{threads} threads");
+        }
+    }
+
+    #[test]
+    fn url_flag_takes_a_list() {
+        let args = BenchArgs::try_parse_from([
+            "wsloop-bench",
+            "broadcast",
+            "--url",
+            "ws://127.0.0.1:1/ws,ws://127.0.0.1:2/ws",
+        ])
+        .unwrap();
+        let Scenario::Broadcast(b) = args.scenario else {
+            panic!("not broadcast");
+        };
+        let plan = b.common.plan(2).unwrap();
+        let ports: Vec<u16> = plan
+            .endpoints
+            .iter()
+            .map(|e| e.target.addr.port())
+            .collect();
+        assert_eq!(ports, [1, 2]);
+        assert!(!plan.secure());
+        let report = b.common.report(&plan, "broadcast", "test").json();
+        assert_eq!(
+            report["urls"],
+            serde_json::json!(["ws://127.0.0.1:1/ws", "ws://127.0.0.1:2/ws"])
+        );
     }
 }

@@ -64,6 +64,27 @@ impl Target {
     }
 }
 
+/// `--url`: one URL, or several comma-separated (the nodes of a cluster), each as
+/// [`Target::parse`] takes it and all `ws://` or all `wss://`. (So no URL may hold a comma.)
+pub fn parse_targets(list: &str) -> Result<Vec<Target>, String> {
+    let targets = list
+        .split(',')
+        .map(Target::parse)
+        .collect::<Result<Vec<_>, _>>()?;
+    if targets.iter().any(|t| t.secure != targets[0].secure) {
+        return Err(format!("{list:?} mixes ws:// and wss:// URLs"));
+    }
+    Ok(targets)
+}
+
+/// Which of `targets` servers connection number `g` goes to. Connections are numbered over
+/// the whole run, as the scenarios number them (broadcast: publishers first, then
+/// subscribers), so that `--url A,B` with one publisher puts it on A and splits the
+/// subscribers evenly between A and B, whatever the threads.
+pub fn target_of(g: usize, targets: usize) -> usize {
+    g % targets.max(1)
+}
+
 fn refusal(url: &str) -> String {
     format!(
         "refusing {url:?}: wsloop-bench only targets this machine \
@@ -158,6 +179,39 @@ mod tests {
         ] {
             assert!(Target::parse(url).is_err(), "{url} accepted");
         }
+    }
+
+    #[test]
+    fn several_urls() {
+        let t = parse_targets("ws://127.0.0.1:9001/ws,ws://127.0.0.2:9002/ws").unwrap();
+        assert_eq!(
+            t.iter().map(|t| t.addr.to_string()).collect::<Vec<_>>(),
+            ["127.0.0.1:9001", "127.0.0.2:9002"]
+        );
+        assert_eq!(t[1].path, "/ws");
+        let one = parse_targets("wss://localhost:8443/").unwrap();
+        assert_eq!((one.len(), one[0].secure), (1, true));
+        assert!(parse_targets("wss://localhost:1/,wss://127.0.0.1:2/")
+            .unwrap()
+            .iter()
+            .all(|t| t.secure));
+        let mixed = parse_targets("ws://127.0.0.1:1/,wss://127.0.0.1:2/").unwrap_err();
+        assert!(mixed.contains("mixes ws:// and wss://"), "{mixed}");
+        // Every URL is checked: one off this machine refuses the lot.
+        let off = parse_targets("ws://127.0.0.1:1/,ws://10.0.0.1:2/").unwrap_err();
+        assert!(off.contains("only targets this machine"), "{off}");
+        for list in ["", "ws://127.0.0.1:1/,", ",ws://127.0.0.1:1/"] {
+            assert!(parse_targets(list).is_err(), "{list:?} accepted");
+        }
+    }
+
+    #[test]
+    fn connections_go_round_robin_over_the_urls() {
+        assert_eq!(
+            (0..7).map(|g| target_of(g, 3)).collect::<Vec<_>>(),
+            [0, 1, 2, 0, 1, 2, 0]
+        );
+        assert!((0..5).all(|g| target_of(g, 1) == 0));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Opening a scenario's connections: a fixed set, at most `concurrency` opening at once,
-//! counting those the scenario declares ready.
+//! Opening a scenario's connections: a fixed set, each with its number in the run (which
+//! picks its server, see `net::target_of`), at most `concurrency` opening at once, counting
+//! those the scenario declares ready.
 
 use std::time::Instant;
 
@@ -10,8 +11,8 @@ use crate::report::Errors;
 /// those the scenario declares ready (open, or subscribed, ...).
 #[derive(Debug)]
 pub struct Opener<C> {
-    /// States still to open, last first.
-    waiting: Vec<C>,
+    /// States still to open, with their connection numbers, last first.
+    waiting: Vec<(usize, C)>,
     total: usize,
     opened: usize,
     ready: usize,
@@ -20,8 +21,9 @@ pub struct Opener<C> {
 }
 
 impl<C> Opener<C> {
-    /// Will open one connection per state, in order.
-    pub fn new(mut states: Vec<C>, concurrency: usize) -> Self {
+    /// Will open one connection per state, in order; each comes with its connection number.
+    pub fn new(states: impl IntoIterator<Item = (usize, C)>, concurrency: usize) -> Self {
+        let mut states: Vec<(usize, C)> = states.into_iter().collect();
         states.reverse();
         Opener {
             total: states.len(),
@@ -60,10 +62,10 @@ impl<C> Opener<C> {
             return Err(e);
         }
         while self.opened - self.ready.min(self.opened) < self.concurrency {
-            let Some(state) = self.waiting.pop() else {
+            let Some((number, state)) = self.waiting.pop() else {
                 break;
             };
-            let key = driver.open(state, now).map_err(|e| e.to_string())?;
+            let key = driver.open(state, number, now).map_err(|e| e.to_string())?;
             self.keys.push(key);
             self.opened += 1;
         }

@@ -13,10 +13,8 @@ use std::net::Ipv4Addr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::driver::{ConnectionOptions, Driver, Handler, Timeouts};
-use super::net::Target;
+use super::driver::{ConnectionOptions, Driver, Endpoint, Handler, Timeouts};
 use super::report::{sample, ProcSample, ProcWindow, Wire};
-use super::stream::TlsTarget;
 use wsloop::proto::extension::DeflateOffer;
 use wsloop::proto::Limits;
 
@@ -75,10 +73,8 @@ pub trait Scenario: Handler + Sized {
 /// How a run is shaped.
 #[derive(Clone, Debug)]
 pub struct Plan {
-    /// The server under test.
-    pub target: Target,
-    /// `wss://`: how every connection runs TLS.
-    pub tls: Option<TlsTarget>,
+    /// The servers under test (`--url`), at least one: all `ws://` or all `wss://`.
+    pub endpoints: Vec<Endpoint>,
     /// Source addresses (empty: the kernel's choice).
     pub sources: Vec<Ipv4Addr>,
     /// The server's pid, for /proc.
@@ -103,6 +99,13 @@ pub struct Plan {
     pub accept_masked: bool,
     /// Offer permessage-deflate (`--deflate`).
     pub deflate: Option<DeflateOffer>,
+}
+
+impl Plan {
+    /// Over TLS (`wss://`).
+    pub fn secure(&self) -> bool {
+        self.endpoints.iter().any(|e| e.tls.is_some())
+    }
 }
 
 /// What a run produced.
@@ -258,14 +261,18 @@ fn worker<S: Scenario>(
 ) -> Result<(S, Wire), String> {
     let limits = Limits::with_max_message(plan.max_message);
     let options = ConnectionOptions {
-        tls: plan.tls.clone(),
         timeouts: plan.timeouts,
         limits,
         accept_masked: plan.accept_masked,
         deflate: plan.deflate.clone(),
     };
-    let driver = Driver::new(plan.target.clone(), plan.sources.clone(), thread, options)
-        .map_err(|e| format!("poll: {e}"));
+    let driver = Driver::new(
+        plan.endpoints.clone(),
+        plan.sources.clone(),
+        thread,
+        options,
+    )
+    .map_err(|e| format!("poll: {e}"));
     let setup = driver.and_then(|mut d| setup(plan, &mut scenario, &mut d).map(|()| d));
     let _ = ready.send(setup.as_ref().map(|_| ()).map_err(Clone::clone));
     let mut driver = setup?;

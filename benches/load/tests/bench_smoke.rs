@@ -267,9 +267,12 @@ fn idle_after_a_first_compressed_echo_holds_the_compression_state() {
     // A fresh server each time: memory freed earlier would hide the cost.
     let rss = |extra: &[&str]| {
         let server = Server::echo(&["--deflate"]);
+        // 200, so that the loop's fixed costs (its one shared compressor, ~1 MB of RSS in
+        // all) weigh little per connection: at 50 they were ~20 KB each and came near the
+        // bound below.
         let mut args = vec![
             "--connections",
-            "50",
+            "200",
             "--first-message",
             "2000",
             "--deflate",
@@ -283,7 +286,7 @@ fn idle_after_a_first_compressed_echo_holds_the_compression_state() {
     let kept = rss(&[]);
     assert!(kept > 100_000.0, "{kept} B");
     // Each message on its own both ways: nothing stays per connection but the agreed
-    // parameters (the loop's one shared compressor, shared by the 50, is in the figure).
+    // parameters (the loop's one shared compressor, shared by the 200, is in the figure).
     let none = rss(&["--deflate-no-context-takeover"]);
     assert!(none < kept / 10.0, "{none} B");
 }
@@ -309,6 +312,32 @@ fn idle_connections_cost_memory() {
         "{report}"
     );
     assert!(number(&report, "rss_after_kb") > number(&report, "rss_before_kb"));
+}
+
+#[test]
+fn several_urls_take_the_connections_in_turn() {
+    let (a, b) = (Server::serve(UNLIMITED), Server::serve(UNLIMITED));
+    let (url_a, url_b) = (a.url("/ws"), b.url("/ws"));
+    let urls = format!("{url_a},{url_b}");
+    let pids = format!("{},{}", a.pid(), b.pid());
+    let mut args = vec!["idle", "--url", &urls, "--server-pid", &pids];
+    args.extend_from_slice(SHORT);
+    // Enough for the servers' RSS to grow (idle requires it).
+    args.extend_from_slice(&["--connections", "101", "--threads", "2"]);
+    let (code, json, stderr) = bench(&args);
+    assert_eq!(code, Some(0), "{stderr}");
+    let report = json.expect("JSON report");
+    assert_eq!(report["urls"], serde_json::json!([url_a, url_b]));
+    assert_eq!(report["server_pids"], serde_json::json!([a.pid(), b.pid()]));
+    // The even connections on the first URL, the odd ones on the second, whichever thread
+    // opened them.
+    assert_eq!(common::sample(&a, "wsloop_connections_total"), 51);
+    assert_eq!(common::sample(&b, "wsloop_connections_total"), 50);
+    // All ws:// or all wss://.
+    let mixed = format!("{url_a},wss://127.0.0.1:1/");
+    let (code, _, stderr) = bench(&["idle", "--url", &mixed, "--server-pid", &pids]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("mixes ws:// and wss://"), "{stderr}");
 }
 
 #[test]
