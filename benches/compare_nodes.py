@@ -27,9 +27,9 @@ through the append script and comes back to both nodes from Redis.
 
 Per run: published messages/s, delivered frames/s, publish-to-receive p50 / p99 / p99.9,
 server CPU per delivered frame (both nodes' CPU summed over the window: `--server-pid A,B`),
-Redis CPU per published message (utime + stime of every redis-server from /proc, from before
-the bench starts to after it ends, over the bench's "sent in all": subscriptions, warm-up
-and drain included), every subscriber got every message once and in order (the bench fails
+Redis CPU per published message (utime + stime of every redis-server from /proc at the edges
+of the bench's measured window, which starts at a set time, `--window-start`, over the
+messages published in the window), every subscriber got every message once and in order (the bench fails
 the run otherwise), and memory per stored message: on one node `wsloop_history_bytes` /
 `wsloop_history_messages` from /metrics, and the node's RSS growth over the run beside that
 of the run with history off; with Redis, over the entries the streams keep (XLEN of every
@@ -54,6 +54,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import tempfile
 import time
 import urllib.error
@@ -295,7 +296,7 @@ def ready(node: c.Server) -> bool:
 
 def around(before: dict, after: dict, redis_cpu_ticks: int | None, report: dict) -> dict:
     """The figures taken around the bench run: Redis CPU per published message (the ticks
-    of every redis-server over the run), memory per stored message (`before` and `after`
+    of every redis-server over the measured window, over the messages published in it), memory per stored message (`before` and `after`
     from `Setup.memory`)."""
     messages = after["history_messages"]
     rss_delta = after["node_rss_kb"] - before["node_rss_kb"]
@@ -310,7 +311,7 @@ def around(before: dict, after: dict, redis_cpu_ticks: int | None, report: dict)
     }
     if redis_cpu_ticks is None:
         return out
-    sent = report.get("sent") or 0
+    sent = report.get("published") or 0
     cpu_s = redis_cpu_ticks / os.sysconf("SC_CLK_TCK")
     entries = sum(after["streams"].values())
     keys = after["history_keys_bytes"]
@@ -331,6 +332,22 @@ def around(before: dict, after: dict, redis_cpu_ticks: int | None, report: dict)
     return out
 
 
+def setup_allowance(subscribers: int) -> float:
+    """Seconds from the bench's start to its window: enough for the set-up (two nodes take
+    ~3,000 subscribers a second here), with room to spare."""
+    return max(5.0, subscribers / 1000)
+
+
+def sample_at(setup: "Setup", times: list[float], out: dict) -> None:
+    """Redis's CPU ticks at each of `times` (wall clock), into `out` by index."""
+    for i, t in enumerate(times):
+        time.sleep(max(0.0, t - time.time()))
+        try:
+            out[i] = setup.redis_cpu_ticks()
+        except OSError:
+            return
+
+
 def measure_nodes(args, scen: dict, server_prefix: list[str], client_prefix: list[str],
                   logdir: Path) -> list[dict]:
     """compare.measure for sets of processes: each run starts its configuration afresh."""
@@ -348,9 +365,19 @@ def measure_nodes(args, scen: dict, server_prefix: list[str], client_prefix: lis
                 bench = list(scen["bench"])
                 bench[1:1] = ["--url", setup.url("/ws"), "--server-pid", setup.pids()]
                 before = setup.memory(streams=False)
-                ticks = setup.redis_cpu_ticks()
+                # Redis's CPU is taken over the bench's measured window, which starts at a
+                # set time (--window-start) so that it can be sampled from here: over the
+                # whole run it would also count the set-up (a presence update per client).
+                window_start = time.time() + setup_allowance(args.subscribers)
+                bench += ["--window-start", f"{window_start:.3f}"]
+                ticks: dict = {}
+                sampler = threading.Thread(
+                    target=sample_at, daemon=True,
+                    args=(setup, [window_start, window_start + args.duration], ticks))
+                sampler.start()
                 rec.update(c.run_bench(bench, client_prefix, timeout=args.run_timeout))
-                ticks = setup.redis_cpu_ticks() - ticks
+                sampler.join()
+                ticks = (ticks[1] - ticks[0]) if len(ticks) == 2 else None
                 time.sleep(SETTLE_S)
                 rec["server_alive_at_end"] = setup.alive()
                 if rec["report"] is not None:
