@@ -234,6 +234,52 @@ fn a_redis_restart_without_its_data_starts_a_new_epoch_and_recovers_nothing() {
     }
 }
 
+/// A Redis that restarts with its data (as one with RDB or AOF persistence does) keeps the
+/// history and the epoch: a subscriber that was away across the restart gets exactly what
+/// it missed, published before and after the restart, then live events.
+#[test]
+fn a_redis_restart_with_its_data_keeps_the_epoch_and_recovers_exactly() {
+    let Some((mut redis, nodes)) = cluster(&["a", "b"], &[]) else {
+        return;
+    };
+    let mut alice = Member::join(&nodes[0], WAIT);
+    let mut bob = Member::join(&nodes[1], WAIT);
+    alice.subscribe("news", None);
+    assert!(bob.publish("news", "seen"));
+    let seen = alice.recv();
+    drop(alice);
+    assert!(bob.publish("news", "before the restart"));
+    assert_eq!(redis.command(&["SAVE"]), Resp::Simple("OK".into()));
+    redis.kill();
+    redis.restart();
+    for node in &nodes {
+        node.wait_health("ok", RECONNECT_WAIT);
+    }
+    assert!(bob.publish("news", "after the restart"));
+
+    let mut alice = Member::join(&nodes[1], WAIT);
+    let (replayed, subscribed) = alice.subscribe("news", Some(since(&seen)));
+    let contents: Vec<&Value> = replayed.iter().map(|e| &e["content"]).collect();
+    assert_eq!(
+        contents,
+        [&json!("before the restart"), &json!("after the restart")]
+    );
+    assert_eq!(offsets(&replayed), [2, 3]);
+    assert!(replayed.iter().all(|e| e["epoch"] == seen["epoch"]));
+    assert_eq!(
+        subscribed,
+        json!({"type": "subscribed", "channel": "news", "offset": 3, "epoch": seen["epoch"],
+               "recovered": true})
+    );
+    assert!(bob.publish("news", "live"));
+    let live = alice.recv();
+    assert_eq!(
+        (&live["content"], &live["offset"]),
+        (&json!("live"), &json!(4))
+    );
+    assert_eq!(alice.barrier(), [] as [Value; 0], "nothing twice");
+}
+
 #[test]
 fn while_redis_is_down_a_publication_is_refused_and_never_delivered() {
     let Some((mut redis, nodes)) = cluster(&["a", "b"], &[]) else {
