@@ -354,6 +354,11 @@ fn history_since_a_position_reads_the_stream_on_another_node() {
         bob.send(json!({"type": "chat", "content": format!("c{i}")}));
         assert_eq!(bob.recv()["content"], format!("c{i}"));
     }
+    // Node a has delivered them too before carol joins there: else c4, still on its way
+    // from Redis, could reach her live ahead of the answer to her `history`.
+    for i in 2..=4 {
+        assert_eq!(alice.recv()["content"], format!("c{i}"));
+    }
     let mut carol = Member::join(&nodes[0], WAIT);
     let ask = |limit: Option<u64>| {
         let mut request = json!({"type": "history", "since": since(&first)});
