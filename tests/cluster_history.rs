@@ -58,6 +58,14 @@ fn cluster(names: &[&str], args: &[&str]) -> Option<(Redis, Vec<Node>)> {
     Some((redis, nodes))
 }
 
+/// Starts the stopped Redis again and waits until every node is back on it.
+fn restart_and_rejoin(redis: &mut Redis, nodes: &[Node]) {
+    redis.restart();
+    for node in nodes {
+        node.wait_health("ok", RECONNECT_WAIT);
+    }
+}
+
 fn series(node: &Node, name: &str) -> u64 {
     harness::sample(&harness::metrics(node.addr), name)
 }
@@ -204,10 +212,7 @@ fn a_redis_restart_without_its_data_starts_a_new_epoch_and_recovers_nothing() {
     assert!(bob.publish("news", "old"));
     let old = alice.recv();
     redis.kill();
-    redis.restart();
-    for node in &nodes {
-        node.wait_health("ok", RECONNECT_WAIT);
-    }
+    restart_and_rejoin(&mut redis, &nodes);
     let mut carol = Member::join(&nodes[1], WAIT);
     let (replayed, subscribed) = carol.subscribe("news", Some(since(&old)));
     assert!(replayed.is_empty(), "{replayed:?}");
@@ -251,10 +256,7 @@ fn a_redis_restart_with_its_data_keeps_the_epoch_and_recovers_exactly() {
     assert!(bob.publish("news", "before the restart"));
     assert_eq!(redis.command(&["SAVE"]), Resp::Simple("OK".into()));
     redis.kill();
-    redis.restart();
-    for node in &nodes {
-        node.wait_health("ok", RECONNECT_WAIT);
-    }
+    restart_and_rejoin(&mut redis, &nodes);
     assert!(bob.publish("news", "after the restart"));
 
     let mut alice = Member::join(&nodes[1], WAIT);
@@ -296,10 +298,7 @@ fn while_redis_is_down_a_publication_is_refused_and_never_delivered() {
     assert_eq!(bob.recv(), refused);
     bob.send(json!({"type": "chat", "content": "while down"}));
     assert_eq!(bob.recv(), refused);
-    redis.restart();
-    for node in &nodes {
-        node.wait_health("ok", RECONNECT_WAIT);
-    }
+    restart_and_rejoin(&mut redis, &nodes);
     assert!(bob.publish("news", "after"));
     let after = alice.recv();
     assert_eq!(

@@ -401,11 +401,20 @@ impl CommonArgs {
             1 => "1 thread".to_owned(),
             n => format!("{n} threads"),
         };
+        // --window-start replaces --warmup: the window began at a set time.
+        let window_start = self.window_start.map(|at| {
+            at.duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64()
+        });
+        let after = match window_start {
+            Some(at) => format!("from --window-start {at:.3}"),
+            None => format!("after {:.1} s warm-up", self.warmup.as_secs_f64()),
+        };
         let headline = format!(
-            "{scenario}: {what}; {}, {:.1} s measured after {:.1} s warm-up, {threads}",
+            "{scenario}: {what}; {}, {:.1} s measured {after}, {threads}",
             self.url,
             self.duration.as_secs_f64(),
-            self.warmup.as_secs_f64()
         );
         let mut report = Report::new(scenario, headline);
         report.set("url", self.url.as_str());
@@ -421,7 +430,11 @@ impl CommonArgs {
             self.deflate_no_context_takeover,
         );
         report.set("duration_s", self.duration.as_secs_f64());
-        report.set("warmup_s", self.warmup.as_secs_f64());
+        report.set(
+            "warmup_s",
+            window_start.is_none().then_some(self.warmup.as_secs_f64()),
+        );
+        report.set("window_start", window_start);
         let sources: Vec<String> = plan.sources.iter().map(|a| a.to_string()).collect();
         report.set("source_addrs", sources);
         report
