@@ -249,11 +249,17 @@ fn a_redis_restart_with_its_data_keeps_the_epoch_and_recovers_exactly() {
     };
     let mut alice = Member::join(&nodes[0], WAIT);
     let mut bob = Member::join(&nodes[1], WAIT);
+    let mut carol = Member::join(&nodes[0], WAIT);
     alice.subscribe("news", None);
+    carol.subscribe("news", None);
     assert!(bob.publish("news", "seen"));
     let seen = alice.recv();
+    assert_eq!(carol.recv()["content"], "seen");
     drop(alice);
     assert!(bob.publish("news", "before the restart"));
+    // `published` means handed to Redis, not yet appended (PROTOCOL.md): the event is in the
+    // stream once Redis has sent it back to a subscriber, and only then can SAVE hold it.
+    assert_eq!(carol.recv()["content"], "before the restart");
     assert_eq!(redis.command(&["SAVE"]), Resp::Simple("OK".into()));
     redis.kill();
     restart_and_rejoin(&mut redis, &nodes);
