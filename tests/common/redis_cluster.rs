@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -32,18 +33,32 @@ pub struct RedisCluster {
     pub nodes: Vec<RedisNode>,
 }
 
-/// A port `p` such that `p` and its cluster bus port `p + 10000` were both free a moment ago
-/// (the kernel's ephemeral ports are too high for the bus port to exist).
-fn free_cluster_port(taken: &BTreeSet<u16>) -> u16 {
+/// Ports handed to a cluster node by this test process: tests run in parallel threads and
+/// would otherwise pick the same free port before either server has bound it.
+static RESERVED: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// A port `p`, reserved for this process, such that `p` and its cluster bus port `p + 10000`
+/// were both free a moment ago (the kernel's ephemeral ports are too high for the bus port to
+/// exist).
+fn free_cluster_port() -> u16 {
+    let mut reserved = RESERVED.lock().unwrap_or_else(|e| e.into_inner());
     let seed = std::process::id() as u64 ^ crate::common::now_ms();
     for i in 0..10_000u64 {
         let port = 20_000 + ((seed.wrapping_mul(7_919) + i * 37) % 20_000) as u16;
         let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
-        if !taken.contains(&port) && free(port) && free(port + 10_000) {
+        if !reserved.contains(&port) && free(port) && free(port + 10_000) {
+            reserved.insert(port);
             return port;
         }
     }
     panic!("no free port pair for a Redis Cluster node");
+}
+
+/// Whether the Redis answering on `port` is the process `pid` (another test's server may hold
+/// the port while ours fails to bind it).
+fn answers_as(port: u16, pid: u32) -> bool {
+    let mine = format!("process_id:{pid}\r\n");
+    matches!(redis_command(port, &["INFO", "server"]), Ok(Resp::Bulk(Some(info))) if info.contains(&mine))
 }
 
 impl RedisCluster {
@@ -59,10 +74,8 @@ impl RedisCluster {
             dir,
             nodes: Vec::new(),
         };
-        let mut taken = BTreeSet::new();
         while cluster.nodes.len() < 6 {
-            let port = free_cluster_port(&taken);
-            taken.insert(port);
+            let port = free_cluster_port();
             if let Ok(node) = cluster.spawn(&server, port) {
                 cluster.nodes.push(node);
             }
@@ -113,7 +126,7 @@ impl RedisCluster {
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(format!("exited with {status} on port {port}"));
             }
-            if redis_command(port, &["PING"]).ok() == Some(Resp::Simple("PONG".into())) {
+            if answers_as(port, child.id()) {
                 return Ok(RedisNode {
                     port,
                     child: Some(child),
