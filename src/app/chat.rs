@@ -16,7 +16,7 @@ use super::metrics::ChatCounters;
 use super::topics::Topic;
 use crate::proto::{Message, MessageKind};
 use crate::server::{ConnId, Ctx};
-pub use cluster_op::ClusterOp;
+pub use cluster_op::{ClusterOp, PresenceChange};
 use ids::incarnation;
 pub use presence::PresenceTable;
 use request::Request;

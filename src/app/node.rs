@@ -20,12 +20,12 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::chat::{Chat, ClusterOp};
-use super::history::shared::{ReadAnswer, ReadQuery, Recorded};
+use super::history::shared::{ReadAnswer, Recorded};
 use super::history::Position;
 use super::metrics::ClusterMetrics;
 use super::topics::{decode_envelope, encode_envelope, Origin, Topic};
-use crate::cluster::streams::{split_recorded, Entries, Query};
-use crate::cluster::{Bridge, Inbound, Presence, PresenceChange};
+use crate::cluster::streams::{split_recorded, Entries};
+use crate::cluster::{Bridge, Inbound, Presence};
 use crate::log::Level;
 use crate::server::Ctx;
 
@@ -154,20 +154,6 @@ impl ClusterNode {
                     self.bridge.append(name, payload);
                 }
                 ClusterOp::Read { id, topic, query } => {
-                    let query = match query {
-                        ReadQuery::After {
-                            from,
-                            epoch,
-                            count,
-                            whole_on_new_epoch,
-                        } => Query::After {
-                            from,
-                            epoch,
-                            count,
-                            whole_on_new_epoch,
-                        },
-                        ReadQuery::Last { count } => Query::Last { count },
-                    };
                     self.bridge.read(id, topic.name(&self.prefix), query);
                 }
                 ClusterOp::Subscribe(channel) => {
@@ -181,18 +167,7 @@ impl ClusterNode {
                     self.received.forget(&name);
                     self.bridge.unsubscribe(name);
                 }
-                ClusterOp::Joined {
-                    channel,
-                    user,
-                    name,
-                } => self.presence.change(PresenceChange::Joined {
-                    channel,
-                    user,
-                    name,
-                }),
-                ClusterOp::Left { channel, user } => {
-                    self.presence.change(PresenceChange::Left { channel, user });
-                }
+                ClusterOp::Presence(change) => self.presence.change(change),
             }
         }
     }

@@ -22,31 +22,9 @@ use mio::Waker;
 use super::redis_bridge::redis_backoff;
 use super::route::Router;
 use super::RedisConfig;
+// The chat's vocabulary: what it asks (`PresenceChange`) and what it is told (`PresenceTable`).
+pub use crate::app::chat::{PresenceChange, PresenceTable};
 use crate::log::Level;
-
-/// Per channel, the users in it by user id: their names.
-pub type PresenceTable = BTreeMap<String, BTreeMap<String, String>>;
-
-/// A change of this node's presence, sent by the loop.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PresenceChange {
-    /// A connection of `user` (named `name`) subscribed to `channel`.
-    Joined {
-        /// The channel.
-        channel: String,
-        /// The user id.
-        user: String,
-        /// The user's name.
-        name: String,
-    },
-    /// A connection of `user` left `channel`.
-    Left {
-        /// The channel.
-        channel: String,
-        /// The user id.
-        user: String,
-    },
-}
 
 /// Where this node's presence goes and how long it lives.
 #[derive(Clone, Debug)]

@@ -13,8 +13,9 @@ use mio::Waker;
 use super::publisher::Publisher;
 use super::route::Router;
 use super::sharded;
-use super::streams::{self, Entries, Query, ReadRequest};
+use super::streams::{self, Entries, ReadRequest};
 use super::RedisConfig;
+use crate::app::history::shared::ReadQuery;
 use crate::backoff::Backoff;
 use crate::log::Level;
 
@@ -300,7 +301,7 @@ impl Bridge {
 
     /// Reads a topic's stream on the reader thread; the answer arrives as [`Inbound::Read`]
     /// with this `id` (an error at once when the read queue is full or there is no history).
-    pub fn read(&self, id: u64, topic: String, query: Query) {
+    pub fn read(&self, id: u64, topic: String, query: ReadQuery) {
         let request = ReadRequest { id, topic, query };
         let sent = self
             .reads

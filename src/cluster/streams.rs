@@ -21,6 +21,7 @@ use mio::Waker;
 
 use super::redis_bridge::{Inbound, Shared};
 use super::route::Router;
+use crate::app::history::shared::ReadQuery;
 use crate::log::Level;
 
 /// Appends one payload: KEYS meta, stream; ARGV topic, payload, new epoch, max length, ttl ms,
@@ -86,28 +87,6 @@ pub struct StreamSettings {
     pub ttl: Duration,
 }
 
-/// What a read asks for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Query {
-    /// Entries from offset `from` on, within the last `count` offsets, when the topic is
-    /// still in `epoch`; when it is not: from its start if `whole_on_new_epoch`, else none.
-    After {
-        /// The first offset wanted.
-        from: u64,
-        /// The epoch `from` belongs to.
-        epoch: String,
-        /// At most this many entries (0: only where the topic stands).
-        count: usize,
-        /// Another epoch: read the new one from its start instead of nothing.
-        whole_on_new_epoch: bool,
-    },
-    /// The last `count` entries (a topic without history is not created).
-    Last {
-        /// At most this many.
-        count: usize,
-    },
-}
-
 /// A topic's entries as read, oldest first, and where it stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Entries {
@@ -123,7 +102,7 @@ pub struct Entries {
 pub(super) struct ReadRequest {
     pub(super) id: u64,
     pub(super) topic: String,
-    pub(super) query: Query,
+    pub(super) query: ReadQuery,
 }
 
 /// The Redis key of a topic's meta hash.
@@ -221,7 +200,7 @@ impl Scripts {
             .arg(meta_key(&request.topic))
             .arg(stream_key(&request.topic));
         match &request.query {
-            Query::After {
+            ReadQuery::After {
                 from,
                 epoch,
                 count,
@@ -232,11 +211,11 @@ impl Scripts {
                 .arg(epoch)
                 .arg(*count)
                 .arg(if *whole_on_new_epoch { "1" } else { "0" }),
-            Query::Last { count } => cmd.arg("last").arg(0).arg("").arg(*count).arg("0"),
+            ReadQuery::Last { count } => cmd.arg("last").arg(0).arg("").arg(*count).arg("0"),
         };
         cmd.arg(new_epoch).arg(ttl_ms(settings));
         let answer = cmd.query::<redis::Value>(c).map_err(|e| e.to_string())?;
-        parse_entries(answer, matches!(request.query, Query::Last { .. }))
+        parse_entries(answer, matches!(request.query, ReadQuery::Last { .. }))
             .ok_or_else(|| "redis: unexpected answer to a stream read".to_owned())
     }
 }

@@ -26,7 +26,14 @@ pub enum ClusterOp {
     Subscribe(String),
     /// The last local client left this channel: stop receiving it.
     Unsubscribe(String),
-    /// A connection of `user` subscribed to `channel` (presence).
+    /// A change of this node's presence (carried out by `cluster::Presence`).
+    Presence(PresenceChange),
+}
+
+/// A change of this node's presence: which users are on which channel here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PresenceChange {
+    /// A connection of `user` (named `name`) subscribed to `channel`.
     Joined {
         /// The channel.
         channel: String,
@@ -35,7 +42,7 @@ pub enum ClusterOp {
         /// The user's name.
         name: String,
     },
-    /// A connection of `user` left `channel` (presence).
+    /// A connection of `user` left `channel`.
     Left {
         /// The channel.
         channel: String,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use super::{now_ms, Chat, ClusterOp};
+use super::{now_ms, Chat, ClusterOp, PresenceChange};
 use crate::app::topics::Topic;
 use crate::server::{ConnId, Ctx};
 
@@ -69,18 +69,18 @@ impl Chat {
         };
         let (user, name) = (member.user.clone(), member.name.clone());
         let op = if kind == "join" {
-            ClusterOp::Joined {
+            PresenceChange::Joined {
                 channel: channel.to_owned(),
                 user: user.clone(),
                 name: name.clone(),
             }
         } else {
-            ClusterOp::Left {
+            PresenceChange::Left {
                 channel: channel.to_owned(),
                 user: user.clone(),
             }
         };
-        self.record(op);
+        self.record(ClusterOp::Presence(op));
         if self.presence_events {
             let event = json!({"type": kind, "channel": channel, "user": user, "name": name,
                                "id": self.public_id(id), "ts": now_ms()})

@@ -1,7 +1,7 @@
 //! Presence: who is in a channel (`presence`), and `join` / `leave` with `--presence-events`.
 
 use super::*;
-use crate::app::chat::{ClusterOp, PresenceTable};
+use crate::app::chat::{ClusterOp, PresenceChange, PresenceTable};
 use crate::app::identity::Identity;
 
 /// Ann on two connections, Bob on one, in a chat with or without presence events.
@@ -203,17 +203,17 @@ fn a_cluster_node_records_presence_changes_for_redis() {
         .chat
         .take_cluster_ops()
         .into_iter()
-        .filter(|op| matches!(op, ClusterOp::Joined { .. } | ClusterOp::Left { .. }))
+        .filter(|op| matches!(op, ClusterOp::Presence(_)))
         .collect();
-    let joined = ClusterOp::Joined {
+    let joined = ClusterOp::Presence(PresenceChange::Joined {
         channel: "news".into(),
         user: "u-ann".into(),
         name: "Ann".into(),
-    };
-    let left = ClusterOp::Left {
+    });
+    let left = ClusterOp::Presence(PresenceChange::Left {
         channel: "news".into(),
         user: "u-ann".into(),
-    };
+    });
     assert_eq!(
         presence,
         vec![joined.clone(), joined, left],
