@@ -23,11 +23,12 @@ pub struct MessageEncoder {
 }
 
 impl MessageEncoder {
-    /// An encoder for `role` without compression; `mask_seed` seeds the masking keys of a
-    /// client (pass a random one, §5.3).
-    pub fn new(role: Role, mask_seed: u64) -> Self {
+    /// An encoder for `role` without compression; a client masks with `mask_keys`
+    /// ([`MaskKeys::from_os`] on a real network, §5.3; a `u64` seed for repeatable keys),
+    /// a server ignores them.
+    pub fn new(role: Role, mask_keys: impl Into<MaskKeys>) -> Self {
         MessageEncoder {
-            mask_keys: (role == Role::Client).then(|| MaskKeys::new(mask_seed)),
+            mask_keys: (role == Role::Client).then(|| mask_keys.into()),
             #[cfg(feature = "deflate")]
             deflate: None,
         }

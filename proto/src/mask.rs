@@ -33,27 +33,92 @@ pub fn apply_mask_scalar(buf: &mut [u8], key: [u8; 4], offset: usize) {
     }
 }
 
-/// Masking keys for a client (§5.3: "unpredictable"): xorshift64 over a seed the caller
-/// draws from a random source. Not cryptographic; the masking exists to stop intermediaries
-/// from mistaking payloads for requests, not to hide them.
+/// Masking keys for a client. §5.3: the key "MUST be derived from a strong source of
+/// entropy", and a client that can be made to send chosen bytes must not let an observer
+/// predict the next key (the attack on proxies' caches the masking exists to stop).
+///
+/// Two sources:
+/// - [`MaskKeys::from_os`]: the operating system's CSPRNG (`getrandom`), drawn 64 keys at a
+///   time. What a client on a real network uses (`wsloop client`, [`Client`] in wsloop).
+/// - A `u64` seed (`MaskKeys::from(seed)`): xorshift64 over it, which is fast and
+///   repeatable but **predictable** after a few keys. For simulations, tests, fuzzing and load
+///   generators talking to a server on loopback; never across intermediaries.
+///
+/// [`Client`]: https://docs.rs/wsloop/latest/wsloop/client/struct.Client.html
 #[derive(Clone, Debug)]
-pub struct MaskKeys(u64);
+pub struct MaskKeys(Source);
+
+#[derive(Clone, Debug)]
+enum Source {
+    Seeded(u64),
+    // Boxed so that a connection's `Option<MaskKeys>` stays 16 bytes (a server's is `None`).
+    Os(Box<Pool>),
+}
+
+/// Keys the OS gave, used in order, refilled when spent.
+#[derive(Clone, Debug)]
+struct Pool {
+    keys: [[u8; 4]; POOL_KEYS],
+    next: usize,
+}
+
+/// Keys per draw from the OS: one `getrandom` call per 64 frames.
+const POOL_KEYS: usize = 64;
 
 impl MaskKeys {
-    /// A generator seeded with `seed`.
-    pub fn new(seed: u64) -> Self {
-        // xorshift must not start at zero.
-        MaskKeys(seed | 1)
+    /// Keys from the operating system's CSPRNG.
+    pub fn from_os() -> Self {
+        MaskKeys(Source::Os(Box::new(Pool {
+            keys: [[0; 4]; POOL_KEYS],
+            next: POOL_KEYS,
+        })))
     }
 
     /// The next key.
     pub fn next_key(&mut self) -> [u8; 4] {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        (x as u32).to_ne_bytes()
+        match &mut self.0 {
+            Source::Seeded(state) => {
+                let mut x = *state;
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                *state = x;
+                (x as u32).to_ne_bytes()
+            }
+            Source::Os(pool) => {
+                if pool.next == POOL_KEYS {
+                    pool.refill();
+                }
+                pool.next += 1;
+                pool.keys[pool.next - 1]
+            }
+        }
+    }
+}
+
+impl Pool {
+    fn refill(&mut self) {
+        let bytes = self.keys.as_flattened_mut();
+        if getrandom::fill(bytes).is_err() {
+            // No OS source at all (getrandom fails only on platforms without one): keys from
+            // std's per-process random SipHash keys, so they are at least not fixed.
+            use std::hash::{BuildHasher, Hasher};
+            for chunk in bytes.chunks_mut(8) {
+                let word = std::collections::hash_map::RandomState::new()
+                    .build_hasher()
+                    .finish();
+                chunk.copy_from_slice(&word.to_ne_bytes()[..chunk.len()]);
+            }
+        }
+        self.next = 0;
+    }
+}
+
+/// Seeded, predictable keys (see [`MaskKeys`]).
+impl From<u64> for MaskKeys {
+    fn from(seed: u64) -> Self {
+        // xorshift must not start at zero.
+        MaskKeys(Source::Seeded(seed | 1))
     }
 }
 

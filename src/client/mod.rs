@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::proto::client_handshake::{self, Response, MAX_RESPONSE_HEAD};
+use crate::proto::mask::MaskKeys;
 use crate::proto::{Connection, Event, Limits, MessageEncoder, MessageKind, ProtocolError};
 use transport::{ReadHalf, SharedWriter};
 
@@ -259,7 +260,7 @@ impl Client {
                     let limits = Limits::with_max_message(
                         options.max_message.unwrap_or(Limits::default().max_message),
                     );
-                    let conn = Connection::new_client(limits, random_u64());
+                    let conn = Connection::new_client(limits, MaskKeys::from_os());
                     #[cfg(feature = "deflate")]
                     let conn = match deflate {
                         Some(agreed) => conn.with_deflate(agreed),
@@ -278,7 +279,7 @@ impl Client {
         };
         Ok(Client {
             writer,
-            encoder: Arc::new(Mutex::new(conn.encoder(random_u64()))),
+            encoder: Arc::new(Mutex::new(conn.encoder(MaskKeys::from_os()))),
             stream,
             conn,
             buf,

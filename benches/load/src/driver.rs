@@ -213,7 +213,7 @@ impl<C> Driver<C> {
             endpoints,
             sources,
             next_source: first_source,
-            random: MaskKeys::new(RandomState::new().build_hasher().finish()),
+            random: MaskKeys::from(RandomState::new().build_hasher().finish()),
             scratch: vec![0; READ_CHUNK],
             timeouts,
             limits,

@@ -44,7 +44,7 @@ impl Payload {
     /// are not valid UTF-8).
     fn new(size: usize, binary: bool, json: bool) -> Self {
         let (kind, templates) = if binary {
-            let mut keys = MaskKeys::new(0x5eed);
+            let mut keys = MaskKeys::from(0x5eed);
             let bytes = std::iter::repeat_with(|| keys.next_key()).flatten();
             (MessageKind::Binary, vec![bytes.take(size).collect()])
         } else if json {

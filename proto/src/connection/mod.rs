@@ -141,10 +141,11 @@ impl Connection {
         self
     }
 
-    /// A client-side connection. `mask_seed` seeds the masking keys; §5.3 asks for keys an
-    /// intermediary cannot predict, so pass a random seed.
-    pub fn new_client(limits: Limits, mask_seed: u64) -> Self {
-        Self::new(Role::Client, limits, Some(MaskKeys::new(mask_seed)))
+    /// A client-side connection masking its frames with `mask_keys`: §5.3 asks for keys an
+    /// intermediary cannot predict, so [`MaskKeys::from_os`] on a real network; a `u64`
+    /// seed gives repeatable (predictable) keys for simulations and tests.
+    pub fn new_client(limits: Limits, mask_keys: impl Into<MaskKeys>) -> Self {
+        Self::new(Role::Client, limits, Some(mask_keys.into()))
     }
 
     fn new(role: Role, limits: Limits, mask_keys: Option<MaskKeys>) -> Self {
@@ -303,10 +304,10 @@ impl Connection {
     }
 
     /// The sending half for this connection's data messages: masked in the client role
-    /// with keys from `mask_seed` (a random one, §5.3), compressed as permessage-deflate was
-    /// agreed. Make one per connection (see [`MessageEncoder`]).
-    pub fn encoder(&self, mask_seed: u64) -> MessageEncoder {
-        let encoder = MessageEncoder::new(self.role, mask_seed);
+    /// with `mask_keys` (as for [`new_client`](Self::new_client)), compressed as
+    /// permessage-deflate was agreed. Make one per connection (see [`MessageEncoder`]).
+    pub fn encoder(&self, mask_keys: impl Into<MaskKeys>) -> MessageEncoder {
+        let encoder = MessageEncoder::new(self.role, mask_keys);
         #[cfg(feature = "deflate")]
         if let Some(agreed) = self.deflate() {
             return encoder.with_deflate(*agreed, self.role);
