@@ -312,7 +312,7 @@ pub(crate) struct ClientArgs {
     #[arg(long)]
     pub(crate) reconnect: bool,
     /// With --reconnect: do not subscribe again to the wsloop channels subscribed to (with
-    /// `since`, to get what was missed); only reconnect.
+    /// `since`, to get what was missed) nor ask for the missed chats; only reconnect.
     #[arg(long, requires = "reconnect")]
     pub(crate) no_recover: bool,
     /// Extra request header, e.g. `Authorization: Bearer TOKEN` (repeatable).

@@ -1,7 +1,8 @@
 //! Recovery in the clients (PROTOCOL.md, "Recovery"): `history` with `since` gives back the
 //! chat a client missed; `wsloop client --reconnect`, run through a TCP relay that the test
-//! cuts (the server keeps running, and its history), subscribes again with `since`, prints
-//! exactly the missed messages once, and marks a gap it could not fill; `--no-recover` and
+//! cuts (the server keeps running, and its history), subscribes again with `since` and asks
+//! for the missed chats with `history`, prints exactly the missed messages once, and marks a
+//! gap it could not fill; `--no-recover` and
 //! echo servers are left alone.
 
 mod common;
@@ -441,6 +442,75 @@ fn cli_client_marks_a_gap_of_unknown_size_on_another_epoch() {
         .filter(|l| l.contains("may be missing"))
         .collect();
     assert_eq!(gaps, ["#news: messages may be missing"], "{stderr:#?}");
+}
+
+/// `bob` chats each of `contents`, each recorded before the next (his echo came back; the
+/// chats of others before it are passed over).
+fn chat(bob: &mut Client, contents: &[&str]) {
+    for content in contents {
+        send(bob, json!({"type": "chat", "content": content}));
+        while recv(bob)["content"] != *content {}
+    }
+}
+
+/// The client sees bob's chat "c1"; the relay is cut, bob chats `missed`, the relay reopens:
+/// the client's transcript from its new connection on (its own chat "back", then bob's
+/// "live"), and its standard error.
+fn chat_drop_and_return(server: &Server, missed: &[&str]) -> (Vec<String>, Vec<String>) {
+    let relay = Relay::to(server.addr);
+    let mut client = CliClient::start(&relay, &[]);
+    client.welcomed();
+    let mut bob = join(server.addr);
+    chat(&mut bob, &["c1"]);
+    client.read_until("c1", |l| without_ts(l)["content"] == "c1");
+
+    relay.cut();
+    chat(&mut bob, missed);
+    relay.reopen(server.addr);
+    client.welcomed();
+    let start = client.transcript.len();
+    client.type_line(r#"{"type":"chat","content":"back"}"#);
+    client.read_until("the chat echo", |l| without_ts(l)["content"] == "back");
+    chat(&mut bob, &["live"]);
+    client.read_until("the live chat", |l| without_ts(l)["content"] == "live");
+    let transcript = client.transcript[start..]
+        .iter()
+        .map(|l| short(l))
+        .collect();
+    (transcript, client.finish())
+}
+
+#[test]
+fn cli_client_recovers_the_chat_it_missed_in_order_and_once() {
+    let server = Server::serve(&[]);
+    let (transcript, stderr) = chat_drop_and_return(&server, &["c2", "c3"]);
+    assert_eq!(
+        transcript,
+        ["chat 2 c2", "chat 3 c3", "chat 4 back", "chat 5 live"],
+        "stderr: {stderr:#?}"
+    );
+    let said = |needle: &str| stderr.iter().filter(|l| l.as_str() == needle).count();
+    assert_eq!(said("recovering the chat since offset 1"), 1, "{stderr:#?}");
+    assert!(
+        !stderr.iter().any(|l| l.contains("may be missing")),
+        "{stderr:#?}"
+    );
+}
+
+#[test]
+fn cli_client_marks_the_chats_the_history_no_longer_holds() {
+    let server = Server::serve(&["--history-size", "2"]);
+    let (transcript, stderr) = chat_drop_and_return(&server, &["c2", "c3", "c4", "c5"]);
+    assert_eq!(
+        transcript,
+        ["chat 4 c4", "chat 5 c5", "chat 6 back", "chat 7 live"],
+        "stderr: {stderr:#?}"
+    );
+    let gaps: Vec<&String> = stderr
+        .iter()
+        .filter(|l| l.contains("may be missing"))
+        .collect();
+    assert_eq!(gaps, ["chat: 2 messages may be missing"], "{stderr:#?}");
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rustyline::error::ReadlineError;
 
-use super::recover::Recovery;
+use super::recover::{Recovery, Shown};
 use super::{Client, ClientError, ClientOptions, ClientWriter, Received};
 use crate::backoff::Backoff;
 use crate::proto::close_code;
@@ -386,14 +386,16 @@ impl Session<'_> {
             }
             match self.client.recv() {
                 Ok(Received::Text(text)) => {
-                    if let Some(gap) = self.current.recovery(|r| r.received(&text)).flatten() {
-                        self.output.status(&gap);
+                    let shown = self.current.recovery(|r| r.received(&text));
+                    for shown in shown.unwrap_or_else(|| vec![Shown::Line(text)]) {
+                        match shown {
+                            Shown::Status(note) => self.output.status(&note),
+                            Shown::Line(line) if self.settings.json => {
+                                self.output.received(&pretty_json(&line).unwrap_or(line));
+                            }
+                            Shown::Line(line) => self.output.received(&line),
+                        }
                     }
-                    let shown = match self.settings.json {
-                        true => pretty_json(&text).unwrap_or(text),
-                        false => text,
-                    };
-                    self.output.received(&shown);
                 }
                 Ok(Received::Binary(data)) => {
                     self.output

@@ -1,8 +1,12 @@
-//! `wsloop client --reconnect` recovers wsloop channels (PROTOCOL.md, "Recovery"): it follows
-//! the channels the user subscribed to and the server confirmed with `subscribed`, remembers
-//! the `offset` and `epoch` of the last event seen on each, subscribes again with `since` after
-//! a reconnection, and says where it could not get back everything that was missed. A generic
-//! server (an echo) never answers `subscribed`, so nothing is ever sent to it on our own.
+//! `wsloop client --reconnect` recovers wsloop channels and the chat (PROTOCOL.md, "Recovery"):
+//! it follows the channels the user subscribed to and the server confirmed with `subscribed`,
+//! and the chat to everyone once a wsloop server (its `welcome`) sent a chat with a position;
+//! remembers the `offset` and `epoch` of the last event seen on each; after a reconnection
+//! subscribes again with `since`, and asks for the missed chats with `history` and `since`
+//! (printed one per line, as if they had come live, with the live chats that came meanwhile
+//! held back until then); and says where it could not get back everything that was missed. A
+//! generic server (an echo) never answers `subscribed` or `welcome`, so nothing is ever sent
+//! to it on our own.
 
 use std::collections::BTreeMap;
 
@@ -36,11 +40,39 @@ struct Channel {
     recovering: Option<Position>,
 }
 
+/// Live chats held while the chat's `history` answer is awaited; past this they are dropped
+/// and a gap is marked.
+const MAX_HELD_CHATS: usize = 1_024;
+
+/// The chat's recovery under way: its `history` request is out.
+#[derive(Debug)]
+struct ChatRecovery {
+    since: Position,
+    /// The first replayed chat came and was compared with `since`.
+    checked: bool,
+    held: Vec<String>,
+    overflowed: bool,
+}
+
+/// What to show of what arrived, in order.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Shown {
+    /// A message, as it came or as replayed.
+    Line(String),
+    /// A note for standard error (a gap).
+    Status(String),
+}
+
 /// The channels being followed; shared by the input side (what is sent) and the connection
 /// side (what arrives). Only the user's own lines add channels: the server cannot grow it.
 #[derive(Debug, Default)]
 pub(super) struct Recovery {
     channels: BTreeMap<String, Channel>,
+    /// A `welcome` came: the server speaks wsloop's protocol, so its chats are followed.
+    wsloop: bool,
+    /// The last chat to everyone seen.
+    chat: Option<Position>,
+    chat_recovery: Option<ChatRecovery>,
 }
 
 impl Recovery {
@@ -64,11 +96,12 @@ impl Recovery {
         }
     }
 
-    /// The `subscribe` requests for a new connection: every confirmed channel again, with
-    /// `since` where its position is known; and a status line for each.
+    /// The requests for a new connection: every confirmed channel subscribed again, with
+    /// `since` where its position is known, then the chat's `history` since the last chat
+    /// seen; and a status line for each.
     pub(super) fn resubscriptions(&mut self) -> Vec<(String, String)> {
         let confirmed = self.channels.iter_mut().filter(|(_, c)| c.confirmed);
-        confirmed
+        let mut requests: Vec<(String, String)> = confirmed
             .map(|(name, channel)| {
                 let mut request = json!({"type": "subscribe", "channel": name});
                 let status = match &channel.position {
@@ -81,18 +114,135 @@ impl Recovery {
                 channel.recovering = channel.position.clone();
                 (request.to_string(), status)
             })
-            .collect()
+            .collect();
+        // Held chats of a connection lost before its answer were not shown: the new request
+        // asks from the same place.
+        self.chat_recovery = self.chat.clone().map(|since| {
+            let request = json!({"type": "history",
+                                 "since": {"offset": since.offset, "epoch": since.epoch}});
+            let status = format!("recovering the chat since offset {}", since.offset);
+            requests.push((request.to_string(), status));
+            ChatRecovery {
+                since,
+                checked: false,
+                held: Vec::new(),
+                overflowed: false,
+            }
+        });
+        requests
     }
 
-    /// A text message arrived: keeps the positions of followed channels; returns the line
-    /// that marks a gap to show before it (`#news: 12 messages may be missing`).
-    pub(super) fn received(&mut self, text: &str) -> Option<String> {
+    /// A text message arrived: what to show for it, in order (the gap markers of followed
+    /// channels and the chat, `#news: 12 messages may be missing`; the chat's replay in place
+    /// of the `history` answer; nothing for a chat held back).
+    pub(super) fn received(&mut self, text: &str) -> Vec<Shown> {
         let Ok(Value::Object(event)) = serde_json::from_str::<Value>(text) else {
-            return None;
+            return vec![Shown::Line(text.to_owned())];
         };
+        let kind = event.get("type").and_then(Value::as_str);
+        let to_everyone = !event.contains_key("channel");
+        let mut shown = Vec::new();
+        match kind {
+            Some("welcome") => self.wsloop = true,
+            Some("chat") if self.wsloop && to_everyone => {
+                match &mut self.chat_recovery {
+                    Some(recovery) if recovery.held.len() < MAX_HELD_CHATS => {
+                        recovery.held.push(text.to_owned());
+                    }
+                    Some(recovery) => recovery.overflowed = true,
+                    None => self.show_chat(&event, text, &mut shown),
+                }
+                return shown;
+            }
+            Some("history") if to_everyone && self.chat_recovery.is_some() => {
+                self.finish_chat_recovery(&event, &mut shown);
+                return shown;
+            }
+            Some("error") if self.chat_recovery.is_some() => {
+                let code = event.get("code").and_then(Value::as_str);
+                if matches!(code, Some("redis_unavailable" | "history_off")) {
+                    // The answer to our `history`: the chat cannot be recovered now.
+                    self.finish_chat_recovery(&Map::new(), &mut shown);
+                    shown.insert(0, Shown::Line(text.to_owned()));
+                    return shown;
+                }
+            }
+            _ => {}
+        }
+        if let Some(gap) = self.channel_event(&event) {
+            shown.push(Shown::Status(gap));
+        }
+        shown.push(Shown::Line(text.to_owned()));
+        shown
+    }
+
+    /// Shows a chat unless its offset was shown already; the first one after a `since`
+    /// marks what is missing before it.
+    fn show_chat(&mut self, event: &Map<String, Value>, text: &str, shown: &mut Vec<Shown>) {
+        if let Some(position) = Position::of(event) {
+            if let Some(last) = &self.chat {
+                if last.epoch == position.epoch && position.offset <= last.offset {
+                    return;
+                }
+            }
+            if let Some(recovery) = self.chat_recovery.as_mut().filter(|r| !r.checked) {
+                recovery.checked = true;
+                if let Some(count) = missing_before(&recovery.since, &position) {
+                    shown.push(Shown::Status(chat_gap_line(count)));
+                }
+            }
+            self.chat = Some(position);
+        }
+        shown.push(Shown::Line(text.to_owned()));
+    }
+
+    /// The chat's `history` answer (or an error for it): its events, a gap it could not
+    /// fill, then the live chats held meanwhile.
+    fn finish_chat_recovery(&mut self, answer: &Map<String, Value>, shown: &mut Vec<Shown>) {
+        let messages = answer.get("messages").and_then(Value::as_array);
+        for message in messages.into_iter().flatten() {
+            if let Value::Object(event) = message {
+                self.show_chat(event, &message.to_string(), shown);
+            }
+        }
+        let Some(recovery) = self.chat_recovery.take() else {
+            return;
+        };
+        let tip = Position::of(answer);
+        let whole = answer.get("recovered").and_then(Value::as_bool) == Some(true);
+        if !whole && !recovery.checked {
+            // Nothing was replayed: all after `since` is gone (an unknown number on another
+            // epoch, or when Redis could not be read).
+            let since = &recovery.since;
+            let missing = match &tip {
+                Some(tip) if tip.epoch == since.epoch => {
+                    (tip.offset > since.offset).then(|| Some(tip.offset - since.offset))
+                }
+                _ => Some(None),
+            };
+            if let Some(count) = missing {
+                shown.push(Shown::Status(chat_gap_line(count)));
+            }
+        }
+        if let Some(tip) = tip {
+            self.chat = Some(tip);
+        }
+        for text in &recovery.held {
+            if let Ok(Value::Object(event)) = serde_json::from_str::<Value>(text) {
+                self.show_chat(&event, text, shown);
+            }
+        }
+        if recovery.overflowed {
+            shown.push(Shown::Status(chat_gap_line(None)));
+        }
+    }
+
+    /// An event of a followed channel: keeps its position; returns the line that marks a
+    /// gap to show before it.
+    fn channel_event(&mut self, event: &Map<String, Value>) -> Option<String> {
         let name = event.get("channel")?.as_str()?;
         let channel = self.channels.get_mut(name)?;
-        let position = Position::of(&event);
+        let position = Position::of(event);
         let missing = match event.get("type")?.as_str()? {
             "message" => {
                 let position = position?;
@@ -139,25 +289,68 @@ fn missing_before(since: &Position, first: &Position) -> Option<Option<u64>> {
     (n > 0).then_some(Some(n))
 }
 
-/// The marker of a gap in `channel`: how many messages, when it is known.
-fn gap_line(channel: &str, count: Option<u64>) -> String {
+/// How many messages may be missing: `count` when it is known.
+fn missing_text(count: Option<u64>) -> String {
     match count {
-        Some(1) => format!("#{channel}: 1 message may be missing"),
-        Some(n) => format!("#{channel}: {n} messages may be missing"),
-        None => format!("#{channel}: messages may be missing"),
+        Some(1) => "1 message may be missing".to_owned(),
+        Some(n) => format!("{n} messages may be missing"),
+        None => "messages may be missing".to_owned(),
     }
+}
+
+/// The marker of a gap in `channel`.
+fn gap_line(channel: &str, count: Option<u64>) -> String {
+    format!("#{channel}: {}", missing_text(count))
+}
+
+/// The marker of a gap in the chat to everyone.
+fn chat_gap_line(count: Option<u64>) -> String {
+    format!("chat: {}", missing_text(count))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Recovery;
+    use super::{Recovery, Shown};
+
+    /// The status lines (gap markers) among what is shown.
+    fn notes(shown: &[Shown]) -> Vec<&str> {
+        shown
+            .iter()
+            .filter_map(|s| match s {
+                Shown::Status(note) => Some(note.as_str()),
+                Shown::Line(_) => None,
+            })
+            .collect()
+    }
+
+    /// The `offset` of each line shown.
+    fn offsets(shown: &[Shown]) -> Vec<u64> {
+        shown
+            .iter()
+            .filter_map(|s| match s {
+                Shown::Line(line) => {
+                    serde_json::from_str::<serde_json::Value>(line).ok()?["offset"].as_u64()
+                }
+                Shown::Status(_) => None,
+            })
+            .collect()
+    }
+
+    /// Lines that arrive and are shown as they are, with no note.
+    fn arrive(recovery: &mut Recovery, lines: &[&str]) {
+        for line in lines {
+            assert_eq!(
+                recovery.received(line),
+                [Shown::Line(line.to_string())],
+                "{line}"
+            );
+        }
+    }
 
     fn following(lines: &[&str]) -> Recovery {
         let mut recovery = Recovery::default();
         recovery.sent(r#"{"type":"subscribe","channel":"news"}"#);
-        for line in lines {
-            assert_eq!(recovery.received(line), None, "{line}");
-        }
+        arrive(&mut recovery, lines);
         recovery
     }
 
@@ -188,27 +381,111 @@ mod tests {
         recovery.resubscriptions();
         let trimmed = r#"{"type":"message","channel":"news","offset":7,"epoch":"e1"}"#;
         assert_eq!(
-            recovery.received(trimmed).as_deref(),
-            Some("#news: 2 messages may be missing")
+            recovery.received(trimmed),
+            [
+                Shown::Status("#news: 2 messages may be missing".into()),
+                Shown::Line(trimmed.into())
+            ]
         );
         let answer =
             r#"{"type":"subscribed","channel":"news","offset":7,"epoch":"e1","recovered":false}"#;
-        assert_eq!(recovery.received(answer), None, "reported once");
+        arrive(&mut recovery, &[answer]); // reported once
 
         recovery.resubscriptions();
         let restarted =
             r#"{"type":"subscribed","channel":"news","offset":0,"epoch":"e2","recovered":false}"#;
         assert_eq!(
-            recovery.received(restarted).as_deref(),
-            Some("#news: messages may be missing")
+            notes(&recovery.received(restarted)),
+            ["#news: messages may be missing"]
         );
         recovery.resubscriptions();
-        let whole = [
-            r#"{"type":"message","channel":"news","offset":1,"epoch":"e2"}"#,
-            r#"{"type":"subscribed","channel":"news","offset":1,"epoch":"e2","recovered":true}"#,
-        ];
-        for line in whole {
-            assert_eq!(recovery.received(line), None, "{line}");
-        }
+        arrive(
+            &mut recovery,
+            &[
+                r#"{"type":"message","channel":"news","offset":1,"epoch":"e2"}"#,
+                r#"{"type":"subscribed","channel":"news","offset":1,"epoch":"e2","recovered":true}"#,
+            ],
+        );
+    }
+
+    const WELCOME: &str = r#"{"type":"welcome","user":"u"}"#;
+
+    fn chat(offset: u64, epoch: &str) -> String {
+        format!(r#"{{"type":"chat","content":"c{offset}","offset":{offset},"epoch":"{epoch}"}}"#)
+    }
+
+    /// A client of a wsloop server that saw chats up to offset 2 of epoch e1 and reconnected.
+    fn back_in_the_chat() -> Recovery {
+        let mut recovery = Recovery::default();
+        arrive(&mut recovery, &[WELCOME, &chat(1, "e1"), &chat(2, "e1")]);
+        let again = recovery.resubscriptions();
+        let request: serde_json::Value = serde_json::from_str(&again[0].0).expect("JSON");
+        assert_eq!(
+            (request, again[0].1.as_str()),
+            (
+                serde_json::json!({"type":"history","since":{"offset":2,"epoch":"e1"}}),
+                "recovering the chat since offset 2"
+            )
+        );
+        arrive(&mut recovery, &[WELCOME]);
+        recovery
+    }
+
+    #[test]
+    fn the_chat_is_recovered_with_history_and_live_chats_wait_for_it() {
+        let mut recovery = back_in_the_chat();
+        assert_eq!(recovery.received(&chat(4, "e1")), [], "held back");
+        assert_eq!(recovery.received(&chat(5, "e1")), []);
+        let answer = format!(
+            r#"{{"type":"history","messages":[{},{}],"recovered":true,"offset":4,"epoch":"e1"}}"#,
+            chat(3, "e1"),
+            chat(4, "e1")
+        );
+        let shown = recovery.received(&answer);
+        assert_eq!(offsets(&shown), [3, 4, 5], "in order, each once");
+        assert_eq!(notes(&shown), [] as [&str; 0]);
+        arrive(&mut recovery, &[&chat(6, "e1")]);
+        assert_eq!(recovery.received(&chat(6, "e1")), [], "a repeat is dropped");
+    }
+
+    #[test]
+    fn a_chat_gap_is_marked_with_its_size_or_as_unknown() {
+        let mut recovery = back_in_the_chat();
+        let trimmed = format!(
+            r#"{{"type":"history","messages":[{}],"recovered":false,"offset":5,"epoch":"e1"}}"#,
+            chat(5, "e1")
+        );
+        let shown = recovery.received(&trimmed);
+        assert_eq!(notes(&shown), ["chat: 2 messages may be missing"]);
+        assert_eq!(offsets(&shown), [5]);
+
+        let mut recovery = back_in_the_chat();
+        let elsewhere =
+            r#"{"type":"history","messages":[],"recovered":false,"offset":0,"epoch":"e2"}"#;
+        assert_eq!(
+            recovery.received(elsewhere),
+            [Shown::Status("chat: messages may be missing".into())]
+        );
+        arrive(&mut recovery, &[&chat(1, "e2")]);
+
+        let mut recovery = back_in_the_chat();
+        let down = r#"{"type":"error","code":"redis_unavailable","message":"m"}"#;
+        assert_eq!(
+            recovery.received(down),
+            [
+                Shown::Line(down.into()),
+                Shown::Status("chat: messages may be missing".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn chats_are_not_followed_without_a_welcome() {
+        let mut recovery = Recovery::default();
+        arrive(&mut recovery, &[&chat(1, "e1")]);
+        assert!(
+            recovery.resubscriptions().is_empty(),
+            "an echo of a typed chat"
+        );
     }
 }
