@@ -325,37 +325,59 @@ fn short(line: &str) -> String {
     parts.collect::<Vec<_>>().join(" ")
 }
 
-/// `bob` publishes each of `contents` on news.
-fn publish(bob: &mut Client, contents: &[&str]) {
-    for content in contents {
-        send(
-            bob,
-            json!({"type": "publish", "channel": "news", "content": content}),
-        );
-        assert_eq!(recv(bob)["type"], "published");
+/// Where the missed messages go: the channel news (the client subscribed to it), or the chat
+/// to everyone.
+#[derive(Clone, Copy)]
+enum Stream {
+    News,
+    Chat,
+}
+
+impl Stream {
+    /// `bob` sends each of `contents` on it, each recorded before the next (his `published`,
+    /// or his chat's echo, came back; others' chats before it are passed over).
+    fn say(self, bob: &mut Client, contents: &[&str]) {
+        for content in contents {
+            match self {
+                Stream::News => {
+                    send(
+                        bob,
+                        json!({"type": "publish", "channel": "news", "content": content}),
+                    );
+                    assert_eq!(recv(bob)["type"], "published");
+                }
+                Stream::Chat => {
+                    send(bob, json!({"type": "chat", "content": content}));
+                    while recv(bob)["content"] != *content {}
+                }
+            }
+        }
     }
 }
 
-/// The client subscribes to news through the relay and sees "m1"; the relay is cut, bob
-/// publishes `missed`, the relay reopens (to `after`, or the same server): the client's
-/// transcript from its new connection on, and its standard error.
+/// The client (subscribed to news for `Stream::News`) sees bob's "m1" on `stream`; the relay
+/// is cut, bob sends `missed`, the relay reopens (to `after`, or the same server): the
+/// client's transcript from its new connection on (its own chat "back", then bob's "live"),
+/// and its standard error.
 fn drop_and_return(
     server: &Server,
     after: Option<&Server>,
-    client_args: &[&str],
+    stream: Stream,
     missed: &[&str],
 ) -> (Vec<String>, Vec<String>) {
     let relay = Relay::to(server.addr);
-    let mut client = CliClient::start(&relay, client_args);
+    let mut client = CliClient::start(&relay, &[]);
     client.welcomed();
-    client.type_line(r#"{"type":"subscribe","channel":"news"}"#);
-    client.read_until("subscribed", |l| without_ts(l)["type"] == "subscribed");
+    if let Stream::News = stream {
+        client.type_line(r#"{"type":"subscribe","channel":"news"}"#);
+        client.read_until("subscribed", |l| without_ts(l)["type"] == "subscribed");
+    }
     let mut bob = join(server.addr);
-    publish(&mut bob, &["m1"]);
+    stream.say(&mut bob, &["m1"]);
     client.read_until("m1", |l| without_ts(l)["content"] == "m1");
 
     relay.cut();
-    publish(&mut bob, missed);
+    stream.say(&mut bob, missed);
     let server_after = after.unwrap_or(server);
     relay.reopen(server_after.addr);
     client.welcomed();
@@ -366,7 +388,7 @@ fn drop_and_return(
     client.type_line(r#"{"type":"chat","content":"back"}"#);
     client.read_until("the chat echo", |l| without_ts(l)["content"] == "back");
     let mut bob = join(server_after.addr);
-    publish(&mut bob, &["live"]);
+    stream.say(&mut bob, &["live"]);
     client.read_until("the live message", |l| without_ts(l)["content"] == "live");
     let transcript = client.transcript[start..]
         .iter()
@@ -375,10 +397,24 @@ fn drop_and_return(
     (transcript, client.finish())
 }
 
+/// The gap markers among the standard error lines.
+fn gaps(stderr: &[String]) -> Vec<&str> {
+    stderr
+        .iter()
+        .map(String::as_str)
+        .filter(|l| l.contains("may be missing"))
+        .collect()
+}
+
+/// How many standard error lines are exactly `line`.
+fn said(stderr: &[String], line: &str) -> usize {
+    stderr.iter().filter(|l| l.as_str() == line).count()
+}
+
 #[test]
 fn cli_client_resubscribes_and_prints_exactly_the_missed_messages_once() {
     let server = Server::serve(&[]);
-    let (transcript, stderr) = drop_and_return(&server, None, &[], &["m2", "m3"]);
+    let (transcript, stderr) = drop_and_return(&server, None, Stream::News, &["m2", "m3"]);
     assert_eq!(
         transcript,
         [
@@ -390,22 +426,16 @@ fn cli_client_resubscribes_and_prints_exactly_the_missed_messages_once() {
         ],
         "stderr: {stderr:#?}"
     );
-    let said = |needle: &str| stderr.iter().filter(|l| l.as_str() == needle).count();
-    assert_eq!(
-        said("resubscribing to #news since offset 1"),
-        1,
-        "{stderr:#?}"
-    );
-    assert!(
-        !stderr.iter().any(|l| l.contains("may be missing")),
-        "{stderr:#?}"
-    );
+    let resubscribed = said(&stderr, "resubscribing to #news since offset 1");
+    assert_eq!(resubscribed, 1, "{stderr:#?}");
+    assert_eq!(gaps(&stderr), [] as [&str; 0], "{stderr:#?}");
 }
 
 #[test]
 fn cli_client_marks_what_the_history_no_longer_holds() {
     let server = Server::serve(&["--history-size", "2"]);
-    let (transcript, stderr) = drop_and_return(&server, None, &[], &["m2", "m3", "m4", "m5"]);
+    let missed = ["m2", "m3", "m4", "m5"];
+    let (transcript, stderr) = drop_and_return(&server, None, Stream::News, &missed);
     assert_eq!(
         transcript,
         [
@@ -417,17 +447,13 @@ fn cli_client_marks_what_the_history_no_longer_holds() {
         ],
         "stderr: {stderr:#?}"
     );
-    let gaps: Vec<&String> = stderr
-        .iter()
-        .filter(|l| l.contains("may be missing"))
-        .collect();
-    assert_eq!(gaps, ["#news: 2 messages may be missing"], "{stderr:#?}");
+    assert_eq!(gaps(&stderr), ["#news: 2 messages may be missing"]);
 }
 
 #[test]
 fn cli_client_marks_a_gap_of_unknown_size_on_another_epoch() {
     let (server, other) = (Server::serve(&[]), Server::serve(&[]));
-    let (transcript, stderr) = drop_and_return(&server, Some(&other), &[], &["m2"]);
+    let (transcript, stderr) = drop_and_return(&server, Some(&other), Stream::News, &["m2"]);
     assert_eq!(
         transcript,
         [
@@ -437,80 +463,34 @@ fn cli_client_marks_a_gap_of_unknown_size_on_another_epoch() {
         ],
         "stderr: {stderr:#?}"
     );
-    let gaps: Vec<&String> = stderr
-        .iter()
-        .filter(|l| l.contains("may be missing"))
-        .collect();
-    assert_eq!(gaps, ["#news: messages may be missing"], "{stderr:#?}");
-}
-
-/// `bob` chats each of `contents`, each recorded before the next (his echo came back; the
-/// chats of others before it are passed over).
-fn chat(bob: &mut Client, contents: &[&str]) {
-    for content in contents {
-        send(bob, json!({"type": "chat", "content": content}));
-        while recv(bob)["content"] != *content {}
-    }
-}
-
-/// The client sees bob's chat "c1"; the relay is cut, bob chats `missed`, the relay reopens:
-/// the client's transcript from its new connection on (its own chat "back", then bob's
-/// "live"), and its standard error.
-fn chat_drop_and_return(server: &Server, missed: &[&str]) -> (Vec<String>, Vec<String>) {
-    let relay = Relay::to(server.addr);
-    let mut client = CliClient::start(&relay, &[]);
-    client.welcomed();
-    let mut bob = join(server.addr);
-    chat(&mut bob, &["c1"]);
-    client.read_until("c1", |l| without_ts(l)["content"] == "c1");
-
-    relay.cut();
-    chat(&mut bob, missed);
-    relay.reopen(server.addr);
-    client.welcomed();
-    let start = client.transcript.len();
-    client.type_line(r#"{"type":"chat","content":"back"}"#);
-    client.read_until("the chat echo", |l| without_ts(l)["content"] == "back");
-    chat(&mut bob, &["live"]);
-    client.read_until("the live chat", |l| without_ts(l)["content"] == "live");
-    let transcript = client.transcript[start..]
-        .iter()
-        .map(|l| short(l))
-        .collect();
-    (transcript, client.finish())
+    assert_eq!(gaps(&stderr), ["#news: messages may be missing"]);
 }
 
 #[test]
 fn cli_client_recovers_the_chat_it_missed_in_order_and_once() {
     let server = Server::serve(&[]);
-    let (transcript, stderr) = chat_drop_and_return(&server, &["c2", "c3"]);
+    let (transcript, stderr) = drop_and_return(&server, None, Stream::Chat, &["m2", "m3"]);
     assert_eq!(
         transcript,
-        ["chat 2 c2", "chat 3 c3", "chat 4 back", "chat 5 live"],
+        ["chat 2 m2", "chat 3 m3", "chat 4 back", "chat 5 live"],
         "stderr: {stderr:#?}"
     );
-    let said = |needle: &str| stderr.iter().filter(|l| l.as_str() == needle).count();
-    assert_eq!(said("recovering the chat since offset 1"), 1, "{stderr:#?}");
-    assert!(
-        !stderr.iter().any(|l| l.contains("may be missing")),
-        "{stderr:#?}"
-    );
+    let recovering = said(&stderr, "recovering the chat since offset 1");
+    assert_eq!(recovering, 1, "{stderr:#?}");
+    assert_eq!(gaps(&stderr), [] as [&str; 0], "{stderr:#?}");
 }
 
 #[test]
 fn cli_client_marks_the_chats_the_history_no_longer_holds() {
     let server = Server::serve(&["--history-size", "2"]);
-    let (transcript, stderr) = chat_drop_and_return(&server, &["c2", "c3", "c4", "c5"]);
+    let missed = ["m2", "m3", "m4", "m5"];
+    let (transcript, stderr) = drop_and_return(&server, None, Stream::Chat, &missed);
     assert_eq!(
         transcript,
-        ["chat 4 c4", "chat 5 c5", "chat 6 back", "chat 7 live"],
+        ["chat 4 m4", "chat 5 m5", "chat 6 back", "chat 7 live"],
         "stderr: {stderr:#?}"
     );
-    let gaps: Vec<&String> = stderr
-        .iter()
-        .filter(|l| l.contains("may be missing"))
-        .collect();
-    assert_eq!(gaps, ["chat: 2 messages may be missing"], "{stderr:#?}");
+    assert_eq!(gaps(&stderr), ["chat: 2 messages may be missing"]);
 }
 
 #[test]
