@@ -454,6 +454,13 @@ pub fn read_resp(reader: &mut impl BufRead) -> io::Result<Resp> {
     })
 }
 
+/// Whether the Redis answering on `port` is the process `pid`: a PING alone may be answered
+/// by another test's server holding the port while ours fails to bind it.
+pub fn redis_answers_as(port: u16, pid: u32) -> bool {
+    let mine = format!("process_id:{pid}\r\n");
+    matches!(redis_command(port, &["INFO", "server"]), Ok(Resp::Bulk(Some(info))) if info.contains(&mine))
+}
+
 /// One command on a fresh connection.
 pub fn redis_command(port: u16, args: &[&str]) -> io::Result<Resp> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -535,7 +542,7 @@ impl Redis {
         }
     }
 
-    /// Starts redis-server on `port` and waits until it answers PING; `Err` (with its log)
+    /// Starts redis-server on `port` and waits until it answers as itself; `Err` (with its log)
     /// if it exits first (e.g. the port was taken).
     pub fn spawn_on(&mut self, port: u16) -> Result<(), String> {
         let conf = self.dir.file("redis.conf");
@@ -573,13 +580,13 @@ impl Redis {
                     log.text()
                 ));
             }
-            if redis_command(port, &["PING"]).ok() == Some(Resp::Simple("PONG".into())) {
+            if redis_answers_as(port, child.id()) {
                 break;
             }
             if Instant::now() >= deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("no PONG on port {port} within {STARTUP:?}"));
+                return Err(format!("no answer on port {port} within {STARTUP:?}"));
             }
             thread::sleep(Duration::from_millis(20));
         }

@@ -13,7 +13,9 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::harness::{external, redis_command, redis_program, wait_until, Lines, Resp, TempDir};
+use crate::harness::{
+    external, redis_answers_as, redis_command, redis_program, wait_until, Lines, Resp, TempDir,
+};
 
 /// How long a master may be silent before its replica takes over (`cluster-node-timeout`).
 pub const NODE_TIMEOUT_MS: u64 = 1_000;
@@ -52,13 +54,6 @@ fn free_cluster_port() -> u16 {
         }
     }
     panic!("no free port pair for a Redis Cluster node");
-}
-
-/// Whether the Redis answering on `port` is the process `pid` (another test's server may hold
-/// the port while ours fails to bind it).
-fn answers_as(port: u16, pid: u32) -> bool {
-    let mine = format!("process_id:{pid}\r\n");
-    matches!(redis_command(port, &["INFO", "server"]), Ok(Resp::Bulk(Some(info))) if info.contains(&mine))
 }
 
 impl RedisCluster {
@@ -126,7 +121,7 @@ impl RedisCluster {
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(format!("exited with {status} on port {port}"));
             }
-            if answers_as(port, child.id()) {
+            if redis_answers_as(port, child.id()) {
                 return Ok(RedisNode {
                     port,
                     child: Some(child),
@@ -136,7 +131,7 @@ impl RedisCluster {
             if Instant::now() >= deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("no PONG on port {port}"));
+                return Err(format!("no answer from our redis-server on port {port}"));
             }
             thread::sleep(Duration::from_millis(20));
         }
