@@ -77,6 +77,18 @@ impl Current {
         Some(f(&mut recovery.lock().unwrap_or_else(|p| p.into_inner())))
     }
 
+    /// What to show of a text message: as it came, or as recovery has it (gap markers, a
+    /// chat replay in place of its `history` answer, held chats later).
+    fn shown(&self, text: String) -> Vec<Shown> {
+        match &self.recovery {
+            Some(recovery) => recovery
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .received(text),
+            None => vec![Shown::Line(text)],
+        }
+    }
+
     fn set(&self, writer: Option<ClientWriter>) {
         *self.lock() = writer;
         self.connected.notify_all();
@@ -386,8 +398,7 @@ impl Session<'_> {
             }
             match self.client.recv() {
                 Ok(Received::Text(text)) => {
-                    let shown = self.current.recovery(|r| r.received(&text));
-                    for shown in shown.unwrap_or_else(|| vec![Shown::Line(text)]) {
+                    for shown in self.current.shown(text) {
                         match shown {
                             Shown::Status(note) => self.output.status(&note),
                             Shown::Line(line) if self.settings.json => {

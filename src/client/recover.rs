@@ -135,9 +135,9 @@ impl Recovery {
     /// A text message arrived: what to show for it, in order (the gap markers of followed
     /// channels and the chat, `#news: 12 messages may be missing`; the chat's replay in place
     /// of the `history` answer; nothing for a chat held back).
-    pub(super) fn received(&mut self, text: &str) -> Vec<Shown> {
-        let Ok(Value::Object(event)) = serde_json::from_str::<Value>(text) else {
-            return vec![Shown::Line(text.to_owned())];
+    pub(super) fn received(&mut self, text: String) -> Vec<Shown> {
+        let Ok(Value::Object(event)) = serde_json::from_str::<Value>(&text) else {
+            return vec![Shown::Line(text)];
         };
         let kind = event.get("type").and_then(Value::as_str);
         let to_everyone = !event.contains_key("channel");
@@ -147,7 +147,7 @@ impl Recovery {
             Some("chat") if self.wsloop && to_everyone => {
                 match &mut self.chat_recovery {
                     Some(recovery) if recovery.held.len() < MAX_HELD_CHATS => {
-                        recovery.held.push(text.to_owned());
+                        recovery.held.push(text);
                     }
                     Some(recovery) => recovery.overflowed = true,
                     None => self.show_chat(&event, text, &mut shown),
@@ -162,8 +162,8 @@ impl Recovery {
                 let code = event.get("code").and_then(Value::as_str);
                 if matches!(code, Some("redis_unavailable" | "history_off")) {
                     // The answer to our `history`: the chat cannot be recovered now.
+                    shown.push(Shown::Line(text));
                     self.finish_chat_recovery(&Map::new(), &mut shown);
-                    shown.insert(0, Shown::Line(text.to_owned()));
                     return shown;
                 }
             }
@@ -172,13 +172,13 @@ impl Recovery {
         if let Some(gap) = self.channel_event(&event) {
             shown.push(Shown::Status(gap));
         }
-        shown.push(Shown::Line(text.to_owned()));
+        shown.push(Shown::Line(text));
         shown
     }
 
     /// Shows a chat unless its offset was shown already; the first one after a `since`
     /// marks what is missing before it.
-    fn show_chat(&mut self, event: &Map<String, Value>, text: &str, shown: &mut Vec<Shown>) {
+    fn show_chat(&mut self, event: &Map<String, Value>, text: String, shown: &mut Vec<Shown>) {
         if let Some(position) = Position::of(event) {
             if let Some(last) = &self.chat {
                 if last.epoch == position.epoch && position.offset <= last.offset {
@@ -193,7 +193,7 @@ impl Recovery {
             }
             self.chat = Some(position);
         }
-        shown.push(Shown::Line(text.to_owned()));
+        shown.push(Shown::Line(text));
     }
 
     /// The chat's `history` answer (or an error for it): its events, a gap it could not
@@ -202,7 +202,7 @@ impl Recovery {
         let messages = answer.get("messages").and_then(Value::as_array);
         for message in messages.into_iter().flatten() {
             if let Value::Object(event) = message {
-                self.show_chat(event, &message.to_string(), shown);
+                self.show_chat(event, message.to_string(), shown);
             }
         }
         let Some(recovery) = self.chat_recovery.take() else {
@@ -227,8 +227,8 @@ impl Recovery {
         if let Some(tip) = tip {
             self.chat = Some(tip);
         }
-        for text in &recovery.held {
-            if let Ok(Value::Object(event)) = serde_json::from_str::<Value>(text) {
+        for text in recovery.held {
+            if let Ok(Value::Object(event)) = serde_json::from_str::<Value>(&text) {
                 self.show_chat(&event, text, shown);
             }
         }
@@ -340,7 +340,7 @@ mod tests {
     fn arrive(recovery: &mut Recovery, lines: &[&str]) {
         for line in lines {
             assert_eq!(
-                recovery.received(line),
+                recovery.received(line.to_string()),
                 [Shown::Line(line.to_string())],
                 "{line}"
             );
@@ -381,7 +381,7 @@ mod tests {
         recovery.resubscriptions();
         let trimmed = r#"{"type":"message","channel":"news","offset":7,"epoch":"e1"}"#;
         assert_eq!(
-            recovery.received(trimmed),
+            recovery.received(trimmed.to_string()),
             [
                 Shown::Status("#news: 2 messages may be missing".into()),
                 Shown::Line(trimmed.into())
@@ -395,7 +395,7 @@ mod tests {
         let restarted =
             r#"{"type":"subscribed","channel":"news","offset":0,"epoch":"e2","recovered":false}"#;
         assert_eq!(
-            notes(&recovery.received(restarted)),
+            notes(&recovery.received(restarted.to_string())),
             ["#news: messages may be missing"]
         );
         recovery.resubscriptions();
@@ -434,18 +434,18 @@ mod tests {
     #[test]
     fn the_chat_is_recovered_with_history_and_live_chats_wait_for_it() {
         let mut recovery = back_in_the_chat();
-        assert_eq!(recovery.received(&chat(4, "e1")), [], "held back");
-        assert_eq!(recovery.received(&chat(5, "e1")), []);
+        assert_eq!(recovery.received(chat(4, "e1")), [], "held back");
+        assert_eq!(recovery.received(chat(5, "e1")), []);
         let answer = format!(
             r#"{{"type":"history","messages":[{},{}],"recovered":true,"offset":4,"epoch":"e1"}}"#,
             chat(3, "e1"),
             chat(4, "e1")
         );
-        let shown = recovery.received(&answer);
+        let shown = recovery.received(answer);
         assert_eq!(offsets(&shown), [3, 4, 5], "in order, each once");
         assert_eq!(notes(&shown), [] as [&str; 0]);
         arrive(&mut recovery, &[&chat(6, "e1")]);
-        assert_eq!(recovery.received(&chat(6, "e1")), [], "a repeat is dropped");
+        assert_eq!(recovery.received(chat(6, "e1")), [], "a repeat is dropped");
     }
 
     #[test]
@@ -455,7 +455,7 @@ mod tests {
             r#"{{"type":"history","messages":[{}],"recovered":false,"offset":5,"epoch":"e1"}}"#,
             chat(5, "e1")
         );
-        let shown = recovery.received(&trimmed);
+        let shown = recovery.received(trimmed);
         assert_eq!(notes(&shown), ["chat: 2 messages may be missing"]);
         assert_eq!(offsets(&shown), [5]);
 
@@ -463,7 +463,7 @@ mod tests {
         let elsewhere =
             r#"{"type":"history","messages":[],"recovered":false,"offset":0,"epoch":"e2"}"#;
         assert_eq!(
-            recovery.received(elsewhere),
+            recovery.received(elsewhere.to_string()),
             [Shown::Status("chat: messages may be missing".into())]
         );
         arrive(&mut recovery, &[&chat(1, "e2")]);
@@ -471,7 +471,7 @@ mod tests {
         let mut recovery = back_in_the_chat();
         let down = r#"{"type":"error","code":"redis_unavailable","message":"m"}"#;
         assert_eq!(
-            recovery.received(down),
+            recovery.received(down.to_string()),
             [
                 Shown::Line(down.into()),
                 Shown::Status("chat: messages may be missing".into())
